@@ -1,0 +1,249 @@
+// Package app assembles a ztunnel process from its configuration: logging, the workload store
+// and its configuration source, the certificate manager, the proxy of the mode, and the admin,
+// stats and readiness servers. It owns all of them and shuts them down in order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/admin"
+	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/logging"
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/proxy"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/version"
+	"github.com/ztunnel-go/ztunnel/workload"
+	"github.com/ztunnel-go/ztunnel/xds"
+)
+
+// App is one ztunnel process. Fields are set by New and owned by Run.
+type App struct {
+	cfg     *config.Config
+	out     *logging.Output
+	log     *slog.Logger
+	store   *workload.Store
+	certs   *certs.Manager
+	metrics *metrics.Registry
+	ready   *admin.Readiness
+	proxy   *proxy.Proxy
+	local   *xds.LocalSource
+
+	quit     chan struct{} // closed by /quitquitquit
+	quitOnce sync.Once
+}
+
+// New builds the process from cfg, writing logs to w. It opens no socket.
+func New(cfg *config.Config, w io.Writer) (*App, error) {
+	format := logging.Text
+	if cfg.Log.Format == config.LogJSON {
+		format = logging.JSON
+	}
+	out := logging.NewOutput(w, format, cfg.Log.Level)
+	a := &App{
+		cfg:     cfg,
+		out:     out,
+		log:     out.Logger("ztunnel::app"),
+		store:   workload.NewStore(),
+		metrics: metrics.New("ztunnel", version.Version),
+		ready:   admin.NewReadiness(),
+		quit:    make(chan struct{}),
+	}
+
+	signer, err := newSigner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.certs = certs.NewManager(signer, certs.ManagerOptions{
+		TTL:              cfg.CA.SecretTTL,
+		Logger:           out.Logger("ztunnel::identity"),
+		TLS12:            cfg.TLS12Enabled,
+		CompliancePolicy: string(cfg.CompliancePolicy),
+	})
+
+	switch {
+	case cfg.XDS.LocalPath != "" || cfg.XDS.LocalInline != "":
+		if cfg.XDS.Address != "" {
+			a.log.Warn("a local config is set; the istiod xDS client is not part of this build yet, so XDS_ADDRESS is ignored",
+				"xds_address", cfg.XDS.Address)
+		}
+		a.local = &xds.LocalSource{Path: cfg.XDS.LocalPath, Inline: cfg.XDS.LocalInline, Store: a.store, Logger: out.Logger("ztunnel::xds")}
+	case cfg.XDS.Address != "":
+		return nil, fmt.Errorf("XDS_ADDRESS: the istiod xDS client is not part of this build yet; set LOCAL_XDS_PATH or LOCAL_XDS (and XDS_ADDRESS= to silence this)")
+	default:
+		a.log.Warn("no configuration source: no workloads are known, all traffic is passed through")
+	}
+
+	if cfg.Mode != config.ModeDedicated {
+		return nil, errors.New("PROXY_MODE: shared (in-pod) mode is not part of this build yet; use PROXY_MODE=dedicated with PROXY_WORKLOAD_INFO")
+	}
+	var self identity.ID
+	if cfg.ProxyWorkload != nil {
+		self = identity.ID{TrustDomain: cfg.TrustDomain, Namespace: cfg.ProxyWorkload.Namespace, ServiceAccount: cfg.ProxyWorkload.ServiceAccount}
+	}
+	socket := netutil.SocketOptions{
+		Mark:      cfg.PacketMark,
+		NoDelay:   true,
+		ReusePort: cfg.InPod.PortReuse,
+		// Transparent sockets need CAP_NET_ADMIN; without it the proxy still works, but
+		// inbound connections reach the app from the pod's own address.
+		Transparent: os.Geteuid() == 0,
+	}
+	if cfg.Keepalive.Enabled {
+		socket.Keepalive = net.KeepAliveConfig{Enable: true, Idle: cfg.Keepalive.Time, Interval: cfg.Keepalive.Interval, Count: int(cfg.Keepalive.Retries)}
+	}
+	listenIP := cfg.Listen.Outbound.IP
+	p, err := proxy.New(proxy.Config{
+		Store:   a.store,
+		Certs:   a.certs,
+		Metrics: a.metrics,
+		Self:    self,
+		Network: cfg.Network,
+		// The capture listeners share one wildcard address; ztunnel binds them all alike.
+		ListenIP: listenIP,
+		SOCKS5:   cfg.Listen.SOCKS5 != nil,
+		Socket:   socket,
+		OrigSrc:  cfg.RequireOriginalSource == nil || *cfg.RequireOriginalSource,
+		HBONE: hbone.Config{
+			StreamWindow: cfg.HTTP2.StreamWindowSize,
+			ConnWindow:   cfg.HTTP2.ConnectionWindowSize,
+			MaxFrameSize: cfg.HTTP2.FrameSize,
+			Logger:       out.Logger("ztunnel::hbone"),
+		},
+		PoolMaxStreams:   int(cfg.Pool.MaxStreamsPerConnection),
+		PoolIdleTimeout:  cfg.Pool.UnusedReleaseTimeout,
+		TerminationGrace: cfg.TerminationDeadline,
+		ClusterID:        cfg.ClusterID,
+		Logger:           out.Logger("ztunnel::proxy"),
+		AccessLog:        out.Logger("access"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.proxy = p
+	return a, nil
+}
+
+// newSigner picks the certificate source: FAKE_CA, LOCAL_CA_DIR, or (later) istiod.
+func newSigner(cfg *config.Config) (certs.Signer, error) {
+	switch {
+	case cfg.CA.LocalDir != "":
+		ca, err := certs.LoadLocalCA(cfg.CA.LocalDir)
+		if err != nil {
+			return nil, fmt.Errorf("LOCAL_CA_DIR: %w", err)
+		}
+		return ca, nil
+	case cfg.CA.FakeCA:
+		return certs.NewFakeCA(cfg.TrustDomain)
+	case cfg.CA.Address != "":
+		return nil, errors.New("CA_ADDRESS: the istiod CA client is not part of this build yet; set FAKE_CA=true or LOCAL_CA_DIR (and CA_ADDRESS= to silence this)")
+	default:
+		return nil, errors.New("CA_ADDRESS: no certificate source; set FAKE_CA=true or LOCAL_CA_DIR")
+	}
+}
+
+// Run starts everything and blocks until ctx ends or /quitquitquit, then drains.
+func (a *App) Run(ctx context.Context) error {
+	defer a.certs.Close()
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	// Configuration first: a broken local config stops start-up.
+	if a.local != nil {
+		done := a.ready.Register("local config")
+		loaded := make(chan error, 1)
+		wg.Go(func() {
+			err := a.local.Run(runCtx, func() { done(); loaded <- nil })
+			if err != nil && runCtx.Err() == nil {
+				select {
+				case loaded <- err:
+				default:
+					a.log.Error("local config source stopped", "err", err)
+				}
+			}
+		})
+		select {
+		case err := <-loaded:
+			if err != nil {
+				return fmt.Errorf("local config: %w", err)
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+
+	adm := &admin.Server{
+		Store: a.store, Certs: a.certs, Config: a.cfg.Redacted(), Log: a.out, Metrics: a.metrics, Ready: a.ready,
+		InitialLevel: a.cfg.Log.Level,
+		Version: admin.BuildInfo{
+			Version: version.Version, GitRevision: version.GitRevision, GoVersion: version.GoVersion(),
+			BuildProfile: "release", BuildStatus: version.BuildStatus, GitTag: version.Version, IstioVersion: version.IstioVersion,
+		},
+		Shutdown: func() { a.quitOnce.Do(func() { close(a.quit) }) },
+	}
+	var servers []*http.Server
+	serve := func(name string, addr config.Address, h http.Handler) error {
+		for _, ep := range addr.Endpoints(a.cfg.IPv6Enabled) {
+			l, err := net.Listen("tcp", ep.String())
+			if err != nil {
+				if ep.Addr().Is6() && addr.Localhost {
+					a.log.Warn("cannot listen on IPv6 loopback, continuing with IPv4", "server", name, "err", err)
+					continue
+				}
+				return fmt.Errorf("%s server: %w", name, err)
+			}
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+			servers = append(servers, srv)
+			wg.Go(func() { srv.Serve(l) })
+		}
+		return nil
+	}
+	shutdownServers := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	defer shutdownServers()
+	if err := serve("admin", a.cfg.Listen.Admin, adm.AdminHandler()); err != nil {
+		return err
+	}
+	if err := serve("stats", a.cfg.Listen.Stats, adm.StatsHandler()); err != nil {
+		return err
+	}
+	if err := serve("readiness", a.cfg.Listen.Readiness, adm.ReadinessHandler()); err != nil {
+		return err
+	}
+
+	proxyDone := a.ready.Register("proxy listeners")
+	if err := a.proxy.Listen(runCtx); err != nil {
+		return err
+	}
+	proxyDone()
+	wg.Go(func() { a.proxy.WatchPolicies(runCtx) })
+	a.log.Info("ztunnel started", "version", version.Version, "mode", a.cfg.Mode.String())
+
+	select {
+	case <-ctx.Done():
+		a.log.Info("received termination signal, draining")
+	case <-a.quit:
+		a.log.Info("received /quitquitquit, draining")
+	}
+	err := a.proxy.Drain(context.Background())
+	cancelRun()
+	a.log.Info("shutdown complete")
+	return err
+}

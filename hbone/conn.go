@@ -1,0 +1,563 @@
+package hbone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Sizes of the per-connection buffers. Tuned later by benchmarks.
+const (
+	readBufSize  = 32 << 10
+	writeBufSize = 32 << 10
+	// maxDataFrame caps the DATA frames we write, whatever the peer allows,
+	// so one stream cannot hold the write lock for long.
+	maxDataFrame = 64 << 10
+	// maxCtrlQueue bounds queued control frames; a peer that makes us queue
+	// more (e.g. a PING flood while not reading) loses the connection.
+	maxCtrlQueue = 4096
+	// goAwayGrace is how long a connection that hit a protocol error waits
+	// for its GOAWAY to be written before closing the socket.
+	goAwayGrace = time.Second
+)
+
+// ctrlKind is the type of a queued control frame.
+type ctrlKind uint8
+
+const (
+	ctrlPreface      ctrlKind = iota // client connection preface (not a frame)
+	ctrlSettings                     // our SETTINGS, built from Config
+	ctrlSettingsAck                  // SETTINGS with ACK
+	ctrlPing                         // PING
+	ctrlPingAck                      // PING with ACK, echoing data
+	ctrlWindowUpdate                 // WINDOW_UPDATE(stream, val)
+	ctrlRSTStream                    // RST_STREAM(stream, code val)
+	ctrlGoAway                       // GOAWAY(last stream id in stream, code val)
+	ctrlClose                        // not a frame: flush what precedes, then close
+)
+
+// ctrlFrame is a control frame queued for the control writer. Queueing
+// never blocks, so the read loop can answer the peer without ever waiting on
+// the socket.
+type ctrlFrame struct {
+	kind   ctrlKind
+	stream uint32
+	val    uint32
+	data   [8]byte
+}
+
+// conn is one HTTP/2 connection, client or server side. ClientConn wraps it;
+// Server drives it from ServeConn.
+type conn struct {
+	// Immutable after newConn.
+	nc     net.Conn
+	cfg    Config
+	log    *slog.Logger
+	server bool
+	srv    *Server // server side: the owner, for its Handler
+	// ctx is what streams report from Context: the ServeConn context on the server side (so a
+	// Handler can read what its caller knows of the connection, e.g. the verified peer), and
+	// context.Background on the client side. Set before the read loop starts.
+	ctx   context.Context
+	epoch time.Time
+	done  chan struct{} // closed by fail
+
+	// Owned by the read loop.
+	br          *bufio.Reader
+	rfr         *http2.Framer // read side only
+	scratch     [8]byte
+	sawSettings bool
+
+	// Write side. wmu guards every field in this block; take it with
+	// lockWrite and release it with unlockWrite.
+	wmu          sync.Mutex
+	writers      atomic.Int32 // goroutines holding or waiting for wmu; the last one out flushes
+	bw           *bufio.Writer
+	wfr          *http2.Framer // write side only
+	henc         *hpack.Encoder
+	hbuf         bytes.Buffer
+	dataHdr      [9]byte
+	encTableSize uint32
+	ctrlSpare    []ctrlFrame // the control queue's second buffer, swapped with ctrlQ
+	closeReq     bool        // a ctrlClose was written: close after the flush
+
+	// Control queue, guarded by cmu.
+	cmu      sync.Mutex
+	ctrlQ    []ctrlFrame
+	ctrlN    atomic.Int32  // len(ctrlQ), read without cmu as a hint
+	ctrlWake chan struct{} // capacity 1: wakes the control writer
+
+	// Receive-side connection flow control.
+	recvWindow  atomic.Int64 // bytes the peer may still send us on the connection
+	recvUnacked atomic.Int64 // bytes consumed but not yet returned by WINDOW_UPDATE
+
+	lastRead atomic.Int64 // time since epoch of the last frame read, in ns
+
+	// Guarded by mu. Lock order: wmu before mu; never take wmu (or any
+	// caller's lock) while holding mu.
+	mu             sync.Mutex
+	streams        map[uint32]*Stream
+	nextID         uint32 // client: id of the next stream we open
+	maxPeerID      uint32 // server: highest stream id the peer opened
+	sendWindow     int64  // connection-level send window
+	peerInitWindow int64
+	peerMaxFrame   uint32
+	peerMaxStreams uint32
+	peerTableSize  uint32
+	connWaiters    []*Stream // streams blocked on the connection send window
+	goingAway      bool      // server: we sent GOAWAY; client: we received one
+	closing        bool      // ctrlClose queued
+	closeErr       error     // reason given to closeGraceful
+	closed         bool      // fail ran
+	err            error     // why the connection ended
+	streamErr      error     // err as seen by streams that were still open
+
+	wg       sync.WaitGroup // control writer, keepalive and (client) read loop
+	handlers sync.WaitGroup // server: Handler goroutines
+}
+
+func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
+	cfg = cfg.withDefaults()
+	c := &conn{
+		nc:             nc,
+		cfg:            cfg,
+		log:            cfg.Logger,
+		server:         server,
+		srv:            srv,
+		epoch:          time.Now(),
+		ctx:            context.Background(),
+		done:           make(chan struct{}),
+		br:             bufio.NewReaderSize(nc, readBufSize),
+		bw:             bufio.NewWriterSize(nc, writeBufSize),
+		ctrlWake:       make(chan struct{}, 1),
+		streams:        make(map[uint32]*Stream),
+		nextID:         1,
+		sendWindow:     initialWindow,
+		peerInitWindow: initialWindow,
+		peerMaxFrame:   minFrameSize,
+		peerMaxStreams: ^uint32(0),
+		peerTableSize:  4096,
+		encTableSize:   4096,
+	}
+	c.rfr = http2.NewFramer(nil, c.br)
+	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
+	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.rfr.MaxHeaderListSize = cfg.MaxHeaderListSize
+	c.wfr = http2.NewFramer(c.bw, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.recvWindow.Store(int64(cfg.ConnWindow))
+
+	// The first bytes on the wire: (client) preface, SETTINGS, and the
+	// WINDOW_UPDATE raising the connection window from its initial 65535.
+	if !server {
+		c.enqueue(ctrlFrame{kind: ctrlPreface})
+	}
+	c.enqueue(ctrlFrame{kind: ctrlSettings})
+	if inc := cfg.ConnWindow - initialWindow; inc > 0 {
+		c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, val: inc})
+	}
+	return c
+}
+
+// start launches the control writer and keepalive goroutines.
+func (c *conn) start() {
+	c.wg.Add(2)
+	go c.writeLoop()
+	go c.keepalive()
+}
+
+func (c *conn) now() int64 { return int64(time.Since(c.epoch)) }
+
+// ---- write side ----
+
+// lockWrite takes the write lock and first writes queued control frames,
+// so they keep their order relative to what the caller writes next. The
+// caller must call unlockWrite, even when lockWrite fails.
+func (c *conn) lockWrite() error {
+	c.writers.Add(1)
+	c.wmu.Lock()
+	if c.closeReq {
+		return errConnClosed
+	}
+	if c.ctrlN.Load() == 0 {
+		return nil
+	}
+	return c.writeCtrlLocked()
+}
+
+// unlockWrite releases the write lock, flushing when no other writer waits
+// (so frames written back to back share a syscall).
+func (c *conn) unlockWrite() error {
+	var err error
+	if c.writers.Add(-1) == 0 || c.closeReq {
+		err = c.bw.Flush()
+	}
+	closeNow := c.closeReq
+	c.wmu.Unlock()
+	switch {
+	case err != nil:
+		c.fail(fmt.Errorf("hbone: write: %w", err))
+		return c.connErr()
+	case closeNow:
+		c.mu.Lock()
+		reason := c.closeErr
+		c.mu.Unlock()
+		c.fail(reason)
+	}
+	return nil
+}
+
+// writeCtrlLocked writes every queued control frame. wmu must be held.
+func (c *conn) writeCtrlLocked() error {
+	c.cmu.Lock()
+	q := c.ctrlQ
+	c.ctrlQ = c.ctrlSpare[:0]
+	c.ctrlN.Store(0)
+	c.cmu.Unlock()
+	var err error
+	for i := range q {
+		if c.closeReq {
+			break
+		}
+		f := &q[i]
+		switch f.kind {
+		case ctrlPreface:
+			_, err = c.bw.WriteString(http2.ClientPreface)
+		case ctrlSettings:
+			err = c.writeSettingsLocked()
+		case ctrlSettingsAck:
+			err = c.wfr.WriteSettingsAck()
+		case ctrlPing:
+			err = c.wfr.WritePing(false, f.data)
+		case ctrlPingAck:
+			err = c.wfr.WritePing(true, f.data)
+		case ctrlWindowUpdate:
+			err = c.wfr.WriteWindowUpdate(f.stream, f.val)
+		case ctrlRSTStream:
+			err = c.wfr.WriteRSTStream(f.stream, http2.ErrCode(f.val))
+		case ctrlGoAway:
+			err = c.wfr.WriteGoAway(f.stream, http2.ErrCode(f.val), nil)
+		case ctrlClose:
+			c.closeReq = true
+		}
+		if err != nil {
+			break
+		}
+	}
+	clear(q)
+	c.ctrlSpare = q[:0]
+	return err
+}
+
+func (c *conn) writeSettingsLocked() error {
+	s := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: c.cfg.StreamWindow},
+		{ID: http2.SettingMaxFrameSize, Val: c.cfg.MaxFrameSize},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.MaxHeaderListSize},
+	}
+	if c.server {
+		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.MaxConcurrentStreams})
+	} else {
+		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}
+	return c.wfr.WriteSettings(s...)
+}
+
+// enqueue queues a control frame for the control writer. It never blocks.
+// An overflowing queue means the peer makes us answer faster than it reads:
+// the connection is closed.
+func (c *conn) enqueue(f ctrlFrame) bool {
+	c.cmu.Lock()
+	if len(c.ctrlQ) >= maxCtrlQueue {
+		c.cmu.Unlock()
+		c.fail(connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "control frame queue overflow"})
+		return false
+	}
+	c.ctrlQ = append(c.ctrlQ, f)
+	c.ctrlN.Store(int32(len(c.ctrlQ)))
+	c.cmu.Unlock()
+	signal(c.ctrlWake)
+	return true
+}
+
+// writeLoop is the control writer goroutine.
+func (c *conn) writeLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctrlWake:
+		case <-c.done:
+			return
+		}
+		err := c.lockWrite()
+		if uerr := c.unlockWrite(); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// writeData writes one DATA frame for s. The caller holds s.wsem and has
+// reserved len(p) bytes of send window. The 9-byte header is written by
+// hand so the payload goes from p to the bufio.Writer without a detour
+// through the Framer's buffer.
+func (c *conn) writeData(s *Stream, p []byte, end bool) error {
+	err := c.lockWrite()
+	skipped := false
+	if err == nil {
+		if s.rstSent.Load() {
+			// The stream was reset: no DATA may follow the RST_STREAM.
+			skipped = true
+		} else {
+			h := &c.dataHdr
+			n := len(p)
+			h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
+			h[3] = byte(http2.FrameData)
+			h[4] = 0
+			if end {
+				h[4] = byte(http2.FlagDataEndStream)
+			}
+			binary.BigEndian.PutUint32(h[5:], s.id)
+			if _, err = c.bw.Write(h[:]); err == nil && n > 0 {
+				_, err = c.bw.Write(p)
+			}
+		}
+	}
+	uerr := c.unlockWrite()
+	switch {
+	case skipped:
+		return s.termErr()
+	case err != nil:
+		c.fail(fmt.Errorf("hbone: write: %w", err))
+		return c.connErr()
+	case uerr != nil:
+		return c.connErr()
+	}
+	return nil
+}
+
+// writeHeadersLocked encodes fields (name, value pairs) and writes them as
+// HEADERS plus CONTINUATION frames. wmu must be held.
+func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
+	c.mu.Lock()
+	maxFrag := int(c.peerMaxFrame)
+	tableSize := c.peerTableSize
+	c.mu.Unlock()
+	if tableSize != c.encTableSize {
+		c.henc.SetMaxDynamicTableSizeLimit(tableSize)
+		c.encTableSize = tableSize
+	}
+	c.hbuf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		if err := c.henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}); err != nil {
+			return fmt.Errorf("hbone: encode headers: %w", err)
+		}
+	}
+	block := c.hbuf.Bytes()
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), maxFrag)]
+		block = block[len(frag):]
+		var err error
+		if first {
+			err = c.wfr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0,
+			})
+			first = false
+		} else {
+			err = c.wfr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			return fmt.Errorf("hbone: write headers: %w", err)
+		}
+	}
+	return nil
+}
+
+// ---- keepalive ----
+
+// keepalive sends a PING every PingInterval and closes the connection when
+// nothing at all was received for PingTimeout.
+func (c *conn) keepalive() {
+	defer c.wg.Done()
+	interval, timeout := c.cfg.PingInterval, c.cfg.PingTimeout
+	t := time.NewTimer(min(interval, timeout))
+	defer t.Stop()
+	lastPing := c.now()
+	var seq uint64
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		now := c.now()
+		silent := time.Duration(now - c.lastRead.Load())
+		if silent >= timeout {
+			c.log.Debug("hbone: peer silent, closing connection", "remote", c.nc.RemoteAddr(), "silent", silent)
+			c.fail(ErrPingTimeout)
+			return
+		}
+		if time.Duration(now-lastPing) >= interval {
+			seq++
+			f := ctrlFrame{kind: ctrlPing}
+			binary.BigEndian.PutUint64(f.data[:], seq)
+			c.enqueue(f)
+			lastPing = now
+		}
+		next := min(time.Duration(lastPing-now)+interval, timeout-silent)
+		t.Reset(max(next, time.Millisecond))
+	}
+}
+
+// ---- teardown ----
+
+// fail ends the connection: it records err, closes the socket and fails
+// every open stream. It is idempotent (the first reason wins) and may be
+// called from any goroutine holding no lock of this package except wmu.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.err = err
+	c.streamErr = fmt.Errorf("hbone: connection closed: %w", err)
+	streams := make([]*Stream, 0, len(c.streams))
+	for _, s := range c.streams {
+		streams = append(streams, s)
+	}
+	clear(c.streams)
+	c.connWaiters = nil
+	serr := c.streamErr
+	c.mu.Unlock()
+	close(c.done)
+	c.nc.Close()
+	if !isBenign(err) {
+		c.log.Debug("hbone: connection failed", "remote", c.nc.RemoteAddr(), "err", err)
+	}
+	for _, s := range streams {
+		s.connFailed(serr)
+	}
+}
+
+// closeGraceful closes the connection once every frame queued or written
+// before this call has been flushed.
+func (c *conn) closeGraceful(reason error) {
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closeErr = reason
+	c.mu.Unlock()
+	c.enqueue(ctrlFrame{kind: ctrlClose})
+}
+
+// connErr is the error streams see once the connection failed.
+func (c *conn) connErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streamErr != nil {
+		return c.streamErr
+	}
+	return errConnClosed
+}
+
+// isBenign reports whether err is an ordinary end of a connection.
+func isBenign(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, ErrServerClosed)
+}
+
+// afterReadLoop ends the connection after the read loop returned err. A
+// protocol error is reported to the peer with GOAWAY first.
+func (c *conn) afterReadLoop(err error) {
+	var ce connError
+	if errors.As(err, &ce) {
+		c.log.Debug("hbone: protocol error from peer", "remote", c.nc.RemoteAddr(), "err", err)
+		c.mu.Lock()
+		last := c.maxPeerID
+		c.mu.Unlock()
+		c.enqueue(ctrlFrame{kind: ctrlGoAway, stream: last, val: uint32(ce.Code)})
+		c.closeGraceful(err)
+		t := time.NewTimer(goAwayGrace)
+		select {
+		case <-c.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.fail(err)
+}
+
+// removeStream forgets a finished stream and runs its completion hook.
+// A draining connection closes when its last stream goes.
+func (c *conn) removeStream(s *Stream) {
+	c.mu.Lock()
+	if c.streams[s.id] == s {
+		delete(c.streams, s.id)
+	}
+	drained := c.goingAway && len(c.streams) == 0 && !c.closed
+	c.mu.Unlock()
+	s.runOnDone()
+	if drained {
+		c.closeGraceful(errGoAwayDrain)
+	}
+}
+
+// goAway starts a graceful shutdown of a server connection: GOAWAY with the
+// last stream we accepted, no new streams, close when the last one ends.
+func (c *conn) goAway() {
+	c.mu.Lock()
+	if c.closed || c.goingAway {
+		c.mu.Unlock()
+		return
+	}
+	c.goingAway = true
+	last := c.maxPeerID
+	empty := len(c.streams) == 0
+	c.mu.Unlock()
+	c.enqueue(ctrlFrame{kind: ctrlGoAway, stream: last, val: uint32(http2.ErrCodeNo)})
+	if empty {
+		c.closeGraceful(errGoAwayDrain)
+	}
+}
+
+// creditConn returns n consumed bytes to the connection receive window,
+// sending WINDOW_UPDATE once half the window is pending.
+func (c *conn) creditConn(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.recvUnacked.Add(n)
+	thresh := int64(c.cfg.ConnWindow) / 2
+	for {
+		u := c.recvUnacked.Load()
+		if u < thresh {
+			return
+		}
+		if c.recvUnacked.CompareAndSwap(u, 0) {
+			c.recvWindow.Add(u)
+			c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, val: uint32(u)})
+			return
+		}
+	}
+}

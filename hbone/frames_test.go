@@ -1,0 +1,244 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// rawPeer speaks raw HTTP/2 frames to a Server over net.Pipe, in the style
+// of x/net's serverTester.
+type rawPeer struct {
+	t    *testing.T
+	nc   net.Conn
+	fr   *http2.Framer
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+	srv  *Server
+	done chan error // ServeConn's result
+}
+
+func newRawPeer(t *testing.T, cfg Config, h Handler) *rawPeer {
+	t.Helper()
+	a, b := net.Pipe()
+	p := &rawPeer{t: t, nc: a, srv: &Server{Config: cfg, Handler: h}, done: make(chan error, 1)}
+	p.fr = http2.NewFramer(a, a)
+	p.fr.AllowIllegalWrites = true
+	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	p.henc = hpack.NewEncoder(&p.hbuf)
+	go func() { p.done <- p.srv.ServeConn(context.Background(), b) }()
+	t.Cleanup(func() {
+		a.Close()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			t.Error("ServeConn did not return after the peer closed")
+		}
+	})
+	return p
+}
+
+// handshake sends the preface and SETTINGS and reads the server's SETTINGS.
+func (p *rawPeer) handshake() {
+	p.t.Helper()
+	p.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(p.nc, http2.ClientPreface); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.fr.WriteSettings(); err != nil {
+		p.t.Fatal(err)
+	}
+	f := p.read(func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok })
+	if f.(*http2.SettingsFrame).IsAck() {
+		p.t.Fatal("first SETTINGS from server is an ACK")
+	}
+}
+
+func (p *rawPeer) headers(id uint32, end bool, kv ...string) {
+	p.t.Helper()
+	p.hbuf.Reset()
+	for i := 0; i < len(kv); i += 2 {
+		p.henc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	if err := p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: p.hbuf.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// read returns the first frame for which match is true, skipping others.
+func (p *rawPeer) read(match func(http2.Frame) bool) http2.Frame {
+	p.t.Helper()
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			p.t.Fatalf("reading frames: %v", err)
+		}
+		if match(f) {
+			return f
+		}
+	}
+}
+
+func isRST(id uint32) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		return ok && r.StreamID == id
+	}
+}
+
+func isStatus(id uint32) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == id
+	}
+}
+
+func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
+
+func TestRefusedStreamBeyondLimit(t *testing.T) {
+	var mu sync.Mutex
+	var held []*Stream
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		s.Respond(200)
+		mu.Lock()
+		held = append(held, s)
+		mu.Unlock()
+		io.Copy(io.Discard, s)
+	})
+	p := newRawPeer(t, Config{MaxConcurrentStreams: 2}, h)
+	p.handshake()
+	for _, id := range []uint32{1, 3} {
+		p.headers(id, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+		if got := p.read(isStatus(id)).(*http2.MetaHeadersFrame).PseudoValue("status"); got != "200" {
+			t.Fatalf("stream %d: status %q, want 200", id, got)
+		}
+	}
+	p.headers(5, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	rst := p.read(isRST(5)).(*http2.RSTStreamFrame)
+	if rst.ErrCode != http2.ErrCodeRefusedStream {
+		t.Errorf("RST_STREAM code: got %v, want REFUSED_STREAM", rst.ErrCode)
+	}
+	// Ending one stream makes room again.
+	p.fr.WriteData(1, true, nil)
+	p.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	time.Sleep(50 * time.Millisecond)
+	p.headers(7, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	if got := p.read(isStatus(7)).(*http2.MetaHeadersFrame).PseudoValue("status"); got != "200" {
+		t.Errorf("stream 7 after a slot freed: status %q, want 200", got)
+	}
+}
+
+func TestShutdownSendsGoAway(t *testing.T) {
+	p := newRawPeer(t, Config{}, echo)
+	p.handshake()
+	p.headers(1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	p.read(isStatus(1))
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- p.srv.Shutdown(ctx)
+	}()
+	ga := p.read(isGoAway).(*http2.GoAwayFrame)
+	if ga.LastStreamID != 1 || ga.ErrCode != http2.ErrCodeNo {
+		t.Errorf("GOAWAY: got last=%d code=%v, want last=1 NO_ERROR", ga.LastStreamID, ga.ErrCode)
+	}
+	// A new stream after GOAWAY is refused; the existing one still works.
+	p.headers(3, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	if rst := p.read(isRST(3)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeRefusedStream {
+		t.Errorf("stream after GOAWAY: got %v, want REFUSED_STREAM", rst.ErrCode)
+	}
+	p.fr.WriteData(1, false, []byte("ping"))
+	d := p.read(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
+	if string(d.Data()) != "ping" {
+		t.Errorf("echo during drain: got %q", d.Data())
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a stream was open", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// Ending the stream both ways lets the connection close and Shutdown return.
+	p.fr.WriteData(1, true, nil)
+	go io.Copy(io.Discard, p.nc)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after the last stream ended")
+	}
+}
+
+func TestConnectionErrorsSendGoAway(t *testing.T) {
+	tests := []struct {
+		name  string
+		write func(fr *http2.Framer)
+		want  http2.ErrCode
+	}{
+		{"DATA on stream 0", func(fr *http2.Framer) { fr.WriteData(0, false, []byte("x")) }, http2.ErrCodeProtocol},
+		{"DATA on idle stream", func(fr *http2.Framer) { fr.WriteData(9, false, []byte("x")) }, http2.ErrCodeProtocol},
+		{"zero connection WINDOW_UPDATE", func(fr *http2.Framer) { fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0}) }, http2.ErrCodeProtocol},
+		{"even stream id", func(fr *http2.Framer) {
+			var b bytes.Buffer
+			hpack.NewEncoder(&b).WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: b.Bytes(), EndHeaders: true})
+		}, http2.ErrCodeProtocol},
+		{"frame too large", func(fr *http2.Framer) {
+			fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 17<<10))
+		}, http2.ErrCodeFrameSize},
+		{"connection window exceeded", func(fr *http2.Framer) {
+			fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, 8)) // warm-up
+			for range 5 {
+				fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 16<<10))
+			}
+		}, http2.ErrCodeFlowControl},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{MaxFrameSize: 16 << 10, ConnWindow: 65535, StreamWindow: 1 << 20}
+			block := make(chan struct{})
+			defer close(block)
+			h := HandlerFunc(func(s *Stream, req *Request) { s.Respond(200); <-block })
+			p := newRawPeer(t, cfg, h)
+			p.handshake()
+			p.headers(1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+			p.read(isStatus(1))
+			go tt.write(p.fr)
+			ga := p.read(isGoAway).(*http2.GoAwayFrame)
+			if ga.ErrCode != tt.want {
+				t.Errorf("GOAWAY code: got %v, want %v", ga.ErrCode, tt.want)
+			}
+			// Then the server closes the connection.
+			for {
+				if _, err := p.fr.ReadFrame(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Errorf("after GOAWAY: got %v, want EOF", err)
+					}
+					break
+				}
+			}
+		})
+	}
+}
+
+func TestPingIsAnswered(t *testing.T) {
+	p := newRawPeer(t, Config{}, echo)
+	p.handshake()
+	data := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
+	p.fr.WritePing(false, data)
+	f := p.read(func(f http2.Frame) bool { pf, ok := f.(*http2.PingFrame); return ok && pf.IsAck() }).(*http2.PingFrame)
+	if f.Data != data {
+		t.Errorf("PING ack data: got %v, want %v", f.Data, data)
+	}
+}

@@ -1,0 +1,216 @@
+package hbone
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testTLS returns server and client TLS configs sharing a self-signed
+// certificate, with ALPN h2 (as HBONE uses).
+func testTLS(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "hbone-test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	server = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    roots,
+		NextProtos:   []string{"h2"},
+		MinVersion:   tls.VersionTLS13,
+	}
+	client = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      roots,
+		ServerName:   "127.0.0.1",
+		NextProtos:   []string{"h2"},
+		MinVersion:   tls.VersionTLS13,
+	}
+	return server, client
+}
+
+// testServer is a Server behind a loopback listener, optionally with TLS.
+type testServer struct {
+	srv  *Server
+	ln   net.Listener
+	tls  *tls.Config // client side config, nil without TLS
+	wg   sync.WaitGroup
+	errs chan error
+}
+
+func startServer(t testing.TB, useTLS bool, cfg Config, h Handler) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{srv: &Server{Config: cfg, Handler: h}, ln: ln, errs: make(chan error, 100)}
+	var stls *tls.Config
+	if useTLS {
+		stls, ts.tls = testTLS(t)
+	}
+	ts.wg.Add(1)
+	go func() {
+		defer ts.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ts.wg.Add(1)
+			go func() {
+				defer ts.wg.Done()
+				if stls != nil {
+					tc := tls.Server(c, stls)
+					if err := tc.HandshakeContext(context.Background()); err != nil {
+						c.Close()
+						return
+					}
+					if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+						ts.errs <- io.ErrUnexpectedEOF
+					}
+					c = tc
+				}
+				if err := ts.srv.ServeConn(context.Background(), c); err != nil {
+					select {
+					case ts.errs <- err:
+					default:
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(ts.close)
+	return ts
+}
+
+func (ts *testServer) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", ts.ln.Addr().String())
+	if err != nil || ts.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, ts.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func (ts *testServer) client(t testing.TB, cfg Config) *ClientConn {
+	t.Helper()
+	nc, err := ts.dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewClientConn(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func (ts *testServer) close() {
+	ts.ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ts.srv.Shutdown(ctx)
+	ts.wg.Wait()
+}
+
+// pipePair connects a ClientConn and a Server over net.Pipe.
+func pipePair(t testing.TB, cliCfg, srvCfg Config, h Handler) (*ClientConn, *Server) {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	srv := &Server{Config: srvCfg, Handler: h}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		srv.ServeConn(context.Background(), c2)
+	}()
+	cc, err := NewClientConn(c1, cliCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		wg.Wait()
+	})
+	return cc, srv
+}
+
+// echo is a Handler that opens the tunnel and echoes until EOF, then
+// half-closes.
+var echo = HandlerFunc(func(s *Stream, req *Request) {
+	if err := s.Respond(200); err != nil {
+		return
+	}
+	if _, err := io.Copy(s, s); err != nil {
+		return
+	}
+	s.CloseWrite()
+})
+
+// waitGoroutines waits until the number of goroutines is back to base.
+func waitGoroutines(t testing.TB, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("goroutines: got %d, want <= %d\n%s", n, base, buf)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pattern fills b with a position-dependent pattern starting at offset off.
+func pattern(b []byte, off int) {
+	for i := range b {
+		x := off + i
+		b[i] = byte(x ^ x>>8 ^ x>>16)
+	}
+}

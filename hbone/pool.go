@@ -1,0 +1,295 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Key identifies a pool of connections: ztunnel pools per source identity,
+// expected destination identities and HBONE address. Source and Expected
+// are opaque to this package.
+type Key struct {
+	Source   string         // source identity
+	Expected string         // expected destination identities, canonical string
+	Addr     netip.AddrPort // HBONE endpoint dialed (ip:15008)
+}
+
+// PoolConfig configures a Pool.
+type PoolConfig struct {
+	// Dial returns a connection to k.Addr that completed its TLS handshake
+	// (ALPN h2) with the identities k names. Required. The context carries
+	// the first waiting caller's deadline and ends when the pool closes.
+	Dial func(ctx context.Context, k Key) (net.Conn, error)
+	// MaxStreamsPerConn is the most streams one connection carries (also
+	// capped by the peer's SETTINGS_MAX_CONCURRENT_STREAMS). 0 means 100.
+	MaxStreamsPerConn int
+	// IdleTimeout closes a connection that carried no stream for this
+	// long. 0 means 5 minutes.
+	IdleTimeout time.Duration
+	// Config applies to every connection.
+	Config Config
+}
+
+// Defaults of PoolConfig.
+const (
+	DefaultMaxStreamsPerConn = 100
+	DefaultIdleTimeout       = 5 * time.Minute
+)
+
+// PoolStats is a snapshot of a pool.
+type PoolStats struct {
+	Conns   int // open connections
+	Streams int // streams checked out
+}
+
+// Pool keeps client connections per Key: a Connect reuses a connection of
+// its key with spare streams, otherwise it waits for the key's single dial
+// in flight (or starts it). A connection with no streams for IdleTimeout is
+// closed; a dead one is dropped.
+type Pool struct {
+	cfg    PoolConfig      // immutable after NewPool
+	ctx    context.Context // ends at Close; parent of dials
+	cancel context.CancelFunc
+
+	mu      sync.Mutex // guards the fields below and poolConn.streams/idleSince
+	keys    map[Key]*poolKey
+	closed  bool
+	conns   int
+	streams int
+
+	wg sync.WaitGroup // dial goroutines and per-connection watchers
+}
+
+type poolKey struct {
+	conns []*poolConn
+	dial  *poolDial // the dial in flight, if any
+}
+
+type poolDial struct {
+	done chan struct{} // closed when the dial ended
+	err  error         // set before done is closed
+}
+
+type poolConn struct {
+	key       Key
+	cc        *ClientConn
+	streams   int           // checked-out streams; guarded by Pool.mu
+	idleSince time.Time     // when streams dropped to 0; guarded by Pool.mu
+	kick      chan struct{} // capacity 1: streams dropped to 0
+}
+
+// NewPool returns a pool. Close it to release its connections.
+func NewPool(cfg PoolConfig) *Pool {
+	if cfg.MaxStreamsPerConn <= 0 {
+		cfg.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Pool{cfg: cfg, ctx: ctx, cancel: cancel, keys: make(map[Key]*poolKey)}
+}
+
+// maxRefusedRetries bounds retries of streams the peer did not process.
+const maxRefusedRetries = 3
+
+// Connect opens a CONNECT stream to k on a pooled connection.
+func (p *Pool) Connect(ctx context.Context, k Key, req *Request) (*Stream, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := p.acquire(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		s, err := pc.cc.c.connect(ctx, req, func() { p.release(pc) })
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, ErrRefused) || attempt >= maxRefusedRetries || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// acquire reserves one stream on a connection of k, dialing if needed.
+func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		e := p.keys[k]
+		if e == nil {
+			e = &poolKey{}
+			p.keys[k] = e
+		}
+		for _, pc := range e.conns {
+			if pc.streams < p.cfg.MaxStreamsPerConn && pc.cc.CanTakeNewStream() {
+				pc.streams++
+				p.streams++
+				p.mu.Unlock()
+				return pc, nil
+			}
+		}
+		d := e.dial
+		if d == nil {
+			d = &poolDial{done: make(chan struct{})}
+			e.dial = d
+			dctx, cancel := p.ctx, context.CancelFunc(func() {})
+			if dl, ok := ctx.Deadline(); ok {
+				dctx, cancel = context.WithDeadline(p.ctx, dl)
+			}
+			p.wg.Add(1)
+			go p.dial(dctx, cancel, k, e, d)
+		}
+		p.mu.Unlock()
+		select {
+		case <-d.done:
+			if d.err != nil {
+				return nil, d.err
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hbone: waiting for connection to %v: %w", k.Addr, context.Cause(ctx))
+		}
+	}
+}
+
+// dial runs in a goroutine owned by the pool: the key's one dial in flight.
+func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *poolKey, d *poolDial) {
+	defer p.wg.Done()
+	defer cancel()
+	var cc *ClientConn
+	nc, err := p.cfg.Dial(ctx, k)
+	if err == nil {
+		cc, err = NewClientConn(nc, p.cfg.Config)
+	}
+	p.mu.Lock()
+	e.dial = nil
+	if err == nil && p.closed {
+		err = ErrPoolClosed
+		defer cc.Close()
+	}
+	if err != nil {
+		d.err = fmt.Errorf("hbone: dial %v: %w", k.Addr, err)
+		if len(e.conns) == 0 && p.keys[k] == e {
+			delete(p.keys, k)
+		}
+	} else {
+		pc := &poolConn{key: k, cc: cc, idleSince: time.Now(), kick: make(chan struct{}, 1)}
+		e.conns = append(e.conns, pc)
+		p.conns++
+		p.wg.Add(1)
+		go p.watch(pc)
+	}
+	close(d.done)
+	p.mu.Unlock()
+}
+
+// release returns a stream reservation; it is the stream's completion hook.
+func (p *Pool) release(pc *poolConn) {
+	p.mu.Lock()
+	pc.streams--
+	p.streams--
+	idle := pc.streams == 0
+	if idle {
+		pc.idleSince = time.Now()
+	}
+	p.mu.Unlock()
+	if idle {
+		signal(pc.kick)
+	}
+}
+
+// watch runs in a goroutine owned by the pool, one per connection: it
+// removes the connection when it dies, when it stayed idle for IdleTimeout
+// or when the pool closes.
+func (p *Pool) watch(pc *poolConn) {
+	defer p.wg.Done()
+	idle := p.cfg.IdleTimeout
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-pc.cc.Done():
+			p.remove(pc)
+			pc.cc.Close()
+			return
+		case <-p.ctx.Done():
+			pc.cc.Close()
+			return
+		case <-pc.kick:
+			p.mu.Lock()
+			wait := idle - time.Since(pc.idleSince)
+			armed := pc.streams == 0
+			p.mu.Unlock()
+			if armed {
+				t.Reset(max(wait, 0))
+			}
+		case <-t.C:
+			p.mu.Lock()
+			expired := pc.streams == 0 && time.Since(pc.idleSince) >= idle
+			wait := idle - time.Since(pc.idleSince)
+			if expired {
+				p.removeLocked(pc)
+			}
+			p.mu.Unlock()
+			if expired {
+				pc.cc.Close()
+				return
+			}
+			if wait > 0 {
+				t.Reset(wait)
+			}
+		}
+	}
+}
+
+func (p *Pool) remove(pc *poolConn) {
+	p.mu.Lock()
+	p.removeLocked(pc)
+	p.mu.Unlock()
+}
+
+func (p *Pool) removeLocked(pc *poolConn) {
+	e := p.keys[pc.key]
+	if e == nil {
+		return
+	}
+	for i, x := range e.conns {
+		if x == pc {
+			e.conns = append(e.conns[:i], e.conns[i+1:]...)
+			p.conns--
+			break
+		}
+	}
+	if len(e.conns) == 0 && e.dial == nil {
+		delete(p.keys, pc.key)
+	}
+}
+
+// Close closes every connection and waits for the pool's goroutines.
+// Streams still open fail.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	p.wg.Wait()
+	p.mu.Lock()
+	clear(p.keys)
+	p.conns = 0
+	p.mu.Unlock()
+	return nil
+}
+
+// Stats returns the number of open connections and checked-out streams.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolStats{Conns: p.conns, Streams: p.streams}
+}

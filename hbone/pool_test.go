@@ -1,0 +1,271 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// hold is a Handler that opens the tunnel and keeps it until the client
+// ends it.
+var hold = HandlerFunc(func(s *Stream, req *Request) {
+	s.Respond(200)
+	io.Copy(io.Discard, s)
+})
+
+var testKey = Key{Source: "spiffe://td/ns/a/sa/a", Expected: "spiffe://td/ns/b/sa/b", Addr: netip.MustParseAddrPort("10.0.0.2:15008")}
+
+func TestPoolStreamsPerConn(t *testing.T) {
+	tests := []struct {
+		maxStreams int
+		streams    int
+		wantConns  int
+	}{
+		{maxStreams: 100, streams: 50, wantConns: 1},
+		{maxStreams: 10, streams: 50, wantConns: 5},
+		{maxStreams: 0, streams: 100, wantConns: 1}, // default 100
+	}
+	for _, tt := range tests {
+		ts := startServer(t, false, Config{}, hold)
+		var dials atomic.Int32
+		p := NewPool(PoolConfig{
+			MaxStreamsPerConn: tt.maxStreams,
+			Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+				dials.Add(1)
+				return ts.dial(ctx)
+			},
+		})
+		streams := make([]*Stream, tt.streams)
+		var wg sync.WaitGroup
+		for i := range streams {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				s, err := p.Connect(ctx, testKey, &Request{Authority: "10.0.0.2:80"})
+				if err != nil {
+					t.Errorf("Connect: %v", err)
+					return
+				}
+				streams[i] = s
+			})
+		}
+		wg.Wait()
+		if got := int(dials.Load()); got != tt.wantConns {
+			t.Errorf("max %d, %d streams: dials got %d, want %d", tt.maxStreams, tt.streams, got, tt.wantConns)
+		}
+		if got, want := p.Stats(), (PoolStats{Conns: tt.wantConns, Streams: tt.streams}); got != want {
+			t.Errorf("max %d: Stats got %+v, want %+v", tt.maxStreams, got, want)
+		}
+		for _, s := range streams {
+			if s != nil {
+				s.Close()
+			}
+		}
+		if got := p.Stats().Streams; got != 0 {
+			t.Errorf("Stats().Streams after closing all: got %d, want 0", got)
+		}
+		p.Close()
+		if got := p.Stats(); got != (PoolStats{}) {
+			t.Errorf("Stats after Close: got %+v, want zero", got)
+		}
+	}
+}
+
+func TestPoolOneDialInFlight(t *testing.T) {
+	ts := startServer(t, false, Config{}, hold)
+	var dials, inflight, maxInflight atomic.Int32
+	started := make(chan struct{}, 10)
+	unblock := make(chan struct{})
+	p := NewPool(PoolConfig{Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+		dials.Add(1)
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for {
+			m := maxInflight.Load()
+			if n <= m || maxInflight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		started <- struct{}{}
+		<-unblock
+		return ts.dial(ctx)
+	}})
+	defer p.Close()
+	const callers = 30
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range callers {
+		wg.Go(func() {
+			s, err := p.Connect(context.Background(), testKey, &Request{Authority: "10.0.0.2:80"})
+			if err != nil {
+				t.Errorf("Connect: %v", err)
+				return
+			}
+			ok.Add(1)
+			s.Close()
+		})
+	}
+	<-started
+	time.Sleep(100 * time.Millisecond) // let every caller pile up behind the dial
+	close(unblock)
+	wg.Wait()
+	if d, m := dials.Load(), maxInflight.Load(); d != 1 || m != 1 {
+		t.Errorf("dials: got %d (max %d in flight), want 1 (1)", d, m)
+	}
+	if ok.Load() != callers {
+		t.Errorf("successful Connects: got %d, want %d", ok.Load(), callers)
+	}
+}
+
+func TestPoolDialErrorSharedAndRetried(t *testing.T) {
+	ts := startServer(t, false, Config{}, hold)
+	var dials atomic.Int32
+	fail := errors.New("dial refused")
+	p := NewPool(PoolConfig{Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+		if dials.Add(1) == 1 {
+			return nil, fail
+		}
+		return ts.dial(ctx)
+	}})
+	defer p.Close()
+	if _, err := p.Connect(context.Background(), testKey, &Request{Authority: "a:1"}); !errors.Is(err, fail) {
+		t.Fatalf("first Connect: got %v, want the dial error", err)
+	}
+	s, err := p.Connect(context.Background(), testKey, &Request{Authority: "a:1"})
+	if err != nil {
+		t.Fatalf("second Connect dials again: %v", err)
+	}
+	s.Close()
+}
+
+func TestPoolReplacesConnAfterGoAway(t *testing.T) {
+	ts := startServer(t, false, Config{}, hold)
+	var dials atomic.Int32
+	p := NewPool(PoolConfig{Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+		dials.Add(1)
+		return ts.dial(ctx)
+	}})
+	defer p.Close()
+	s1, err := p.Connect(context.Background(), testKey, &Request{Authority: "a:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drain the server side: the open stream survives, the pool dials anew.
+	ts.srv.mu.Lock()
+	conns := ts.srv.connsLocked()
+	ts.srv.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	time.Sleep(50 * time.Millisecond)
+	s2, err := p.Connect(context.Background(), testKey, &Request{Authority: "a:1"})
+	if err != nil {
+		t.Fatalf("Connect after GOAWAY: %v", err)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials: got %d, want 2", n)
+	}
+	if _, err := s1.Write([]byte("still alive")); err != nil {
+		t.Errorf("old stream after GOAWAY: %v", err)
+	}
+	s1.Close()
+	s2.Close()
+}
+
+// TestPoolIdleRelease uses a fake clock: the connection stays while idle
+// for less than IdleTimeout and is closed after.
+func TestPoolIdleRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &Server{Handler: hold}
+		var wg sync.WaitGroup
+		var dials atomic.Int32
+		p := NewPool(PoolConfig{
+			IdleTimeout: time.Minute,
+			Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+				dials.Add(1)
+				a, b := net.Pipe()
+				wg.Go(func() { srv.ServeConn(context.Background(), b) })
+				return a, nil
+			},
+		})
+		use := func() {
+			s, err := p.Connect(context.Background(), testKey, &Request{Authority: "a:1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			synctest.Wait()
+		}
+		use()
+		time.Sleep(50 * time.Second)
+		use() // reuses the connection and restarts the idle clock
+		time.Sleep(50 * time.Second)
+		synctest.Wait()
+		if got := p.Stats(); got.Conns != 1 || dials.Load() != 1 {
+			t.Fatalf("before IdleTimeout: Stats %+v, dials %d; want 1 conn, 1 dial", got, dials.Load())
+		}
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		if got := p.Stats(); got.Conns != 0 {
+			t.Fatalf("after IdleTimeout: Stats %+v, want 0 conns", got)
+		}
+		p.Close()
+		srv.Shutdown(context.Background())
+		wg.Wait()
+	})
+}
+
+// TestKeepaliveDropsSilentPeer: a peer that completes the preface and then
+// never answers anything is dropped after PingTimeout.
+func TestKeepaliveDropsSilentPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		go func() {
+			pre := make([]byte, len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+			io.ReadFull(b, pre)
+			b.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) // empty SETTINGS
+			io.Copy(io.Discard, b)                     // then silence
+		}()
+		cc, _ := NewClientConn(a, Config{PingInterval: time.Second, PingTimeout: 5 * time.Second})
+		start := time.Now()
+		<-cc.Done()
+		if got := time.Since(start); got < 5*time.Second || got > 6*time.Second {
+			t.Errorf("dropped after %v, want about 5s", got)
+		}
+		if err := cc.Err(); !errors.Is(err, ErrPingTimeout) {
+			t.Errorf("Err: got %v, want ErrPingTimeout", err)
+		}
+		cc.Close()
+		b.Close()
+	})
+}
+
+// TestKeepaliveKeepsLivePeer: a peer that answers PINGs keeps the
+// connection past PingTimeout.
+func TestKeepaliveKeepsLivePeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{PingInterval: time.Second, PingTimeout: 3 * time.Second}
+		a, b := net.Pipe()
+		srv := &Server{Config: Config{PingInterval: time.Hour, PingTimeout: time.Hour}, Handler: hold}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.ServeConn(context.Background(), b)
+		}()
+		cc, _ := NewClientConn(a, cfg)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if err := cc.Err(); err != nil {
+			t.Fatalf("connection to a live peer ended: %v", err)
+		}
+		cc.Close()
+		<-done
+	})
+}

@@ -1,0 +1,133 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// Handler serves one CONNECT stream. It runs in its own goroutine, owned by
+// the Server, and must answer with s.Respond(200) (then relay) or
+// s.Reject(code). When it returns, the stream is closed (and answered 500
+// if it was not answered).
+type Handler interface {
+	ServeHBONE(s *Stream, req *Request)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(s *Stream, req *Request)
+
+// ServeHBONE calls f(s, req).
+func (f HandlerFunc) ServeHBONE(s *Stream, req *Request) { f(s, req) }
+
+// Server serves HBONE on connections its caller accepted and handshook.
+// Requests other than CONNECT, or without an authority, are answered 400
+// without calling Handler; everything else is up to Handler.
+//
+// Config and Handler must be set before the first ServeConn and not changed
+// afterwards.
+type Server struct {
+	Config  Config
+	Handler Handler
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{} // guarded by mu
+	shutdown bool               // guarded by mu
+	serving  sync.WaitGroup     // ServeConn calls in flight
+}
+
+// ServeConn serves HTTP/2 on nc until the connection ends, ctx is done
+// (the connection is closed at once) or Shutdown drains it. It returns
+// after every Handler it started has returned. A connection that ended
+// normally (peer closed, drained, shut down) returns nil.
+func (srv *Server) ServeConn(ctx context.Context, nc net.Conn) error {
+	if srv.Handler == nil {
+		nc.Close()
+		return errors.New("hbone: Server without Handler")
+	}
+	c := newConn(nc, srv.Config, true, srv)
+	c.ctx = ctx
+	srv.mu.Lock()
+	if srv.shutdown {
+		srv.mu.Unlock()
+		nc.Close()
+		return ErrServerClosed
+	}
+	if srv.conns == nil {
+		srv.conns = make(map[*conn]struct{})
+	}
+	srv.conns[c] = struct{}{}
+	srv.serving.Add(1)
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		delete(srv.conns, c)
+		srv.mu.Unlock()
+		srv.serving.Done()
+	}()
+
+	stop := context.AfterFunc(ctx, func() {
+		c.fail(fmt.Errorf("hbone: serve context done: %w", context.Cause(ctx)))
+	})
+	defer stop()
+
+	c.start()
+	err := c.readPreface()
+	if err == nil {
+		err = c.serveFrames()
+	}
+	c.afterReadLoop(err)
+	c.wg.Wait()
+	c.handlers.Wait()
+
+	c.mu.Lock()
+	err = c.err
+	c.mu.Unlock()
+	if isBenign(err) || errors.Is(err, errGoAwayDrain) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown drains every connection: GOAWAY with the last accepted stream,
+// no new streams, each connection closes when its streams are done. When
+// ctx ends first, the remaining connections are closed. Shutdown returns
+// once every ServeConn call returned (so every Handler too), with ctx's
+// error if it had to force the close.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.shutdown = true
+	conns := srv.connsLocked()
+	srv.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	done := make(chan struct{})
+	go func() { // owned by Shutdown, which waits for done below
+		srv.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	srv.mu.Lock()
+	conns = srv.connsLocked()
+	srv.mu.Unlock()
+	for _, c := range conns {
+		c.fail(ErrServerClosed)
+	}
+	<-done
+	return ctx.Err()
+}
+
+func (srv *Server) connsLocked() []*conn {
+	out := make([]*conn, 0, len(srv.conns))
+	for c := range srv.conns {
+		out = append(out, c)
+	}
+	return out
+}

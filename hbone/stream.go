@@ -1,0 +1,728 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Stream is one CONNECT stream used as a net.Conn. Read, Write, CloseWrite,
+// Close and the deadline setters are safe for concurrent use.
+//
+// Client streams come from ClientConn.Connect or Pool.Connect and are open
+// (200) when returned. Server streams are handed to a Handler, which must
+// answer with Respond(200) (tunnel open) or Reject(code).
+type Stream struct {
+	// Immutable after creation.
+	c      *conn
+	id     uint32
+	client bool
+	req    *Request
+	onDone func() // run once when the stream leaves its connection
+
+	doneOnce sync.Once
+
+	// sendWindow is the stream's send window; guarded by c.mu.
+	sendWindow int64
+
+	// rstSent is set before we queue RST_STREAM or learn of a reset;
+	// writeData checks it under c.wmu so no DATA follows a reset.
+	rstSent atomic.Bool
+
+	// wsem (capacity 1) serialises writers of DATA, END_STREAM and
+	// response HEADERS; a channel so that waiting honours deadlines.
+	wsem chan struct{}
+
+	mu          sync.Mutex // guards the fields below
+	recv        recvBuf
+	recvWindow  int64 // bytes the peer may still send on this stream
+	unacked     int64 // bytes consumed, not yet returned by WINDOW_UPDATE
+	recvEnd     bool  // the peer's END_STREAM arrived
+	wantEnd     bool  // CloseWrite/Reject started: no more Writes
+	sentEnd     bool  // our END_STREAM was written
+	status      int   // client: response status received; server: status sent
+	err         error // terminal error (reset, connection failure)
+	localClosed bool  // Close was called
+	finished    bool  // the stream left its connection
+	respClosed  bool
+	doneClosed  bool
+
+	respCh chan struct{} // client: closed when the response or a failure arrived
+	done   chan struct{} // closed when the stream terminates (err set) or is closed
+	wakeR  chan struct{} // capacity 1: data, END_STREAM or failure for readers
+	wakeW  chan struct{} // capacity 1: send window grew
+
+	readDL, writeDL deadline
+}
+
+func newStream(c *conn, id uint32, client bool) *Stream {
+	s := &Stream{
+		c:          c,
+		id:         id,
+		client:     client,
+		recvWindow: int64(c.cfg.StreamWindow),
+		wsem:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		wakeR:      make(chan struct{}, 1),
+		wakeW:      make(chan struct{}, 1),
+		readDL:     makeDeadline(),
+		writeDL:    makeDeadline(),
+	}
+	if client {
+		s.respCh = make(chan struct{})
+	}
+	return s
+}
+
+// Request returns the request that opened the stream.
+func (s *Stream) Request() *Request { return s.req }
+
+// Context returns the context of the stream's connection: on the server side the one given to
+// ServeConn (cancelled when it ends), on the client side context.Background.
+func (s *Stream) Context() context.Context { return s.c.ctx }
+
+// LocalAddr returns the local address of the underlying connection.
+func (s *Stream) LocalAddr() net.Addr { return s.c.nc.LocalAddr() }
+
+// RemoteAddr returns the remote address of the underlying connection.
+func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.readDL.set(t)
+	s.writeDL.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read calls.
+func (s *Stream) SetReadDeadline(t time.Time) error { s.readDL.set(t); return nil }
+
+// SetWriteDeadline sets the deadline for Write and CloseWrite calls.
+func (s *Stream) SetWriteDeadline(t time.Time) error { s.writeDL.set(t); return nil }
+
+// Read reads tunnel bytes. It returns io.EOF after the peer's END_STREAM
+// and the buffered data before it; after a reset, buffered data comes
+// first and then the error.
+func (s *Stream) Read(p []byte) (int, error) {
+	for {
+		dl := s.readDL.wait()
+		if isClosed(dl) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if s.localClosed {
+			s.mu.Unlock()
+			return 0, errStreamClosed
+		}
+		if s.recv.n > 0 {
+			if len(p) == 0 {
+				s.mu.Unlock()
+				return 0, nil
+			}
+			n := s.recv.read(p)
+			more := s.recv.n > 0
+			wu := s.creditLocked(int64(n))
+			s.mu.Unlock()
+			if wu > 0 {
+				s.c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
+			}
+			s.c.creditConn(int64(n))
+			if more {
+				signal(s.wakeR) // another reader may be waiting
+			}
+			return n, nil
+		}
+		if s.recvEnd {
+			s.mu.Unlock()
+			signal(s.wakeR)
+			return 0, io.EOF
+		}
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return 0, err
+		}
+		s.mu.Unlock()
+		if len(p) == 0 {
+			return 0, nil
+		}
+		select {
+		case <-s.wakeR:
+		case <-dl:
+		case <-s.done:
+		}
+	}
+}
+
+// creditLocked accounts n consumed bytes and returns the stream
+// WINDOW_UPDATE increment to send now (0: not yet). s.mu must be held.
+func (s *Stream) creditLocked(n int64) int64 {
+	s.unacked += n
+	if s.recvEnd || s.unacked < int64(s.c.cfg.StreamWindow)/2 {
+		return 0
+	}
+	u := s.unacked
+	s.unacked = 0
+	s.recvWindow += u
+	return u
+}
+
+// onData is called by the read loop for a DATA frame of this stream whose
+// frame header (and pad length byte) have been read. It copies dataLen
+// bytes straight from the connection's bufio.Reader into the receive
+// buffer, never holding s.mu while the socket blocks, then skips padding.
+// frameLen is the flow-controlled length; pad counts the padding plus the
+// pad length byte.
+func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
+	s.mu.Lock()
+	var serr error
+	switch {
+	case s.recvEnd:
+		serr = streamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed}
+	case int64(frameLen) > s.recvWindow:
+		serr = streamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
+	}
+	if serr != nil {
+		s.mu.Unlock()
+		err := c.discard(frameLen - min(pad, 1))
+		c.creditConn(int64(frameLen))
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+	s.recvWindow -= int64(frameLen)
+	drop := s.localClosed
+	s.mu.Unlock()
+
+	for left := dataLen; left > 0; {
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				return err
+			}
+		}
+		k := min(c.br.Buffered(), left)
+		if !drop {
+			b, _ := c.br.Peek(k)
+			s.mu.Lock()
+			drop = s.localClosed
+			if !drop {
+				s.recv.write(b)
+			}
+			s.mu.Unlock()
+			signal(s.wakeR)
+		}
+		c.br.Discard(k)
+		left -= k
+	}
+	if err := c.discard(pad - 1); err != nil {
+		return err
+	}
+	// Padding (and dropped data) is returned to the peer at once.
+	credit := int64(frameLen - dataLen)
+	if drop {
+		credit = int64(frameLen)
+	}
+	if credit > 0 {
+		c.creditConn(credit)
+		s.mu.Lock()
+		wu := s.creditLocked(credit)
+		s.mu.Unlock()
+		if wu > 0 {
+			c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
+		}
+	}
+	if end {
+		s.onRemoteEnd()
+	}
+	return nil
+}
+
+// onRemoteEnd records the peer's END_STREAM.
+func (s *Stream) onRemoteEnd() {
+	s.mu.Lock()
+	s.recvEnd = true
+	fin := s.sentEnd && s.markFinishedLocked()
+	s.mu.Unlock()
+	signal(s.wakeR)
+	if fin {
+		s.c.removeStream(s)
+	}
+}
+
+// markFinishedLocked marks the stream as leaving its connection; it
+// reports whether the caller made the transition. s.mu must be held.
+func (s *Stream) markFinishedLocked() bool {
+	if s.finished {
+		return false
+	}
+	s.finished = true
+	return true
+}
+
+func (s *Stream) closeDoneLocked() {
+	if !s.doneClosed {
+		s.doneClosed = true
+		close(s.done)
+	}
+}
+
+func (s *Stream) closeRespLocked() {
+	if s.respCh != nil && !s.respClosed {
+		s.respClosed = true
+		close(s.respCh)
+	}
+}
+
+func (s *Stream) runOnDone() {
+	s.doneOnce.Do(func() {
+		if s.onDone != nil {
+			s.onDone()
+		}
+	})
+}
+
+// termErr is the error of a stream that cannot write any more.
+func (s *Stream) termErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.termErrLocked()
+}
+
+func (s *Stream) termErrLocked() error {
+	switch {
+	case s.localClosed:
+		return errStreamClosed
+	case s.err != nil:
+		return s.err
+	}
+	return errStreamClosed
+}
+
+// writableLocked reports why the stream cannot take DATA, or nil.
+func (s *Stream) writableLocked() error {
+	switch {
+	case s.localClosed:
+		return errStreamClosed
+	case s.err != nil:
+		return s.err
+	case s.wantEnd:
+		return errWriteClosed
+	case s.status != http.StatusOK:
+		return errNotOpen
+	}
+	return nil
+}
+
+func (s *Stream) writable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writableLocked()
+}
+
+// acquireWrite takes s.wsem, honouring the write deadline.
+func (s *Stream) acquireWrite() error {
+	dl := s.writeDL.wait()
+	if isClosed(dl) {
+		return os.ErrDeadlineExceeded
+	}
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	case <-dl:
+		return os.ErrDeadlineExceeded
+	case <-s.done:
+		return s.termErr()
+	}
+}
+
+func (s *Stream) releaseWrite() { <-s.wsem }
+
+// Write sends p as DATA frames, blocking while the peer's flow-control
+// windows are exhausted.
+func (s *Stream) Write(p []byte) (int, error) {
+	if err := s.acquireWrite(); err != nil {
+		return 0, err
+	}
+	defer s.releaseWrite()
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(p) > 0 {
+		k, err := s.reserveSend(len(p))
+		if err != nil {
+			return n, err
+		}
+		if err := s.c.writeData(s, p[:k], false); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// reserveSend waits until some send window is available on both the stream
+// and the connection and takes up to want bytes of it.
+func (s *Stream) reserveSend(want int) (int, error) {
+	c := s.c
+	for {
+		dl := s.writeDL.wait()
+		if isClosed(dl) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		if err := s.writable(); err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		if c.closed {
+			err := c.streamErr
+			c.mu.Unlock()
+			return 0, err
+		}
+		avail := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame), maxDataFrame)
+		if avail > 0 {
+			k := min(avail, int64(want))
+			s.sendWindow -= k
+			c.sendWindow -= k
+			c.mu.Unlock()
+			return int(k), nil
+		}
+		if c.sendWindow <= 0 {
+			c.connWaiters = append(c.connWaiters, s)
+		}
+		c.mu.Unlock()
+		select {
+		case <-s.wakeW:
+		case <-dl:
+		case <-s.done:
+		case <-c.done:
+		}
+	}
+}
+
+// CloseWrite half-closes the stream: it sends END_STREAM and the peer's
+// Read returns io.EOF, while reading here goes on.
+func (s *Stream) CloseWrite() error {
+	if err := s.acquireWrite(); err != nil {
+		return err
+	}
+	defer s.releaseWrite()
+	s.mu.Lock()
+	if s.wantEnd {
+		s.mu.Unlock()
+		return nil
+	}
+	if err := s.writableLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.wantEnd = true
+	s.mu.Unlock()
+	return s.sendEnd()
+}
+
+// sendEnd writes END_STREAM; s.wsem must be held and wantEnd set.
+func (s *Stream) sendEnd() error {
+	err := s.c.writeData(s, nil, true)
+	s.mu.Lock()
+	s.sentEnd = err == nil
+	fin := s.sentEnd && s.recvEnd && s.markFinishedLocked()
+	s.mu.Unlock()
+	if fin {
+		s.c.removeStream(s)
+	}
+	return err
+}
+
+// Close closes the stream. Unless the stream already ended both ways, it
+// sends END_STREAM (when it can without waiting) and then RST_STREAM(CANCEL)
+// so the peer stops sending. Data already received is discarded.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.localClosed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.localClosed = true
+	s.recv.release()
+	s.closeDoneLocked()
+	finished := s.finished
+	canEnd := !finished && !s.wantEnd && s.err == nil && s.status == http.StatusOK
+	s.mu.Unlock()
+	signal(s.wakeR)
+	if finished {
+		return nil
+	}
+	if canEnd {
+		select {
+		case s.wsem <- struct{}{}:
+			s.mu.Lock()
+			ok := !s.wantEnd && s.err == nil
+			s.wantEnd = true
+			s.mu.Unlock()
+			if ok {
+				s.sendEnd()
+			}
+			<-s.wsem
+		default: // a writer is mid-frame: abort instead of waiting for it
+		}
+	}
+	s.resetLocal(http2.ErrCodeCancel)
+	return nil
+}
+
+// resetLocal resets the stream with RST_STREAM(code), unless it already
+// finished.
+func (s *Stream) resetLocal(code http2.ErrCode) {
+	s.mu.Lock()
+	if !s.markFinishedLocked() {
+		s.mu.Unlock()
+		return
+	}
+	if s.err == nil {
+		s.err = &ResetError{Code: code}
+	}
+	s.rstSent.Store(true)
+	s.closeDoneLocked()
+	s.closeRespLocked()
+	s.mu.Unlock()
+	signal(s.wakeR)
+	s.c.enqueue(ctrlFrame{kind: ctrlRSTStream, stream: s.id, val: uint32(code)})
+	s.c.removeStream(s)
+}
+
+// resetRemote handles the peer's RST_STREAM.
+func (s *Stream) resetRemote(code http2.ErrCode) {
+	s.fail(&ResetError{Code: code, Remote: true})
+}
+
+// fail ends the stream with err without sending anything.
+func (s *Stream) fail(err error) {
+	s.mu.Lock()
+	if !s.markFinishedLocked() {
+		s.mu.Unlock()
+		return
+	}
+	if s.err == nil {
+		s.err = err
+	}
+	s.rstSent.Store(true)
+	s.closeDoneLocked()
+	s.closeRespLocked()
+	s.mu.Unlock()
+	signal(s.wakeR)
+	s.c.removeStream(s)
+}
+
+// connFailed ends the stream because its connection ended; the connection
+// has already forgotten it.
+func (s *Stream) connFailed(err error) {
+	s.mu.Lock()
+	if !s.markFinishedLocked() {
+		s.mu.Unlock()
+		return
+	}
+	if s.err == nil {
+		s.err = err
+	}
+	s.rstSent.Store(true)
+	s.closeDoneLocked()
+	s.closeRespLocked()
+	s.mu.Unlock()
+	signal(s.wakeR)
+	s.runOnDone()
+}
+
+// Respond sends the response HEADERS of a server stream; 200 opens the
+// tunnel. It may be called once, and not after Reject.
+func (s *Stream) Respond(status int) error { return s.respond(status, false) }
+
+// Reject answers a server stream with status and END_STREAM; the stream is
+// done (if the client has not finished sending, it is told to stop with
+// RST_STREAM(NO_ERROR)).
+func (s *Stream) Reject(status int) error {
+	if err := s.respond(status, true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	open := !s.finished && !s.recvEnd
+	s.mu.Unlock()
+	if open {
+		s.resetLocal(http2.ErrCodeNo)
+	}
+	return nil
+}
+
+var errRespondClient = errors.New("hbone: Respond/Reject on a client stream")
+
+func (s *Stream) respond(status int, end bool) error {
+	if s.client {
+		return errRespondClient
+	}
+	if status < 200 || status > 999 {
+		return fmt.Errorf("hbone: invalid response status %d", status)
+	}
+	if err := s.acquireWrite(); err != nil {
+		return err
+	}
+	defer s.releaseWrite()
+	s.mu.Lock()
+	switch {
+	case s.status != 0:
+		s.mu.Unlock()
+		return errors.New("hbone: response already sent")
+	case s.localClosed || s.err != nil:
+		err := s.termErrLocked()
+		s.mu.Unlock()
+		return err
+	}
+	s.status = status
+	s.wantEnd = end
+	s.mu.Unlock()
+
+	c := s.c
+	err := c.lockWrite()
+	if err == nil && !s.rstSent.Load() {
+		err = c.writeHeadersLocked(s.id, end, ":status", statusText(status))
+	}
+	if uerr := c.unlockWrite(); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		c.fail(err)
+		return c.connErr()
+	}
+	if end {
+		s.mu.Lock()
+		s.sentEnd = true
+		fin := s.recvEnd && s.markFinishedLocked()
+		s.mu.Unlock()
+		if fin {
+			s.c.removeStream(s)
+		}
+	}
+	return nil
+}
+
+func statusText(code int) string {
+	if code == http.StatusOK {
+		return "200"
+	}
+	return strconv.Itoa(code)
+}
+
+// ---- client side ----
+
+var (
+	errDraining   = fmt.Errorf("hbone: connection is draining: %w", ErrRefused)
+	errNoCapacity = fmt.Errorf("hbone: connection at the peer's stream limit: %w", ErrRefused)
+	errIDsUsedUp  = fmt.Errorf("hbone: connection ran out of stream ids: %w", ErrRefused)
+)
+
+// connect opens a CONNECT stream on a client connection. onDone, if not
+// nil, runs exactly once when the stream is over (or at once on failure
+// before the stream existed).
+func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
+	s := newStream(c, 0, true)
+	s.req = req
+	s.onDone = onDone
+	if err := ctx.Err(); err != nil {
+		s.runOnDone()
+		return nil, err
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodConnect
+	}
+	fields := make([]string, 0, 4+2*len(req.Header))
+	fields = append(fields, ":method", method, ":authority", req.Authority)
+	for k, vs := range req.Header {
+		lk := strings.ToLower(k)
+		if hopByHop[lk] {
+			continue
+		}
+		for _, v := range vs {
+			fields = append(fields, lk, v)
+		}
+	}
+
+	// Ids must go out in increasing order: allocate under the write lock.
+	err := c.lockWrite()
+	if err == nil {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			err = c.streamErr
+		case c.goingAway || c.closing:
+			err = errDraining
+		case uint32(len(c.streams)) >= c.peerMaxStreams:
+			err = errNoCapacity
+		case c.nextID > maxStreamID:
+			err = errIDsUsedUp
+		default:
+			s.id = c.nextID
+			c.nextID += 2
+			s.sendWindow = c.peerInitWindow
+			c.streams[s.id] = s
+		}
+		c.mu.Unlock()
+		if err == nil {
+			if err = c.writeHeadersLocked(s.id, false, fields...); err != nil {
+				c.unlockWrite()
+				c.fail(err)
+				return nil, c.connErr()
+			}
+		}
+	}
+	if uerr := c.unlockWrite(); err == nil && uerr != nil {
+		err = uerr
+	}
+	if err != nil {
+		if s.id == 0 {
+			s.runOnDone()
+		}
+		return nil, err
+	}
+
+	select {
+	case <-s.respCh:
+	case <-ctx.Done():
+		s.resetLocal(http2.ErrCodeCancel)
+		return nil, fmt.Errorf("hbone: CONNECT %s: %w", req.Authority, context.Cause(ctx))
+	}
+	s.mu.Lock()
+	status, serr := s.status, s.err
+	s.mu.Unlock()
+	if status == http.StatusOK {
+		return s, nil
+	}
+	s.resetLocal(http2.ErrCodeCancel) // no-op if the answer ended the stream
+	if status != 0 {
+		return nil, &StatusError{Code: status}
+	}
+	return nil, serr
+}
+
+// hopByHop lists connection-specific headers HTTP/2 forbids.
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true,
+	"transfer-encoding": true, "upgrade": true, "host": true, "te": true,
+}

@@ -1,0 +1,259 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+func connect(t testing.TB, cc *ClientConn, authority string) *Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := cc.Connect(ctx, &Request{Method: "CONNECT", Authority: authority})
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	return s
+}
+
+// sendAndReceive writes size pattern bytes on s, half-closes, and returns
+// the sha256 of what it read back until EOF.
+func sendAndReceive(t *testing.T, s *Stream, size int) (sent, got [32]byte, n int64) {
+	t.Helper()
+	errc := make(chan error, 1)
+	hs := sha256.New()
+	go func() {
+		buf := make([]byte, 100_000)
+		for off := 0; off < size; {
+			k := min(len(buf), size-off)
+			pattern(buf[:k], off)
+			hs.Write(buf[:k])
+			if _, err := s.Write(buf[:k]); err != nil {
+				errc <- err
+				return
+			}
+			off += k
+		}
+		errc <- s.CloseWrite()
+	}()
+	hr := sha256.New()
+	n, err := io.Copy(hr, s)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	copy(sent[:], hs.Sum(nil))
+	copy(got[:], hr.Sum(nil))
+	return sent, got, n
+}
+
+func TestRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		tls  bool
+		size int
+		cfg  Config
+	}{
+		{"tls 10MiB", true, 10 << 20, Config{}},
+		{"tcp 10MiB", false, 10 << 20, Config{}},
+		{"tls 64MiB small windows", true, 64 << 20, Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10, MaxFrameSize: 16 << 10}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, tt.tls, tt.cfg, echo)
+			cc := ts.client(t, tt.cfg)
+			s := connect(t, cc, "10.0.0.1:80")
+			defer s.Close()
+			sent, got, n := sendAndReceive(t, s, tt.size)
+			if n != int64(tt.size) || sent != got {
+				t.Fatalf("echo: got %d bytes (sha %x), want %d (sha %x)", n, got[:4], tt.size, sent[:4])
+			}
+		})
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	t.Run("client closes write first", func(t *testing.T) {
+		got := make(chan string, 1)
+		h := HandlerFunc(func(s *Stream, req *Request) {
+			s.Respond(200)
+			b, err := io.ReadAll(s) // ends with the client's END_STREAM
+			if err != nil {
+				got <- "read error: " + err.Error()
+				return
+			}
+			got <- string(b)
+			s.Write([]byte("reply after EOF"))
+			s.CloseWrite()
+		})
+		cc, _ := pipePair(t, Config{}, Config{}, h)
+		s := connect(t, cc, "1.2.3.4:80")
+		defer s.Close()
+		if _, err := s.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte("x")); !errors.Is(err, errWriteClosed) {
+			t.Errorf("Write after CloseWrite: got %v, want errWriteClosed", err)
+		}
+		if g := <-got; g != "hello" {
+			t.Errorf("server read %q, want %q", g, "hello")
+		}
+		b, err := io.ReadAll(s)
+		if err != nil || string(b) != "reply after EOF" {
+			t.Errorf("client read %q, %v; want %q, nil", b, err, "reply after EOF")
+		}
+	})
+	t.Run("server closes write first", func(t *testing.T) {
+		got := make(chan string, 1)
+		h := HandlerFunc(func(s *Stream, req *Request) {
+			s.Respond(200)
+			s.Write([]byte("banner"))
+			s.CloseWrite()
+			b, err := io.ReadAll(s)
+			if err != nil {
+				got <- "read error: " + err.Error()
+				return
+			}
+			got <- string(b)
+		})
+		cc, _ := pipePair(t, Config{}, Config{}, h)
+		s := connect(t, cc, "1.2.3.4:80")
+		defer s.Close()
+		b, err := io.ReadAll(s)
+		if err != nil || string(b) != "banner" {
+			t.Fatalf("client read %q, %v; want %q, nil", b, err, "banner")
+		}
+		if _, err := s.Write([]byte("still writing")); err != nil {
+			t.Fatalf("write after peer EOF: %v", err)
+		}
+		s.CloseWrite()
+		if g := <-got; g != "still writing" {
+			t.Errorf("server read %q, want %q", g, "still writing")
+		}
+	})
+}
+
+func TestStatusCodes(t *testing.T) {
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		switch req.Authority {
+		case "deny:1":
+			s.Reject(401)
+		case "unknown:1":
+			s.Reject(503)
+		case "silent:1":
+			// returns without answering: 500
+		default:
+			s.Respond(200)
+		}
+	})
+	tests := []struct {
+		req  Request
+		want int
+	}{
+		{Request{Method: "CONNECT", Authority: "deny:1"}, 401},
+		{Request{Method: "CONNECT", Authority: "unknown:1"}, 503},
+		{Request{Method: "CONNECT", Authority: "silent:1"}, 500},
+		{Request{Method: "GET", Authority: "ok:1"}, 400},
+		{Request{Method: "CONNECT", Authority: ""}, 400},
+		{Request{Method: "CONNECT", Authority: "ok:1"}, 200},
+	}
+	cc, _ := pipePair(t, Config{}, Config{}, h)
+	for _, tt := range tests {
+		s, err := cc.Connect(context.Background(), &tt.req)
+		got := 0
+		var se *StatusError
+		switch {
+		case err == nil:
+			got = 200
+			s.Close()
+		case errors.As(err, &se):
+			got = se.Code
+		default:
+			t.Fatalf("%+v: unexpected error %v", tt.req, err)
+		}
+		if got != tt.want {
+			t.Errorf("%s %q: got status %d, want %d", tt.req.Method, tt.req.Authority, got, tt.want)
+		}
+	}
+	// All those streams are gone on both sides.
+	deadline := time.Now().Add(2 * time.Second)
+	for cc.ActiveStreams() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := cc.ActiveStreams(); n != 0 {
+		t.Errorf("ActiveStreams after all streams ended: got %d, want 0", n)
+	}
+}
+
+func TestHeadersReachHandler(t *testing.T) {
+	got := make(chan *Request, 1)
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		got <- req
+		s.Reject(503)
+	})
+	cc, _ := pipePair(t, Config{}, Config{}, h)
+	req := &Request{Authority: "10.1.2.3:8080", Header: map[string][]string{
+		"Forwarded": {`for="10.0.0.9:1234"`},
+		"Baggage":   {"k8s.namespace.name=default"},
+	}}
+	cc.Connect(context.Background(), req)
+	r := <-got
+	if r.Method != "CONNECT" || r.Authority != "10.1.2.3:8080" ||
+		r.Header.Get("Forwarded") != `for="10.0.0.9:1234"` || r.Header.Get("Baggage") != "k8s.namespace.name=default" {
+		t.Errorf("handler got %+v", r)
+	}
+}
+
+func TestWriterBlocksOnWindow(t *testing.T) {
+	const window = 64 << 10
+	stalled := make(chan *Stream, 1)
+	release := make(chan struct{})
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		s.Respond(200)
+		stalled <- s
+		<-release // never reads until released
+		io.Copy(io.Discard, s)
+	})
+	cfg := Config{StreamWindow: window, ConnWindow: 1 << 20}
+	cc, _ := pipePair(t, cfg, cfg, h)
+	s := connect(t, cc, "1.1.1.1:1")
+	defer s.Close()
+	srvStream := <-stalled
+	s.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	buf := make([]byte, 8<<10)
+	total := 0
+	var err error
+	for err == nil {
+		var n int
+		n, err = s.Write(buf)
+		total += n
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write error: got %v, want deadline exceeded", err)
+	}
+	if total != window {
+		t.Errorf("bytes accepted before blocking: got %d, want %d (the stream window)", total, window)
+	}
+	srvStream.mu.Lock()
+	buffered := srvStream.recv.n
+	srvStream.mu.Unlock()
+	if buffered > window {
+		t.Errorf("receiver buffered %d bytes, more than the %d window", buffered, window)
+	}
+	close(release)
+	s.SetWriteDeadline(time.Time{})
+	if _, err := s.Write(bytes.Repeat([]byte("x"), 3*window)); err != nil {
+		t.Fatalf("Write after reader resumed: %v", err)
+	}
+}

@@ -1,0 +1,333 @@
+// Package logging is ztunnel's log/slog handler: Istio's text format (tab-separated time, level,
+// scope, message, then key=value fields) or Istio's JSON format, with a level per scope
+// (RUST_LOG-style "info,access=debug") that can be changed while the process runs.
+//
+// Every logger carries a scope (ztunnel calls it the target): "access" for connection logs,
+// "xds", "proxy", and so on. Handlers are cheap values sharing one *Output, which owns the writer,
+// the format and the current levels.
+package logging
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ztunnel-go/ztunnel/config"
+)
+
+// Format selects the line encoding.
+type Format int
+
+const (
+	// Text is Istio's tab-separated format.
+	Text Format = iota
+	// JSON is one JSON object per line with level, time, scope and message keys.
+	JSON
+)
+
+// Output is shared by every handler of a process. It serialises writes to W.
+type Output struct {
+	mu sync.Mutex // guards w and buf
+	w  io.Writer
+	// buf is reused for every line; owned under mu.
+	buf []byte
+
+	format Format
+	levels atomic.Pointer[config.LogLevel] // replaced whole by SetLevel; read on every Enabled
+	now    func() time.Time                // immutable after NewOutput; tests override
+}
+
+// NewOutput returns an Output writing lines to w.
+func NewOutput(w io.Writer, f Format, lvl config.LogLevel) *Output {
+	o := &Output{w: w, format: f, now: time.Now}
+	o.SetLevel(lvl)
+	return o
+}
+
+// SetLevel replaces the levels of every scope at once.
+func (o *Output) SetLevel(lvl config.LogLevel) {
+	cp := lvl
+	if lvl.Targets != nil {
+		cp.Targets = make(map[string]slog.Level, len(lvl.Targets))
+		for k, v := range lvl.Targets {
+			cp.Targets[k] = v
+		}
+	}
+	o.levels.Store(&cp)
+}
+
+// Level returns the current levels.
+func (o *Output) Level() config.LogLevel { return *o.levels.Load() }
+
+func (o *Output) enabled(scope string, l slog.Level) bool {
+	return o.levels.Load().Enabled(scope, l)
+}
+
+// Logger returns a logger for one scope.
+func (o *Output) Logger(scope string) *slog.Logger {
+	return slog.New(&Handler{out: o, scope: scope})
+}
+
+// Handler is the slog.Handler of one scope. Its fields are immutable after creation.
+type Handler struct {
+	out   *Output
+	scope string
+	attrs []slog.Attr // from WithAttrs, already prefixed by groups
+	group string      // dotted group prefix from WithGroup
+}
+
+// Enabled reports whether the scope logs at level l.
+func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return h.out.enabled(h.scope, l) }
+
+// WithAttrs returns a handler that adds attrs to every record.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	n := *h
+	n.attrs = append(append([]slog.Attr(nil), h.attrs...), prefixed(h.group, attrs)...)
+	return &n
+}
+
+// WithGroup returns a handler whose later attributes are prefixed "name.".
+func (h *Handler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	n := *h
+	n.group = h.group + name + "."
+	return &n
+}
+
+func prefixed(group string, attrs []slog.Attr) []slog.Attr {
+	if group == "" {
+		return attrs
+	}
+	out := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		out[i] = slog.Attr{Key: group + a.Key, Value: a.Value}
+	}
+	return out
+}
+
+// LevelName is Istio's lower-case level word; levels below debug are "trace".
+func LevelName(l slog.Level) string {
+	switch {
+	case l < slog.LevelDebug:
+		return "trace"
+	case l < slog.LevelInfo:
+		return "debug"
+	case l < slog.LevelWarn:
+		return "info"
+	case l < slog.LevelError:
+		return "warn"
+	default:
+		return "error"
+	}
+}
+
+// Handle formats and writes one record.
+func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	o := h.out
+	t := r.Time
+	if t.IsZero() {
+		t = o.now()
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	b := o.buf[:0]
+	if o.format == JSON {
+		b = h.appendJSON(b, t, r)
+	} else {
+		b = h.appendText(b, t, r)
+	}
+	o.buf = b
+	_, err := o.w.Write(b)
+	return err
+}
+
+const timeFormat = "2006-01-02T15:04:05.000000Z"
+
+func (h *Handler) appendText(b []byte, t time.Time, r slog.Record) []byte {
+	b = t.UTC().AppendFormat(b, timeFormat)
+	b = append(b, '\t')
+	b = append(b, LevelName(r.Level)...)
+	b = append(b, '\t')
+	b = append(b, h.scope...)
+	b = append(b, '\t')
+	b = append(b, r.Message...)
+	first := true
+	emit := func(a slog.Attr) {
+		if a.Equal(slog.Attr{}) {
+			return
+		}
+		if first {
+			b = append(b, '\t')
+			first = false
+		} else {
+			b = append(b, ' ')
+		}
+		b = append(b, a.Key...)
+		b = append(b, '=')
+		b = appendTextValue(b, a.Value.Resolve())
+	}
+	for _, a := range h.attrs {
+		emit(a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		for _, f := range flatten(h.group, a) {
+			emit(f)
+		}
+		return true
+	})
+	return append(b, '\n')
+}
+
+// flatten turns group attributes into dotted keys.
+func flatten(prefix string, a slog.Attr) []slog.Attr {
+	v := a.Value.Resolve()
+	if v.Kind() != slog.KindGroup {
+		return []slog.Attr{{Key: prefix + a.Key, Value: v}}
+	}
+	p := prefix
+	if a.Key != "" {
+		p = prefix + a.Key + "."
+	}
+	var out []slog.Attr
+	for _, g := range v.Group() {
+		out = append(out, flatten(p, g)...)
+	}
+	return out
+}
+
+// appendTextValue writes strings quoted (as ztunnel's Debug formatting of string fields does)
+// and numbers, booleans, durations and addresses bare.
+func appendTextValue(b []byte, v slog.Value) []byte {
+	switch v.Kind() {
+	case slog.KindString:
+		return strconv.AppendQuote(b, v.String())
+	case slog.KindInt64:
+		return strconv.AppendInt(b, v.Int64(), 10)
+	case slog.KindUint64:
+		return strconv.AppendUint(b, v.Uint64(), 10)
+	case slog.KindBool:
+		return strconv.AppendBool(b, v.Bool())
+	case slog.KindFloat64:
+		return strconv.AppendFloat(b, v.Float64(), 'g', -1, 64)
+	case slog.KindDuration:
+		return append(b, v.Duration().String()...)
+	case slog.KindTime:
+		return v.Time().UTC().AppendFormat(b, timeFormat)
+	default:
+		if e, ok := v.Any().(error); ok {
+			return strconv.AppendQuote(b, e.Error())
+		}
+		if s, ok := v.Any().(fmt.Stringer); ok {
+			return append(b, s.String()...)
+		}
+		return strconv.AppendQuote(b, fmt.Sprint(v.Any()))
+	}
+}
+
+func (h *Handler) appendJSON(b []byte, t time.Time, r slog.Record) []byte {
+	b = append(b, `{"level":`...)
+	b = appendJSONString(b, LevelName(r.Level))
+	b = append(b, `,"time":"`...)
+	b = t.UTC().AppendFormat(b, timeFormat)
+	b = append(b, `","scope":`...)
+	b = appendJSONString(b, h.scope)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, r.Message)
+	emit := func(a slog.Attr) {
+		if a.Equal(slog.Attr{}) {
+			return
+		}
+		b = append(b, ',')
+		b = appendJSONString(b, a.Key)
+		b = append(b, ':')
+		b = appendJSONValue(b, a.Value.Resolve())
+	}
+	for _, a := range h.attrs {
+		emit(a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		for _, f := range flatten(h.group, a) {
+			emit(f)
+		}
+		return true
+	})
+	return append(b, "}\n"...)
+}
+
+func appendJSONValue(b []byte, v slog.Value) []byte {
+	switch v.Kind() {
+	case slog.KindString:
+		return appendJSONString(b, v.String())
+	case slog.KindInt64:
+		return strconv.AppendInt(b, v.Int64(), 10)
+	case slog.KindUint64:
+		return strconv.AppendUint(b, v.Uint64(), 10)
+	case slog.KindBool:
+		return strconv.AppendBool(b, v.Bool())
+	case slog.KindFloat64:
+		return strconv.AppendFloat(b, v.Float64(), 'g', -1, 64)
+	case slog.KindDuration:
+		return appendJSONString(b, v.Duration().String())
+	case slog.KindTime:
+		return appendJSONString(b, v.Time().UTC().Format(timeFormat))
+	default:
+		switch x := v.Any().(type) {
+		case error:
+			return appendJSONString(b, x.Error())
+		case fmt.Stringer:
+			return appendJSONString(b, x.String())
+		}
+		j, err := json.Marshal(v.Any())
+		if err != nil {
+			return appendJSONString(b, fmt.Sprint(v.Any()))
+		}
+		return append(b, j...)
+	}
+}
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

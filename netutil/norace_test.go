@@ -1,0 +1,5 @@
+//go:build !race
+
+package netutil_test
+
+const raceEnabled = false

@@ -1,0 +1,29 @@
+//go:build !linux
+
+package netutil
+
+import (
+	"net"
+	"net/netip"
+	"syscall"
+)
+
+func (o SocketOptions) apply(fd int, listener bool) error {
+	if o.Mark != 0 || o.Transparent || o.Freebind || o.ReusePort {
+		return ErrUnsupported
+	}
+	return nil
+}
+
+// Mark returns ErrUnsupported: SO_MARK is Linux-only.
+func Mark(c syscall.Conn) (uint32, error) { return 0, ErrUnsupported }
+
+// OriginalDst returns ErrUnsupported: SO_ORIGINAL_DST is Linux-only.
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, ErrUnsupported }
+
+// CurrentNetns returns ErrUnsupported: network namespaces are Linux-only.
+func CurrentNetns() (fd int, err error) { return -1, ErrUnsupported }
+
+// InNetns returns ErrUnsupported without running fn: network namespaces are
+// Linux-only.
+func InNetns(netnsFD int, fn func() error) error { return ErrUnsupported }

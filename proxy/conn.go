@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/policy"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// tracked is one live connection known to the tracker. close ends it (both legs); inbound
+// connections also carry what policy needs to re-evaluate them when policies change.
+type tracked struct {
+	close   func()
+	inbound bool
+	target  policy.Target
+	conn    policy.Conn
+	denied  func(reason string) // marks the record before close, for logs and response flags
+}
+
+// tracker is the set of live connections of a proxy, for drain and policy re-evaluation.
+type tracker struct {
+	mu    sync.Mutex
+	conns map[*tracked]struct{}
+	empty chan struct{} // closed and replaced when conns becomes empty; guarded by mu
+}
+
+func newTracker() *tracker {
+	return &tracker{conns: make(map[*tracked]struct{})}
+}
+
+func (t *tracker) add(c *tracked) {
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *tracker) remove(c *tracked) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	if len(t.conns) == 0 && t.empty != nil {
+		close(t.empty)
+		t.empty = nil
+	}
+	t.mu.Unlock()
+}
+
+// waitEmpty returns when no connection is tracked or ctx ends.
+func (t *tracker) waitEmpty(ctx context.Context) {
+	t.mu.Lock()
+	if len(t.conns) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	if t.empty == nil {
+		t.empty = make(chan struct{})
+	}
+	ch := t.empty
+	t.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// closeAll closes every tracked connection and returns how many there were.
+func (t *tracker) closeAll() int {
+	t.mu.Lock()
+	list := make([]*tracked, 0, len(t.conns))
+	for c := range t.conns {
+		list = append(list, c)
+	}
+	t.mu.Unlock()
+	for _, c := range list {
+		c.close()
+	}
+	return len(list)
+}
+
+// reevaluate closes the inbound connections that the current policies deny.
+func (t *tracker) reevaluate(set *policy.Set) int {
+	t.mu.Lock()
+	var deny []*tracked
+	for c := range t.conns {
+		if !c.inbound {
+			continue
+		}
+		if d := set.Evaluate(c.target, &c.conn); !d.Allow {
+			deny = append(deny, c)
+			if c.denied != nil {
+				c.denied(d.Reason)
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range deny {
+		c.close()
+	}
+	return len(deny)
+}
+
+// record is the telemetry of one proxied connection: metrics while it lives and the
+// "connection complete" access log line when it ends. Owned by the connection's goroutine,
+// except lateDeny which policy re-evaluation may set concurrently.
+type record struct {
+	start     time.Time
+	direction string // "outbound" or "inbound"
+	src, dst  netip.AddrPort
+	hboneAddr netip.AddrPort // valid when the connection was tunnelled (outbound) or arrived over HBONE
+
+	srcW, dstW *workload.Workload
+	dstSvc     *workload.Service
+	srcID      identity.ID // the source's verified (inbound) or own (outbound) identity
+	dstID      identity.ID
+	mtls       bool
+
+	m *metrics.Conn
+
+	mu       sync.Mutex
+	lateDeny string // set when a policy change closed the connection
+}
+
+func (r *record) labels(reporter string) metrics.Labels {
+	l := metrics.Labels{Reporter: reporter, RequestProtocol: "tcp"}
+	if r.mtls {
+		l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
+	}
+	if w := r.srcW; w != nil {
+		l.SourceWorkload = orName(w.WorkloadName, w.Name)
+		l.SourceCanonicalService = w.CanonicalName
+		l.SourceCanonicalRevision = w.CanonicalRevision
+		l.SourceWorkloadNamespace = w.Namespace
+		l.SourceApp = w.CanonicalName
+		l.SourceVersion = w.CanonicalRevision
+		l.SourceCluster = w.ClusterID
+	}
+	if !r.srcID.IsZero() {
+		l.SourcePrincipal = r.srcID.String()
+		if l.SourceWorkloadNamespace == "" {
+			l.SourceWorkloadNamespace = r.srcID.Namespace
+		}
+	}
+	if w := r.dstW; w != nil {
+		l.DestinationWorkload = orName(w.WorkloadName, w.Name)
+		l.DestinationCanonicalService = w.CanonicalName
+		l.DestinationCanonicalRevision = w.CanonicalRevision
+		l.DestinationWorkloadNamespace = w.Namespace
+		l.DestinationApp = w.CanonicalName
+		l.DestinationVersion = w.CanonicalRevision
+		l.DestinationCluster = w.ClusterID
+	}
+	if !r.dstID.IsZero() {
+		l.DestinationPrincipal = r.dstID.String()
+	}
+	if s := r.dstSvc; s != nil {
+		l.DestinationService = s.Hostname
+		l.DestinationServiceNamespace = s.Namespace
+		l.DestinationServiceName = s.Name
+	}
+	return l
+}
+
+func orName(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// open counts the connection as opened.
+func (r *record) open(reg *metrics.Registry) {
+	reporter := metrics.ReporterSource
+	if r.direction == "inbound" {
+		reporter = metrics.ReporterDestination
+	}
+	r.m = reg.Open(r.labels(reporter))
+}
+
+// finish counts the close and writes the access log. toServer is the request direction
+// (client to server), toClient the response direction.
+func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
+	r.mu.Lock()
+	if r.lateDeny != "" {
+		flags = metrics.FlagDeny
+	}
+	r.mu.Unlock()
+	if flags == "" && err != nil {
+		flags = metrics.FlagConnect
+	}
+	if r.m != nil {
+		r.m.AddBytes(toServer, toClient)
+		r.m.Close(flags)
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelError
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	// ztunnel logs bytes from its own point of view towards the peer: the source side sent the
+	// request bytes, the destination side sent the response bytes.
+	sent, recv := toServer, toClient
+	if r.direction == "inbound" {
+		sent, recv = toClient, toServer
+	}
+	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted.
+	attrs := make([]slog.Attr, 0, 18)
+	attrs = append(attrs, slog.Any("src.addr", r.src))
+	if r.srcW != nil {
+		attrs = append(attrs, slog.String("src.workload", r.srcW.Name), slog.String("src.namespace", r.srcW.Namespace))
+	} else if !r.srcID.IsZero() {
+		attrs = append(attrs, slog.String("src.namespace", r.srcID.Namespace))
+	}
+	if r.mtls && !r.srcID.IsZero() {
+		attrs = append(attrs, slog.String("src.identity", r.srcID.String()))
+	}
+	attrs = append(attrs, slog.Any("dst.addr", r.dst))
+	if r.hboneAddr.IsValid() {
+		attrs = append(attrs, slog.Any("dst.hbone_addr", r.hboneAddr))
+	}
+	if r.dstSvc != nil {
+		attrs = append(attrs, slog.String("dst.service", r.dstSvc.Hostname))
+	}
+	if r.dstW != nil {
+		attrs = append(attrs, slog.String("dst.workload", r.dstW.Name), slog.String("dst.namespace", r.dstW.Namespace))
+	}
+	if r.mtls && !r.dstID.IsZero() {
+		attrs = append(attrs, slog.String("dst.identity", r.dstID.String()))
+	}
+	attrs = append(attrs,
+		slog.String("direction", r.direction),
+		slog.Int64("bytes_sent", sent),
+		slog.Int64("bytes_recv", recv),
+		slog.String("duration", strconv.FormatInt(time.Since(r.start).Milliseconds(), 10)+"ms"),
+	)
+	if flags != "" && flags != metrics.FlagNone {
+		attrs = append(attrs, slog.String("response_flags", flags))
+	}
+	if r.lateDeny != "" {
+		attrs = append(attrs, slog.String("reason", r.lateDeny))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(context.Background(), level, "connection complete", attrs...)
+}

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/policy"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+)
+
+// peerInfo is what the HBONE handler knows of the connection a stream arrived on; it travels
+// in the context ServeConn gives every stream.
+type peerInfo struct {
+	id     identity.ID    // verified client identity
+	local  netip.AddrPort // the address the client dialed (pod IP:15008)
+	remote netip.AddrPort // the client's address
+}
+
+type peerKey struct{}
+
+// handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
+func (p *Proxy) handleInboundHBONE(c net.Conn) {
+	tc := tls.Server(c, p.serverTLS())
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		p.log.Debug("inbound: TLS handshake failed", "src", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	peer, err := certs.PeerID(cs)
+	if err != nil {
+		p.log.Warn("inbound: peer has no usable identity", "src", c.RemoteAddr().String(), "err", err)
+		tc.Close()
+		return
+	}
+	ctx = context.WithValue(context.Background(), peerKey{}, peerInfo{
+		id: peer, local: addrPort(c.LocalAddr()), remote: addrPort(c.RemoteAddr()),
+	})
+	if err := benign(p.server.ServeConn(ctx, tc)); err != nil {
+		p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)
+	}
+	tc.Close()
+}
+
+// serveHBONE handles one CONNECT stream: validate the authority, find the destination workload,
+// enforce policy, connect to the app and relay.
+func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
+	pi, _ := s.Context().Value(peerKey{}).(peerInfo)
+	target, err := netip.ParseAddrPort(req.Authority)
+	if err != nil {
+		s.Reject(http.StatusBadRequest)
+		return
+	}
+	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	if target.Addr() != pi.local.Addr() {
+		// The tunnel must end at the workload the client connected to.
+		s.Reject(http.StatusBadRequest)
+		return
+	}
+	snap := p.cfg.Store.Snapshot()
+	rec := &record{
+		start: time.Now(), direction: "inbound", src: pi.remote, dst: pi.local, hboneAddr: target,
+		srcID: pi.id, mtls: true,
+	}
+	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
+	if rec.srcW != nil && rec.srcW.Identity() != pi.id {
+		rec.srcW = nil // the address says one thing, the certificate another: trust the certificate
+	}
+	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, target.Addr())
+	if rec.dstW == nil {
+		s.Reject(http.StatusServiceUnavailable)
+		rec.open(p.cfg.Metrics)
+		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", target.Addr()), metrics.FlagConnect, 0, 0)
+		return
+	}
+	rec.dstID = rec.dstW.Identity()
+	rec.open(p.cfg.Metrics)
+
+	pt := policy.Target{Namespace: rec.dstW.Namespace, Policies: rec.dstW.AuthorizationPolicies}
+	pc := policy.Conn{SrcID: pi.id, SrcIP: pi.remote.Addr(), DstIP: target.Addr(), DstPort: target.Port()}
+	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
+		s.Reject(http.StatusUnauthorized)
+		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(s.Context(), p.cfg.ConnectTimeout)
+	app, err := p.dialApp(ctx, pi.remote.Addr(), target)
+	cancel()
+	if err != nil {
+		s.Reject(http.StatusServiceUnavailable)
+		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", target, err), metrics.FlagConnect, 0, 0)
+		return
+	}
+	if err := s.Respond(http.StatusOK); err != nil {
+		app.Close()
+		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+		return
+	}
+	p.relayInbound(rec, s, app, pt, pc)
+}
+
+// relayInbound relays an accepted inbound connection to the app while tracking it for drain and
+// policy re-evaluation. It owns both connections.
+func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn) {
+	tr := &tracked{
+		inbound: true, target: pt, conn: pc,
+		close: func() { client.Close(); app.Close() },
+		denied: func(reason string) {
+			rec.mu.Lock()
+			rec.lateDeny = reason
+			rec.mu.Unlock()
+		},
+	}
+	p.conns.add(tr)
+	toServer, toClient, err := netutil.Relay(client, app)
+	p.conns.remove(tr)
+	client.Close()
+	app.Close()
+	rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
+}
+
+// dialApp connects to the local app, from the client's own IP when OrigSrc is on and the kernel
+// allows it, else from the pod's IP.
+func (p *Proxy) dialApp(ctx context.Context, client netip.Addr, target netip.AddrPort) (net.Conn, error) {
+	if p.cfg.OrigSrc && client.IsValid() && client != target.Addr() {
+		c, err := p.dialUpstream(ctx, netip.AddrPortFrom(client, 0), target)
+		if err == nil {
+			return c, nil
+		}
+		p.log.Debug("inbound: transparent connect failed, using the pod address", "err", err)
+	}
+	return p.dialUpstream(ctx, netip.AddrPort{}, target)
+}
+
+// handleInboundPlain serves a plaintext connection captured on 15006.
+func (p *Proxy) handleInboundPlain(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return
+	}
+	dst, err := netutil.OriginalDst(tc)
+	if err != nil {
+		p.log.Warn("inbound plaintext: no original destination", "src", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	src := addrPort(c.RemoteAddr())
+	if p.isOwnPort(dst) || dst == addrPort(c.LocalAddr()) {
+		p.log.Warn("inbound plaintext: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
+		c.Close()
+		return
+	}
+	snap := p.cfg.Store.Snapshot()
+	rec := &record{start: time.Now(), direction: "inbound", src: src, dst: dst}
+	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
+	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
+	rec.open(p.cfg.Metrics)
+	if rec.dstW == nil {
+		c.Close()
+		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", dst.Addr()), metrics.FlagConnect, 0, 0)
+		return
+	}
+	pt := policy.Target{Namespace: rec.dstW.Namespace, Policies: rec.dstW.AuthorizationPolicies}
+	pc := policy.Conn{SrcIP: src.Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
+	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
+		c.Close()
+		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	app, err := p.dialApp(ctx, src.Addr(), dst)
+	cancel()
+	if err != nil {
+		c.Close()
+		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)
+		return
+	}
+	p.relayInbound(rec, c, app, pt, pc)
+}
+
+// WatchPolicies re-evaluates live inbound connections whenever the store changes and closes
+// those that are now denied. It returns when ctx ends.
+func (p *Proxy) WatchPolicies(ctx context.Context) {
+	ch, cancel := p.cfg.Store.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			if n := p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()); n > 0 {
+				p.log.Info("closed connections denied by updated policy", "count", n)
+			}
+		}
+	}
+}

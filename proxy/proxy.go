@@ -1,0 +1,295 @@
+// Package proxy is the data path of one workload's (dedicated mode) or one pod's (shared mode)
+// traffic: the outbound capture listener (15001), the inbound HBONE listener (15008), the inbound
+// plaintext capture listener (15006) and the optional SOCKS5 listener (15080). It wires the
+// workload store, the certificate manager, the policy engine and the HBONE engine together; none
+// of those know about each other.
+//
+// Ownership: a Proxy owns its listeners, its HBONE pool and server, and every goroutine it starts
+// (accept loops and one goroutine per connection, tracked by a WaitGroup). Drain ends them all.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// Well-known ports of ztunnel.
+const (
+	OutboundPort     = 15001
+	InboundPlainPort = 15006
+	InboundHBONEPort = 15008
+	SOCKS5Port       = 15080
+)
+
+// Config is what a Proxy needs. Fields are read once by New.
+type Config struct {
+	Store   *workload.Store // workloads, services, policies; required
+	Certs   *certs.Manager  // workload certificates; required
+	Metrics *metrics.Registry
+
+	// Self is the identity the proxy falls back to when the store does not know the local
+	// workload (dedicated mode: from PROXY_WORKLOAD_INFO). Zero means no fallback.
+	Self identity.ID
+	// Network is the network of the proxy's workloads ("" is the default network).
+	Network string
+
+	// ListenIP is the address the capture listeners bind: "::" or "0.0.0.0" (IPV6_ENABLED=false).
+	ListenIP netip.Addr
+	// SOCKS5 enables the SOCKS5 listener on 127.0.0.1:15080.
+	SOCKS5 bool
+	// Ports overrides the well-known ports (tests run several proxies on one loopback).
+	// Zero fields mean ztunnel's ports.
+	Ports Ports
+
+	// Socket options of listeners and upstream sockets (mark, transparent, keepalive...).
+	Socket netutil.SocketOptions
+	// OrigSrc makes inbound connections to the app come from the client's IP (IP_TRANSPARENT).
+	OrigSrc bool
+
+	// HBONE engine settings and pool limits.
+	HBONE             hbone.Config
+	PoolMaxStreams    int
+	PoolIdleTimeout   time.Duration
+	HandshakeTimeout  time.Duration // TLS handshake on 15008; 0 = 15 s
+	ConnectTimeout    time.Duration // upstream connect; 0 = 10 s
+	TerminationGrace  time.Duration // how long Drain waits before closing what is left; 0 = 5 s
+	ClusterID         string
+	Logger, AccessLog *slog.Logger
+}
+
+// Ports are the listener ports of a proxy and the HBONE port it dials on remote workloads.
+type Ports struct {
+	Outbound, InboundPlain, InboundHBONE, SOCKS5 uint16
+	// RemoteHBONE is the port HBONE tunnels are dialed on; 0 = 15008.
+	RemoteHBONE uint16
+}
+
+func (p *Ports) setDefaults() {
+	def := func(v *uint16, d uint16) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&p.Outbound, OutboundPort)
+	def(&p.InboundPlain, InboundPlainPort)
+	def(&p.InboundHBONE, InboundHBONEPort)
+	def(&p.SOCKS5, SOCKS5Port)
+	def(&p.RemoteHBONE, InboundHBONEPort)
+}
+
+// Proxy serves the listeners of one network namespace.
+type Proxy struct {
+	cfg    Config // immutable after New
+	log    *slog.Logger
+	access *slog.Logger
+
+	pool   *hbone.Pool
+	server *hbone.Server
+	conns  *tracker
+
+	// Owned by Listen/Drain under mu.
+	mu        sync.Mutex
+	listeners []net.Listener
+	draining  bool
+
+	wg sync.WaitGroup // accept loops and connection goroutines
+}
+
+// New validates cfg and builds a Proxy; it opens no socket.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Store == nil || cfg.Certs == nil {
+		return nil, errors.New("proxy: Store and Certs are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AccessLog == nil {
+		cfg.AccessLog = cfg.Logger
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New("ztunnel", "unknown")
+	}
+	if !cfg.ListenIP.IsValid() {
+		cfg.ListenIP = netip.IPv6Unspecified()
+	}
+	cfg.Ports.setDefaults()
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 15 * time.Second
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.TerminationGrace == 0 {
+		cfg.TerminationGrace = 5 * time.Second
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker()}
+	p.pool = hbone.NewPool(hbone.PoolConfig{
+		Dial:              p.dialHBONE,
+		MaxStreamsPerConn: cfg.PoolMaxStreams,
+		IdleTimeout:       cfg.PoolIdleTimeout,
+		Config:            cfg.HBONE,
+	})
+	p.server = &hbone.Server{Config: cfg.HBONE, Handler: hbone.HandlerFunc(p.serveHBONE)}
+	return p, nil
+}
+
+// Listen binds every listener, so that bind errors surface before the proxy reports ready.
+func (p *Proxy) Listen(ctx context.Context) error {
+	lc := p.cfg.Socket.ListenConfig()
+	type spec struct {
+		addr  netip.AddrPort
+		serve func(net.Listener)
+	}
+	specs := []spec{
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.Outbound), p.acceptLoop(p.handleOutbound)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundPlain), p.acceptLoop(p.handleInboundPlain)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundHBONE), p.acceptLoop(p.handleInboundHBONE)},
+	}
+	if p.cfg.SOCKS5 {
+		specs = append(specs, spec{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), p.cfg.Ports.SOCKS5), p.acceptLoop(p.handleSOCKS5)})
+	}
+	var ls []net.Listener
+	for _, s := range specs {
+		l, err := lc.Listen(ctx, "tcp", s.addr.String())
+		if err != nil {
+			for _, o := range ls {
+				o.Close()
+			}
+			return fmt.Errorf("listen %s: %w", s.addr, err)
+		}
+		ls = append(ls, l)
+	}
+	p.mu.Lock()
+	p.listeners = ls
+	p.mu.Unlock()
+	for i, s := range specs {
+		l := ls[i]
+		p.wg.Go(func() { s.serve(l) })
+	}
+	p.log.Info("listeners ready", "outbound", ls[0].Addr().String(), "inbound", ls[2].Addr().String(),
+		"inbound_plaintext", ls[1].Addr().String())
+	return nil
+}
+
+// Addrs returns the bound listener addresses (outbound, inbound plaintext, inbound HBONE[, socks5]).
+func (p *Proxy) Addrs() []net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]net.Addr, len(p.listeners))
+	for i, l := range p.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// acceptLoop accepts until the listener closes, backing off on temporary errors such as
+// file-descriptor exhaustion so established connections keep flowing.
+func (p *Proxy) acceptLoop(handle func(net.Conn)) func(net.Listener) {
+	return func(l net.Listener) {
+		var delay time.Duration
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				p.log.Warn("accept failed, backing off", "addr", l.Addr().String(), "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			delay = 0
+			p.wg.Go(func() { handle(c) })
+		}
+	}
+}
+
+// Drain stops accepting, sends GOAWAY on inbound HBONE connections, waits for connections to
+// finish until the termination grace period or ctx ends, then closes what is left and waits for
+// every goroutine of the proxy.
+func (p *Proxy) Drain(ctx context.Context) error {
+	p.mu.Lock()
+	p.draining = true
+	ls := p.listeners
+	p.listeners = nil
+	p.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.TerminationGrace)
+	defer cancel()
+	shutdownDone := make(chan struct{})
+	go func() {
+		defer close(shutdownDone)
+		p.server.Shutdown(ctx)
+	}()
+	p.conns.waitEmpty(ctx)
+	<-shutdownDone
+	if n := p.conns.closeAll(); n > 0 {
+		p.log.Info("drain deadline reached, closed remaining connections", "count", n)
+	}
+	p.pool.Close()
+	p.wg.Wait()
+	return nil
+}
+
+// serverTLS picks the certificate of the workload the client dialed (by local IP), falling back
+// to the proxy's own identity.
+func (p *Proxy) serverTLS() *tls.Config {
+	return &tls.Config{
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			id := p.cfg.Self
+			if la, ok := hello.Conn.LocalAddr().(*net.TCPAddr); ok {
+				if w := p.cfg.Store.Snapshot().WorkloadByAddr(p.cfg.Network, unmap(la.AddrPort().Addr())); w != nil {
+					id = w.Identity()
+				}
+			}
+			if id.IsZero() {
+				return nil, errors.New("no local workload for this address")
+			}
+			return p.cfg.Certs.ServerConfig(id), nil
+		},
+	}
+}
+
+func unmap(a netip.Addr) netip.Addr { return a.Unmap() }
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// isOwnPort reports whether dst is one of the proxy's own ports on loopback: a loop.
+func (p *Proxy) isOwnPort(dst netip.AddrPort) bool {
+	if !dst.Addr().IsLoopback() && !dst.Addr().IsUnspecified() {
+		return false
+	}
+	switch dst.Port() {
+	case p.cfg.Ports.Outbound, p.cfg.Ports.InboundPlain, p.cfg.Ports.InboundHBONE, p.cfg.Ports.SOCKS5,
+		OutboundPort, InboundPlainPort, InboundHBONEPort, SOCKS5Port, 15000, 15020, 15021, 15053:
+		return true
+	}
+	return false
+}

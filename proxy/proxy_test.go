@@ -1,0 +1,391 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/policy"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// These tests run whole proxies in-process on loopback with real TLS and real HBONE; no root.
+// The server workload lives at 127.0.0.1 (where the proxy's inbound listener is), the client
+// workload at 127.0.0.3 (the source address the client binds).
+
+var (
+	serverIP = netip.MustParseAddr("127.0.0.1")
+	clientIP = netip.MustParseAddr("127.0.0.3")
+	serverID = identity.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "server"}
+	clientID = identity.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "client"}
+)
+
+// logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type testEnv struct {
+	store    *workload.Store
+	ca       *certs.LocalCA
+	certs    *certs.Manager
+	proxy    *Proxy
+	access   *logBuffer
+	app      net.Listener
+	appPort  uint16
+	appConns atomic.Int64 // connections the app accepted
+	appBytes atomic.Int64 // bytes the app received
+	ports    Ports
+}
+
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// newEnv starts a proxy for the server workload with an echo app on 127.0.0.1.
+func newEnv(t *testing.T, pols ...*policy.Authorization) *testEnv {
+	t.Helper()
+	e := &testEnv{store: workload.NewStore(), access: &logBuffer{}}
+	var err error
+	e.ca, err = certs.NewFakeCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.certs = certs.NewManager(e.ca, certs.ManagerOptions{})
+	t.Cleanup(func() { e.certs.Close() })
+
+	e.app, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.appPort = uint16(e.app.Addr().(*net.TCPAddr).Port)
+	go func() {
+		for {
+			c, err := e.app.Accept()
+			if err != nil {
+				return
+			}
+			e.appConns.Add(1)
+			go func() {
+				defer c.Close()
+				n, _ := io.Copy(c, io.TeeReader(c, countWriter{&e.appBytes}))
+				_ = n
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	t.Cleanup(func() { e.app.Close() })
+
+	err = e.store.Apply(workload.Update{
+		Workloads: []*workload.Workload{
+			{UID: "server", Name: "server", Namespace: "default", ServiceAccount: "server", TrustDomain: "cluster.local",
+				WorkloadIPs: []netip.Addr{serverIP}, Protocol: workload.ProtocolHBONE, Capacity: 1},
+			{UID: "client", Name: "client", Namespace: "default", ServiceAccount: "client", TrustDomain: "cluster.local",
+				WorkloadIPs: []netip.Addr{clientIP}, Protocol: workload.ProtocolHBONE, Capacity: 1},
+		},
+		Policies: pols,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
+	e.ports.RemoteHBONE = e.ports.InboundHBONE
+	e.proxy, err = New(Config{
+		Store: e.store, Certs: e.certs, Self: serverID,
+		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true, Ports: e.ports,
+		Socket:           netutil.SocketOptions{NoDelay: true},
+		TerminationGrace: 2 * time.Second,
+		AccessLog:        slog.New(slog.NewTextHandler(e.access, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.proxy.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.proxy.WatchPolicies(ctx)
+	t.Cleanup(func() {
+		cancel()
+		e.proxy.Drain(context.Background())
+	})
+	return e
+}
+
+type countWriter struct{ n *atomic.Int64 }
+
+func (c countWriter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
+
+// hboneClient opens an HBONE connection to the proxy's inbound port with cert as client identity.
+func (e *testEnv) hboneClient(t *testing.T, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
+	t.Helper()
+	cfg, err := e.certs.ClientConfig(context.Background(), src, expected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
+	raw, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.Handshake(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	cc, err := hbone.NewClientConn(tc, hbone.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc, nil
+}
+
+func connect(cc *hbone.ClientConn, authority string) (*hbone.Stream, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cc.Connect(ctx, &hbone.Request{Method: http.MethodConnect, Authority: authority})
+}
+
+func statusOf(err error) int {
+	var se *hbone.StatusError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
+func TestInboundHBONE(t *testing.T) {
+	e := newEnv(t)
+	cc, err := e.hboneClient(t, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := connect(cc, netip.AddrPortFrom(serverIP, e.appPort).String())
+	if err != nil {
+		t.Fatalf("CONNECT: %v", err)
+	}
+	s.Write([]byte("ping"))
+	s.CloseWrite()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	waitLog(t, e.access, "connection complete", "src.identity="+clientID.String(), "direction=inbound")
+}
+
+func TestInboundStatusCodes(t *testing.T) {
+	deny := &policy.Authorization{Name: "deny-9", Namespace: "default", Scope: policy.ScopeNamespace, Action: policy.ActionDeny,
+		Rules: [][][]policy.Match{{{{DestinationPorts: []uint16{9}}}}}}
+	e := newEnv(t, deny)
+	cc, err := e.hboneClient(t, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := freePort(t)
+	cases := []struct {
+		name      string
+		authority string
+		want      int
+	}{
+		{"authority not an address", "server.default:80", http.StatusBadRequest},
+		{"authority is another IP than the connection's", "127.0.0.9:80", http.StatusBadRequest},
+		{"policy denies", "127.0.0.1:9", http.StatusUnauthorized},
+		{"upstream does not answer", netip.AddrPortFrom(serverIP, closedPort).String(), http.StatusServiceUnavailable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := connect(cc, c.authority)
+			if got := statusOf(err); got != c.want {
+				t.Fatalf("status = %d (%v), want %d", got, err, c.want)
+			}
+		})
+	}
+	if n := e.appConns.Load(); n != 0 {
+		t.Errorf("the app saw %d connections, want none", n)
+	}
+}
+
+func TestInboundUnknownWorkload503(t *testing.T) {
+	e := newEnv(t)
+	// Remove the server workload: the proxy still terminates TLS with its own identity, but no
+	// workload lives at the authority's address.
+	if err := e.store.Apply(workload.Update{RemoveWorkloads: []string{"server"}}); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := e.hboneClient(t, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = connect(cc, netip.AddrPortFrom(serverIP, e.appPort).String())
+	if got := statusOf(err); got != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d (%v), want 503", got, err)
+	}
+}
+
+func TestInboundRefusesClientWithoutCertificate(t *testing.T) {
+	e := newEnv(t)
+	conn, err := tls.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String(),
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS13})
+	if err == nil {
+		// TLS 1.3: the server's refusal arrives with the first read.
+		conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	if n := e.appConns.Load(); n != 0 {
+		t.Errorf("the app saw %d connections, want none", n)
+	}
+}
+
+func TestClientRefusesWrongSAN(t *testing.T) {
+	e := newEnv(t)
+	other := identity.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "impostor"}
+	if _, err := e.hboneClient(t, clientID, other); err == nil {
+		t.Fatal("handshake with a server whose SAN was not expected succeeded")
+	}
+	if n := e.appBytes.Load(); n != 0 {
+		t.Errorf("the app received %d bytes, want none", n)
+	}
+}
+
+// socksDial connects through the proxy's SOCKS5 port to dst, from the client workload's IP.
+func (e *testEnv) socksDial(t *testing.T, dst netip.AddrPort) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
+	c, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.SOCKS5).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := []byte{5, 1, 0, 5, 1, 0, 1}
+	req = append(req, dst.Addr().AsSlice()...)
+	req = binary.BigEndian.AppendUint16(req, dst.Port())
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 2+10)
+	if _, err := io.ReadFull(c, resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp[0] != 5 || resp[1] != 0 || resp[3] != 0 {
+		t.Fatalf("socks5 reply %v", resp)
+	}
+	return c
+}
+
+// TestOutboundLoop sends a connection through the full path inside one proxy: SOCKS5 ->
+// outbound -> pooled HBONE -> inbound -> app, as `make run` does.
+func TestOutboundLoop(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	defer c.Close()
+	payload := bytes.Repeat([]byte("0123456789"), 100_000)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	if werr := <-errc; werr != nil || err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("round trip of %d bytes: got %d, read err %v, write err %v", len(payload), len(got), err, werr)
+	}
+	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.identity="+serverID.String())
+	waitLog(t, e.access, "connection complete", "direction=inbound", "src.identity="+clientID.String(), "bytes_recv=1000000")
+}
+
+// TestPolicyChangeClosesLiveConnection tightens policy while a connection is open.
+func TestPolicyChangeClosesLiveConnection(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	defer c.Close()
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	deny := &policy.Authorization{Name: "deny-client", Namespace: "default", Scope: policy.ScopeNamespace, Action: policy.ActionDeny,
+		Rules: [][][]policy.Match{{{{Principals: []policy.StringMatch{policy.Exact("cluster.local/ns/default/sa/client")}}}}}}
+	if err := e.store.Apply(workload.Update{Policies: []*policy.Authorization{deny}}); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("connection not closed after the policy change: %v", err)
+	}
+	waitLog(t, e.access, "connection complete", "direction=inbound", "response_flags=DENY")
+}
+
+func TestOutboundRefusesLoopToOwnPort(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.ports.Outbound))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _ := c.Read(make([]byte, 1))
+	c.Close()
+	if n != 0 {
+		t.Fatal("a connection to the proxy's own port was relayed")
+	}
+}
+
+func waitLog(t *testing.T, l *logBuffer, subs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, line := range strings.Split(l.String(), "\n") {
+			ok := true
+			for _, s := range subs {
+				if !strings.Contains(line, s) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q in:\n%s", subs, l.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
