@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X github.com/ztunnel-go/ztunnel/version.Version=$(VERSION) \
              -X github.com/ztunnel-go/ztunnel/version.BuildStatus=Clean
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test vet bench fuzz clean
+.PHONY: all build run test vet bench fuzz clean proto
 
 all: build
 
@@ -37,6 +37,10 @@ test: vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Regenerate the protobuf Go code (committed); CI checks it is up to date.
+proto:
+	hack/gen-proto.sh
 
 clean:
 	rm -rf $(BIN)

@@ -259,6 +259,11 @@ func applyLevel(cur config.LogLevel, spec string) (config.LogLevel, error) {
 			return cur, err
 		}
 		if !strings.Contains(clause, "=") {
+			// A bare word must be a level; RUST_LOG would read it as a module name, ztunnel's
+			// admin endpoint refuses it.
+			if len(parsed.Targets) != 0 {
+				return cur, fmt.Errorf("level %s is invalid", clause)
+			}
 			next.Default = parsed.Default
 			continue
 		}

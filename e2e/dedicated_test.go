@@ -373,6 +373,20 @@ func TestDedicatedMode(t *testing.T) {
 			t.Fatal("ztunnel did not exit after its last connection closed")
 		}
 	})
+
+	t.Run("QuitQuitQuitDrains", func(t *testing.T) {
+		if code, body := d.zb.post("127.0.0.1:15000", "/quitquitquit"); code != 200 || body != "shutdown now\n" {
+			t.Fatalf("POST /quitquitquit = %d %q", code, body)
+		}
+		select {
+		case err := <-d.zb.done:
+			if err != nil {
+				t.Fatalf("ztunnel exited with %v after /quitquitquit, want status 0", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("ztunnel did not exit after /quitquitquit")
+		}
+	})
 }
 
 func nonEmptyLines(s string) []string {

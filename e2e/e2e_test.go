@@ -177,13 +177,26 @@ func startZtunnel(t *testing.T, ns *lab.Netns, env ...string) *ztunnel {
 
 // get fetches path from addr inside the ztunnel's network namespace.
 func (z *ztunnel) get(addr, path string) (int, string) {
+	return z.request(http.MethodGet, addr, path)
+}
+
+// post sends an empty POST to path at addr inside the ztunnel's network namespace.
+func (z *ztunnel) post(addr, path string) (int, string) {
+	return z.request(http.MethodPost, addr, path)
+}
+
+func (z *ztunnel) request(method, addr, path string) (int, string) {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, a string) (net.Conn, error) { return z.ns.Dial(network, a) },
 		},
 	}
-	resp, err := client.Get("http://" + addr + path)
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

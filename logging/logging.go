@@ -133,10 +133,7 @@ func LevelName(l slog.Level) string {
 // Handle formats and writes one record.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	o := h.out
-	t := r.Time
-	if t.IsZero() {
-		t = o.now()
-	}
+	t := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	b := o.buf[:0]

@@ -197,7 +197,12 @@ func (p *Proxy) dialUpstream(ctx context.Context, src, dst netip.AddrPort) (net.
 		opts.Transparent, opts.Freebind = true, true
 	}
 	d := opts.Dialer(src)
-	return d.DialContext(ctx, "tcp", dst.String())
+	var c net.Conn
+	err := p.inNetns(func() (err error) {
+		c, err = d.DialContext(ctx, "tcp", dst.String())
+		return err
+	})
+	return c, err
 }
 
 // dialHBONE is the pool's dialer: TCP with the proxy's mark, then the mTLS handshake as the

@@ -57,6 +57,9 @@ type Config struct {
 
 	// Socket options of listeners and upstream sockets (mark, transparent, keepalive...).
 	Socket netutil.SocketOptions
+	// Netns, when set, runs fn inside the network namespace the proxy serves (shared mode: the
+	// pod's), so listeners and upstream sockets are created there. Nil means the process's own.
+	Netns func(fn func() error) error
 	// OrigSrc makes inbound connections to the app come from the client's IP (IP_TRANSPARENT).
 	OrigSrc bool
 
@@ -164,7 +167,11 @@ func (p *Proxy) Listen(ctx context.Context) error {
 	}
 	var ls []net.Listener
 	for _, s := range specs {
-		l, err := lc.Listen(ctx, "tcp", s.addr.String())
+		var l net.Listener
+		err := p.inNetns(func() (err error) {
+			l, err = lc.Listen(ctx, "tcp", s.addr.String())
+			return err
+		})
 		if err != nil {
 			for _, o := range ls {
 				o.Close()
@@ -183,6 +190,14 @@ func (p *Proxy) Listen(ctx context.Context) error {
 	p.log.Info("listeners ready", "outbound", ls[0].Addr().String(), "inbound", ls[2].Addr().String(),
 		"inbound_plaintext", ls[1].Addr().String())
 	return nil
+}
+
+// inNetns runs fn in the proxy's network namespace.
+func (p *Proxy) inNetns(fn func() error) error {
+	if p.cfg.Netns == nil {
+		return fn()
+	}
+	return p.cfg.Netns(fn)
 }
 
 // Addrs returns the bound listener addresses (outbound, inbound plaintext, inbound HBONE[, socks5]).
