@@ -96,6 +96,9 @@ type Registry struct {
 	failed   *prometheus.CounterVec
 	received *prometheus.CounterVec
 	sent     *prometheus.CounterVec
+
+	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
+	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
 }
 
 // New creates the registry with the process and Go collectors and istio_build.
@@ -111,6 +114,11 @@ func New(component, version string) *Registry {
 	r.failed = counter("istio_tcp_connections_failed_total", "The total number of TCP connections that failed to establish.")
 	r.received = counter("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection.")
 	r.sent = counter("istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection.")
+	sockets := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_tcp_sockets_open",
+		Help: "The current number of open TCP sockets."}, []string{"reporter"})
+	r.reg.MustRegister(sockets)
+	r.socketsOutbound = sockets.WithLabelValues(ReporterSource)
+	r.socketsInbound = sockets.WithLabelValues(ReporterDestination)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -126,6 +134,16 @@ func (r *Registry) Registerer() prometheus.Registerer { return r.reg }
 // Handler serves the Prometheus text format.
 func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
+}
+
+// SocketOpened counts an accepted socket as open until the returned func is called.
+func (r *Registry) SocketOpened(reporter string) (closed func()) {
+	g := r.socketsOutbound
+	if reporter == ReporterDestination {
+		g = r.socketsInbound
+	}
+	g.Inc()
+	return g.Dec
 }
 
 // Conn is the metrics of one open connection. Byte counts are attributed to the labels the

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -18,13 +19,15 @@ import (
 // connections also carry what policy needs to re-evaluate them when policies change.
 type tracked struct {
 	close   func()
+	rec     *record // its telemetry, for periodic byte flushes; nil before the relay starts
 	inbound bool
 	target  policy.Target
 	conn    policy.Conn
 	denied  func(reason string) // marks the record before close, for logs and response flags
 }
 
-// tracker is the set of live connections of a proxy, for drain and policy re-evaluation.
+// tracker is the set of live connections of a proxy, for drain, policy re-evaluation and
+// periodic byte flushes. A tracked's close and rec may be set after add, under mu.
 type tracker struct {
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
@@ -72,37 +75,48 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 // closeAll closes every tracked connection and returns how many there were.
 func (t *tracker) closeAll() int {
 	t.mu.Lock()
-	list := make([]*tracked, 0, len(t.conns))
+	closers := make([]func(), 0, len(t.conns))
 	for c := range t.conns {
-		list = append(list, c)
+		closers = append(closers, c.close)
 	}
 	t.mu.Unlock()
-	for _, c := range list {
-		c.close()
+	for _, close := range closers {
+		close()
 	}
-	return len(list)
+	return len(closers)
+}
+
+// flushBytes adds the bytes every live connection moved since the last flush to the metrics.
+func (t *tracker) flushBytes() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.rec != nil {
+			c.rec.flush()
+		}
+	}
 }
 
 // reevaluate closes the inbound connections that the current policies deny.
 func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
-	var deny []*tracked
+	var closers []func()
 	for c := range t.conns {
 		if !c.inbound {
 			continue
 		}
 		if d := set.Evaluate(c.target, &c.conn); !d.Allow {
-			deny = append(deny, c)
+			closers = append(closers, c.close)
 			if c.denied != nil {
 				c.denied(d.Reason)
 			}
 		}
 	}
 	t.mu.Unlock()
-	for _, c := range deny {
-		c.close()
+	for _, close := range closers {
+		close()
 	}
-	return len(deny)
+	return len(closers)
 }
 
 // record is the telemetry of one proxied connection: metrics while it lives and the
@@ -122,8 +136,26 @@ type record struct {
 
 	m *metrics.Conn
 
+	// Bytes moved so far, client to server and server to client: written by the relay as it
+	// copies, read by the flusher.
+	toServer, toClient atomic.Int64
+
 	mu       sync.Mutex
-	lateDeny string // set when a policy change closed the connection
+	lateDeny string   // set when a policy change closed the connection
+	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
+}
+
+// flush adds the bytes moved since the last flush to the metrics.
+func (r *record) flush() {
+	if r.m == nil {
+		return
+	}
+	r.mu.Lock()
+	s, c := r.toServer.Load(), r.toClient.Load()
+	ds, dc := s-r.flushed[0], c-r.flushed[1]
+	r.flushed = [2]int64{s, c}
+	r.mu.Unlock()
+	r.m.AddBytes(ds, dc)
 }
 
 func (r *record) labels(reporter string) metrics.Labels {
@@ -193,8 +225,11 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect
 	}
+	// The relay's totals are exact; the live counters may trail them on the splice path.
+	r.toServer.Store(toServer)
+	r.toClient.Store(toClient)
 	if r.m != nil {
-		r.m.AddBytes(toServer, toClient)
+		r.flush()
 		r.m.Close(flags)
 	}
 	level := slog.LevelInfo

@@ -116,7 +116,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 // policy re-evaluation. It owns both connections.
 func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn) {
 	tr := &tracked{
-		inbound: true, target: pt, conn: pc,
+		inbound: true, target: pt, conn: pc, rec: rec,
 		close: func() { client.Close(); app.Close() },
 		denied: func(reason string) {
 			rec.mu.Lock()
@@ -125,7 +125,7 @@ func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target
 		},
 	}
 	p.conns.add(tr)
-	toServer, toClient, err := netutil.Relay(client, app)
+	toServer, toClient, err := netutil.RelayCounted(client, app, &rec.toServer, &rec.toClient)
 	p.conns.remove(tr)
 	client.Close()
 	app.Close()

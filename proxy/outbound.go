@@ -184,8 +184,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		rec.finish(p.access, fmt.Errorf("connect %s: %w", rt.target, err), flags, 0, 0)
 		return
 	}
+	p.conns.mu.Lock()
 	tr.close = func() { client.Close(); upstream.Close() }
-	toServer, toClient, err := netutil.Relay(client, upstream)
+	tr.rec = rec
+	p.conns.mu.Unlock()
+	toServer, toClient, err := netutil.RelayCounted(client, upstream, &rec.toServer, &rec.toClient)
 	upstream.Close()
 	rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
 }

@@ -109,8 +109,12 @@ type Proxy struct {
 	listeners []net.Listener
 	draining  bool
 
-	wg sync.WaitGroup // accept loops and connection goroutines
+	wg   sync.WaitGroup // accept loops, the byte flusher and connection goroutines
+	stop chan struct{}  // closed by Drain: stops the byte flusher
 }
+
+// flushInterval is how often the bytes of long connections reach the metrics.
+const flushInterval = 5 * time.Second
 
 // New validates cfg and builds a Proxy; it opens no socket.
 func New(cfg Config) (*Proxy, error) {
@@ -139,7 +143,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.TerminationGrace == 0 {
 		cfg.TerminationGrace = 5 * time.Second
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{})}
 	p.pool = hbone.NewPool(hbone.PoolConfig{
 		Dial:              p.dialHBONE,
 		MaxStreamsPerConn: cfg.PoolMaxStreams,
@@ -157,13 +161,14 @@ func (p *Proxy) Listen(ctx context.Context) error {
 		addr  netip.AddrPort
 		serve func(net.Listener)
 	}
+	src, dst := metrics.ReporterSource, metrics.ReporterDestination
 	specs := []spec{
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.Outbound), p.acceptLoop(p.handleOutbound)},
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundPlain), p.acceptLoop(p.handleInboundPlain)},
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundHBONE), p.acceptLoop(p.handleInboundHBONE)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.Outbound), p.acceptLoop(src, p.handleOutbound)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundPlain), p.acceptLoop(dst, p.handleInboundPlain)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundHBONE), p.acceptLoop(dst, p.handleInboundHBONE)},
 	}
 	if p.cfg.SOCKS5 {
-		specs = append(specs, spec{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), p.cfg.Ports.SOCKS5), p.acceptLoop(p.handleSOCKS5)})
+		specs = append(specs, spec{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), p.cfg.Ports.SOCKS5), p.acceptLoop(src, p.handleSOCKS5)})
 	}
 	var ls []net.Listener
 	for _, s := range specs {
@@ -187,6 +192,7 @@ func (p *Proxy) Listen(ctx context.Context) error {
 		l := ls[i]
 		p.wg.Go(func() { s.serve(l) })
 	}
+	p.wg.Go(p.flushLoop)
 	p.log.Info("listeners ready", "outbound", ls[0].Addr().String(), "inbound", ls[2].Addr().String(),
 		"inbound_plaintext", ls[1].Addr().String())
 	return nil
@@ -211,9 +217,25 @@ func (p *Proxy) Addrs() []net.Addr {
 	return out
 }
 
+// flushLoop adds the bytes of live connections to the metrics every flushInterval, so long
+// connections show up before they close.
+func (p *Proxy) flushLoop() {
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.conns.flushBytes()
+		}
+	}
+}
+
 // acceptLoop accepts until the listener closes, backing off on temporary errors such as
-// file-descriptor exhaustion so established connections keep flowing.
-func (p *Proxy) acceptLoop(handle func(net.Conn)) func(net.Listener) {
+// file-descriptor exhaustion so established connections keep flowing. Each accepted socket
+// counts in istio_tcp_sockets_open while its handler runs.
+func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn)) func(net.Listener) {
 	return func(l net.Listener) {
 		var delay time.Duration
 		for {
@@ -232,7 +254,10 @@ func (p *Proxy) acceptLoop(handle func(net.Conn)) func(net.Listener) {
 				continue
 			}
 			delay = 0
-			p.wg.Go(func() { handle(c) })
+			p.wg.Go(func() {
+				defer p.cfg.Metrics.SocketOpened(reporter)()
+				handle(c)
+			})
 		}
 	}
 }
@@ -242,6 +267,9 @@ func (p *Proxy) acceptLoop(handle func(net.Conn)) func(net.Listener) {
 // every goroutine of the proxy.
 func (p *Proxy) Drain(ctx context.Context) error {
 	p.mu.Lock()
+	if !p.draining {
+		close(p.stop)
+	}
 	p.draining = true
 	ls := p.listeners
 	p.listeners = nil

@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -387,5 +389,80 @@ func waitLog(t *testing.T, l *logBuffer, subs ...string) {
 			t.Fatalf("no log line with %q in:\n%s", subs, l.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metricsText scrapes the proxy's registry.
+func (e *testEnv) metricsText(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	e.proxy.cfg.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
+}
+
+// metricValue sums the samples of name whose labels contain every one of labels.
+func metricValue(body, name string, labels ...string) float64 {
+	var sum float64
+next:
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		var v float64
+		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+		sum += v
+	}
+	return sum
+}
+
+// TestLongConnectionBytesAndSockets checks that a connection's bytes reach the metrics while it
+// is still open (periodic flush) and that open sockets are counted.
+func TestLongConnectionBytesAndSockets(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	payload := bytes.Repeat([]byte("x"), 5000)
+	c.Write(payload)
+	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.conns.flushBytes()
+	body := e.metricsText(t)
+	for _, reporter := range []string{"source", "destination"} {
+		got := metricValue(body, "istio_tcp_received_bytes_total", `reporter="`+reporter+`"`)
+		if got != 5000 {
+			t.Errorf("received bytes (%s) while open = %v, want 5000", reporter, got)
+		}
+		if got := metricValue(body, "istio_tcp_sent_bytes_total", `reporter="`+reporter+`"`); got != 5000 {
+			t.Errorf("sent bytes (%s) while open = %v, want 5000", reporter, got)
+		}
+	}
+	// SOCKS5 (source) and the HBONE connection (destination) are open sockets.
+	if got := metricValue(body, "istio_tcp_sockets_open", `reporter="source"`); got != 1 {
+		t.Errorf("open source sockets = %v, want 1", got)
+	}
+	if got := metricValue(body, "istio_tcp_sockets_open", `reporter="destination"`); got != 1 {
+		t.Errorf("open destination sockets = %v, want 1", got)
+	}
+	c.Close()
+	waitLog(t, e.access, "connection complete", "direction=outbound")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		body = e.metricsText(t)
+		if metricValue(body, "istio_tcp_sockets_open", `reporter="source"`) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("source socket still counted open after close:\n%s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Flushed bytes are not counted twice at close.
+	if got := metricValue(body, "istio_tcp_received_bytes_total", `reporter="source"`); got != 5000 {
+		t.Errorf("received bytes after close = %v, want 5000", got)
 	}
 }
