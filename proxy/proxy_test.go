@@ -430,8 +430,19 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
 		t.Fatal(err)
 	}
-	e.proxy.conns.flushBytes()
-	body := e.metricsText(t)
+	// The relay counts a chunk just after writing it, so the echo can overtake the count: flush
+	// until every side has seen the 5000 bytes (or time out and report what it saw).
+	var body string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.proxy.conns.flushBytes()
+		body = e.metricsText(t)
+		if metricValue(body, "istio_tcp_received_bytes_total") == 10000 && metricValue(body, "istio_tcp_sent_bytes_total") == 10000 ||
+			time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	for _, reporter := range []string{"source", "destination"} {
 		got := metricValue(body, "istio_tcp_received_bytes_total", `reporter="`+reporter+`"`)
 		if got != 5000 {
@@ -450,7 +461,7 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 	}
 	c.Close()
 	waitLog(t, e.access, "connection complete", "direction=outbound")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for {
 		body = e.metricsText(t)
 		if metricValue(body, "istio_tcp_sockets_open", `reporter="source"`) == 0 {
