@@ -149,19 +149,50 @@ func ruleMatches(rule [][]Match, s *subject) bool {
 }
 
 func (m *Match) matches(s *subject) bool {
-	if m.IsEmpty() {
-		return false
+	// Each set field must hold; a Match with no field set matches nothing. The cheap checks
+	// come first.
+	set := false
+	if len(m.DestinationPorts) != 0 || len(m.NotDestinationPorts) != 0 {
+		if !portsMatch(m.DestinationPorts, m.NotDestinationPorts, s.port) {
+			return false
+		}
+		set = true
 	}
-	return portsMatch(m.DestinationPorts, m.NotDestinationPorts, s.port) &&
-		prefixesMatch(m.DestinationIPs, m.NotDestinationIPs, s.dst) &&
-		prefixesMatch(m.SourceIPs, m.NotSourceIPs, s.src) &&
-		namespacesMatch(m.Namespaces, m.NotNamespaces, s) &&
-		serviceAccountsMatch(m.ServiceAccounts, m.NotServiceAccounts, s) &&
-		principalsMatch(m.Principals, m.NotPrincipals, s)
+	if len(m.DestinationIPs) != 0 || len(m.NotDestinationIPs) != 0 {
+		if !prefixesMatch(m.DestinationIPs, m.NotDestinationIPs, s.dst) {
+			return false
+		}
+		set = true
+	}
+	if len(m.SourceIPs) != 0 || len(m.NotSourceIPs) != 0 {
+		if !prefixesMatch(m.SourceIPs, m.NotSourceIPs, s.src) {
+			return false
+		}
+		set = true
+	}
+	if len(m.Namespaces) != 0 || len(m.NotNamespaces) != 0 {
+		if !(len(m.Namespaces) == 0 || anyNamespace(m.Namespaces, s)) || anyNamespace(m.NotNamespaces, s) {
+			return false
+		}
+		set = true
+	}
+	if len(m.ServiceAccounts) != 0 || len(m.NotServiceAccounts) != 0 {
+		if !(len(m.ServiceAccounts) == 0 || anyServiceAccount(m.ServiceAccounts, s)) || anyServiceAccount(m.NotServiceAccounts, s) {
+			return false
+		}
+		set = true
+	}
+	if len(m.Principals) != 0 || len(m.NotPrincipals) != 0 {
+		if !(len(m.Principals) == 0 || anyPrincipal(m.Principals, s)) || anyPrincipal(m.NotPrincipals, s) {
+			return false
+		}
+		set = true
+	}
+	return set
 }
 
-// Each xxxMatch below holds when (the positive list is empty or any entry matches) and (no
-// entry of the negative list matches).
+// A field holds when its positive list is empty or has a matching entry, and its negative
+// list has none.
 
 func portsMatch(pos, neg []uint16, port uint16) bool {
 	return (len(pos) == 0 || containsPort(pos, port)) && !containsPort(neg, port)
@@ -189,47 +220,41 @@ func anyPrefix(l []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-func namespacesMatch(pos, neg []StringMatch, s *subject) bool {
-	hit := func(l []StringMatch) bool {
-		if !s.authenticated {
-			return false
-		}
-		for i := range l {
-			if l[i].Match(s.id.Namespace) {
-				return true
-			}
-		}
+// The identity helpers below report whether any entry matches; without a peer identity none
+// does.
+
+func anyNamespace(l []StringMatch, s *subject) bool {
+	if !s.authenticated {
 		return false
 	}
-	return (len(pos) == 0 || hit(pos)) && !hit(neg)
+	for i := range l {
+		if l[i].Match(s.id.Namespace) {
+			return true
+		}
+	}
+	return false
 }
 
-func principalsMatch(pos, neg []StringMatch, s *subject) bool {
-	hit := func(l []StringMatch) bool {
-		if !s.authenticated {
-			return false
-		}
-		for i := range l {
-			if l[i].matchPrincipal(&s.principal, s.plen) {
-				return true
-			}
-		}
+func anyPrincipal(l []StringMatch, s *subject) bool {
+	if !s.authenticated {
 		return false
 	}
-	return (len(pos) == 0 || hit(pos)) && !hit(neg)
+	for i := range l {
+		if l[i].matchPrincipal(&s.principal, s.plen) {
+			return true
+		}
+	}
+	return false
 }
 
-func serviceAccountsMatch(pos, neg []ServiceAccountMatch, s *subject) bool {
-	hit := func(l []ServiceAccountMatch) bool {
-		if !s.authenticated {
-			return false
-		}
-		for _, sa := range l {
-			if sa.Namespace == s.id.Namespace && sa.ServiceAccount == s.id.ServiceAccount {
-				return true
-			}
-		}
+func anyServiceAccount(l []ServiceAccountMatch, s *subject) bool {
+	if !s.authenticated {
 		return false
 	}
-	return (len(pos) == 0 || hit(pos)) && !hit(neg)
+	for _, sa := range l {
+		if sa.ServiceAccount == s.id.ServiceAccount && sa.Namespace == s.id.Namespace {
+			return true
+		}
+	}
+	return false
 }
