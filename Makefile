@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X github.com/ztunnel-go/ztunnel/version.Version=$(VERSION) \
              -X github.com/ztunnel-go/ztunnel/version.BuildStatus=Clean
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test vet bench fuzz clean proto
+.PHONY: all build run test vet bench fuzz clean proto demo
 
 all: build
 
@@ -41,6 +41,11 @@ bench:
 # Regenerate the protobuf Go code (committed); CI checks it is up to date.
 proto:
 	hack/gen-proto.sh
+
+# A one-machine ambient lab (root): namespaces, istio-cni redirection, a fake istio-cni over ZDS,
+# ztunnel in shared mode, traffic, a deny policy; everything is torn down at the end.
+demo: build
+	$(GO) run ./cmd/ambient-demo -ztunnel $(BIN)/ztunnel
 
 clean:
 	rm -rf $(BIN)

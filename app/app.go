@@ -40,6 +40,7 @@ type App struct {
 	ready   *admin.Readiness
 	proxy   *proxy.Proxy
 	local   *xds.LocalSource
+	shared  *sharedMode // shared (in-pod) mode: ZDS client and pod proxies; nil in dedicated mode
 	self    identity.ID // dedicated mode: the workload's identity
 
 	quit     chan struct{} // closed by /quitquitquit
@@ -87,9 +88,6 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		a.log.Warn("no configuration source: no workloads are known, all traffic is passed through")
 	}
 
-	if cfg.Mode != config.ModeDedicated {
-		return nil, errors.New("PROXY_MODE: shared (in-pod) mode is not part of this build yet; use PROXY_MODE=dedicated with PROXY_WORKLOAD_INFO")
-	}
 	var self identity.ID
 	if cfg.ProxyWorkload != nil {
 		self = identity.ID{TrustDomain: cfg.TrustDomain, Namespace: cfg.ProxyWorkload.Namespace, ServiceAccount: cfg.ProxyWorkload.ServiceAccount}
@@ -106,7 +104,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		socket.Keepalive = net.KeepAliveConfig{Enable: true, Idle: cfg.Keepalive.Time, Interval: cfg.Keepalive.Interval, Count: int(cfg.Keepalive.Retries)}
 	}
 	listenIP := cfg.Listen.Outbound.IP
-	p, err := proxy.New(proxy.Config{
+	pcfg := proxy.Config{
 		Store:   a.store,
 		Certs:   a.certs,
 		Metrics: a.metrics,
@@ -129,7 +127,11 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		ClusterID:        cfg.ClusterID,
 		Logger:           out.Logger("ztunnel::proxy"),
 		AccessLog:        out.Logger("access"),
-	})
+	}
+	if cfg.Mode == config.ModeShared {
+		return a, a.newShared(pcfg) // shared.go
+	}
+	p, err := proxy.New(pcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +232,9 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 
+	if a.shared != nil {
+		return a.runShared(ctx, cancelRun) // shared.go
+	}
 	proxyDone := a.ready.Register("proxy listeners")
 	if err := a.proxy.Listen(runCtx); err != nil {
 		return err

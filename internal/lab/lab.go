@@ -21,17 +21,30 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
+// TB is the part of testing.TB a lab needs, so that a command (the ambient demo) can build one
+// too: Fatalf must not return (testing.TB's stops the test's goroutine; a command exits after
+// running its cleanups), Cleanup functions run in reverse order when the owner ends.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+}
+
+// skipper is implemented by testing.TB: New skips the test instead of failing it.
+type skipper interface{ Skip(args ...any) }
+
 // Lab is one test's set of namespaces. Methods fail the test (t.Fatal) on
 // setup errors, so they must be called from the test's goroutine.
 type Lab struct {
-	t      testing.TB // immutable after New
-	prefix string     // immutable after New, e.g. "zt3fa9c"
+	t      TB     // immutable after New
+	prefix string // immutable after New, e.g. "zt3fa9c"
 
 	mu      sync.Mutex
 	nets    []*Netns // guarded by mu; deleted in reverse order at cleanup
@@ -51,16 +64,22 @@ const netnsDir = "/var/run/netns"
 
 // New returns an empty lab whose namespaces are deleted when t ends. It skips
 // the test when not running as root on Linux or when the ip tool is missing.
-func New(t testing.TB) *Lab {
+func New(t TB) *Lab {
 	t.Helper()
+	skip := func(msg string) {
+		if s, ok := t.(skipper); ok {
+			s.Skip(msg)
+		}
+		t.Fatalf("%s", msg)
+	}
 	if runtime.GOOS != "linux" {
-		t.Skip("lab: network namespaces need Linux")
+		skip("lab: network namespaces need Linux")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("lab: needs root (network namespaces, veth, iptables); run the tests as root to include it")
+		skip("lab: needs root (network namespaces, veth, iptables); run the tests as root to include it")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("lab: the ip tool (iproute2) is not installed")
+		skip("lab: the ip tool (iproute2) is not installed")
 	}
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -197,7 +216,7 @@ func (n *Netns) Run(args ...string) (string, error) {
 }
 
 // MustRun is Run that fails t on error.
-func (n *Netns) MustRun(t testing.TB, args ...string) string {
+func (n *Netns) MustRun(t TB, args ...string) string {
 	t.Helper()
 	out, err := n.Run(args...)
 	if err != nil {
@@ -213,7 +232,7 @@ func (n *Netns) Do(fn func() error) error {
 }
 
 // Listen listens inside n; the listener is closed when t ends.
-func (n *Netns) Listen(t testing.TB, network, addr string) net.Listener {
+func (n *Netns) Listen(t TB, network, addr string) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	err := n.Do(func() error {

@@ -3,7 +3,6 @@ package lab
 import (
 	"os/exec"
 	"strings"
-	"testing"
 )
 
 // inpodRulesV4 is the iptables-restore input istio-cni installs in every
@@ -56,7 +55,7 @@ var inpodRulesV6 = strings.NewReplacer(
 // ip6tables-restore is present), the policy rule fwmark 0x111/0xfff (pref
 // 32764) -> table 100 and `local default dev lo` in table 100. The rules go
 // away with the namespace.
-func (n *Netns) InstallInpodRedirect(t testing.TB) {
+func (n *Netns) InstallInpodRedirect(t TB) {
 	t.Helper()
 	n.restore(t, "iptables-restore", inpodRulesV4)
 	n.MustRun(t, "ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
@@ -71,7 +70,7 @@ func (n *Netns) InstallInpodRedirect(t testing.TB) {
 
 // restore feeds rules to tool (iptables-restore or ip6tables-restore) inside n
 // without flushing what is already there.
-func (n *Netns) restore(t testing.TB, tool, rules string) {
+func (n *Netns) restore(t TB, tool, rules string) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", n.name, tool, "--wait", "10", "--noflush")
 	cmd.Stdin = strings.NewReader(rules)

@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/ambientlab"
+	"github.com/ztunnel-go/ztunnel/internal/lab"
+)
+
+// sharedLab is the in-pod topology: node1 with meshed pods a (sleep), b (echo) and e (enrolled
+// and removed by a test) plus x outside the mesh; node2 with meshed pod d (echo2); one
+// shared-mode ztunnel per node, each fed by its own fake istio-cni.
+type sharedLab struct {
+	l             *lab.Lab
+	n1, n2        *ambientlab.Node
+	a, b, d, e, x *ambientlab.Pod
+	z1, z2        *ztunnel
+	env1          []string
+	echoB, echoD  *echoApp
+	external      *echoApp
+	zdsLog        *slog.Logger
+}
+
+func newSharedLab(t *testing.T) *sharedLab {
+	l := lab.New(t) // skips loudly when not root
+	dir := t.TempDir()
+	s := &sharedLab{l: l, echoB: &echoApp{}, echoD: &echoApp{}, external: &echoApp{},
+		zdsLog: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s.n1 = ambientlab.NewNode(l, t, "node1", netip.MustParsePrefix("10.244.1.1/24"), dir, s.zdsLog)
+	s.n2 = ambientlab.NewNode(l, t, "node2", netip.MustParsePrefix("10.244.2.1/24"), dir, s.zdsLog)
+	ambientlab.LinkNodes(l, s.n1, s.n2, netip.MustParsePrefix("10.0.0.1/30"), netip.MustParsePrefix("10.0.0.2/30"))
+	ip := netip.MustParseAddr
+	s.a = s.n1.AddPod("a", "default", "sleep", ip("10.244.1.2"), true)
+	s.b = s.n1.AddPod("b", "default", "echo", ip("10.244.1.3"), true)
+	s.e = s.n1.AddPod("e", "default", "extra", ip("10.244.1.5"), true)
+	s.x = s.n1.AddPod("x", "default", "none", ip("10.244.1.4"), false)
+	s.d = s.n2.AddPod("d", "other", "echo2", ip("10.244.2.2"), true)
+
+	mesh := "workloads:\n"
+	for _, p := range []*ambientlab.Pod{s.a, s.b, s.d, s.e} {
+		mesh += p.Workload()
+	}
+	cfgPath := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(mesh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caDir := filepath.Join(dir, "ca")
+	if err := os.Mkdir(caDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeCA(t, caDir)
+
+	go s.echoB.serve(s.b.NS.Listen(t, "tcp", "0.0.0.0:8080"))
+	go s.echoD.serve(s.d.NS.Listen(t, "tcp", "0.0.0.0:8080"))
+	go s.external.serve(s.x.NS.Listen(t, "tcp", "0.0.0.0:9000"))
+
+	for _, p := range []*ambientlab.Pod{s.a, s.b, s.d} {
+		if err := p.Enroll(); err != nil { // no ztunnel yet: recorded for the snapshot
+			t.Fatal(err)
+		}
+	}
+	env := func(n *ambientlab.Node) []string {
+		return []string{
+			"PROXY_MODE=shared", "INPOD_UDS=" + n.Sock,
+			"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + caDir,
+			"RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=5s",
+		}
+	}
+	s.env1 = env(s.n1)
+	s.z1 = startZtunnel(t, s.n1.NS, s.env1...)
+	s.z2 = startZtunnel(t, s.n2.NS, env(s.n2)...)
+	return s
+}
+
+// listening returns the TCP ports listening in ns.
+func listening(t *testing.T, ns *lab.Netns) string {
+	return ns.MustRun(t, "ss", "-Htln")
+}
+
+func hasPorts(ss string, ports ...string) bool {
+	for _, p := range ports {
+		if !strings.Contains(ss, ":"+p+" ") {
+			return false
+		}
+	}
+	return true
+}
+
+func echo(t *testing.T, from *lab.Netns, addr, msg string) {
+	t.Helper()
+	c, err := from.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := roundTrip(c, []byte(msg))
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo via %s = %q, %v; want %q", addr, got, err, msg)
+	}
+}
+
+func TestSharedMode(t *testing.T) {
+	s := newSharedLab(t)
+	const sleepID = "spiffe://cluster.local/ns/default/sa/sleep"
+	const echoID = "spiffe://cluster.local/ns/default/sa/echo"
+	const echo2ID = "spiffe://cluster.local/ns/other/sa/echo2"
+
+	t.Run("ListenersFollowAddAndDel", func(t *testing.T) {
+		for _, p := range []*ambientlab.Pod{s.a, s.b} {
+			if ss := listening(t, p.NS); !hasPorts(ss, "15001", "15006", "15008") {
+				t.Errorf("pod %s listens on:\n%s\nwant 15001, 15006 and 15008", p.Name, ss)
+			}
+		}
+		if ss := listening(t, s.e.NS); hasPorts(ss, "15001") {
+			t.Fatalf("pod e listens before its Add:\n%s", ss)
+		}
+		if err := s.e.Enroll(); err != nil {
+			t.Fatalf("add e: %v", err)
+		}
+		if ss := listening(t, s.e.NS); !hasPorts(ss, "15001", "15006", "15008") {
+			t.Fatalf("after Add pod e listens on:\n%s", ss)
+		}
+		// The listeners carry the packet mark, in the pod's netns (ss -e shows fwmark).
+		if ss := s.e.NS.MustRun(t, "ss", "-Htlne", "sport", "= :15001"); !strings.Contains(ss, "fwmark:0x539") {
+			t.Errorf("15001 in pod e lacks fwmark 0x539:\n%s", ss)
+		}
+		if err := s.e.Unenroll(); err != nil {
+			t.Fatalf("del e: %v", err)
+		}
+		waitFor(t, "pod e listeners gone", 5*time.Second, func() bool {
+			return !strings.Contains(listening(t, s.e.NS), ":1500")
+		})
+		// The node namespace never had pod listeners.
+		if ss := listening(t, s.n1.NS); hasPorts(ss, "15001") {
+			t.Errorf("node netns listens on 15001:\n%s", ss)
+		}
+	})
+
+	t.Run("PodToPodOverHBONE", func(t *testing.T) {
+		echo(t, s.a.NS, "10.244.1.3:8080", "hello in-pod mesh")
+		waitFor(t, "inbound access log", 5*time.Second, func() bool {
+			return len(s.z1.out.lines("connection complete", `direction="inbound"`,
+				`src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`, "dst.hbone_addr=10.244.1.3:8080")) > 0
+		})
+		waitFor(t, "outbound access log", 5*time.Second, func() bool {
+			return len(s.z1.out.lines("connection complete", `direction="outbound"`,
+				"dst.addr=10.244.1.3:15008", `src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`)) > 0
+		})
+		code, body := s.z1.get("127.0.0.1:15020", "/metrics")
+		if code != 200 || !hasMetric(body, "istio_tcp_connections_opened_total", `source_principal="`+sleepID+`"`,
+			`destination_principal="`+echoID+`"`, `connection_security_policy="mutual_tls"`) {
+			t.Errorf("metrics (%d) lack the mTLS connection:\n%s", code, grep(body, "istio_tcp"))
+		}
+		if srcs := s.echoB.sources(); len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.1.2:") {
+			t.Errorf("app saw sources %v, want the client's IP", srcs)
+		}
+	})
+
+	t.Run("NonMeshPassthrough", func(t *testing.T) {
+		echo(t, s.a.NS, "10.244.1.4:9000", "plain tcp")
+		if srcs := s.external.sources(); len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.1.2:") {
+			t.Errorf("external server saw %v, want 10.244.1.2", srcs)
+		}
+		waitFor(t, "passthrough log", 5*time.Second, func() bool {
+			for _, line := range s.z1.out.lines("connection complete", "dst.addr=10.244.1.4:9000") {
+				if !strings.Contains(line, "dst.identity") {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
+	t.Run("CrossNode", func(t *testing.T) {
+		echo(t, s.a.NS, "10.244.2.2:8080", "across nodes")
+		waitFor(t, "inbound log on node2", 5*time.Second, func() bool {
+			return len(s.z2.out.lines("connection complete", `direction="inbound"`,
+				`src.identity="`+sleepID+`"`, `dst.identity="`+echo2ID+`"`)) > 0
+		})
+	})
+
+	t.Run("ZDSRestartKeepsConnections", func(t *testing.T) {
+		c, err := s.a.NS.Dial("tcp", "10.244.1.3:8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ping := func(msg string) {
+			t.Helper()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte(msg)); err != nil {
+				t.Fatalf("write %q: %v", msg, err)
+			}
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+				t.Fatalf("read = %q, %v; want %q", buf, err, msg)
+			}
+		}
+		ping("before restart")
+		s.n1.RestartZDS([]*ambientlab.Pod{s.a, s.b}, s.zdsLog)
+		waitFor(t, "new snapshot acknowledged", 10*time.Second, func() bool { return s.n1.ZDS.Synced() == 1 })
+		for _, a := range s.n1.ZDS.Acks() {
+			if a.Error != "" {
+				t.Errorf("NACK after restart: %+v", a)
+			}
+		}
+		waitFor(t, "ready again", 5*time.Second, func() bool {
+			code, _ := s.z1.get("127.0.0.1:15021", "/healthz/ready")
+			return code == 200
+		})
+		ping("after restart")
+		echo(t, s.a.NS, "10.244.1.3:8080", "new connection after restart")
+		if n := len(s.z1.out.lines("draining its proxy")); n != 1 { // only e, deleted above
+			t.Errorf("%d pod proxies drained, want only e's:\n%s", n, strings.Join(s.z1.out.lines("draining"), "\n"))
+		}
+	})
+
+	t.Run("RollingUpgradeSharesPodPorts", func(t *testing.T) {
+		// The new ztunnel runs in its own namespace (a new DaemonSet pod) on the same socket.
+		nsNew := s.l.Netns("node1-new")
+		zNew := startZtunnel(t, nsNew, s.env1...)
+		for _, a := range s.n1.ZDS.Acks() {
+			if a.Error != "" {
+				t.Fatalf("NACK while two ztunnels share the pods: %+v", a)
+			}
+		}
+		// Each port of pod b now has two listening sockets.
+		ss := s.b.NS.MustRun(t, "ss", "-Htln", "sport", "= :15008")
+		if n := len(nonEmptyLines(ss)); n != 2 {
+			t.Fatalf("pod b has %d listeners on 15008, want 2 (old and new ztunnel):\n%s", n, ss)
+		}
+		if err := s.z1.stop(t, 10*time.Second); err != nil {
+			t.Fatalf("old ztunnel exit: %v", err)
+		}
+		echo(t, s.a.NS, "10.244.1.3:8080", "served by the new ztunnel")
+		waitFor(t, "new ztunnel logs the connection", 5*time.Second, func() bool {
+			return len(zNew.out.lines("connection complete", `direction="inbound"`, `src.identity="`+sleepID+`"`)) > 0
+		})
+	})
+}
