@@ -22,6 +22,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/proxy"
+	"github.com/ztunnel-go/ztunnel/tls/caclient"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/version"
@@ -45,6 +46,8 @@ type App struct {
 
 	quit     chan struct{} // closed by /quitquitquit
 	quitOnce sync.Once
+
+	cp controlPlane // istiod clients (controlplane.go)
 }
 
 // New builds the process from cfg, writing logs to w. It opens no socket.
@@ -68,6 +71,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.cp.ca, _ = signer.(*caclient.Client)
 	a.certs = certs.NewManager(signer, certs.ManagerOptions{
 		TTL:              cfg.CA.SecretTTL,
 		Logger:           out.Logger("ztunnel::identity"),
@@ -78,12 +82,13 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	switch {
 	case cfg.XDS.LocalPath != "" || cfg.XDS.LocalInline != "":
 		if cfg.XDS.Address != "" {
-			a.log.Warn("a local config is set; the istiod xDS client is not part of this build yet, so XDS_ADDRESS is ignored",
-				"xds_address", cfg.XDS.Address)
+			a.log.Warn("a local config is set, so XDS_ADDRESS is ignored", "xds_address", cfg.XDS.Address)
 		}
 		a.local = &xds.LocalSource{Path: cfg.XDS.LocalPath, Inline: cfg.XDS.LocalInline, Store: a.store, Logger: out.Logger("ztunnel::xds")}
 	case cfg.XDS.Address != "":
-		return nil, fmt.Errorf("XDS_ADDRESS: the istiod xDS client is not part of this build yet; set LOCAL_XDS_PATH or LOCAL_XDS (and XDS_ADDRESS= to silence this)")
+		if err := a.newXDS(); err != nil { // controlplane.go
+			return nil, err
+		}
 	default:
 		a.log.Warn("no configuration source: no workloads are known, all traffic is passed through")
 	}
@@ -128,6 +133,9 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		Logger:           out.Logger("ztunnel::proxy"),
 		AccessLog:        out.Logger("access"),
 	}
+	if a.cp.xds != nil && cfg.XDS.OnDemand {
+		pcfg.OnDemand = a.cp.xds.Demand
+	}
 	if cfg.Mode == config.ModeShared {
 		return a, a.newShared(pcfg) // shared.go
 	}
@@ -152,7 +160,7 @@ func newSigner(cfg *config.Config) (certs.Signer, error) {
 	case cfg.CA.FakeCA:
 		return certs.NewFakeCA(cfg.TrustDomain)
 	case cfg.CA.Address != "":
-		return nil, errors.New("CA_ADDRESS: the istiod CA client is not part of this build yet; set FAKE_CA=true or LOCAL_CA_DIR (and CA_ADDRESS= to silence this)")
+		return newCASigner(cfg) // controlplane.go
 	default:
 		return nil, errors.New("CA_ADDRESS: no certificate source; set FAKE_CA=true or LOCAL_CA_DIR")
 	}
@@ -189,6 +197,7 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+	a.startControlPlane(runCtx, &wg) // controlplane.go: istiod xDS, CA connection, prefetching
 
 	adm := &admin.Server{
 		Store: a.store, Certs: a.certs, Config: a.cfg.Redacted(), Log: a.out, Metrics: a.metrics, Ready: a.ready,

@@ -95,7 +95,15 @@ type dedicatedLab struct {
 // newDedicatedLab builds the topology, installs istio-cni's in-pod redirection in pods A and B,
 // starts one dedicated-mode ztunnel per meshed pod sharing one LOCAL_CA_DIR, an echo app in B on
 // 8080 and a plain echo server in X on 9000.
-func newDedicatedLab(t *testing.T) *dedicatedLab {
+func newDedicatedLab(t *testing.T) *dedicatedLab { return newDedicatedLabWith(t, nil) }
+
+// controlPlaneEnv starts a control plane reachable from the pods (node is the bridge's
+// namespace, at nodeAddr) and returns the variables pointing ztunnel at it.
+type controlPlaneEnv func(t *testing.T, node *lab.Netns) []string
+
+// newDedicatedLabWith is newDedicatedLab with the control plane of cp instead of the local
+// config and LOCAL_CA_DIR (when cp is not nil).
+func newDedicatedLabWith(t *testing.T, cp controlPlaneEnv) *dedicatedLab {
 	l := lab.New(t) // skips loudly when not root
 	node := l.Netns("node")
 	l.Bridge(node, "br0", nodeAddr)
@@ -127,12 +135,15 @@ func newDedicatedLab(t *testing.T) *dedicatedLab {
 	extL := d.x.Listen(t, "tcp", "0.0.0.0:9000")
 	go d.external.serve(extL)
 
+	cpEnv := []string{"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + caDir}
+	if cp != nil {
+		cpEnv = cp(t, node)
+	}
 	env := func(info string) []string {
-		return []string{
+		return append([]string{
 			"PROXY_MODE=dedicated", "PROXY_WORKLOAD_INFO=" + info,
-			"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + caDir,
 			"PACKET_MARK=1337", "RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=5s",
-		}
+		}, cpEnv...)
 	}
 	d.za = startZtunnel(t, d.a, env("default/a/sleep")...)
 	d.zb = startZtunnel(t, d.b, env("default/b/echo")...)
@@ -156,8 +167,10 @@ func roundTrip(c net.Conn, payload []byte) ([]byte, error) {
 	return got, rerr
 }
 
-func TestDedicatedMode(t *testing.T) {
-	d := newDedicatedLab(t)
+func TestDedicatedMode(t *testing.T) { checkDedicated(t, newDedicatedLab(t)) }
+
+// checkDedicated runs the dedicated-mode checks on a lab, whatever its control plane.
+func checkDedicated(t *testing.T, d *dedicatedLab) {
 	const sleepID = "spiffe://cluster.local/ns/default/sa/sleep"
 	const echoID = "spiffe://cluster.local/ns/default/sa/echo"
 

@@ -136,6 +136,15 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		rec.srcID = rec.srcW.Identity()
 	}
 	rt, err := p.resolve(snap, dst)
+	if err == nil && rt.dstW == nil && rt.dstSvc == nil && p.cfg.OnDemand != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+		if derr := p.cfg.OnDemand(ctx, p.cfg.Network, dst.Addr()); derr != nil {
+			p.log.Debug("on-demand lookup failed", "dst", dst.String(), "err", derr)
+		}
+		cancel()
+		snap = p.cfg.Store.Snapshot()
+		rt, err = p.resolve(snap, dst)
+	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the

@@ -41,6 +41,11 @@ type Config struct {
 	Certs   *certs.Manager  // workload certificates; required
 	Metrics *metrics.Registry
 
+	// OnDemand asks the control plane about an address the store does not know (XDS_ON_DEMAND)
+	// and returns once it answered; the outbound path then looks the address up again. Nil means
+	// unknown addresses are passed through at once.
+	OnDemand func(ctx context.Context, network string, ip netip.Addr) error
+
 	// Self is the identity the proxy falls back to when the store does not know the local
 	// workload (dedicated mode: from PROXY_WORKLOAD_INFO). Zero means no fallback.
 	Self identity.ID

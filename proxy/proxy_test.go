@@ -477,3 +477,29 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 		t.Errorf("received bytes after close = %v, want 5000", got)
 	}
 }
+
+// TestOnDemandLookup: an outbound connection to an address the store does not know asks the
+// control plane once, then routes by its answer (the access log names the workload it learned).
+func TestOnDemandLookup(t *testing.T) {
+	e := newEnv(t)
+	other := netip.MustParseAddr("127.0.0.7")
+	var asked atomic.Int32
+	e.proxy.cfg.OnDemand = func(ctx context.Context, network string, ip netip.Addr) error {
+		asked.Add(1)
+		if ip != other {
+			return nil
+		}
+		// The control plane answers: 127.0.0.7 is the server workload's second address.
+		return e.store.Apply(workload.Update{Workloads: []*workload.Workload{{
+			UID: "late", Name: "late", Namespace: "default", ServiceAccount: "server", TrustDomain: "cluster.local",
+			WorkloadIPs: []netip.Addr{serverIP, other}, Protocol: workload.ProtocolHBONE, Capacity: 1,
+		}}})
+	}
+	c := e.socksDial(t, netip.AddrPortFrom(other, e.appPort))
+	defer c.Close()
+	c.Close()
+	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.workload=late")
+	if asked.Load() != 1 {
+		t.Errorf("on-demand asked %d times, want 1", asked.Load())
+	}
+}

@@ -25,6 +25,10 @@ const (
 
 	// signTimeout bounds one call to the Signer.
 	signTimeout = time.Minute
+	// DefaultMaxConcurrentFetches is how many signer calls may be in flight when
+	// ManagerOptions.MaxConcurrentFetches is zero (ztunnel's value).
+	DefaultMaxConcurrentFetches = 8
+
 	// minRefresh is the shortest delay before renewing a certificate, so that
 	// a signer handing out nearly expired certificates is not hammered.
 	minRefresh = InitialBackoff
@@ -54,6 +58,10 @@ type ManagerOptions struct {
 	// CompliancePolicy is COMPLIANCE_POLICY: "" (no restriction), "fips-140-2"
 	// or "pqc"; see CheckCompliancePolicy.
 	CompliancePolicy string
+	// MaxConcurrentFetches bounds the signer calls in flight. Fetches that a Get
+	// waits for go ahead of prefetches and renewals. Zero means
+	// DefaultMaxConcurrentFetches (8).
+	MaxConcurrentFetches int
 }
 
 // Manager fetches, caches and renews workload certificates, one per identity.
@@ -68,6 +76,7 @@ type Manager struct {
 	now    func() time.Time
 	tls12  bool
 	policy compliance
+	slots  *fetchSlots
 
 	ctx    context.Context         // parent of every refresh goroutine's context
 	cancel context.CancelCauseFunc // cancels ctx with ErrClosed
@@ -91,6 +100,9 @@ type entry struct {
 	// cert is the latest certificate obtained, possibly expired. It is
 	// written only by the refresh goroutine and read without locks.
 	cert atomic.Pointer[Certificate]
+	// urgent is set while a Get waits for this entry, so its fetch goes
+	// ahead of prefetches and renewals; cleared after a success.
+	urgent atomic.Bool
 
 	mu      sync.Mutex
 	lastErr error // error of the latest attempt, nil after a success; guarded by mu
@@ -105,6 +117,7 @@ func NewManager(s Signer, opts ManagerOptions) *Manager {
 		logger: opts.Logger,
 		now:    opts.Now,
 		tls12:  opts.TLS12,
+		slots:  newFetchSlots(opts.MaxConcurrentFetches),
 	}
 	m.entries.Store(&map[identity.ID]*entry{})
 	if m.ttl <= 0 {
@@ -145,9 +158,13 @@ func (m *Manager) Get(ctx context.Context, id identity.ID) (*Certificate, error)
 			return nil, fmt.Errorf("certificate for %s: %w", id, err)
 		}
 		var err error
-		if e, err = m.start(id); err != nil {
+		if e, err = m.start(id, true); err != nil {
 			return nil, err
 		}
+	}
+	if !e.urgent.Load() {
+		e.urgent.Store(true)
+		m.slots.bump(e)
 	}
 	select {
 	case <-e.first:
@@ -174,9 +191,23 @@ func (m *Manager) current(id identity.ID) (*Certificate, error) {
 	return nil, e.unavailable()
 }
 
+// Prefetch starts fetching the certificate of id in the background, at low
+// priority, unless it is already held or being fetched; later Gets find it
+// ready. Forget undoes it.
+func (m *Manager) Prefetch(id identity.ID) error {
+	if (*m.entries.Load())[id] != nil {
+		return nil
+	}
+	if err := id.Validate(); err != nil {
+		return fmt.Errorf("certificate for %s: %w", id, err)
+	}
+	_, err := m.start(id, false)
+	return err
+}
+
 // start returns the entry of id, creating it and its refresh goroutine if
-// needed.
-func (m *Manager) start(id identity.ID) (*entry, error) {
+// needed; urgent says a caller is waiting for it.
+func (m *Manager) start(id identity.ID, urgent bool) (*entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -187,6 +218,7 @@ func (m *Manager) start(id identity.ID) (*entry, error) {
 		return e, nil
 	}
 	e := &entry{id: id, first: make(chan struct{})}
+	e.urgent.Store(urgent)
 	e.ctx, e.cancel = context.WithCancelCause(m.ctx)
 	next := make(map[identity.ID]*entry, len(old)+1)
 	maps.Copy(next, old)
@@ -240,7 +272,11 @@ func (m *Manager) refreshLoop(e *entry) {
 	<-timer.C
 	defer timer.Stop()
 	for {
+		if err := m.slots.acquire(e.ctx, e); err != nil {
+			return // forgotten or closed
+		}
 		c, err := m.fetch(e.ctx, e.id)
+		m.slots.release()
 		if e.ctx.Err() != nil {
 			return
 		}
@@ -249,6 +285,7 @@ func (m *Manager) refreshLoop(e *entry) {
 		if err == nil {
 			e.cert.Store(c)
 			e.setErr(nil)
+			e.urgent.Store(false)
 			backoff = 0
 			at := refreshAt(c, now)
 			wait = max(at.Sub(now), minRefresh)
