@@ -152,4 +152,3 @@ func BenchmarkIncrementalUpdate(b *testing.B) {
 		i++
 	}
 }
-
