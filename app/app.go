@@ -208,6 +208,10 @@ func (a *App) Run(ctx context.Context) error {
 		},
 		Shutdown: func() { a.quitOnce.Do(func() { close(a.quit) }) },
 	}
+	if a.shared != nil {
+		client := a.shared.client
+		adm.ExtraDump = func(dump map[string]any) { dump["workloadState"] = client.Pods() }
+	}
 	var servers []*http.Server
 	serve := func(name string, addr config.Address, h http.Handler) error {
 		for _, ep := range addr.Endpoints(a.cfg.IPv6Enabled) {

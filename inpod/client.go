@@ -56,6 +56,14 @@ func NewClient(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, log: cfg.Logger, state: newState(cfg.Factory, cfg.Logger)}, nil
 }
 
+// Pods returns the pods the client knows, by UID, for /config_dump. Safe for concurrent use.
+func (c *Client) Pods() map[string]PodStatus {
+	if m := c.state.status.Load(); m != nil {
+		return *m
+	}
+	return map[string]PodStatus{}
+}
+
 // Run connects to the node agent and serves its requests, reconnecting with exponential
 // backoff, until ctx ends. It then drains every pod proxy and returns once they are all gone.
 // Pod proxies keep serving across reconnects.

@@ -2,6 +2,7 @@ package inpod
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +64,7 @@ type harness struct {
 	t       *testing.T
 	l       *net.UnixListener
 	f       *fakeFactory
+	c       *Client
 	readyMu sync.Mutex
 	ready   []bool
 	cancel  context.CancelFunc
@@ -93,6 +95,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- c.Run(ctx) }()
@@ -398,11 +401,21 @@ func TestFailedPodIsPendingAndRetried(t *testing.T) {
 	if r, _ := h.lastReady(); r {
 		t.Fatal("ready with a pending pod")
 	}
+	want := WorkloadInfo{Name: "a", Namespace: "default", ServiceAccount: "sa"}
+	if got := h.c.Pods()["a"]; got.State != "Pending" || got.Info != want {
+		t.Errorf("workloadState of a pending pod = %+v", got)
+	}
 	waitUntil(t, "pod started by the retry and ready", func() bool {
 		started, _ := h.f.snapshot()
 		r, _ := h.lastReady()
 		return slices.Equal(started, []string{"a"}) && r
 	})
+	waitUntil(t, "workloadState Up", func() bool { return h.c.Pods()["a"].State == "Up" })
+	// The dump is ztunnel's JSON shape.
+	b, _ := json.Marshal(h.c.Pods())
+	if string(b) != `{"a":{"state":"Up","info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {
+		t.Errorf("workloadState JSON = %s", b)
+	}
 }
 
 func mustMarshal(m proto.Message) []byte {

@@ -37,7 +37,9 @@ func (k Kind) String() string {
 
 // WorkloadInfo is what istio-cni says about a pod.
 type WorkloadInfo struct {
-	Name, Namespace, ServiceAccount string
+	Name           string `json:"name"`
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
 }
 
 // Request is one decoded ZDS datagram.

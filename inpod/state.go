@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // Pod is a pod istio-cni asked ztunnel to serve.
@@ -70,6 +71,28 @@ type state struct {
 	snapshotUIDs map[string]bool // pods added or kept during the current snapshot
 
 	drains sync.WaitGroup // one goroutine per proxy being drained
+
+	// status is the published view of pods and pending, for /config_dump: replaced whole
+	// after every change by the Run goroutine, read by anyone.
+	status atomic.Pointer[map[string]PodStatus]
+}
+
+// PodStatus is one pod in /config_dump's "workloadState" (ztunnel's shape).
+type PodStatus struct {
+	State string       `json:"state"` // "Up" once its proxy runs, "Pending" while it is retried
+	Info  WorkloadInfo `json:"info"`
+}
+
+// publish replaces the status view with the current pods.
+func (s *state) publish() {
+	m := make(map[string]PodStatus, len(s.pods)+len(s.pending))
+	for uid, r := range s.pods {
+		m[uid] = PodStatus{State: "Up", Info: r.pod.Info}
+	}
+	for uid, p := range s.pending {
+		m[uid] = PodStatus{State: "Pending", Info: p.Info}
+	}
+	s.status.Store(&m)
 }
 
 func newState(f ProxyFactory, log *slog.Logger) *state {
@@ -85,6 +108,7 @@ func newState(f ProxyFactory, log *slog.Logger) *state {
 // resetSnapshot starts a new connection: a new snapshot is expected, pending pods are
 // forgotten (the node agent sends them again).
 func (s *state) resetSnapshot() {
+	defer s.publish()
 	s.snapshotDone = false
 	clear(s.snapshotUIDs)
 	for uid, p := range s.pending {
@@ -109,6 +133,7 @@ func (s *state) pendingUIDs() []string {
 // handle applies one request. It owns req.Netns. A *podError means the pod is pending; an
 // error wrapping errProtocol means the connection must end.
 func (s *state) handle(ctx context.Context, req Request) error {
+	defer s.publish()
 	switch req.Kind {
 	case KindAdd:
 		if req.Info == nil {
@@ -188,6 +213,7 @@ func (s *state) add(ctx context.Context, pod *Pod) error {
 
 // retryPending tries again to start every pending pod.
 func (s *state) retryPending(ctx context.Context) {
+	defer s.publish()
 	for _, uid := range s.pendingUIDs() {
 		p := s.pending[uid]
 		s.log.Info("retrying pod", "uid", uid)
@@ -222,6 +248,7 @@ func (s *state) del(uid string) {
 
 // shutdown drains every proxy and waits for all drains.
 func (s *state) shutdown() {
+	defer s.publish()
 	for _, uid := range s.pendingUIDs() {
 		s.dropPending(uid)
 	}
