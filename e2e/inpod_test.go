@@ -26,6 +26,8 @@ type sharedLab struct {
 	echoB, echoD  *echoApp
 	external      *echoApp
 	zdsLog        *slog.Logger
+	cfgPath       string // LOCAL_XDS_PATH of both ztunnels
+	mesh          string // its workloads section; tests append policies
 }
 
 func newSharedLab(t *testing.T) *sharedLab {
@@ -51,6 +53,7 @@ func newSharedLab(t *testing.T) *sharedLab {
 	if err := os.WriteFile(cfgPath, []byte(mesh), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.cfgPath, s.mesh = cfgPath, mesh
 	caDir := filepath.Join(dir, "ca")
 	if err := os.Mkdir(caDir, 0o700); err != nil {
 		t.Fatal(err)
