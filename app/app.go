@@ -41,8 +41,9 @@ type App struct {
 	ready   *admin.Readiness
 	proxy   *proxy.Proxy
 	local   *xds.LocalSource
-	shared  *sharedMode // shared (in-pod) mode: ZDS client and pod proxies; nil in dedicated mode
-	self    identity.ID // dedicated mode: the workload's identity
+	shared  *sharedMode           // shared (in-pod) mode: ZDS client and pod proxies; nil in dedicated mode
+	self    identity.ID           // dedicated mode: the workload's identity
+	socket  netutil.SocketOptions // dedicated mode: options of the proxy's sockets
 
 	quit     chan struct{} // closed by /quitquitquit
 	quitOnce sync.Once
@@ -145,6 +146,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	}
 	a.proxy = p
 	a.self = self
+	a.socket = socket
 	return a, nil
 }
 
@@ -254,6 +256,14 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	proxyDone()
 	wg.Go(func() { a.proxy.WatchPolicies(runCtx) })
+	if a.cfg.DNS.Enabled {
+		srv, err := a.startDNS(a.dnsConfig(a.socket, nil, nil))
+		if err != nil {
+			a.proxy.Drain(context.Background())
+			return err
+		}
+		defer srv.Close()
+	}
 	if !a.self.IsZero() {
 		// Fetch the workload's certificate now rather than on its first connection.
 		wg.Go(func() {

@@ -35,7 +35,7 @@ func (a *App) newShared(base proxy.Config) error {
 	s := &sharedMode{notReady: a.ready.Register(readyInpod)}
 	c, err := inpod.NewClient(inpod.Config{
 		Path:    a.cfg.InPod.UDS,
-		Factory: &inpod.PodProxies{Base: base, TrustDomain: a.cfg.TrustDomain},
+		Factory: &inpod.PodProxies{Base: base, TrustDomain: a.cfg.TrustDomain, DNS: a.podDNS(base.Socket)},
 		Ready: func(ok bool) {
 			switch {
 			case ok && s.notReady != nil:

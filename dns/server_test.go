@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -138,11 +139,9 @@ func startUpstream(t testing.TB) *upstream {
 	}
 	u.records["many.example.org."] = many
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	// UDP and TCP on one port, retried when the UDP port is taken for TCP (as the server does).
+	var lc net.ListenConfig
+	pc, ln, err := listenPair(context.Background(), &lc, netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -228,6 +228,21 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 		})
 	})
 
+	t.Run("DNSProxy", func(t *testing.T) {
+		// The pod asks its usual resolver on port 53; istio-cni's rules redirect it to 15053.
+		for _, name := range []string{"echo.default.svc.cluster.local", "echo"} {
+			out := d.a.MustRun(t, "dig", "+short", "+time=2", "+tries=1", "@10.244.0.1", name)
+			if strings.TrimSpace(out) != echoVIP {
+				t.Errorf("dig %s = %q, want %s", name, out, echoVIP)
+			}
+		}
+		// Over TCP too.
+		out := d.a.MustRun(t, "dig", "+short", "+tcp", "+time=2", "+tries=1", "@10.244.0.1", "echo.default.svc.cluster.local")
+		if strings.TrimSpace(out) != echoVIP {
+			t.Errorf("dig +tcp = %q, want %s", out, echoVIP)
+		}
+	})
+
 	t.Run("100MiBIntactWithHalfClose", func(t *testing.T) {
 		c, err := d.a.Dial("tcp", "10.244.0.3:8080")
 		if err != nil {

@@ -49,6 +49,15 @@ func newSharedLab(t *testing.T) *sharedLab {
 	for _, p := range []*ambientlab.Pod{s.a, s.b, s.d, s.e} {
 		mesh += p.Workload()
 	}
+	// One service, for the per-pod DNS proxies.
+	mesh += `services:
+- name: echo-b
+  namespace: default
+  hostname: echo-b.default.svc.cluster.local
+  vips: ["/10.96.1.3"]
+  ports:
+    80: 8080
+`
 	cfgPath := filepath.Join(dir, "mesh.yaml")
 	if err := os.WriteFile(cfgPath, []byte(mesh), 0o600); err != nil {
 		t.Fatal(err)
@@ -85,6 +94,11 @@ func newSharedLab(t *testing.T) *sharedLab {
 // listening returns the TCP ports listening in ns.
 func listening(t *testing.T, ns *lab.Netns) string {
 	return ns.MustRun(t, "ss", "-Htln")
+}
+
+// p53 returns the UDP sockets listening in ns.
+func p53(t *testing.T, ns *lab.Netns) string {
+	return ns.MustRun(t, "ss", "-Hlun")
 }
 
 func hasPorts(ss string, ports ...string) bool {
@@ -164,6 +178,25 @@ func TestSharedMode(t *testing.T) {
 		}
 		if srcs := s.echoB.sources(); len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.1.2:") {
 			t.Errorf("app saw sources %v, want the client's IP", srcs)
+		}
+	})
+
+	t.Run("PerPodDNSProxy", func(t *testing.T) {
+		// Each meshed pod has its own DNS proxy on 127.0.0.1:15053 in its netns; the pod's
+		// port-53 queries are redirected there, and short names expand from its namespace.
+		if ss := p53(t, s.a.NS); !strings.Contains(ss, "127.0.0.1:15053") {
+			t.Fatalf("pod a has no DNS proxy listening:\n%s", ss)
+		}
+		for _, name := range []string{"echo-b.default.svc.cluster.local", "echo-b"} {
+			out := s.a.NS.MustRun(t, "dig", "+short", "+time=2", "+tries=1", "@10.244.1.1", name)
+			if strings.TrimSpace(out) != "10.96.1.3" {
+				t.Errorf("dig %s in pod a = %q, want 10.96.1.3", name, out)
+			}
+		}
+		// Pod d (namespace other, node2) resolves the FQDN through its own node's ztunnel.
+		out := s.d.NS.MustRun(t, "dig", "+short", "+time=2", "+tries=1", "@10.244.2.1", "echo-b.default.svc.cluster.local")
+		if strings.TrimSpace(out) != "10.96.1.3" {
+			t.Errorf("dig FQDN in pod d = %q, want 10.96.1.3", out)
 		}
 	})
 
