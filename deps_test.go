@@ -52,7 +52,10 @@ func TestLayering(t *testing.T) {
 		"xds":          {"netutil", "proxy", "hbone", "app", "admin"},
 		"hbone":        {"workload", "policy", "xds", "proxy", "tls/certs", "app", "admin", "config"},
 		"netutil":      {"workload", "policy", "xds", "proxy", "hbone", "tls/certs", "app", "admin"},
-		"proxy":        {"app", "admin", "xds", "config"},
+		"proxy":        {"app", "admin", "xds", "config", "inpod", "dns"},
+		"dns":          {"proxy", "hbone", "xds", "app", "admin", "inpod", "tls/certs"},
+		"inpod":        {"app", "admin", "xds", "config"},
+		"tls/caclient": {"proxy", "hbone", "workload", "policy", "xds", "app", "admin", "inpod", "dns", "netutil"},
 	}
 	pkgs := listPackages(t)
 	for pkg, bad := range forbidden {
