@@ -9,8 +9,13 @@ LDFLAGS   := -s -w -X github.com/ztunnel-go/ztunnel/version.Version=$(VERSION) \
              -X github.com/ztunnel-go/ztunnel/version.GitRevision=$(REVISION) \
              -X github.com/ztunnel-go/ztunnel/version.BuildStatus=Clean
 TEST_TIMEOUT ?= 12m
+# Fuzzing: `make fuzz` runs every Fuzz target for FUZZTIME; CI (`make test`) for FUZZTIME_CI.
+FUZZTIME    ?= 10s
+FUZZTIME_CI ?= 3s
+# Packages that start goroutines: `make test` runs them again under the race detector.
+RACE_PKGS   := ./hbone/... ./proxy/... ./netutil/... ./tls/certs/... ./workload/... ./xds/... ./admin/...
 
-.PHONY: all build run test vet bench fuzz clean proto demo
+.PHONY: all build run test vet bench fuzz fuzz-ci race clean proto demo
 
 all: build
 
@@ -34,6 +39,19 @@ vet:
 test: vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+	$(MAKE) --no-print-directory race
+	$(MAKE) --no-print-directory fuzz-ci
+
+race:
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+
+# Every Fuzz target of the module, one after the other; stops at the first crasher and prints
+# its path under <package>/testdata/fuzz/ (keep it there as a regression case).
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) fuzz/run.sh
+
+fuzz-ci:
+	FUZZTIME=$(FUZZTIME_CI) GO=$(GO) fuzz/run.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // VarError is one bad variable. FromEnv returns errors.Join of all of them;
@@ -25,9 +26,19 @@ type VarError struct {
 
 func (e *VarError) Error() string {
 	if e.showValue {
-		return e.Var + ": invalid value " + strconv.Quote(e.Value) + ": " + e.Err.Error()
+		return e.Var + ": invalid value " + strconv.Quote(e.Value) + ": " + oneLine(e.Err.Error())
 	}
-	return e.Var + ": " + e.Err.Error()
+	return e.Var + ": " + oneLine(e.Err.Error())
+}
+
+// oneLine folds a multi-line reason (yaml lists one problem per line and
+// quotes values with their newlines) into one line, so that every line of
+// FromEnv's joined error starts with the name of its variable.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func (e *VarError) Unwrap() error { return e.Err }

@@ -54,7 +54,8 @@ type Config struct {
 	// PingInterval is how often a PING is sent. 0 means 10 s.
 	PingInterval time.Duration
 	// PingTimeout is how long the connection may stay silent (no frame of
-	// any kind received) before it is closed. 0 means 20 s.
+	// any kind received), or have a write stuck on a peer that does not
+	// read, before it is closed. 0 means 20 s.
 	PingTimeout time.Duration
 	// Logger receives connection-level events (never per-frame ones).
 	// nil discards them.
@@ -141,6 +142,9 @@ var (
 	// ErrPingTimeout closes a connection whose peer stayed silent for
 	// PingTimeout.
 	ErrPingTimeout = errors.New("hbone: keepalive timeout")
+	// ErrWriteStalled closes a connection whose writes have not progressed
+	// for PingTimeout: the peer stopped reading.
+	ErrWriteStalled = errors.New("hbone: peer stopped reading (write stalled)")
 	// ErrServerClosed is returned by ServeConn after Shutdown.
 	ErrServerClosed = errors.New("hbone: server closed")
 	// ErrPoolClosed is returned by Pool.Connect after Close.

@@ -33,6 +33,38 @@ const (
 	goAwayGrace = time.Second
 )
 
+// Limits on what a peer may make us do for nothing (see "Defences" in
+// doc.go). Counters are per connection over a fixed window of calmWindow;
+// a peer over a budget gets GOAWAY(ENHANCE_YOUR_CALM) and the connection
+// closes.
+const (
+	calmWindow = 10 * time.Second
+	// maxIdleFrames is the budget of frames that make no progress: empty
+	// DATA without END_STREAM, PING, SETTINGS, PRIORITY, unknown frame
+	// types, RST_STREAM on streams already closed, streams we had to refuse
+	// or reset because of the peer.
+	maxIdleFrames = 1000
+	// minPrematureResets is the floor of the budget of streams the peer
+	// resets before we answered them (rapid reset, CVE-2023-44487); the
+	// budget is max(minPrematureResets, 2*MaxConcurrentStreams).
+	minPrematureResets = 100
+	// maxHeaderFrames caps the frames of one header block (HEADERS plus
+	// CONTINUATIONs): a legitimate block of up to 64 KiB needs at most 5
+	// frames of the smallest size; more is a CONTINUATION flood.
+	maxHeaderFrames = 16
+	// maxCtrlFrameLen caps the payload of SETTINGS, GOAWAY and the other
+	// fixed-size control frames we read, whatever MaxFrameSize allows, so a
+	// peer cannot make the frame reader keep a MaxFrameSize buffer.
+	maxCtrlFrameLen = 16 << 10
+	// headerPadSlack is what a HEADERS frame may carry beside its block
+	// fragment: the pad length byte, up to 255 bytes of padding and the
+	// 5-byte priority fields.
+	headerPadSlack = 1 + 255 + 5
+	// keepDecodeBuf is the size up to which the header block buffers are
+	// kept between blocks; larger ones are dropped after use.
+	keepDecodeBuf = 16 << 10
+)
+
 // ctrlKind is the type of a queued control frame.
 type ctrlKind uint8
 
@@ -76,9 +108,30 @@ type conn struct {
 
 	// Owned by the read loop.
 	br          *bufio.Reader
-	rfr         *http2.Framer // read side only
+	rfr         *http2.Framer // read side only; returns raw HEADERS/CONTINUATION
 	scratch     [8]byte
 	sawSettings bool
+
+	// Header block assembly, owned by the read loop. Fragments of HEADERS
+	// and CONTINUATION frames are gathered in hblock behind a 9-byte frame
+	// header; the finished block is decoded as one synthetic HEADERS frame
+	// by dfr (which holds the connection's HPACK decoder), so the x/net
+	// validation of header fields applies while we keep count of frames and
+	// bytes.
+	hblock   []byte
+	hstream  uint32 // stream of the block being gathered; 0: none
+	hframes  int    // frames of the block so far
+	hend     bool   // the block's HEADERS had END_STREAM
+	hdec     *hpack.Decoder
+	dfr      *http2.Framer
+	hreader  bytes.Reader
+	maxBlock int // largest encoded header block accepted (MaxHeaderListSize)
+
+	// Abuse accounting (see the limits above), owned by the read loop.
+	calmStart  int64 // start of the current window, as c.now()
+	idleFrames int   // zero-progress frames in the window
+	prematures int   // streams reset by the peer before we answered, in the window
+	maxResets  int   // budget of prematures per window
 
 	// Write side. wmu guards every field in this block; take it with
 	// lockWrite and release it with unlockWrite.
@@ -104,6 +157,11 @@ type conn struct {
 	recvUnacked atomic.Int64 // bytes consumed but not yet returned by WINDOW_UPDATE
 
 	lastRead atomic.Int64 // time since epoch of the last frame read, in ns
+	// wlockedAt is when the current holder of wmu took it (time since
+	// epoch in ns), 0 when wmu is free. The keepalive goroutine closes a
+	// connection whose writer has been stuck on the socket for PingTimeout
+	// (a peer that stopped reading).
+	wlockedAt atomic.Int64
 
 	// Guarded by mu. Lock order: wmu before mu; never take wmu (or any
 	// caller's lock) while holding mu.
@@ -117,6 +175,7 @@ type conn struct {
 	peerMaxStreams uint32
 	peerTableSize  uint32
 	connWaiters    []*Stream // streams blocked on the connection send window
+	handlersLive   uint32    // server: Handler goroutines running (<= MaxConcurrentStreams)
 	goingAway      bool      // server: we sent GOAWAY; client: we received one
 	closing        bool      // ctrlClose queued
 	closeErr       error     // reason given to closeGraceful
@@ -153,8 +212,10 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	}
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
-	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.rfr.MaxHeaderListSize = cfg.MaxHeaderListSize
+	c.hdec = hpack.NewDecoder(4096, nil)
+	c.dfr = c.newDecodeFramer()
+	c.maxBlock = int(cfg.MaxHeaderListSize)
+	c.maxResets = max(minPrematureResets, 2*int(min(cfg.MaxConcurrentStreams, 1<<20)))
 	c.wfr = http2.NewFramer(c.bw, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.recvWindow.Store(int64(cfg.ConnWindow))
@@ -188,6 +249,7 @@ func (c *conn) now() int64 { return int64(time.Since(c.epoch)) }
 func (c *conn) lockWrite() error {
 	c.writers.Add(1)
 	c.wmu.Lock()
+	c.wlockedAt.Store(max(c.now(), 1))
 	if c.closeReq {
 		return errConnClosed
 	}
@@ -205,6 +267,7 @@ func (c *conn) unlockWrite() error {
 		err = c.bw.Flush()
 	}
 	closeNow := c.closeReq
+	c.wlockedAt.Store(0)
 	c.wmu.Unlock()
 	switch {
 	case err != nil:
@@ -392,7 +455,8 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
 // ---- keepalive ----
 
 // keepalive sends a PING every PingInterval and closes the connection when
-// nothing at all was received for PingTimeout.
+// nothing at all was received for PingTimeout, or when a writer has been
+// stuck on the socket for PingTimeout (the peer stopped reading).
 func (c *conn) keepalive() {
 	defer c.wg.Done()
 	interval, timeout := c.cfg.PingInterval, c.cfg.PingTimeout
@@ -411,6 +475,12 @@ func (c *conn) keepalive() {
 		if silent >= timeout {
 			c.log.Debug("hbone: peer silent, closing connection", "remote", c.nc.RemoteAddr(), "silent", silent)
 			c.fail(ErrPingTimeout)
+			return
+		}
+		if at := c.wlockedAt.Load(); at != 0 && time.Duration(now-at) >= timeout {
+			c.log.Debug("hbone: peer stopped reading, closing connection", "remote", c.nc.RemoteAddr(),
+				"stuck", time.Duration(now-at))
+			c.fail(ErrWriteStalled)
 			return
 		}
 		if time.Duration(now-lastPing) >= interval {

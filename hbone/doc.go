@@ -36,4 +36,66 @@
 // HEADERS frames themselves under the connection's write lock, into a
 // bufio.Writer that is flushed when the last waiting writer leaves, so frames
 // queued together share one TLS record and one syscall.
+//
+// # Defences
+//
+// Port 15008 is reachable by any peer on the network, so no small input may
+// cost the proxy much more than its size, one connection's abuse must not
+// touch the others, and every refusal is a GOAWAY or RST_STREAM with a
+// clear code. The limits, all per connection and on both the client and
+// the server side unless noted:
+//
+//   - Concurrent streams (server): Config.MaxConcurrentStreams (200, as
+//     ztunnel). A stream beyond it gets RST_STREAM(REFUSED_STREAM). Handler
+//     goroutines count too: a stream the peer reset while its Handler still
+//     runs (a dial in progress) keeps its slot until the Handler returns, so
+//     HEADERS+RST_STREAM bursts cannot pile up goroutines.
+//   - Rapid reset (server, CVE-2023-44487): streams the peer resets before
+//     we answered them are counted over a fixed 10 s window (calmWindow);
+//     more than max(100, 2*MaxConcurrentStreams) ends the connection with
+//     GOAWAY(ENHANCE_YOUR_CALM). Resets after the answer are ordinary
+//     cancellations and are not counted.
+//   - Zero-progress frames: at most 1000 per 10 s window (maxIdleFrames) of
+//     empty DATA without END_STREAM (padding-only included), PING, SETTINGS
+//     (ACKs included), PRIORITY, unknown or extension frame types (skipped
+//     without being buffered), RST_STREAM on closed streams, and streams we
+//     refuse or reset because of the peer (each costs us an answer). Then
+//     GOAWAY(ENHANCE_YOUR_CALM). Legitimate peers send a handful of these
+//     per window (a keepalive PING every 10 s).
+//   - Header blocks: the encoded block (HEADERS plus CONTINUATION fragments,
+//     gathered by the read loop) may not exceed Config.MaxHeaderListSize
+//     (64 KiB, as ztunnel; a sensible encoder never makes a block larger
+//     than the list it carries, whose size counts 32 bytes per field on top
+//     of names and values) nor span more than 16 frames
+//     (maxHeaderFrames; a 64 KiB block needs 5 frames of the smallest size).
+//     Either is GOAWAY(ENHANCE_YOUR_CALM): the HPACK state cannot be kept
+//     in sync without decoding the block, so the connection must go. A HEADERS
+//     or CONTINUATION frame larger than the limit is refused from its frame
+//     header, before its payload is read. A small block that decodes to
+//     more than MaxHeaderListSize (indexed fields repeated) is answered 431
+//     on its stream. So a CONTINUATION flood costs at most 64 KiB of buffer.
+//   - Control frames: SETTINGS, PING, RST_STREAM, GOAWAY, PRIORITY and
+//     PUSH_PROMISE larger than 16 KiB (maxCtrlFrameLen) are GOAWAY
+//     (FRAME_SIZE_ERROR) from their frame header, so no MaxFrameSize (1 MiB)
+//     read buffer is ever kept for them. A SETTINGS frame repeating
+//     INITIAL_WINDOW_SIZE is applied to the open streams once, not per entry.
+//   - Control queue: at most 4096 queued control frames (maxCtrlQueue,
+//     about 80 KiB); a peer that makes us answer faster than it reads loses
+//     the connection.
+//   - A peer that stops reading: a writer stuck on the socket for
+//     Config.PingTimeout (20 s) closes the connection (ErrWriteStalled), even
+//     if the peer keeps sending frames. A silent peer is dropped after
+//     PingTimeout too (ErrPingTimeout).
+//   - A peer that never opens its flow-control window: Stream.Write never
+//     buffers, it blocks at the window (and honours its write deadline)
+//     without holding the connection's write lock, so other streams flow.
+//     Streams waiting for the connection window are listed once, however
+//     many WINDOW_UPDATEs the peer sends.
+//   - Peer SETTINGS: whatever SETTINGS_MAX_FRAME_SIZE (up to 16 MiB) or
+//     INITIAL_WINDOW_SIZE the peer announces, we write DATA frames of at most
+//     64 KiB (maxDataFrame) straight from the caller's buffer; nothing is
+//     sized by the peer's numbers.
+//   - Flow control: DATA beyond a stream or connection window is a
+//     FLOW_CONTROL_ERROR; the receive buffer of a stream is bounded by its
+//     window (Config.StreamWindow, 4 MiB).
 package hbone

@@ -28,8 +28,15 @@ type rawPeer struct {
 
 func newRawPeer(t *testing.T, cfg Config, h Handler) *rawPeer {
 	t.Helper()
+	return attachRawPeer(t, &Server{Config: cfg, Handler: h})
+}
+
+// attachRawPeer connects a new raw peer to srv, which may already serve
+// other connections.
+func attachRawPeer(t *testing.T, srv *Server) *rawPeer {
+	t.Helper()
 	a, b := net.Pipe()
-	p := &rawPeer{t: t, nc: a, srv: &Server{Config: cfg, Handler: h}, done: make(chan error, 1)}
+	p := &rawPeer{t: t, nc: a, srv: srv, done: make(chan error, 1)}
 	p.fr = http2.NewFramer(a, a)
 	p.fr.AllowIllegalWrites = true
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -126,8 +133,9 @@ func TestRefusedStreamBeyondLimit(t *testing.T) {
 	if rst.ErrCode != http2.ErrCodeRefusedStream {
 		t.Errorf("RST_STREAM code: got %v, want REFUSED_STREAM", rst.ErrCode)
 	}
-	// Ending one stream makes room again.
-	p.fr.WriteData(1, true, nil)
+	// Ending one stream makes room again once its Handler returned. (A
+	// Handler still writing to this peer, which does not read meanwhile,
+	// would keep its slot: Handlers count against the limit.)
 	p.fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	time.Sleep(50 * time.Millisecond)
 	p.headers(7, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")

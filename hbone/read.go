@@ -32,29 +32,51 @@ func (c *conn) readPreface() error {
 // serveFrames is the read loop: it reads frames until the connection fails
 // and dispatches them. It never writes to the socket; answers go through
 // the control queue. DATA and WINDOW_UPDATE payloads are parsed here
-// directly (no Framer allocation or copy); other frames go through the
-// Framer, which also merges HEADERS+CONTINUATION and enforces
-// MaxHeaderListSize.
+// directly (no Framer allocation or copy), payloads of unknown frame types
+// are skipped unread; other frames go through the Framer. Header blocks
+// are gathered here (bounded in bytes and frames) and decoded once
+// complete.
 func (c *conn) serveFrames() error {
 	for {
 		fh, err := c.rfr.ReadFrameHeader()
 		if err != nil {
 			return classifyReadErr(err)
 		}
-		c.lastRead.Store(c.now())
+		now := c.now()
+		c.lastRead.Store(now)
 		if !c.sawSettings && (fh.Type != http2.FrameSettings || fh.Flags.Has(http2.FlagSettingsAck)) {
 			return connError{Code: http2.ErrCodeProtocol, Reason: "first frame is not SETTINGS"}
+		}
+		if now-c.calmStart >= int64(calmWindow) {
+			c.calmStart, c.idleFrames, c.prematures = now, 0, 0
 		}
 		switch fh.Type {
 		case http2.FrameData:
 			err = c.onData(fh)
 		case http2.FrameWindowUpdate:
 			err = c.onWindowUpdate(fh)
-		default:
+		case http2.FrameHeaders, http2.FrameContinuation:
+			if int(fh.Length) > c.maxBlock+headerPadSlack {
+				return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header frame larger than MaxHeaderListSize"}
+			}
 			var f http2.Frame
-			f, err = c.rfr.ReadFrameForHeader(fh)
-			if err == nil {
+			if f, err = c.rfr.ReadFrameForHeader(fh); err == nil {
+				err = c.onHeaderFragment(f)
+			}
+		case http2.FrameSettings, http2.FramePing, http2.FrameRSTStream, http2.FrameGoAway,
+			http2.FramePriority, http2.FramePushPromise:
+			if fh.Length > maxCtrlFrameLen {
+				return connError{Code: http2.ErrCodeFrameSize, Reason: "control frame too large"}
+			}
+			var f http2.Frame
+			if f, err = c.rfr.ReadFrameForHeader(fh); err == nil {
 				err = c.onFrame(f)
+			}
+		default:
+			// Unknown and extension frame types (PRIORITY_UPDATE, ...) are
+			// ignored, skipped without being buffered, and counted.
+			if err = c.idle("unknown frame type flood"); err == nil {
+				err = c.discard(int(fh.Length))
 			}
 		}
 		if err == nil {
@@ -70,7 +92,110 @@ func (c *conn) serveFrames() error {
 			return classifyReadErr(err)
 		}
 		c.resetStreamID(se.StreamID, se.Code)
+		// A stream error is the peer's fault and costs us an answer.
+		if err := c.idle("stream error flood"); err != nil {
+			return err
+		}
 	}
+}
+
+// idle counts one frame that made no progress; over maxIdleFrames in the
+// window it returns the connection error ENHANCE_YOUR_CALM. Read loop only.
+func (c *conn) idle(what string) error {
+	c.idleFrames++
+	if c.idleFrames > maxIdleFrames {
+		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: what}
+	}
+	return nil
+}
+
+// onHeaderFragment gathers the fragment of a HEADERS or CONTINUATION frame
+// (the Framer already checked that a CONTINUATION follows its HEADERS) and
+// handles the block once it is complete.
+func (c *conn) onHeaderFragment(f http2.Frame) error {
+	var frag []byte
+	var ended bool
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		c.hblock = append(c.hblock[:0], make([]byte, 9)...)
+		c.hstream, c.hframes, c.hend = f.StreamID, 0, f.StreamEnded()
+		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
+	case *http2.ContinuationFrame:
+		if f.StreamID != c.hstream || c.hstream == 0 {
+			return connError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
+		}
+		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
+	default:
+		return nil
+	}
+	c.hframes++
+	switch {
+	case c.hframes > maxHeaderFrames:
+		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "CONTINUATION flood"}
+	case len(c.hblock)-9+len(frag) > c.maxBlock:
+		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header block larger than MaxHeaderListSize"}
+	}
+	c.hblock = append(c.hblock, frag...)
+	if !ended {
+		return nil
+	}
+	mh, err := c.decodeBlock()
+	if err != nil {
+		return err
+	}
+	if c.server {
+		return c.onRequestHeaders(mh)
+	}
+	return c.onResponseHeaders(mh)
+}
+
+// decodeBlock decodes the gathered header block as one HEADERS frame with
+// END_HEADERS through the decoding Framer, which applies MaxHeaderListSize
+// (Truncated) and the field validity checks of x/net.
+func (c *conn) decodeBlock() (*http2.MetaHeadersFrame, error) {
+	b := c.hblock
+	n := len(b) - 9
+	b[0], b[1], b[2] = byte(n>>16), byte(n>>8), byte(n)
+	b[3] = byte(http2.FrameHeaders)
+	b[4] = byte(http2.FlagHeadersEndHeaders)
+	if c.hend {
+		b[4] |= byte(http2.FlagHeadersEndStream)
+	}
+	binary.BigEndian.PutUint32(b[5:9], c.hstream)
+	c.hstream = 0
+	fr := c.dfr
+	if n > keepDecodeBuf {
+		// A one-off Framer, so its payload buffer is not kept.
+		fr = c.newDecodeFramer()
+	}
+	c.hreader.Reset(b)
+	f, err := fr.ReadFrame()
+	c.hreader.Reset(nil)
+	if cap(c.hblock) > keepDecodeBuf {
+		c.hblock = nil
+	}
+	if err != nil {
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			return nil, connError{Code: http2.ErrCode(ce), Reason: "header block rejected"}
+		}
+		return nil, err
+	}
+	mh, ok := f.(*http2.MetaHeadersFrame)
+	if !ok {
+		return nil, connError{Code: http2.ErrCodeInternal, Reason: "header block decoded to an unexpected frame"}
+	}
+	return mh, nil
+}
+
+// newDecodeFramer returns a Framer that decodes assembled header blocks
+// from c.hreader with the connection's HPACK decoder.
+func (c *conn) newDecodeFramer() *http2.Framer {
+	fr := http2.NewFramer(nil, &c.hreader)
+	fr.SetMaxReadFrameSize(maxFrameSizeCap)
+	fr.ReadMetaHeaders = c.hdec
+	fr.MaxHeaderListSize = c.cfg.MaxHeaderListSize
+	return fr
 }
 
 // classifyReadErr maps Framer errors to connection errors.
@@ -149,6 +274,11 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 		}
 	}
 	dataLen := n - pad
+	if dataLen == 0 && !fh.Flags.Has(http2.FlagDataEndStream) {
+		if err := c.idle("empty DATA flood"); err != nil {
+			return err
+		}
+	}
 	if c.recvWindow.Add(-int64(n)) < 0 {
 		return connError{Code: http2.ErrCodeFlowControl, Reason: "connection receive window exceeded"}
 	}
@@ -188,6 +318,7 @@ func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 			return connError{Code: http2.ErrCodeFlowControl, Reason: "connection send window overflow"}
 		}
 		for i, s := range c.connWaiters {
+			s.connWaiting = false
 			signal(s.wakeW)
 			c.connWaiters[i] = nil
 		}
@@ -209,22 +340,34 @@ func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 func (c *conn) onFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
-		return c.onSettings(f)
-	case *http2.MetaHeadersFrame:
-		if c.server {
-			return c.onRequestHeaders(f)
+		if err := c.idle("SETTINGS flood"); err != nil {
+			return err
 		}
-		return c.onResponseHeaders(f)
+		return c.onSettings(f)
 	case *http2.PingFrame:
+		if err := c.idle("PING flood"); err != nil {
+			return err
+		}
 		if !f.IsAck() {
 			c.enqueue(ctrlFrame{kind: ctrlPingAck, data: f.Data})
 		}
+	case *http2.PriorityFrame:
+		return c.idle("PRIORITY flood")
 	case *http2.RSTStreamFrame:
 		s, opened := c.lookup(f.StreamID)
-		if s != nil {
+		switch {
+		case s != nil:
+			if c.server && !s.answered() {
+				c.prematures++
+				if c.prematures > c.maxResets {
+					return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "rapid reset"}
+				}
+			}
 			s.resetRemote(f.ErrCode)
-		} else if !opened {
+		case !opened:
 			return connError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
+		default:
+			return c.idle("RST_STREAM flood")
 		}
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
@@ -233,7 +376,6 @@ func (c *conn) onFrame(f http2.Frame) error {
 	case *http2.ContinuationFrame:
 		return connError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
 	}
-	// PRIORITY, PRIORITY_UPDATE and unknown frame types are ignored.
 	return nil
 }
 
@@ -243,21 +385,16 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	}
 	c.sawSettings = true
 	c.mu.Lock()
+	initWindow := int64(-1)
 	err := f.ForeachSetting(func(st http2.Setting) error {
 		if err := st.Valid(); err != nil {
 			return err
 		}
 		switch st.ID {
 		case http2.SettingInitialWindowSize:
-			delta := int64(st.Val) - c.peerInitWindow
-			c.peerInitWindow = int64(st.Val)
-			for _, s := range c.streams {
-				s.sendWindow += delta
-				if s.sendWindow > maxWindow {
-					return connError{Code: http2.ErrCodeFlowControl, Reason: "stream window overflow by SETTINGS"}
-				}
-				signal(s.wakeW)
-			}
+			// Applied once below: a frame repeating it costs one pass
+			// over the streams, not one per entry.
+			initWindow = int64(st.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = st.Val
 		case http2.SettingMaxConcurrentStreams:
@@ -267,6 +404,18 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		}
 		return nil
 	})
+	if err == nil && initWindow >= 0 && initWindow != c.peerInitWindow {
+		delta := initWindow - c.peerInitWindow
+		c.peerInitWindow = initWindow
+		for _, s := range c.streams {
+			s.sendWindow += delta
+			if s.sendWindow > maxWindow {
+				err = connError{Code: http2.ErrCodeFlowControl, Reason: "stream window overflow by SETTINGS"}
+				break
+			}
+			signal(s.wakeW)
+		}
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return classifyReadErr(err)
@@ -361,7 +510,11 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		return streamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
 	}
 	c.maxPeerID = id
-	if c.goingAway || c.closing || uint32(len(c.streams)) >= c.cfg.MaxConcurrentStreams {
+	// Handlers of streams the peer already reset may still run (e.g. a
+	// dial in progress): they count against the limit too, so a rapid
+	// reset cannot pile them up.
+	limit := c.cfg.MaxConcurrentStreams
+	if c.goingAway || c.closing || uint32(len(c.streams)) >= limit || c.handlersLive >= limit {
 		c.mu.Unlock()
 		return streamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
@@ -381,6 +534,7 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	s.sendWindow = c.peerInitWindow
 	c.streams[id] = s
+	c.handlersLive++
 	c.mu.Unlock()
 
 	c.handlers.Add(1)
@@ -393,6 +547,11 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 // stream when the Handler returns.
 func (c *conn) runHandler(s *Stream, status int) {
 	defer c.handlers.Done()
+	defer func() {
+		c.mu.Lock()
+		c.handlersLive--
+		c.mu.Unlock()
+	}()
 	defer s.Close()
 	if status != 0 {
 		s.Reject(status)

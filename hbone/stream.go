@@ -35,6 +35,8 @@ type Stream struct {
 
 	// sendWindow is the stream's send window; guarded by c.mu.
 	sendWindow int64
+	// connWaiting: the stream is in c.connWaiters; guarded by c.mu.
+	connWaiting bool
 
 	// rstSent is set before we queue RST_STREAM or learn of a reset;
 	// writeData checks it under c.wmu so no DATA follows a reset.
@@ -83,6 +85,14 @@ func newStream(c *conn, id uint32, client bool) *Stream {
 		s.respCh = make(chan struct{})
 	}
 	return s
+}
+
+// answered reports whether a response status was sent (server) or received
+// (client).
+func (s *Stream) answered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status != 0
 }
 
 // Request returns the request that opened the stream.
@@ -405,7 +415,10 @@ func (s *Stream) reserveSend(want int) (int, error) {
 			c.mu.Unlock()
 			return int(k), nil
 		}
-		if c.sendWindow <= 0 {
+		if c.sendWindow <= 0 && !s.connWaiting {
+			// Once: spurious wake-ups (the peer's WINDOW_UPDATEs on the
+			// stream) must not grow the list.
+			s.connWaiting = true
 			c.connWaiters = append(c.connWaiters, s)
 		}
 		c.mu.Unlock()

@@ -1,0 +1,36 @@
+// Package fuzz holds the fuzzing infrastructure of ztunnel-go: cross-package
+// harnesses and the runner.
+//
+// Fuzz targets live beside the parser they exercise (go test -fuzz runs
+// them where they are); this folder adds what belongs to no single package:
+//
+//   - FuzzTunnel (tunnel_test.go) runs a real hbone.ClientConn and
+//     hbone.Server against each other through a relay that corrupts or cuts
+//     either byte stream at fuzzer-chosen offsets: both HTTP/2 parsers face
+//     damaged real encodings at once, and every goroutine must return.
+//   - TestEveryFuzzTargetHasSeeds (seeds_test.go) scans the module and fails
+//     for a Fuzz function that neither calls f.Add nor has a
+//     testdata/fuzz/<Name> corpus.
+//
+// The harnesses beside the parsers include hbone.FuzzServerConn and
+// hbone.FuzzClientConn (raw byte streams fed to a Server and a ClientConn),
+// the local-config YAML, xDS conversions, ZDS messages, SPIFFE IDs, PEM
+// material, policy evaluation, sockaddr parsing and the configuration
+// parsers. `go test -list '^Fuzz' ./...` lists them all.
+//
+// # Running
+//
+// run.sh finds every Fuzz target of the main module and fuzzes each in turn
+// for FUZZTIME (go allows one -fuzz target per invocation):
+//
+//	make fuzz FUZZTIME=1m        # every target for a minute
+//	make fuzz-ci                 # every target for FUZZTIME_CI (5 s), as CI does
+//	FUZZPKGS=./hbone fuzz/run.sh # the targets of some packages only
+//	FUZZSKIP='^FuzzX$' make fuzz # leave targets out (a known, reported crasher)
+//
+// Targets of the main module only (deploy/ is a module of its own). It
+// stops at the first failure and prints the crasher's path. go test
+// writes crashers to <package>/testdata/fuzz/<FuzzName>/<hash>; keep them
+// there (commit them) as regression cases: a plain `go test` of the package
+// runs every file of testdata/fuzz as a seed, so the bug stays fixed.
+package fuzz

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Fuzzes every `func Fuzz...` target of the main module, one at a time (go
+# allows one -fuzz target per invocation), for FUZZTIME each. Stops at the
+# first failure and prints where go test wrote the crasher.
+#
+#   FUZZTIME  time per target (default 10s), any -fuzztime value (10s, 500x)
+#   FUZZPKGS  packages to search (default ./...)
+#   FUZZSKIP  extended regexp of target names to leave out (default none)
+#   GO        the go command (default go)
+set -uo pipefail
+
+FUZZTIME=${FUZZTIME:-10s}
+FUZZPKGS=${FUZZPKGS:-./...}
+FUZZSKIP=${FUZZSKIP:-}
+GO=${GO:-go}
+cd "$(dirname "$0")/.." || exit 1
+
+# `go test -list` prints each package's matching names, then its "ok" line.
+if ! list=$($GO test -list '^Fuzz' $FUZZPKGS 2>&1); then
+	printf '%s\n' "$list"
+	echo "fuzz: listing the targets failed (does every package build?)" >&2
+	exit 1
+fi
+targets=()
+pending=()
+while IFS= read -r line; do
+	case "$line" in
+	Fuzz*)
+		if [ -n "$FUZZSKIP" ] && grep -Eq -- "$FUZZSKIP" <<<"$line"; then
+			echo "fuzz: skipping $line (FUZZSKIP)"
+		else
+			pending+=("$line")
+		fi
+		;;
+	ok*)
+		pkg=$(awk '{print $2}' <<<"$line")
+		for name in ${pending[@]+"${pending[@]}"}; do
+			targets+=("$pkg $name")
+		done
+		pending=()
+		;;
+	esac
+done <<<"$list"
+if [ ${#targets[@]} -eq 0 ]; then
+	echo "fuzz: no Fuzz targets found in $FUZZPKGS" >&2
+	exit 1
+fi
+
+echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
+start=$SECONDS
+i=0
+for t in "${targets[@]}"; do
+	i=$((i + 1))
+	read -r pkg name <<<"$t"
+	printf 'fuzz: [%d/%d] %s %s\n' "$i" "${#targets[@]}" "$pkg" "$name"
+	if ! out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1); then
+		printf '%s\n' "$out"
+		dir=$($GO list -f '{{.Dir}}' "$pkg")
+		crasher=$(grep -o "testdata/fuzz/${name}/[0-9a-f]*" <<<"$out" | head -1)
+		echo
+		if [ -n "$crasher" ]; then
+			echo "fuzz: CRASH in $pkg $name"
+			echo "fuzz: crasher written to ${dir#$PWD/}/$crasher"
+			echo "fuzz: reproduce with: $GO test -run '^${name}/$(basename "$crasher")\$' $pkg"
+			echo "fuzz: keep the file as a regression case once the bug is fixed"
+		else
+			echo "fuzz: $pkg $name failed without a crasher (build error, or a failing seed)"
+		fi
+		exit 1
+	fi
+done
+echo "fuzz: all ${#targets[@]} targets passed in $((SECONDS - start))s"
