@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ztunnel-go/ztunnel/admin"
 	"github.com/ztunnel-go/ztunnel/config"
 	"github.com/ztunnel-go/ztunnel/hbone"
@@ -130,12 +132,22 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		PoolMaxStreams:   int(cfg.Pool.MaxStreamsPerConnection),
 		PoolIdleTimeout:  cfg.Pool.UnusedReleaseTimeout,
 		TerminationGrace: cfg.TerminationDeadline,
+		Limit:            proxy.NewConnLimit(cfg.MaxConnections), // one for the process: every pod proxy shares it
 		ClusterID:        cfg.ClusterID,
 		Logger:           out.Logger("ztunnel::proxy"),
 		AccessLog:        out.Logger("access"),
 	}
 	if a.cp.xds != nil && cfg.XDS.OnDemand {
 		pcfg.OnDemand = a.cp.xds.Demand
+	}
+	if limit := pcfg.Limit; limit != nil {
+		err := a.metrics.Registerer().Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ztunnel_connections_refused_total",
+			Help: "Connections reset at accept because ZTUNNEL_MAX_CONNECTIONS were open (a ztunnel-go addition).",
+		}, func() float64 { return float64(limit.Refused()) }))
+		if err != nil {
+			return nil, fmt.Errorf("ZTUNNEL_MAX_CONNECTIONS: %w", err)
+		}
 	}
 	if cfg.Mode == config.ModeShared {
 		return a, a.newShared(pcfg) // shared.go

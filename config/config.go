@@ -84,6 +84,12 @@ type Config struct {
 	// set, else derived from TERMINATION_GRACE_PERIOD_SECONDS (N-5s when
 	// N > 10, else N-1s, at least 1s), else 5s.
 	TerminationDeadline time.Duration
+	// MaxConnections is ZTUNNEL_MAX_CONNECTIONS (our addition; ztunnel has no
+	// such cap): the most connections the whole process holds open at once,
+	// across every proxy listener of every pod; connections beyond it are
+	// reset at accept, counted and logged (rate-limited). Default 0 means
+	// unlimited.
+	MaxConnections int
 	// RequireOriginalSource is ENABLE_ORIG_SRC; nil (unset, recommended)
 	// means detect from permissions at start.
 	RequireOriginalSource *bool

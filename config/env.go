@@ -392,6 +392,7 @@ func (s *source) build() (*Config, error) {
 	c.PacketMark = uint32(s.uint("PACKET_MARK", 32, markDefault, 0, math.MaxUint32))
 	c.TerminationDeadline = s.terminationDeadline()
 	c.RequireOriginalSource = s.optBool("ENABLE_ORIG_SRC")
+	c.MaxConnections = int(s.uint("ZTUNNEL_MAX_CONNECTIONS", 32, 0, 0, math.MaxInt32))
 	c.IPv6Enabled = s.boolean("IPV6_ENABLED", true)
 	c.TLS12Enabled = s.boolean("TLS12_ENABLED", false)
 	if v, ok := s.get("COMPLIANCE_POLICY"); ok {

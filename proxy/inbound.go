@@ -30,7 +30,7 @@ type peerKey struct{}
 // handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
 func (p *Proxy) handleInboundHBONE(c net.Conn) {
 	tc := tls.Server(c, p.serverTLS())
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -67,6 +67,12 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	if target.Addr() != pi.local.Addr() {
 		// The tunnel must end at the workload the client connected to.
 		s.Reject(http.StatusBadRequest)
+		return
+	}
+	if p.isIllegalPort(target.Port()) {
+		// A tunnel to the proxy's own ports would come straight back in.
+		p.log.Debug("inbound: refusing a CONNECT to the proxy's own port", "src", pi.remote.String(), "authority", req.Authority)
+		s.Reject(http.StatusServiceUnavailable)
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
@@ -159,7 +165,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn) {
 		return
 	}
 	src := addrPort(c.RemoteAddr())
-	if p.isOwnPort(dst) || dst == addrPort(c.LocalAddr()) {
+	if p.isOwnPort(dst) || p.isIllegalPort(dst.Port()) || dst == addrPort(c.LocalAddr()) {
 		p.log.Warn("inbound plaintext: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
 		c.Close()
 		return

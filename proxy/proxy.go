@@ -69,12 +69,15 @@ type Config struct {
 	OrigSrc bool
 
 	// HBONE engine settings and pool limits.
-	HBONE             hbone.Config
-	PoolMaxStreams    int
-	PoolIdleTimeout   time.Duration
-	HandshakeTimeout  time.Duration // TLS handshake on 15008; 0 = 15 s
-	ConnectTimeout    time.Duration // upstream connect; 0 = 10 s
-	TerminationGrace  time.Duration // how long Drain waits before closing what is left; 0 = 5 s
+	HBONE            hbone.Config
+	PoolMaxStreams   int
+	PoolIdleTimeout  time.Duration
+	HandshakeTimeout time.Duration // TLS handshake on 15008 (slowloris bound); 0 = 15 s
+	ConnectTimeout   time.Duration // upstream connect; 0 = 10 s
+	TerminationGrace time.Duration // how long Drain waits before closing what is left; 0 = 5 s
+	// Limit caps the open connections of every proxy sharing it (ZTUNNEL_MAX_CONNECTIONS);
+	// connections beyond it are reset at accept. Nil means unlimited.
+	Limit             *ConnLimit
 	ClusterID         string
 	Logger, AccessLog *slog.Logger
 }
@@ -116,6 +119,11 @@ type Proxy struct {
 
 	wg   sync.WaitGroup // accept loops, the byte flusher and connection goroutines
 	stop chan struct{}  // closed by Drain: stops the byte flusher
+
+	// handshakes bounds TLS handshakes on 15008 beyond their own timeout: Drain cancels it at
+	// once, since a connection that has not finished its handshake carries nothing to drain.
+	handshakes      context.Context
+	cancelHandshake context.CancelFunc
 }
 
 // flushInterval is how often the bytes of long connections reach the metrics.
@@ -149,6 +157,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.TerminationGrace = 5 * time.Second
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{})}
+	p.handshakes, p.cancelHandshake = context.WithCancel(context.Background())
 	p.pool = hbone.NewPool(hbone.PoolConfig{
 		Dial:              p.dialHBONE,
 		MaxStreamsPerConn: cfg.PoolMaxStreams,
@@ -259,7 +268,16 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn)) func(net.List
 				continue
 			}
 			delay = 0
+			if !p.cfg.Limit.acquire() {
+				p.cfg.Limit.logRefusal(p.log, l.Addr().String(), c.RemoteAddr().String())
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.SetLinger(0) // reset: the client learns at once, and no TIME_WAIT stays here
+				}
+				c.Close()
+				continue
+			}
 			p.wg.Go(func() {
+				defer p.cfg.Limit.release()
 				defer p.cfg.Metrics.SocketOpened(reporter)()
 				handle(c)
 			})
@@ -282,6 +300,7 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	for _, l := range ls {
 		l.Close()
 	}
+	p.cancelHandshake()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.TerminationGrace)
 	defer cancel()
 	shutdownDone := make(chan struct{})
@@ -327,6 +346,20 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// isIllegalPort reports whether port is one of the proxy's own capture ports, which no inbound
+// connection may be forwarded to whatever the address: a CONNECT or a captured connection to
+// 15001/15006/15008 would re-enter the proxy (a loop, or HBONE inside HBONE), as ztunnel refuses.
+func (p *Proxy) isIllegalPort(port uint16) bool {
+	switch port {
+	case p.cfg.Ports.Outbound, p.cfg.Ports.InboundPlain, p.cfg.Ports.InboundHBONE,
+		OutboundPort, InboundPlainPort, InboundHBONEPort:
+		return true
+	case p.cfg.Ports.SOCKS5, SOCKS5Port:
+		return p.cfg.SOCKS5
+	}
+	return false
 }
 
 // isOwnPort reports whether dst is one of the proxy's own ports on loopback: a loop.

@@ -82,6 +82,12 @@ func freePort(t *testing.T) uint16 {
 // newEnv starts a proxy for the server workload with an echo app on 127.0.0.1.
 func newEnv(t *testing.T, pols ...*policy.Authorization) *testEnv {
 	t.Helper()
+	return newEnvConfig(t, nil, pols...)
+}
+
+// newEnvConfig is newEnv with mod applied to the proxy's Config before New (nil: none).
+func newEnvConfig(t *testing.T, mod func(*Config), pols ...*policy.Authorization) *testEnv {
+	t.Helper()
 	e := &testEnv{store: workload.NewStore(), access: &logBuffer{}}
 	var err error
 	e.ca, err = certs.NewFakeCA("cluster.local")
@@ -127,13 +133,17 @@ func newEnv(t *testing.T, pols ...*policy.Authorization) *testEnv {
 	}
 	e.ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
 	e.ports.RemoteHBONE = e.ports.InboundHBONE
-	e.proxy, err = New(Config{
+	cfg := Config{
 		Store: e.store, Certs: e.certs, Self: serverID,
 		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true, Ports: e.ports,
 		Socket:           netutil.SocketOptions{NoDelay: true},
 		TerminationGrace: 2 * time.Second,
 		AccessLog:        slog.New(slog.NewTextHandler(e.access, nil)),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.proxy, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,28 +195,39 @@ func TestRefreshAtHalfLifetime(t *testing.T) {
 	})
 }
 
-func TestShortTTLRefreshRealTime(t *testing.T) {
+func TestShortTTLRefresh(t *testing.T) {
 	// A lifetime shorter than the CA's backdating: renewal is at half the
-	// remaining lifetime, not immediately and not in a loop.
-	s := newTestSigner(t)
-	m := NewManager(s, ManagerOptions{TTL: 2 * time.Second})
-	defer m.Close()
-	c1, err := m.Get(context.Background(), testID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if got := s.calls(); got != 1 {
-		t.Fatalf("signer calls after 300ms = %d, want 1", got)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for s.calls() < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	c2, err := m.Get(context.Background(), testID)
-	if err != nil || c2 == c1 {
-		t.Fatalf("no renewal within the lifetime: %v (%d calls)", err, s.calls())
-	}
+	// remaining lifetime, not immediately and not in a loop. Under synctest the
+	// clock only moves when every goroutine waits, so load cannot skew it.
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestSigner(t)
+		m := NewManager(s, ManagerOptions{TTL: 2 * time.Second})
+		defer m.Close()
+		c1, err := m.Get(context.Background(), testID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		if got := s.calls(); got != 1 {
+			t.Fatalf("signer calls after 300ms = %d, want 1", got)
+		}
+		time.Sleep(1600 * time.Millisecond) // 1.9 s: renewed once, at half the remaining lifetime
+		synctest.Wait()
+		if got := s.calls(); got != 2 {
+			t.Fatalf("signer calls within the lifetime = %d, want exactly 2 (one renewal, no loop)", got)
+		}
+		c2, err := m.Get(context.Background(), testID)
+		if err != nil || c2 == c1 {
+			t.Fatalf("no renewal within the lifetime: %v", err)
+		}
+		// The renewed certificate is renewed in turn about a second later, not in a tight loop.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := s.calls(); got != 3 {
+			t.Fatalf("signer calls after 2.9 s = %d, want 3", got)
+		}
+	})
 }
 
 func TestSignerOutage(t *testing.T) {

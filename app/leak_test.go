@@ -1,0 +1,85 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
+)
+
+// waitGoroutines polls runtime.NumGoroutine until it is back to base, else fails with every
+// goroutine's stack. Call it after everything the test started was stopped.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("%d goroutines left, want at most %d:\n%s", n, base, buf)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRunNoGoroutineLeak runs a shared-mode App (local config, FAKE_CA, a fake istio-cni with no
+// pods, the admin, stats and readiness servers on ephemeral loopback ports) until it is ready,
+// then cancels it: once Run returned, every goroutine it started has ended.
+func TestRunNoGoroutineLeak(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "zds.sock")
+	zds, err := zdstest.Listen(sock, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("no fake istio-cni here: %v", err)
+	}
+	defer zds.Close()
+	env := map[string]string{
+		"PROXY_MODE": "shared", "INPOD_UDS": sock, "XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true",
+		"LOCAL_XDS": "workloads: []", "RUST_LOG": "error",
+	}
+	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	cfg.Listen.Admin = config.Address{IP: lo}
+	cfg.Listen.Stats = config.Address{IP: lo}
+	cfg.Listen.Readiness = config.Address{IP: lo}
+
+	base := runtime.NumGoroutine()
+	a, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.ready.Pending()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", a.ready.Pending())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	waitGoroutines(t, base)
+}
