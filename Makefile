@@ -39,6 +39,7 @@ vet:
 test: vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory race
 	$(MAKE) --no-print-directory fuzz-ci
 
@@ -52,6 +53,17 @@ fuzz:
 
 fuzz-ci:
 	FUZZTIME=$(FUZZTIME_CI) GO=$(GO) fuzz/run.sh
+
+# The container image, built without a container engine or registry (deploy/cmd/mkimage): an OCI
+# image layout in bin/image and a `docker load` tarball bin/ztunnel-image.tar. The CA bundle is
+# there for XDS_ROOT_CA/CA_ROOT_CA=SYSTEM; CA_CERTS= leaves it out.
+IMAGE    ?= ghcr.io/ztunnel-go/ztunnel:$(VERSION)
+CA_CERTS ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+.PHONY: image
+image: build
+	cd deploy && $(GO) run ./cmd/mkimage -binary ../$(BIN)/ztunnel -ca-certs '$(CA_CERTS)' \
+		-version '$(VERSION)' -revision '$(REVISION)' -ref '$(IMAGE)' \
+		-oci ../$(BIN)/image -tar ../$(BIN)/ztunnel-image.tar
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
