@@ -15,7 +15,7 @@ FUZZTIME_CI ?= 3s
 # Packages that start goroutines: `make test` runs them again under the race detector.
 RACE_PKGS   := ./hbone/... ./proxy/... ./netutil/... ./tls/certs/... ./workload/... ./xds/... ./admin/...
 
-.PHONY: all build run test vet bench fuzz fuzz-ci race clean proto demo
+.PHONY: all build run test vet bench bench-go fuzz fuzz-ci race clean proto demo
 
 all: build
 
@@ -65,7 +65,15 @@ image: build
 		-version '$(VERSION)' -revision '$(REVISION)' -ref '$(IMAGE)' \
 		-oci ../$(BIN)/image -tar ../$(BIN)/ztunnel-image.tar
 
-bench:
+# The standalone perf harness (root): namespaces, two ztunnels, a Go TLS relay pair and HAProxy,
+# every scenario over every path side by side; see benchmarks/README.md. BENCH_FLAGS e.g.
+# `-quick`, `-duration 5s -reps 3`, `-markdown`, `-json`.
+BENCH_FLAGS ?=
+bench: build
+	$(GO) run ./cmd/ztunnel-bench -ztunnel $(BIN)/ztunnel $(BENCH_FLAGS)
+
+# The Go benchmarks (testing.B) of every package.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Regenerate the protobuf Go code (committed); CI checks it is up to date.

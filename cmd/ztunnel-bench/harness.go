@@ -1,0 +1,617 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Addresses of the topology: one node namespace with a bridge, four pods on it.
+const (
+	nodeCIDR  = "10.244.0.1/24"
+	gateway   = "10.244.0.1"
+	ipA       = "10.244.0.2" // meshed client pod: istio-cni redirection, ztunnel "client"
+	ipB       = "10.244.0.3" // meshed server pod: redirection, ztunnel "server", the apps
+	ipX       = "10.244.0.4" // outside the mesh: the apps, the server side of the TLS relay
+	ipC       = "10.244.0.5" // outside the mesh: plain client, TLS relay client side, HAProxy
+	prefixLen = "/24"
+
+	tlsClientBase = 7200 // client side of the TLS relay listens on 127.0.0.1:7201..7203 in C
+	tlsServerBase = 7300 // server side listens on 7301..7303 in X
+	haproxyBase   = 7400 // HAProxy listens on 127.0.0.1:7401..7403 in C
+)
+
+var appPorts = []int{portEcho, portSource, portOneShot}
+
+// meshConfig is the two meshed pods, in ztunnel's local-config shape.
+const meshConfig = `workloads:
+- uid: bench//v1/Pod/default/client
+  name: client
+  namespace: default
+  serviceAccount: client
+  workloadIps: ["` + ipA + `"]
+  protocol: HBONE
+  node: node1
+- uid: bench//v1/Pod/default/server
+  name: server
+  namespace: default
+  serviceAccount: server
+  workloadIps: ["` + ipB + `"]
+  protocol: HBONE
+  node: node1
+`
+
+// idleConfig returns a local config with n HBONE workloads in 10.250.0.0/16; the first is the
+// one the idle ztunnel runs for.
+func idleConfig(n int) string {
+	var b strings.Builder
+	b.WriteString("workloads:\n")
+	for i := range n {
+		fmt.Fprintf(&b, `- uid: bench//v1/Pod/ns%d/w%d
+  name: w%d
+  namespace: ns%d
+  serviceAccount: sa%d
+  workloadIps: ["10.250.%d.%d"]
+  protocol: HBONE
+  node: node1
+`, i%20, i, i, i%20, i%50, i/250, i%250+1)
+	}
+	return b.String()
+}
+
+// proc is a process the harness started. Its waiter goroutine is owned by the proc: it ends
+// when the process exits, and stop waits for it.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string        // file holding its stdout and stderr
+	done chan struct{} // closed once the process has exited and err is set
+	err  error         // exit error, valid after done
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, waits up to grace, then kills. Only this process, by its PID.
+func (p *proc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(grace):
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// tail returns the last lines of the process's output, for error messages.
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// harness owns everything a run builds: the namespaces, the applications, the processes.
+// Built and torn down by run's goroutine; close undoes whatever setup managed to do.
+type harness struct {
+	opts     options
+	progress io.Writer // stderr
+	tmp      string    // temporary directory, removed by close
+	ztunnel  string    // the ztunnel binary
+
+	topo          *topology
+	node, a, b, x *netns
+	c, idle       *netns
+	apps          *apps
+	procs         []*proc // stopped in reverse order by close
+	caDir         string
+	paths         []*path
+	notes         []string
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.progress, "ztunnel-bench: "+format+"\n", args...)
+}
+
+// close stops every process, the applications and deletes the namespaces and files.
+func (h *harness) close() error {
+	for i := len(h.procs) - 1; i >= 0; i-- {
+		h.procs[i].stop(3 * time.Second)
+	}
+	h.procs = nil
+	if h.apps != nil {
+		h.apps.close()
+	}
+	var err error
+	if h.topo != nil {
+		err = h.topo.close()
+	}
+	if h.tmp != "" && h.opts.keep {
+		h.logf("kept %s", h.tmp)
+	} else if h.tmp != "" {
+		os.RemoveAll(h.tmp)
+	}
+	return err
+}
+
+// start runs bin with args inside ns, output to a log file in the temporary directory.
+func (h *harness) start(name string, ns *netns, env []string, bin string, args ...string) (*proc, error) {
+	logPath := filepath.Join(h.tmp, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := ns.command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	h.procs = append(h.procs, p)
+	return p, nil
+}
+
+// waitFor polls cond every 20 ms until it holds, p exits, ctx ends or timeout passes.
+func waitFor(ctx context.Context, what string, p *proc, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited (%v) while waiting for %s:\n%s", p.name, p.err, what, p.tail())
+		}
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("timed out after %v waiting for %s", timeout, what)
+			if p != nil {
+				msg += ":\n" + p.tail()
+			}
+			return errors.New(msg)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// canDial reports whether addr accepts a connection from ns.
+func canDial(ctx context.Context, ns *netns, addr string) bool {
+	c, err := ns.dial(ctx, addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// httpStatus fetches url from inside ns and returns the status code (0 on error).
+func httpStatus(ctx context.Context, ns *netns, url string) int {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.dial(ctx, addr) },
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// needs reports whether any selected path is one of names.
+func (h *harness) needs(names ...string) bool {
+	for _, n := range names {
+		if h.opts.paths[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// setup builds the topology and starts everything the selected paths need.
+func (h *harness) setup(ctx context.Context) error {
+	var err error
+	if h.tmp, err = os.MkdirTemp("", "ztunnel-bench-"); err != nil {
+		return err
+	}
+	if h.ztunnel, err = h.buildZtunnel(ctx); err != nil {
+		return err
+	}
+	if h.topo, err = newTopology(); err != nil {
+		return err
+	}
+	h.logf("building namespaces %s-*", h.topo.prefix)
+	if h.node, err = h.topo.netns("node"); err != nil {
+		return err
+	}
+	if err := h.topo.bridge(h.node, "br0", nodeCIDR); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		ns   **netns
+		name string
+		ip   string
+	}{{&h.a, "a", ipA}, {&h.b, "b", ipB}, {&h.x, "x", ipX}, {&h.c, "c", ipC}} {
+		if *p.ns, err = h.topo.netns(p.name); err != nil {
+			return err
+		}
+		if err := h.topo.vethToBridge(*p.ns, p.ip+prefixLen, h.node, "br0", gateway); err != nil {
+			return err
+		}
+	}
+	for _, n := range []*netns{h.a, h.b} {
+		if err := n.installInpodRedirect(); err != nil {
+			return err
+		}
+	}
+	h.apps = newApps()
+	for _, n := range []*netns{h.b, h.x} {
+		for _, port := range appPorts {
+			l, err := n.listen(fmt.Sprintf("0.0.0.0:%d", port))
+			if err != nil {
+				return err
+			}
+			h.apps.serve(l, port)
+		}
+	}
+	h.caDir = filepath.Join(h.tmp, "ca")
+	if err := os.Mkdir(h.caDir, 0o700); err != nil {
+		return err
+	}
+	if err := writeLocalCA(h.caDir); err != nil {
+		return err
+	}
+	if h.opts.paths[pathDirect] {
+		h.paths = append(h.paths, &path{name: pathDirect, from: h.c,
+			echo: addr(ipX, portEcho), source: addr(ipX, portSource), oneShot: addr(ipX, portOneShot)})
+	}
+	if h.needs(pathPassthrough, pathHBONE) {
+		if err := h.startZtunnels(ctx); err != nil {
+			return err
+		}
+	}
+	if h.needs(pathTLSRelay) {
+		if err := h.startTLSRelay(ctx); err != nil {
+			return err
+		}
+	}
+	if h.needs(pathHAProxy) {
+		if err := h.startHAProxy(ctx); err != nil {
+			return err
+		}
+	}
+	// Order the paths as the table does, and prove each one end to end before measuring.
+	var ordered []*path
+	for _, name := range allPaths {
+		for _, p := range h.paths {
+			if p.name == name {
+				ordered = append(ordered, p)
+			}
+		}
+	}
+	h.paths = ordered
+	for _, p := range h.paths {
+		if _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
+			return fmt.Errorf("path %s does not work: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+func addr(ip string, port int) string { return fmt.Sprintf("%s:%d", ip, port) }
+
+// buildZtunnel returns -ztunnel, or builds the module's cmd/ztunnel into the temporary directory.
+func (h *harness) buildZtunnel(ctx context.Context) (string, error) {
+	if h.opts.ztunnel != "" {
+		return filepath.Abs(h.opts.ztunnel)
+	}
+	out := filepath.Join(h.tmp, "ztunnel")
+	h.logf("building ztunnel (go build github.com/ztunnel-go/ztunnel/cmd/ztunnel)")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "github.com/ztunnel-go/ztunnel/cmd/ztunnel")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ztunnel (run from inside the module, or pass -ztunnel): %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// ztunnelEnv is the environment of a dedicated-mode ztunnel for workload info, with the local
+// config at cfgPath and the shared LOCAL_CA_DIR.
+func (h *harness) ztunnelEnv(info, cfgPath string) []string {
+	return []string{
+		"PROXY_MODE=dedicated", "PROXY_WORKLOAD_INFO=" + info,
+		"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + h.caDir,
+		"PACKET_MARK=1337", "RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=1s",
+	}
+}
+
+// startZtunnel runs one ztunnel in ns and waits for /healthz/ready.
+func (h *harness) startZtunnel(ctx context.Context, name string, ns *netns, env []string) (*proc, error) {
+	p, err := h.start(name, ns, env, h.ztunnel, "proxy", "ztunnel")
+	if err != nil {
+		return nil, err
+	}
+	err = waitFor(ctx, name+" ready", p, 30*time.Second, func() bool {
+		return httpStatus(ctx, ns, "http://127.0.0.1:15021/healthz/ready") == http.StatusOK
+	})
+	return p, err
+}
+
+// startZtunnels runs the dedicated-mode ztunnels of pods A and B, as e2e/dedicated_test.go does.
+func (h *harness) startZtunnels(ctx context.Context) error {
+	cfgPath := filepath.Join(h.tmp, "mesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(meshConfig), 0o600); err != nil {
+		return err
+	}
+	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
+		h.logf("starting ztunnel in pods a (client) and b (server)")
+		za, err := h.startZtunnel(ctx, "ztunnel-a", h.a, h.ztunnelEnv("default/client/client", cfgPath))
+		if err != nil {
+			return nil, err
+		}
+		zb, err := h.startZtunnel(ctx, "ztunnel-b", h.b, h.ztunnelEnv("default/server/server", cfgPath))
+		if err != nil {
+			return []*proc{za}, err
+		}
+		return []*proc{za, zb}, nil
+	}}
+	var err error
+	if g.procs, err = g.start(ctx); err != nil {
+		return err
+	}
+	if h.opts.paths[pathPassthrough] {
+		h.paths = append(h.paths, &path{name: pathPassthrough, from: h.a, group: g, members: []int{0},
+			echo: addr(ipX, portEcho), source: addr(ipX, portSource), oneShot: addr(ipX, portOneShot)})
+	}
+	if h.opts.paths[pathHBONE] {
+		h.paths = append(h.paths, &path{name: pathHBONE, from: h.a, group: g, members: []int{0, 1},
+			echo: addr(ipB, portEcho), source: addr(ipB, portSource), oneShot: addr(ipB, portOneShot)})
+	}
+	return nil
+}
+
+// restart stops the processes of g and starts them again.
+func (h *harness) restart(ctx context.Context, g *proxyGroup) error {
+	for _, p := range g.procs {
+		h.stopProc(p)
+	}
+	var err error
+	g.procs, err = g.start(ctx)
+	return err
+}
+
+// stopProc stops p and forgets it.
+func (h *harness) stopProc(p *proc) {
+	p.stop(3 * time.Second)
+	for i, q := range h.procs {
+		if q == p {
+			h.procs = append(h.procs[:i], h.procs[i+1:]...)
+			break
+		}
+	}
+}
+
+// startTLSRelay runs the two sides of the Go TLS relay (this binary in a relay role).
+func (h *harness) startTLSRelay(ctx context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	certs := filepath.Join(h.tmp, "relay-certs")
+	if err := os.Mkdir(certs, 0o700); err != nil {
+		return err
+	}
+	if err := writeRelayCerts(certs); err != nil {
+		return err
+	}
+	var cmap, smap []string
+	for i := range appPorts {
+		cmap = append(cmap, fmt.Sprintf("127.0.0.1:%d=%s", tlsClientBase+i+1, addr(ipX, tlsServerBase+i+1)))
+		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=127.0.0.1:%d", tlsServerBase+i+1, appPorts[i]))
+	}
+	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
+		h.logf("starting the Go TLS 1.3 relay pair in c and x")
+		srv, err := h.start("tls-server", h.x, []string{roleEnv + "=" + roleTLSServer}, self, "-certs", certs, "-map", strings.Join(smap, ","))
+		if err != nil {
+			return nil, err
+		}
+		if err := waitFor(ctx, "tls-server listening", srv, 10*time.Second, func() bool {
+			return canDial(ctx, h.x, addr("127.0.0.1", tlsServerBase+len(appPorts)))
+		}); err != nil {
+			return []*proc{srv}, err
+		}
+		cli, err := h.start("tls-client", h.c, []string{roleEnv + "=" + roleTLSClient}, self, "-certs", certs, "-map", strings.Join(cmap, ","))
+		if err != nil {
+			return []*proc{srv}, err
+		}
+		err = waitFor(ctx, "tls-client listening", cli, 10*time.Second, func() bool {
+			return canDial(ctx, h.c, addr("127.0.0.1", tlsClientBase+len(appPorts)))
+		})
+		return []*proc{cli, srv}, err
+	}}
+	if g.procs, err = g.start(ctx); err != nil {
+		return err
+	}
+	h.paths = append(h.paths, &path{name: pathTLSRelay, from: h.c, group: g, members: []int{0, 1},
+		echo:    addr("127.0.0.1", tlsClientBase+1),
+		source:  addr("127.0.0.1", tlsClientBase+2),
+		oneShot: addr("127.0.0.1", tlsClientBase+3)})
+	return nil
+}
+
+// haproxyConfig is HAProxy as a plain L4 relay with kernel splicing both ways, accepting up to
+// maxconn connections (each takes two descriptors of its RLIMIT_NOFILE).
+func haproxyConfig(maxconn int) string {
+	var b strings.Builder
+	// maxpipes bounds the splice pipes (two descriptors each; the default, maxconn/4, would not fit
+	// 10,000 connections in a 20,000-descriptor limit). Only busy connections hold a pipe.
+	fmt.Fprintf(&b, `global
+    maxconn %d
+    maxpipes 256
+defaults
+    mode tcp
+    maxconn %d
+`, maxconn, maxconn)
+	b.WriteString(`    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+    option splice-request
+    option splice-response
+`)
+	for i, port := range appPorts {
+		fmt.Fprintf(&b, "listen app%d\n    bind 127.0.0.1:%d\n    server s %s\n", port, haproxyBase+i+1, addr(ipX, port))
+	}
+	return b.String()
+}
+
+// startHAProxy runs HAProxy in C when it is installed; otherwise the path is skipped with a note.
+func (h *harness) startHAProxy(ctx context.Context) error {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		h.note("haproxy path skipped: haproxy is not installed (Debian package haproxy)")
+		return nil
+	}
+	cfg := filepath.Join(h.tmp, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(haproxyConfig(h.opts.idleConns+100)), 0o600); err != nil {
+		return err
+	}
+	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
+		h.logf("starting HAProxy (TCP mode, splice) in c")
+		p, err := h.start("haproxy", h.c, nil, bin, "-db", "-f", cfg)
+		if err != nil {
+			return nil, err
+		}
+		err = waitFor(ctx, "haproxy listening", p, 10*time.Second, func() bool {
+			return canDial(ctx, h.c, addr("127.0.0.1", haproxyBase+len(appPorts)))
+		})
+		return []*proc{p}, err
+	}}
+	if g.procs, err = g.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		for _, p := range g.procs {
+			h.stopProc(p)
+		}
+		h.note(fmt.Sprintf("haproxy path skipped: it did not start: %v", err))
+		return nil
+	}
+	h.paths = append(h.paths, &path{name: pathHAProxy, from: h.c, group: g, members: []int{0},
+		echo:    addr("127.0.0.1", haproxyBase+1),
+		source:  addr("127.0.0.1", haproxyBase+2),
+		oneShot: addr("127.0.0.1", haproxyBase+3)})
+	return nil
+}
+
+func (h *harness) note(s string) {
+	h.notes = append(h.notes, s)
+	h.logf("note: %s", s)
+}
+
+// idleRSS starts one ztunnel whose config holds the idle workloads, waits until it is ready
+// and has settled, reads its RSS and stops it.
+func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (int64, error) {
+	var err error
+	if h.idle == nil {
+		if h.idle, err = h.topo.netns("idle"); err != nil {
+			return 0, err
+		}
+		if err := ip("-n", h.idle.name, "addr", "add", "10.250.0.1/32", "dev", "lo"); err != nil {
+			return 0, err
+		}
+		cfg := filepath.Join(h.tmp, "idle.yaml")
+		if err := os.WriteFile(cfg, []byte(idleConfig(h.opts.idleWorkloads)), 0o600); err != nil {
+			return 0, err
+		}
+	}
+	env := h.ztunnelEnv("ns0/w0/sa0", filepath.Join(h.tmp, "idle.yaml"))
+	p, err := h.startZtunnel(ctx, "ztunnel-idle", h.idle, env)
+	defer func() {
+		if p != nil {
+			h.stopProc(p)
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(settle):
+	}
+	return procRSS(p.pid())
+}
+
+// writeLocalCA writes an Istio plugged-in CA layout (a self-signed root that signs directly)
+// into dir, for LOCAL_CA_DIR shared by both ztunnels.
+func writeLocalCA(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{Organization: []string{"ztunnel-bench"}, CommonName: "ztunnel-bench CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(48 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for name, data := range map[string][]byte{
+		"ca-cert.pem": certPEM, "root-cert.pem": certPEM, "cert-chain.pem": certPEM,
+		"ca-key.pem": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}

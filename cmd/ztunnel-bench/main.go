@@ -1,0 +1,460 @@
+// Command ztunnel-bench is the standalone performance harness of issue 6. As root it builds its
+// own network namespaces (a node bridge and four pods, two of them with istio-cni's in-pod
+// redirection), starts two dedicated-mode ztunnels sharing a LOCAL_CA_DIR, a plain Go TLS 1.3
+// relay pair and HAProxy (when installed), and runs each scenario over every path side by side:
+//
+//	direct       client -> server, no proxy
+//	passthrough  client -> ztunnel (plain TCP relay) -> server outside the mesh
+//	hbone        client -> ztunnel =HBONE/mTLS= ztunnel -> server
+//	tls-relay    client -> Go relay =TLS 1.3, mutual certificates= Go relay -> server
+//	haproxy      client -> HAProxy (TCP mode, splice) -> server
+//
+// Scenarios: S1 one bulk stream (throughput, proxy CPU seconds per GiB), S2 eight bulk streams,
+// S3 new connections per second (TCP_CRR), S4 1-byte round-trip latency (TCP_RR), S5 RSS per
+// idle connection, S6 S4 under an S1 stream on the same path, and the idle RSS of one ztunnel
+// with 1,000 workloads. Each figure is the median of -reps repetitions with min and max.
+// Progress goes to stderr; stdout gets one table, or JSON (-json), or markdown (-markdown).
+// Everything it made is removed at the end, on error and on Ctrl-C.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(runRelay(role, os.Args[1:]))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the parsed flags.
+type options struct {
+	ztunnel       string
+	duration      time.Duration // S1, S2 and the bulk stream of S6
+	rrDuration    time.Duration // S3, S4 and the round trips of S6
+	reps          int
+	idleConns     int
+	idleWorkloads int
+	settle        time.Duration // wait before reading RSS (S5, idle)
+	scenarios     map[string]bool
+	paths         map[string]bool
+	json          bool
+	markdown      bool
+	abrupt        bool   // end bulk streams by closing with data in flight instead of draining
+	render        string // a saved -json report to print instead of running
+	keep          bool   // keep the temporary directory (process logs, configs)
+}
+
+// set parses a comma-separated selection of allowed names ("all" for every one).
+func parseSet(s string, allowed []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.ToLower(strings.TrimSpace(name))
+		switch {
+		case name == "all":
+			for _, a := range allowed {
+				out[a] = true
+			}
+		case slices.Contains(allowed, name):
+			out[name] = true
+		default:
+			return nil, fmt.Errorf("unknown name %q (want some of %s, or all)", name, strings.Join(allowed, ","))
+		}
+	}
+	return out, nil
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("ztunnel-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.ztunnel, "ztunnel", "", "ztunnel binary (default: go build the module's cmd/ztunnel)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each bulk run (S1, S2, S6)")
+	fs.DurationVar(&o.rrDuration, "rr-duration", 5*time.Second, "length of each CRR/RR run (S3, S4, S6)")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of every figure (median, min, max)")
+	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle connections held through each path (S5)")
+	fs.IntVar(&o.idleWorkloads, "idle-workloads", 1000, "workloads in the config of the idle-RSS ztunnel")
+	fs.DurationVar(&o.settle, "settle", time.Second, "wait before reading RSS (S5, idle)")
+	scen := fs.String("scenarios", "all", "scenarios to run: "+strings.Join(allScenarios, ","))
+	paths := fs.String("paths", "all", "paths to measure: "+strings.Join(allPaths, ","))
+	fs.BoolVar(&o.json, "json", false, "write the report as JSON on stdout instead of the table")
+	fs.BoolVar(&o.markdown, "markdown", false, "write a markdown summary on stdout instead of the table")
+	fs.BoolVar(&o.abrupt, "abrupt", false, "end bulk streams by closing them with data in flight (as an aborted download does) instead of half-closing and draining")
+	fs.StringVar(&o.render, "render", "", "print a report saved with -json (as table, or -markdown) instead of measuring")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with the processes' logs and configs")
+	quick := fs.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]any{
+			"duration": 300 * time.Millisecond, "rr-duration": 200 * time.Millisecond,
+			"reps": 1, "idle-conns": 200, "settle": 200 * time.Millisecond,
+		} {
+			if set[name] {
+				continue
+			}
+			switch p := v.(type) {
+			case time.Duration:
+				fs.Lookup(name).Value.Set(p.String())
+			case int:
+				fs.Lookup(name).Value.Set(fmt.Sprint(p))
+			}
+		}
+	}
+	var err error
+	if o.scenarios, err = parseSet(*scen, allScenarios); err != nil {
+		return o, fmt.Errorf("-scenarios: %w", err)
+	}
+	if o.paths, err = parseSet(*paths, allPaths); err != nil {
+		return o, fmt.Errorf("-paths: %w", err)
+	}
+	switch {
+	case o.reps < 1 || o.reps > 100:
+		return o, fmt.Errorf("-reps %d: want 1..100", o.reps)
+	case o.duration <= 0 || o.duration > 10*time.Minute, o.rrDuration <= 0 || o.rrDuration > 10*time.Minute:
+		return o, fmt.Errorf("durations must be in (0, 10m]")
+	case o.idleConns < 1 || o.idleConns > 50000:
+		return o, fmt.Errorf("-idle-conns %d: want 1..50000", o.idleConns)
+	case o.idleWorkloads < 1 || o.idleWorkloads > 60000:
+		return o, fmt.Errorf("-idle-workloads %d: want 1..60000", o.idleWorkloads)
+	case o.json && o.markdown:
+		return o, fmt.Errorf("-json and -markdown are exclusive")
+	}
+	return o, nil
+}
+
+// run is the harness; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(stderr, "ztunnel-bench:", err)
+		return 2
+	}
+	if opts.render != "" {
+		return render(opts, stdout, stderr)
+	}
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "ztunnel-bench: SKIPPED: needs root on Linux (network namespaces, iptables, "+
+			"processes in pods); run it as root, e.g. `sudo make bench`")
+		return 0
+	}
+	nofile, err := raiseNofile(1 << 17)
+	if err != nil {
+		fmt.Fprintln(stderr, "ztunnel-bench: raise RLIMIT_NOFILE:", err)
+		return 1
+	}
+	// S5 costs two descriptors per connection in the harness (client and server ends) and in a
+	// plain relay (downstream and upstream); keep a margin for everything else.
+	var notes []string
+	if limit := (int(nofile) - 1200) / 2; opts.idleConns > limit {
+		notes = append(notes, fmt.Sprintf("S5 held %d idle connections, not %d: RLIMIT_NOFILE is %d and "+
+			"could not be raised (no CAP_SYS_RESOURCE)", limit, opts.idleConns, nofile))
+		opts.idleConns = limit
+	}
+	rep := &Report{Machine: machineInfo(), Settings: Settings{
+		Duration: opts.duration.String(), RRDuration: opts.rrDuration.String(), Reps: opts.reps,
+		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads,
+		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
+	}}
+	h := &harness{opts: opts, progress: stderr}
+	for _, n := range notes {
+		h.note(n)
+	}
+	err = h.setup(ctx)
+	if err == nil {
+		err = h.measure(ctx, rep)
+	}
+	if cerr := h.close(); cerr != nil {
+		fmt.Fprintln(stderr, "ztunnel-bench: cleanup:", cerr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "ztunnel-bench:", err)
+		return 1
+	}
+	rep.Notes = append(rep.Notes, h.notes...)
+	rep.Machine.LoadAtEnd = loadavg()
+	rep.summarize()
+	switch {
+	case opts.json:
+		err = rep.writeJSON(stdout)
+	case opts.markdown:
+		err = rep.writeMarkdown(stdout)
+	default:
+		err = rep.writeTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "ztunnel-bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// render prints a saved JSON report in the format the flags ask for.
+func render(opts options, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(opts.render)
+	var rep Report
+	if err == nil {
+		err = json.Unmarshal(b, &rep)
+	}
+	if err == nil {
+		switch {
+		case opts.json:
+			err = rep.writeJSON(stdout)
+		case opts.markdown:
+			err = rep.writeMarkdown(stdout)
+		default:
+			err = rep.writeTable(stdout)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "ztunnel-bench: -render:", err)
+		return 1
+	}
+	return 0
+}
+
+func selected(all []string, set map[string]bool) []string {
+	var out []string
+	for _, n := range all {
+		if set[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// measure runs every selected scenario on every path, repetition by repetition, so that drift
+// of a shared machine spreads over all paths alike. A failed run is noted and skipped; the
+// context ending stops everything.
+func (h *harness) measure(ctx context.Context, rep *Report) error {
+	for i := 1; i <= h.opts.reps; i++ {
+		for _, scen := range allScenarios {
+			if !h.opts.scenarios[scen] {
+				continue
+			}
+			if scen == scenIdle {
+				rss, err := h.idleRSS(ctx, 2*h.opts.settle)
+				if err := h.outcome(ctx, err, i, scen, "ztunnel"); err != nil {
+					return err
+				}
+				if err == nil {
+					rep.add(scenIdle, metRSS, "ztunnel", float64(rss)/(1<<20))
+					h.logf("[%d/%d] idle RSS, %d workloads: %.1f MiB", i, h.opts.reps, h.opts.idleWorkloads, float64(rss)/(1<<20))
+				}
+				continue
+			}
+			for _, p := range h.paths {
+				if scen == scenS5 && p.group == nil {
+					continue // no proxy, no RSS to attribute
+				}
+				err := h.runOne(ctx, rep, i, scen, p)
+				if err := h.outcome(ctx, err, i, scen, p.name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// outcome turns a run's error into the harness's: the context's end stops the harness, a
+// proxy that died stops it, anything else becomes a note.
+func (h *harness) outcome(ctx context.Context, err error, i int, scen, path string) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for _, p := range h.procs {
+		if p.exited() {
+			return fmt.Errorf("%s %s: %s exited (%v):\n%s", scen, path, p.name, p.err, p.tail())
+		}
+	}
+	h.note(fmt.Sprintf("repetition %d of %s on %s failed: %v", i, scen, path, err))
+	return nil
+}
+
+// runOne runs scenario scen once on p and records its figures.
+func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p *path) error {
+	progress := func(format string, args ...any) {
+		h.logf("[%d/%d] %s %-11s "+format, append([]any{i, h.opts.reps, strings.ToUpper(scen), p.name}, args...)...)
+	}
+	gbps := func(r bulkResult) float64 { return float64(r.bytes) * 8 / r.elapsed.Seconds() / 1e9 }
+	switch scen {
+	case scenS1, scenS2:
+		streams := 1
+		if scen == scenS2 {
+			streams = 8
+		}
+		r, err := bulk(ctx, p, streams, h.opts.duration, h.opts.abrupt)
+		if err != nil {
+			return err
+		}
+		rep.add(scen, metThroughput, p.name, gbps(r))
+		if scen == scenS1 && p.group != nil && r.bytes > 0 {
+			perGiB := r.cpu.Seconds() / (float64(r.bytes) / (1 << 30))
+			rep.add(scen, metCPU, p.name, perGiB)
+			progress("%.2f Gbit/s, %.3f CPU s/GiB", gbps(r), perGiB)
+		} else {
+			progress("%.2f Gbit/s", gbps(r))
+		}
+	case scenS3:
+		n, elapsed, err := crr(ctx, p, h.opts.rrDuration)
+		if err != nil {
+			return err
+		}
+		rate := float64(n) / elapsed.Seconds()
+		rep.add(scen, metRate, p.name, rate)
+		progress("%.0f conn/s", rate)
+	case scenS4:
+		samples, err := rr(ctx, p, h.opts.rrDuration)
+		if err != nil {
+			return err
+		}
+		h.addLatency(rep, scen, p.name, samples)
+		progress("p50 %v p99 %v p99.9 %v (%d round trips)", percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 0.999), len(samples))
+	case scenS5:
+		return h.runIdle(ctx, rep, p, progress)
+	case scenS6:
+		// The bulk stream starts first and outlasts the round trips on both sides.
+		warm := min(500*time.Millisecond, h.opts.rrDuration)
+		type result struct {
+			r   bulkResult
+			err error
+		}
+		bulkDone := make(chan result, 1)
+		go func() {
+			r, err := bulk(ctx, p, 1, h.opts.rrDuration+2*warm, h.opts.abrupt)
+			bulkDone <- result{r, err}
+		}()
+		select {
+		case <-ctx.Done():
+		case <-time.After(warm):
+		}
+		samples, err := rr(ctx, p, h.opts.rrDuration)
+		b := <-bulkDone
+		if err != nil {
+			return fmt.Errorf("round trips beside the bulk stream: %w", err)
+		}
+		if b.err != nil {
+			return b.err
+		}
+		h.addLatency(rep, scen, p.name, samples)
+		rep.add(scen, metThroughput, p.name, gbps(b.r))
+		progress("p50 %v p99 %v p99.9 %v under %.2f Gbit/s", percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 0.999), gbps(b.r))
+	}
+	return nil
+}
+
+func (h *harness) addLatency(rep *Report, scen, path string, samples []time.Duration) {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	rep.add(scen, metP50, path, us(percentile(samples, 0.5)))
+	rep.add(scen, metP99, path, us(percentile(samples, 0.99)))
+	rep.add(scen, metP999, path, us(percentile(samples, 0.999)))
+}
+
+// runIdle is S5: the path's proxies are restarted, so that memory left resident by earlier
+// scenarios (Go's heap, HAProxy's pools) does not absorb the new connections; one connection
+// warms the path up (certificates, the pooled HBONE connection); then the RSS of the proxies is
+// read before and after opening the idle connections.
+func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress func(string, ...any)) error {
+	if err := h.restart(ctx, p.group); err != nil {
+		return err
+	}
+	wait := func() error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(h.opts.settle):
+			return nil
+		}
+	}
+	warm, err := holdIdle(ctx, p, 1, time.Minute)
+	if err != nil {
+		return err
+	}
+	defer closeAll(warm)
+	if err := wait(); err != nil {
+		return err
+	}
+	before, err := sumRSS(p.pids())
+	if err != nil {
+		return err
+	}
+	conns, err := holdIdle(ctx, p, h.opts.idleConns, 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	if err := wait(); err != nil {
+		return err
+	}
+	after, err := sumRSS(p.pids())
+	if err != nil {
+		return err
+	}
+	per := float64(after-before) / float64(len(conns))
+	rep.add(scenS5, metPerConn, p.name, per)
+	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn", len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per)
+	return nil
+}
+
+// machineInfo describes the machine and its load now.
+func machineInfo() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAtStart: loadavg()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+			if k, v, ok := bytes.Cut(line, []byte(":")); ok && string(bytes.TrimSpace(k)) == "model name" {
+				m.CPUModel = string(bytes.TrimSpace(v))
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("haproxy", "-v").Output(); err == nil {
+		m.HAProxy, _, _ = strings.Cut(string(out), "\n")
+	}
+	return m
+}
+
+// loadavg returns the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

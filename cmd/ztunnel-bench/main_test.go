@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the relay roles, as the harness re-executes itself.
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(runRelay(role, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("SKIPPED: the harness needs root on Linux (network namespaces, iptables); run go test as root to include it")
+	}
+	for _, tool := range []string{"ip", "iptables-restore", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIPPED: %s is not installed", tool)
+		}
+	}
+}
+
+// benchNetns lists the namespaces harness runs create (prefix "zb").
+func benchNetns(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	var names []string
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "zb") {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+// TestQuickRun runs the whole harness in -quick mode with tiny durations, every path and every
+// scenario, and checks the JSON report and that nothing is left behind.
+func TestQuickRun(t *testing.T) {
+	needRoot(t)
+	before := benchNetns(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := run(ctx, []string{"-quick", "-json", "-duration", "200ms", "-rr-duration", "100ms",
+		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms"}, &stdout, &stderr)
+	t.Logf("harness took %v; progress:\n%s", time.Since(start).Round(time.Millisecond), stderr.String())
+	if code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	var rep Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
+	}
+	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay}
+	if _, err := exec.LookPath("haproxy"); err == nil {
+		paths = append(paths, pathHAProxy)
+	}
+	// S6 is left out on purpose: it measures head-of-line blocking, which may legitimately fail
+	// a repetition (it becomes a note).
+	want := []struct {
+		scenario, metric string
+		paths            []string
+	}{
+		{scenS1, metThroughput, paths},
+		{scenS1, metCPU, paths[1:]},
+		{scenS2, metThroughput, paths},
+		{scenS3, metRate, paths},
+		{scenS4, metP50, paths},
+		{scenS4, metP99, paths},
+		{scenS5, metPerConn, paths[1:]},
+		{scenIdle, metRSS, []string{"ztunnel"}},
+	}
+	for _, w := range want {
+		for _, p := range w.paths {
+			s := rep.find(w.scenario, w.metric, p)
+			if s == nil {
+				t.Errorf("%s %s %s: missing from the report", w.scenario, w.metric, p)
+				continue
+			}
+			if len(s.Values) != 1 || s.Median != s.Values[0] {
+				t.Errorf("%s %s %s: values %v median %v, want one value and its median", w.scenario, w.metric, p, s.Values, s.Median)
+			}
+			if w.metric != metPerConn && !(s.Median > 0) {
+				t.Errorf("%s %s %s = %v, want > 0", w.scenario, w.metric, p, s.Median)
+			}
+		}
+	}
+	if rep.Settings.Reps != 1 || rep.Settings.IdleConns != 50 || rep.Machine.CPUs < 1 {
+		t.Errorf("settings %+v machine %+v", rep.Settings, rep.Machine)
+	}
+	if len(rep.Targets) == 0 {
+		t.Error("no targets evaluated")
+	}
+	if after := benchNetns(t); !slices.Equal(after, before) {
+		t.Errorf("namespaces left behind: before %v, after %v", before, after)
+	}
+}
+
+// TestCancelCleansUp cancels a run in the middle of its measurements (what Ctrl-C does) and
+// checks it stops promptly and removes its namespaces.
+func TestCancelCleansUp(t *testing.T) {
+	needRoot(t)
+	before := benchNetns(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cancel as soon as the first figure is reported on stderr.
+	go func() {
+		buf := make([]byte, 4096)
+		var seen []byte
+		for {
+			n, err := pr.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if bytes.Contains(seen, []byte("[1/1]")) {
+				cancel()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var stdout bytes.Buffer
+	done := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		done <- run(ctx, []string{"-quick", "-paths", "direct,hbone", "-duration", "5s"}, &stdout, pw)
+	}()
+	var code int
+	select {
+	case code = <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("harness did not stop within 90 s of being cancelled")
+	}
+	pw.Close()
+	if code == 0 {
+		t.Errorf("exit status 0 after cancellation, want failure")
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("cancelled run printed a report:\n%s", stdout.String())
+	}
+	t.Logf("stopped after %v", time.Since(start).Round(time.Millisecond))
+	if after := benchNetns(t); !slices.Equal(after, before) {
+		t.Errorf("namespaces left behind: before %v, after %v", before, after)
+	}
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A real /proc/<pid>/stat line: utime 1234, stime 567 (fields 14 and 15).
+const statLine = "4242 (ztunnel) S 1 4242 4242 0 -1 4194560 2870 0 0 0 1234 567 0 0 20 0 9 0 12345 1300000000 6000 18446744073709551615 1 1 0 0 0 0 0 0 2143420159 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+
+func TestParseStatCPU(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"ztunnel", statLine, 18010 * time.Millisecond, true},
+		{"name with spaces and parens", strings.Replace(statLine, "(ztunnel)", "(a) b (c))", 1), 18010 * time.Millisecond, true},
+		{"zero", "1 (x) R 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n", 0, true},
+		{"no parens", "1 x R 0 0 0 0 0 0 0 0 0 0 0 0", 0, false},
+		{"truncated", "1 (x) R 0 0 0 0 0 0 0 0 0 0 5", 0, false},
+		{"not a number", "1 (x) R 0 0 0 0 0 0 0 0 0 0 abc 1 0 0", 0, false},
+		{"negative", "1 (x) R 0 0 0 0 0 0 0 0 0 0 -1 1 0 0", 0, false},
+	}
+	for _, c := range cases {
+		got, err := parseStatCPU([]byte(c.in))
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%s: got %v, %v; want %v, ok=%v", c.name, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func TestParseStatusRSS(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"ztunnel", "Name:\tztunnel\nVmPeak:\t 1300000 kB\nVmRSS:\t   24576 kB\nRssAnon:\t 12000 kB\n", 24576 << 10, true},
+		{"missing", "Name:\tx\nVmSize:\t 1 kB\n", 0, false},
+		{"kernel thread has no VmRSS", "Name:\tkthreadd\nState:\tS\n", 0, false},
+		{"bad unit", "VmRSS:\t 5 MB\n", 0, false},
+		{"bad number", "VmRSS:\t x kB\n", 0, false},
+		{"negative", "VmRSS:\t -5 kB\n", 0, false},
+	}
+	for _, c := range cases {
+		got, err := parseStatusRSS([]byte(c.in))
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%s: got %v, %v; want %v, ok=%v", c.name, got, err, c.want, c.ok)
+		}
+	}
+}
+
+// TestProcSelf reads the test's own process: CPU and RSS are positive and CPU grows with work.
+func TestProcSelf(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	pid := os.Getpid()
+	rss, err := procRSS(pid)
+	if err != nil || rss <= 0 {
+		t.Fatalf("procRSS = %d, %v", rss, err)
+	}
+	c0, err := procCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(150 * time.Millisecond); time.Now().Before(end); {
+	}
+	c1, err := procCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1-c0 < 50*time.Millisecond {
+		t.Errorf("CPU grew by %v over 150 ms of spinning, want >= 50 ms", c1-c0)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 1000; i++ {
+		s = append(s, time.Duration(i))
+	}
+	cases := []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500}, {0.99, 990}, {0.999, 999}, {1, 1000}, {0, 1}}
+	for _, c := range cases {
+		if got := percentile(s, c.q); got != c.want {
+			t.Errorf("percentile(1..1000, %v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("percentile(nil) = %v, want 0", got)
+	}
+	if got := percentile([]time.Duration{7}, 0.999); got != 7 {
+		t.Errorf("percentile([7], 0.999) = %v, want 7", got)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{5}, 5}}
+	for _, c := range cases {
+		in := append([]float64(nil), c.in...)
+		if got := median(in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+		if !equalFloats(in, c.in) {
+			t.Errorf("median modified its input: %v", in)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median(nil) is not NaN")
+	}
+}
+
+func equalFloats(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestParseFlags(t *testing.T) {
+	cases := []struct {
+		args    []string
+		ok      bool
+		dur, rr time.Duration
+		reps    int
+		paths   int
+	}{
+		{nil, true, 10 * time.Second, 5 * time.Second, 3, 5},
+		{[]string{"-quick"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 5},
+		{[]string{"-quick", "-reps", "3", "-duration", "1s"}, true, time.Second, 200 * time.Millisecond, 3, 5},
+		{[]string{"-paths", "hbone,tls-relay"}, true, 10 * time.Second, 5 * time.Second, 3, 2},
+		{[]string{"-paths", "hbone,nginx"}, false, 0, 0, 0, 0},
+		{[]string{"-scenarios", "s7"}, false, 0, 0, 0, 0},
+		{[]string{"-reps", "0"}, false, 0, 0, 0, 0},
+		{[]string{"-duration", "-1s"}, false, 0, 0, 0, 0},
+		{[]string{"-json", "-markdown"}, false, 0, 0, 0, 0},
+		{[]string{"extra"}, false, 0, 0, 0, 0},
+	}
+	for _, c := range cases {
+		o, err := parseFlags(c.args, io.Discard)
+		if (err == nil) != c.ok {
+			t.Errorf("%q: err = %v, want ok=%v", c.args, err, c.ok)
+			continue
+		}
+		if !c.ok {
+			continue
+		}
+		if o.duration != c.dur || o.rrDuration != c.rr || o.reps != c.reps || len(o.paths) != c.paths {
+			t.Errorf("%q: duration %v rr %v reps %d paths %v; want %v %v %d %d paths",
+				c.args, o.duration, o.rrDuration, o.reps, o.paths, c.dur, c.rr, c.reps, c.paths)
+		}
+	}
+}
+
+func TestParseMappings(t *testing.T) {
+	got, err := parseMappings("127.0.0.1:1=10.0.0.1:2,0.0.0.0:3=127.0.0.1:4")
+	want := []relayMapping{{"127.0.0.1:1", "10.0.0.1:2"}, {"0.0.0.0:3", "127.0.0.1:4"}}
+	if err != nil || len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("parseMappings = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", "a", "a=", "=b", "a=b,"} {
+		if _, err := parseMappings(bad); err == nil {
+			t.Errorf("parseMappings(%q) accepted", bad)
+		}
+	}
+}
+
+// TestTargets checks the ratios and differences the report derives from medians.
+func TestTargets(t *testing.T) {
+	r := &Report{}
+	for _, v := range []float64{4, 5, 6} { // median 5
+		r.add(scenS1, metThroughput, pathHBONE, v)
+	}
+	r.add(scenS1, metThroughput, pathTLSRelay, 4)
+	r.add(scenS1, metCPU, pathHBONE, 1)
+	r.add(scenS1, metCPU, pathTLSRelay, 2)
+	r.add(scenS4, metP50, pathHBONE, 50)
+	r.add(scenS4, metP50, pathDirect, 20)
+	r.add(scenS5, metPerConn, pathHBONE, 3000)
+	r.add(scenIdle, metRSS, "ztunnel", 12)
+	r.summarize()
+	want := map[string]struct {
+		v   float64
+		met bool
+	}{
+		"S1 throughput, HBONE / Go TLS relay":              {1.25, true},
+		"S1 CPU per GiB, HBONE / Go TLS relay":             {0.5, true},
+		"S4 p50 added by HBONE over direct":                {30, false},
+		"S5 RSS per idle connection, HBONE (both proxies)": {3000, false},
+		"Idle RSS, one ztunnel with the idle workloads":    {12, true},
+	}
+	if len(r.Targets) != len(want) {
+		t.Errorf("got %d targets, want %d: %+v", len(r.Targets), len(want), r.Targets)
+	}
+	for _, tg := range r.Targets {
+		w, ok := want[tg.Name]
+		if !ok {
+			t.Errorf("unexpected target %q", tg.Name)
+			continue
+		}
+		if math.Abs(tg.Measured-w.v) > 1e-9 || tg.Met != w.met {
+			t.Errorf("%s: measured %v met %v, want %v %v", tg.Name, tg.Measured, tg.Met, w.v, w.met)
+		}
+	}
+	if s := r.find(scenS1, metThroughput, pathHBONE); s.Median != 5 || s.Min != 4 || s.Max != 6 {
+		t.Errorf("S1 hbone summary = %v [%v-%v], want 5 [4-6]", s.Median, s.Min, s.Max)
+	}
+	var table, md bytes.Buffer
+	if err := r.writeTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.writeMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"5.00 [4.00-6.00]", "MISSED", "met"} {
+		if !strings.Contains(table.String(), sub) || !strings.Contains(md.String(), sub) {
+			t.Errorf("table or markdown lacks %q:\n%s\n%s", sub, table.String(), md.String())
+		}
+	}
+	if !strings.HasPrefix(md.String(), "| scenario | metric | unit | direct | hbone | tls-relay | ztunnel |\n") {
+		t.Errorf("markdown header:\n%s", md.String())
+	}
+}
+
+func TestIdleConfig(t *testing.T) {
+	cfg := idleConfig(1000)
+	if n := strings.Count(cfg, "- uid: "); n != 1000 {
+		t.Errorf("idleConfig(1000) has %d workloads", n)
+	}
+	for _, sub := range []string{`workloadIps: ["10.250.0.1"]`, `workloadIps: ["10.250.3.250"]`, "name: w0\n  namespace: ns0\n  serviceAccount: sa0"} {
+		if !strings.Contains(cfg, sub) {
+			t.Errorf("idleConfig lacks %q", sub)
+		}
+	}
+}
+
+func FuzzParseStatCPU(f *testing.F) {
+	f.Add([]byte(statLine))
+	f.Add([]byte("1 (a) b) R 0 0 0 0 0 0 0 0 0 0 1 1"))
+	f.Add([]byte(")"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := parseStatCPU(b)
+		if err == nil && d < 0 {
+			t.Errorf("negative CPU time %v", d)
+		}
+	})
+}
+
+func FuzzParseStatusRSS(f *testing.F) {
+	f.Add([]byte("Name:\tztunnel\nVmRSS:\t   24576 kB\n"))
+	f.Add([]byte("VmRSS: 1 kB"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := parseStatusRSS(b)
+		if err == nil && n < 0 {
+			t.Errorf("negative RSS %d", n)
+		}
+	})
+}
+
+func FuzzParseMappings(f *testing.F) {
+	f.Add("127.0.0.1:7201=10.244.0.4:7301,127.0.0.1:7202=10.244.0.4:7302")
+	f.Add("a=b")
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := parseMappings(s)
+		if err != nil {
+			return
+		}
+		for _, m := range ms {
+			if m.listen == "" || m.upstream == "" || strings.Contains(m.listen, ",") {
+				t.Errorf("bad mapping %+v from %q", m, s)
+			}
+		}
+	})
+}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Path names, in table column order.
+const (
+	pathDirect      = "direct"
+	pathPassthrough = "passthrough"
+	pathHBONE       = "hbone"
+	pathTLSRelay    = "tls-relay"
+	pathHAProxy     = "haproxy"
+)
+
+var allPaths = []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathHAProxy}
+
+// Scenario names.
+const (
+	scenS1   = "s1"
+	scenS2   = "s2"
+	scenS3   = "s3"
+	scenS4   = "s4"
+	scenS5   = "s5"
+	scenS6   = "s6"
+	scenIdle = "idle"
+)
+
+var allScenarios = []string{scenS1, scenS2, scenS3, scenS4, scenS5, scenS6, scenIdle}
+
+// Metric names and their units.
+const (
+	metThroughput = "throughput" // Gbit/s
+	metCPU        = "cpu"        // proxy CPU seconds per GiB
+	metRate       = "rate"       // connections per second
+	metP50        = "p50"        // microseconds
+	metP99        = "p99"
+	metP999       = "p99.9"
+	metPerConn    = "per-conn" // bytes of RSS per idle connection
+	metRSS        = "rss"      // MiB
+)
+
+var units = map[string]string{
+	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metRate: "conn/s",
+	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
+}
+
+// Series is every repetition of one figure.
+type Series struct {
+	Scenario string    `json:"scenario"`
+	Metric   string    `json:"metric"`
+	Unit     string    `json:"unit"`
+	Path     string    `json:"path"` // "ztunnel" for the idle-RSS check
+	Values   []float64 `json:"values"`
+	Median   float64   `json:"median"`
+	Min      float64   `json:"min"`
+	Max      float64   `json:"max"`
+}
+
+// Target is one goal of issue 6, checked against the medians of this run.
+type Target struct {
+	Name     string  `json:"name"`
+	Measured float64 `json:"measured"`
+	Op       string  `json:"op"` // ">=" or "<="
+	Goal     float64 `json:"goal"`
+	Unit     string  `json:"unit"`
+	Met      bool    `json:"met"`
+}
+
+// Machine describes where the run happened, load included.
+type Machine struct {
+	CPUs        int    `json:"cpus"`
+	CPUModel    string `json:"cpu_model"`
+	Kernel      string `json:"kernel"`
+	GoVersion   string `json:"go_version"`
+	HAProxy     string `json:"haproxy,omitempty"`
+	LoadAtStart string `json:"loadavg_start"`
+	LoadAtEnd   string `json:"loadavg_end"`
+}
+
+// Settings are the knobs the run used.
+type Settings struct {
+	Duration      string   `json:"duration"`
+	RRDuration    string   `json:"rr_duration"`
+	Reps          int      `json:"reps"`
+	IdleConns     int      `json:"idle_conns"`
+	IdleWorkloads int      `json:"idle_workloads"`
+	Scenarios     []string `json:"scenarios"`
+	Paths         []string `json:"paths"`
+}
+
+// Report is the whole result of a run, the -json output.
+type Report struct {
+	Machine  Machine   `json:"machine"`
+	Settings Settings  `json:"settings"`
+	Results  []*Series `json:"results"`
+	Targets  []Target  `json:"targets"`
+	Notes    []string  `json:"notes,omitempty"`
+}
+
+// add records one repetition's value.
+func (r *Report) add(scenario, metric, path string, v float64) {
+	for _, s := range r.Results {
+		if s.Scenario == scenario && s.Metric == metric && s.Path == path {
+			s.Values = append(s.Values, v)
+			return
+		}
+	}
+	r.Results = append(r.Results, &Series{Scenario: scenario, Metric: metric, Unit: units[metric], Path: path, Values: []float64{v}})
+}
+
+// find returns the series or nil.
+func (r *Report) find(scenario, metric, path string) *Series {
+	for _, s := range r.Results {
+		if s.Scenario == scenario && s.Metric == metric && s.Path == path {
+			return s
+		}
+	}
+	return nil
+}
+
+// summarize fills Median, Min and Max of every series and evaluates the targets.
+func (r *Report) summarize() {
+	for _, s := range r.Results {
+		s.Median, s.Min, s.Max = median(s.Values), slices.Min(s.Values), slices.Max(s.Values)
+	}
+	r.Targets = r.Targets[:0]
+	med := func(scen, met, path string) (float64, bool) {
+		s := r.find(scen, met, path)
+		if s == nil {
+			return 0, false
+		}
+		return s.Median, true
+	}
+	ratio := func(name string, num, den [3]string, op string, goal float64) {
+		a, ok1 := med(num[0], num[1], num[2])
+		b, ok2 := med(den[0], den[1], den[2])
+		if ok1 && ok2 && b != 0 {
+			r.addTarget(name, a/b, op, goal, "x")
+		}
+	}
+	diff := func(name string, a, b [3]string, op string, goal float64) {
+		x, ok1 := med(a[0], a[1], a[2])
+		y, ok2 := med(b[0], b[1], b[2])
+		if ok1 && ok2 {
+			r.addTarget(name, x-y, op, goal, "us")
+		}
+	}
+	ratio("S1 throughput, HBONE / Go TLS relay",
+		[3]string{scenS1, metThroughput, pathHBONE}, [3]string{scenS1, metThroughput, pathTLSRelay}, ">=", 1.25)
+	ratio("S1 CPU per GiB, HBONE / Go TLS relay",
+		[3]string{scenS1, metCPU, pathHBONE}, [3]string{scenS1, metCPU, pathTLSRelay}, "<=", 0.8)
+	ratio("S1 throughput, passthrough / HAProxy splice",
+		[3]string{scenS1, metThroughput, pathPassthrough}, [3]string{scenS1, metThroughput, pathHAProxy}, ">=", 1.0)
+	ratio("S2 / S1 throughput, HBONE",
+		[3]string{scenS2, metThroughput, pathHBONE}, [3]string{scenS1, metThroughput, pathHBONE}, ">=", 1.0)
+	ratio("S3 connection rate, HBONE / passthrough",
+		[3]string{scenS3, metRate, pathHBONE}, [3]string{scenS3, metRate, pathPassthrough}, ">=", 0.6)
+	diff("S4 p50 added by HBONE over direct",
+		[3]string{scenS4, metP50, pathHBONE}, [3]string{scenS4, metP50, pathDirect}, "<=", 25)
+	diff("S4 p99 added by HBONE over direct",
+		[3]string{scenS4, metP99, pathHBONE}, [3]string{scenS4, metP99, pathDirect}, "<=", 150)
+	if v, ok := med(scenS5, metPerConn, pathHBONE); ok {
+		r.addTarget("S5 RSS per idle connection, HBONE (both proxies)", v, "<=", 2048, "B")
+	}
+	ratio("S6 p99 / S4 p99, HBONE",
+		[3]string{scenS6, metP99, pathHBONE}, [3]string{scenS4, metP99, pathHBONE}, "<=", 2)
+	if v, ok := med(scenIdle, metRSS, "ztunnel"); ok {
+		r.addTarget("Idle RSS, one ztunnel with the idle workloads", v, "<=", 16, "MiB")
+	}
+}
+
+func (r *Report) addTarget(name string, v float64, op string, goal float64, unit string) {
+	met := v >= goal
+	if op == "<=" {
+		met = v <= goal
+	}
+	r.Targets = append(r.Targets, Target{Name: name, Measured: v, Op: op, Goal: goal, Unit: unit, Met: met})
+}
+
+// median of values (not modified); NaN for none.
+func median(values []float64) float64 {
+	if len(values) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(values)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// rows returns the (scenario, metric) pairs in the order they were first recorded, with the
+// idle-RSS row last, and the paths present in column order.
+func (r *Report) rows() (rows [][2]string, paths []string) {
+	seen := map[[2]string]bool{}
+	havePath := map[string]bool{}
+	for _, s := range r.Results {
+		k := [2]string{s.Scenario, s.Metric}
+		if !seen[k] {
+			seen[k] = true
+			rows = append(rows, k)
+		}
+		havePath[s.Path] = true
+	}
+	slices.SortStableFunc(rows, func(a, b [2]string) int {
+		return slices.Index(allScenarios, a[0]) - slices.Index(allScenarios, b[0])
+	})
+	for _, p := range append(slices.Clone(allPaths), "ztunnel") {
+		if havePath[p] {
+			paths = append(paths, p)
+		}
+	}
+	return rows, paths
+}
+
+// cell formats a series as "median [min-max]", or "-" when absent.
+func cell(s *Series, withRange bool) string {
+	if s == nil {
+		return "-"
+	}
+	if !withRange || len(s.Values) == 1 {
+		return fmtNum(s.Median)
+	}
+	return fmt.Sprintf("%s [%s-%s]", fmtNum(s.Median), fmtNum(s.Min), fmtNum(s.Max))
+}
+
+// fmtNum prints three significant figures, without exponent for the ranges here.
+func fmtNum(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+var scenarioTitle = map[string]string{
+	scenS1: "S1 bulk, 1 stream", scenS2: "S2 bulk, 8 streams", scenS3: "S3 TCP_CRR",
+	scenS4: "S4 TCP_RR", scenS5: "S5 idle conns", scenS6: "S6 RR under bulk", scenIdle: "idle RSS",
+}
+
+// writeTable writes the human table: one row per figure, one column per path.
+func (r *Report) writeTable(w io.Writer) error {
+	rows, paths := r.rows()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "scenario\tmetric\tunit\t%s\n", strings.Join(paths, "\t"))
+	for _, row := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s", scenarioTitle[row[0]], row[1], units[row[1]])
+		for _, p := range paths {
+			fmt.Fprintf(tw, "\t%s", cell(r.find(row[0], row[1], p), true))
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nmedian [min-max] of %d repetitions; duration %s (S1, S2, S6 bulk), %s (S3, S4, S6 RR)\n",
+		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration)
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets (issue 6), from the medians above:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range r.Targets {
+			fmt.Fprintf(tw, "  %s\t%s %s\t%s %s %s\t%s\n", t.Name, fmtNum(t.Measured), t.Unit, t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
+		}
+		tw.Flush()
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s; load average at start %s, at end %s\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+	return nil
+}
+
+func metWord(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// writeMarkdown writes the summary benchmarks/README.md embeds.
+func (r *Report) writeMarkdown(w io.Writer) error {
+	rows, paths := r.rows()
+	var b strings.Builder
+	fmt.Fprintf(&b, "| scenario | metric | unit | %s |\n", strings.Join(paths, " | "))
+	fmt.Fprintf(&b, "|---|---|---|%s\n", strings.Repeat("---|", len(paths)))
+	for _, row := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s |", scenarioTitle[row[0]], row[1], units[row[1]])
+		for _, p := range paths {
+			fmt.Fprintf(&b, " %s |", cell(r.find(row[0], row[1], p), true))
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5); %d workloads (idle RSS).\n",
+		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, r.Settings.IdleWorkloads)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+	if len(r.Targets) > 0 {
+		b.WriteString("\n| target | measured | goal | |\n|---|---|---|---|\n")
+		for _, t := range r.Targets {
+			fmt.Fprintf(&b, "| %s | %s %s | %s %s %s | %s |\n", t.Name, fmtNum(t.Measured), t.Unit, t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\nNote: %s\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
