@@ -475,11 +475,15 @@ func (s *Stream) Close() error {
 		return nil
 	}
 	s.localClosed = true
+	// Buffered bytes nobody will read go back to the connection window, which every stream of
+	// the connection shares (the stream's own window dies with it).
+	unread := int64(s.recv.n)
 	s.recv.release()
 	s.closeDoneLocked()
 	finished := s.finished
 	canEnd := !finished && !s.wantEnd && s.err == nil && s.status == http.StatusOK
 	s.mu.Unlock()
+	s.c.creditConn(unread)
 	signal(s.wakeR)
 	if finished {
 		return nil
