@@ -2,36 +2,17 @@ package app
 
 import (
 	"context"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/config"
 	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
 )
-
-// waitGoroutines polls runtime.NumGoroutine until it is back to base, else fails with every
-// goroutine's stack. Call it after everything the test started was stopped.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines left, want at most %d:\n%s", n, base, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestRunNoGoroutineLeak runs a shared-mode App (local config, FAKE_CA, a fake istio-cni with no
 // pods, the admin, stats and readiness servers on ephemeral loopback ports) until it is ready,
@@ -57,7 +38,7 @@ func TestRunNoGoroutineLeak(t *testing.T) {
 	cfg.Listen.Stats = config.Address{IP: lo}
 	cfg.Listen.Readiness = config.Address{IP: lo}
 
-	base := runtime.NumGoroutine()
+	base := leakcheck.Baseline()
 	a, err := New(cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -81,5 +62,5 @@ func TestRunNoGoroutineLeak(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	waitGoroutines(t, base)
+	leakcheck.Wait(t, base)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -200,7 +201,7 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 			if code != 200 {
 				t.Fatalf("metrics: %d", code)
 			}
-			if !hasMetric(body, "istio_tcp_connections_opened_total", `source_principal="`+sleepID+`"`,
+			if !promtext.Has(body, "istio_tcp_connections_opened_total", `source_principal="`+sleepID+`"`,
 				`destination_principal="`+echoID+`"`, `connection_security_policy="mutual_tls"`) {
 				t.Errorf("metrics of %s lack the mTLS connection:\n%s", z.ns.Name(), grep(body, "istio_tcp"))
 			}
@@ -425,23 +426,6 @@ func nonEmptyLines(s string) []string {
 		}
 	}
 	return out
-}
-
-// hasMetric reports whether a sample line of metric carries every label.
-func hasMetric(body, metric string, labels ...string) bool {
-next:
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, metric+"{") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		return true
-	}
-	return false
 }
 
 func grep(body, sub string) string {

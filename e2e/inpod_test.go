@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -172,7 +173,7 @@ func TestSharedMode(t *testing.T) {
 				"dst.addr=10.244.1.3:15008", `src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`)) > 0
 		})
 		code, body := s.z1.get("127.0.0.1:15020", "/metrics")
-		if code != 200 || !hasMetric(body, "istio_tcp_connections_opened_total", `source_principal="`+sleepID+`"`,
+		if code != 200 || !promtext.Has(body, "istio_tcp_connections_opened_total", `source_principal="`+sleepID+`"`,
 			`destination_principal="`+echoID+`"`, `connection_security_policy="mutual_tls"`) {
 			t.Errorf("metrics (%d) lack the mTLS connection:\n%s", code, grep(body, "istio_tcp"))
 		}

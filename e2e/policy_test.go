@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"io"
 	"net"
 	"os"
@@ -160,7 +161,7 @@ func TestAuthorizationPolicies(t *testing.T) {
 		for reporter, z := range zs {
 			_, body := z.get("127.0.0.1:15020", "/metrics")
 			for _, m := range metrics {
-				before[reporter+m] = sumMetric(body, m, labels(reporter)...)
+				before[reporter+m] = promtext.Sum(body, m, labels(reporter)...)
 			}
 		}
 		msg := strings.Repeat("z", 12345)
@@ -178,7 +179,7 @@ func TestAuthorizationPolicies(t *testing.T) {
 		for reporter, z := range zs {
 			_, body := z.get("127.0.0.1:15020", "/metrics")
 			for _, m := range metrics {
-				if got := sumMetric(body, m, labels(reporter)...) - before[reporter+m]; got != 12345 {
+				if got := promtext.Sum(body, m, labels(reporter)...) - before[reporter+m]; got != 12345 {
 					t.Errorf("%s %s grew by %v, want 12345", reporter, m, got)
 				}
 			}
@@ -204,24 +205,4 @@ func errorAs(err error, target **net.OpError) bool {
 		err = u.Unwrap()
 	}
 	return false
-}
-
-// sumMetric sums the samples of metric whose labels contain every one of labels.
-func sumMetric(body, metric string, labels ...string) float64 {
-	var sum float64
-next:
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, metric+"{") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		var v float64
-		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-		sum += v
-	}
-	return sum
 }

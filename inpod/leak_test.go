@@ -1,34 +1,14 @@
 package inpod
 
 import (
-	"runtime"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"testing"
-	"time"
 )
-
-// waitGoroutines polls runtime.NumGoroutine until it is back to base, else fails with every
-// goroutine's stack. Call it after everything the test started was stopped.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines left, want at most %d:\n%s", n, base, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestClientNoGoroutineLeak runs a ZDS session (snapshot, a live Add and Del, the node agent
 // restarting) and checks that once Run returned every goroutine of the client ended.
 func TestClientNoGoroutineLeak(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := leakcheck.Baseline()
 	t.Run("session", func(t *testing.T) {
 		h := newHarness(t)
 		dir := t.TempDir()
@@ -55,5 +35,5 @@ func TestClientNoGoroutineLeak(t *testing.T) {
 		}
 		waitUntil(t, "ready again", func() bool { r, _ := h.lastReady(); return r })
 	}) // its cleanup cancels Run and waits for it
-	waitGoroutines(t, base)
+	leakcheck.Wait(t, base)
 }

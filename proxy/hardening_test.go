@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +96,7 @@ func TestSlowlorisHandshakeTimeout(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		body := e.metricsText(t)
-		if metricValue(body, "istio_tcp_sockets_open", `reporter="destination"`) == 0 {
+		if promtext.Sum(body, "istio_tcp_sockets_open", `reporter="destination"`) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -308,27 +309,8 @@ func TestOwnPortsRefused(t *testing.T) {
 	}
 	// Nothing is left behind by the refusals.
 	waitCond(t, "no live connection", func() bool {
-		return metricValue(e.metricsText(t), "istio_tcp_sockets_open") <= 1 // the HBONE client's connection
+		return promtext.Sum(e.metricsText(t), "istio_tcp_sockets_open") <= 1 // the HBONE client's connection
 	})
-}
-
-// waitGoroutines polls runtime.NumGoroutine until it is back to base, else fails with every
-// goroutine's stack.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines left, want at most %d:\n%s", n, base, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestDrainLeavesNoGoroutines moves traffic through every listener of a proxy (HBONE, the
@@ -356,7 +338,7 @@ func TestDrainLeavesNoGoroutines(t *testing.T) {
 	defer func() { e.proxy, e.ports = orig, origPorts }()
 	e.proxy, e.ports = p, cfg.Ports
 
-	base := runtime.NumGoroutine()
+	base := leakcheck.Baseline()
 	if err := p.Listen(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -386,5 +368,5 @@ func TestDrainLeavesNoGoroutines(t *testing.T) {
 		t.Fatal("Drain returned with a connection still open")
 	}
 	cc.Close()
-	waitGoroutines(t, base)
+	leakcheck.Wait(t, base)
 }

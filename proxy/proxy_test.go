@@ -6,7 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
-	"fmt"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"io"
 	"log/slog"
 	"net"
@@ -410,26 +410,6 @@ func (e *testEnv) metricsText(t *testing.T) string {
 	return rec.Body.String()
 }
 
-// metricValue sums the samples of name whose labels contain every one of labels.
-func metricValue(body, name string, labels ...string) float64 {
-	var sum float64
-next:
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		var v float64
-		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-		sum += v
-	}
-	return sum
-}
-
 // TestLongConnectionBytesAndSockets checks that a connection's bytes reach the metrics while it
 // is still open (periodic flush) and that open sockets are counted.
 func TestLongConnectionBytesAndSockets(t *testing.T) {
@@ -447,26 +427,26 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 	for {
 		e.proxy.conns.flushBytes()
 		body = e.metricsText(t)
-		if metricValue(body, "istio_tcp_received_bytes_total") == 10000 && metricValue(body, "istio_tcp_sent_bytes_total") == 10000 ||
+		if promtext.Sum(body, "istio_tcp_received_bytes_total") == 10000 && promtext.Sum(body, "istio_tcp_sent_bytes_total") == 10000 ||
 			time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	for _, reporter := range []string{"source", "destination"} {
-		got := metricValue(body, "istio_tcp_received_bytes_total", `reporter="`+reporter+`"`)
+		got := promtext.Sum(body, "istio_tcp_received_bytes_total", `reporter="`+reporter+`"`)
 		if got != 5000 {
 			t.Errorf("received bytes (%s) while open = %v, want 5000", reporter, got)
 		}
-		if got := metricValue(body, "istio_tcp_sent_bytes_total", `reporter="`+reporter+`"`); got != 5000 {
+		if got := promtext.Sum(body, "istio_tcp_sent_bytes_total", `reporter="`+reporter+`"`); got != 5000 {
 			t.Errorf("sent bytes (%s) while open = %v, want 5000", reporter, got)
 		}
 	}
 	// SOCKS5 (source) and the HBONE connection (destination) are open sockets.
-	if got := metricValue(body, "istio_tcp_sockets_open", `reporter="source"`); got != 1 {
+	if got := promtext.Sum(body, "istio_tcp_sockets_open", `reporter="source"`); got != 1 {
 		t.Errorf("open source sockets = %v, want 1", got)
 	}
-	if got := metricValue(body, "istio_tcp_sockets_open", `reporter="destination"`); got != 1 {
+	if got := promtext.Sum(body, "istio_tcp_sockets_open", `reporter="destination"`); got != 1 {
 		t.Errorf("open destination sockets = %v, want 1", got)
 	}
 	c.Close()
@@ -474,7 +454,7 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 	deadline = time.Now().Add(5 * time.Second)
 	for {
 		body = e.metricsText(t)
-		if metricValue(body, "istio_tcp_sockets_open", `reporter="source"`) == 0 {
+		if promtext.Sum(body, "istio_tcp_sockets_open", `reporter="source"`) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -483,7 +463,7 @@ func TestLongConnectionBytesAndSockets(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Flushed bytes are not counted twice at close.
-	if got := metricValue(body, "istio_tcp_received_bytes_total", `reporter="source"`); got != 5000 {
+	if got := promtext.Sum(body, "istio_tcp_received_bytes_total", `reporter="source"`); got != 5000 {
 		t.Errorf("received bytes after close = %v, want 5000", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ztunnel-go/ztunnel/internal/cnirules"
 	"net"
 	"os"
 	"os/exec"
@@ -173,52 +174,17 @@ func (n *netns) listen(addr string) (*net.TCPListener, error) {
 	return l.(*net.TCPListener), nil
 }
 
-// inpodRules is the iptables-restore input istio-cni installs in an ambient pod's netns
-// (IPv4 only, and without the port-53 DNS capture: the benchmarks use neither): PACKET_MARK
-// 1337 = 0x539 is ztunnel's own traffic, connmark 0x111 routes replies of its spoofed-source
-// connections back through table 100.
-const inpodRules = `*mangle
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:ISTIO_OUTPUT - [0:0]
-:ISTIO_PRERT - [0:0]
--A PREROUTING -j ISTIO_PRERT
--A OUTPUT -j ISTIO_OUTPUT
--A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
--A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:ISTIO_OUTPUT - [0:0]
-:ISTIO_PRERT - [0:0]
--A OUTPUT -j ISTIO_OUTPUT
--A PREROUTING -j ISTIO_PRERT
--A ISTIO_OUTPUT -d 169.254.7.127/32 -p tcp -m tcp -j ACCEPT
--A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT
--A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT
--A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
--A ISTIO_PRERT -s 169.254.7.127/32 -p tcp -m tcp -j ACCEPT
--A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
-COMMIT
-`
-
 // installInpodRedirect installs istio-cni's in-pod redirection in n: the rules above, and
 // fwmark 0x111 -> table 100 with a local default route.
 func (n *netns) installInpodRedirect() error {
 	cmd := exec.Command("ip", "netns", "exec", n.name, "iptables-restore", "--wait", "10", "--noflush")
-	cmd.Stdin = strings.NewReader(inpodRules)
+	cmd.Stdin = strings.NewReader(cnirules.IPv4)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("iptables-restore in %s: %w: %s", n.name, err, out)
 	}
-	if _, err := n.run("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"); err != nil {
+	if _, err := n.run("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", cnirules.RuleTable); err != nil {
 		return err
 	}
-	_, err := n.run("ip", "rule", "add", "fwmark", "0x111/0xfff", "pref", "32764", "lookup", "100")
+	_, err := n.run("ip", "rule", "add", "fwmark", cnirules.RuleMark, "pref", cnirules.RulePref, "lookup", cnirules.RuleTable)
 	return err
 }
