@@ -12,8 +12,6 @@ TEST_TIMEOUT ?= 12m
 # Fuzzing: `make fuzz` runs every Fuzz target for FUZZTIME; CI (`make test`) for FUZZTIME_CI.
 FUZZTIME    ?= 10s
 FUZZTIME_CI ?= 3s
-# Packages that start goroutines: `make test` runs them again under the race detector.
-RACE_PKGS   := ./hbone/... ./proxy/... ./netutil/... ./tls/certs/... ./workload/... ./xds/... ./admin/...
 
 .PHONY: all build run test vet bench bench-go fuzz fuzz-ci race clean proto demo
 
@@ -34,17 +32,17 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-# The whole suite: vet, unit and end-to-end tests (e2e needs root), then every benchmark once
-# so none of them rots.
+# The whole suite: vet; unit and end-to-end tests (e2e needs root) under the race detector; every
+# benchmark once so none of them rots; the deploy module; every fuzz target for FUZZTIME_CI.
 test: vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory race
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	$(MAKE) --no-print-directory race
 	$(MAKE) --no-print-directory fuzz-ci
 
+# The whole suite under the race detector (unit, end-to-end in network namespaces when root).
 race:
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
 # Every Fuzz target of the module, one after the other; stops at the first crasher and prints
 # its path under <package>/testdata/fuzz/ (keep it there as a regression case).
