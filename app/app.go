@@ -285,6 +285,7 @@ func (a *App) Run(ctx context.Context) error {
 		})
 	}
 	a.log.Info("ztunnel started", "version", version.Version, "mode", a.cfg.Mode.String())
+	releaseStartupMemory(a.log) // footprint.go
 
 	select {
 	case <-ctx.Done():

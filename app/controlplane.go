@@ -79,7 +79,7 @@ func (a *App) newXDS() error {
 		Store:    a.store,
 		OnDemand: cfg.XDS.OnDemand,
 		Headers:  cfg.XDS.Headers,
-		Ready:    a.ready.Register(readyXDS),
+		Ready:    withRelease(a.ready.Register(readyXDS), a.log),
 		Logger:   a.out.Logger("ztunnel::xds"),
 		Metrics:  a.metrics.Registerer(),
 	})

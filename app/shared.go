@@ -19,6 +19,9 @@ type sharedMode struct {
 	// notReady marks readyInpod done; nil while ready. Owned by the client's Run goroutine
 	// (the Ready callback), set first by newShared before that goroutine exists.
 	notReady func()
+	// released is set once the first complete snapshot has been served and start-up memory
+	// released (footprint.go). Owned like notReady.
+	released bool
 }
 
 // newShared prepares shared mode from the proxy settings every pod proxy shares.
@@ -41,6 +44,10 @@ func (a *App) newShared(base proxy.Config) error {
 			case ok && s.notReady != nil:
 				s.notReady()
 				s.notReady = nil
+				if !s.released {
+					s.released = true
+					releaseStartupMemory(a.log) // footprint.go
+				}
 			case !ok && s.notReady == nil:
 				s.notReady = a.ready.Register(readyInpod)
 			}
