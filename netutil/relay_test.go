@@ -52,16 +52,33 @@ type rig struct {
 	done           chan relayResult
 }
 
+// relayMode picks which of Relay's copy paths a rig exercises.
+type relayMode int
+
+const (
+	modeSplice    relayMode = iota // both ends *net.TCPConn: splice(2)
+	modeUserspace                  // both ends wrapped: Read/Write through buffers
+	modeMixed                      // a wrapped, b raw: b->a reads the socket with read(2)
+)
+
+// wrap returns a and b as Relay sees them in mode m.
+func (m relayMode) wrap(a, b *net.TCPConn) (net.Conn, net.Conn) {
+	switch m {
+	case modeUserspace:
+		return plainConn{a}, plainConn{b}
+	case modeMixed:
+		return plainConn{a}, b
+	}
+	return a, b
+}
+
 // newRig starts Relay (or RelayCounted when counters are given) between two
-// TCP connections, wrapped to force the user-space path when userspace is set.
-func newRig(t testing.TB, userspace bool, ca, cb *atomic.Int64) *rig {
+// TCP connections, wrapped as mode says.
+func newRig(t testing.TB, mode relayMode, ca, cb *atomic.Int64) *rig {
 	t.Helper()
 	client, a := tcpPair(t)
 	b, server := tcpPair(t)
-	var ra, rb net.Conn = a, b
-	if userspace {
-		ra, rb = plainConn{a}, plainConn{b}
-	}
+	ra, rb := mode.wrap(a, b)
 	r := &rig{client: client, server: server, done: make(chan relayResult, 1)}
 	go func() { // waited for through r.done (wait)
 		var res relayResult
@@ -89,9 +106,9 @@ func (r *rig) wait(t testing.TB) relayResult {
 }
 
 var paths = []struct {
-	name      string
-	userspace bool
-}{{"splice", false}, {"userspace", true}}
+	name string
+	mode relayMode
+}{{"splice", modeSplice}, {"userspace", modeUserspace}, {"mixed", modeMixed}}
 
 // sendStream writes n pseudo-random bytes (seeded) to w, then half-closes it.
 func sendStream(w *net.TCPConn, seed uint64, n int64) error {
@@ -150,7 +167,7 @@ func TestRelayIntactHalfClose(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
-			r := newRig(t, p.userspace, nil, nil)
+			r := newRig(t, p.mode, nil, nil)
 			errc := make(chan error, 1)
 			go func() { errc <- sendStream(r.client, 1, size) }()
 			if err := checkStream(r.server, 1, size); err != nil {
@@ -179,7 +196,7 @@ func TestRelayIntactHalfClose(t *testing.T) {
 func TestRelayResetClosesBoth(t *testing.T) {
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
-			r := newRig(t, p.userspace, nil, nil)
+			r := newRig(t, p.mode, nil, nil)
 			if _, err := r.client.Write([]byte("ping")); err != nil {
 				t.Fatal(err)
 			}
@@ -241,7 +258,7 @@ func TestRelayCountedLive(t *testing.T) {
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
 			var up, down atomic.Int64
-			r := newRig(t, p.userspace, &up, &down)
+			r := newRig(t, p.mode, &up, &down)
 			go func() {
 				r.client.Write(make([]byte, n))
 				r.server.Write(make([]byte, 3))
@@ -325,7 +342,7 @@ func TestRelayZeroAllocs(t *testing.T) {
 				if counted {
 					ca, cb = new(atomic.Int64), new(atomic.Int64)
 				}
-				pm := newPump(t, newRig(t, p.userspace, ca, cb))
+				pm := newPump(t, newRig(t, p.mode, ca, cb))
 				var err error
 				for range 4 { // warm up pools and buffers
 					if err = pm.step(); err != nil {
@@ -350,8 +367,12 @@ func TestRelayZeroAllocs(t *testing.T) {
 	}
 }
 
-func benchmarkRelay(b *testing.B, userspace bool) {
-	pm := newPump(b, newRig(b, userspace, nil, nil))
+func benchmarkRelay(b *testing.B, mode relayMode, counted bool) {
+	var ca, cb *atomic.Int64
+	if counted {
+		ca, cb = new(atomic.Int64), new(atomic.Int64)
+	}
+	pm := newPump(b, newRig(b, mode, ca, cb))
 	b.SetBytes(pumpChunk)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -363,10 +384,19 @@ func benchmarkRelay(b *testing.B, userspace bool) {
 }
 
 // BenchmarkRelayTCP relays between two *net.TCPConn: splice(2).
-func BenchmarkRelayTCP(b *testing.B) { benchmarkRelay(b, false) }
+func BenchmarkRelayTCP(b *testing.B) { benchmarkRelay(b, modeSplice, false) }
 
-// BenchmarkRelayCopy relays through the pooled user-space buffer.
-func BenchmarkRelayCopy(b *testing.B) { benchmarkRelay(b, true) }
+// BenchmarkRelayTCPCounted is BenchmarkRelayTCP through RelayCounted, as
+// the proxy calls it.
+func BenchmarkRelayTCPCounted(b *testing.B) { benchmarkRelay(b, modeSplice, true) }
+
+// BenchmarkRelayCopy relays through the pooled user-space buffer
+// (Read/Write: the path of an HBONE stream's direction).
+func BenchmarkRelayCopy(b *testing.B) { benchmarkRelay(b, modeUserspace, false) }
+
+// BenchmarkRelayRead relays from a raw TCP socket read with read(2) into a
+// pooled buffer (the path of a TCP leg towards an HBONE stream).
+func BenchmarkRelayRead(b *testing.B) { benchmarkRelay(b, modeMixed, false) }
 
 // TestRelayNoGoroutineLeak: every goroutine Relay starts has ended when it
 // returns.
@@ -377,10 +407,7 @@ func TestRelayNoGoroutineLeak(t *testing.T) {
 			func() {
 				client, a := tcpPair(t)
 				b, server := tcpPair(t)
-				var ra, rb net.Conn = a, b
-				if p.userspace {
-					ra, rb = plainConn{a}, plainConn{b}
-				}
+				ra, rb := p.mode.wrap(a, b)
 				done := make(chan struct{})
 				go func() { netutil.Relay(ra, rb); close(done) }()
 				client.Write([]byte("x"))
