@@ -82,13 +82,21 @@ func (b *recvBuf) release() {
 // deadline is a settable deadline whose expiry closes a channel, so that
 // blocked Read and Write calls can select on it (the same idea as the
 // standard library's net.Pipe).
+//
+// A lazy deadline starts with a nil channel (a select never picks it), so a
+// stream that never sets its read deadline allocates nothing for it. A
+// waiter that took the nil channel is not woken by set: the owner must wake
+// it another way (Stream.SetReadDeadline signals wakeR). An eager deadline
+// (makeDeadline) always has a channel, for waiters that cannot be woken
+// otherwise (writers blocked on wsem).
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline has passed
+	cancel chan struct{} // closed when the deadline has passed; nil: lazy and never armed
+	eager  bool          // replace a passed channel by a fresh one, never by nil
 }
 
-func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
+func makeDeadline() deadline { return deadline{cancel: make(chan struct{}), eager: true} }
 
 // set arms the deadline at t; the zero time disarms it.
 func (d *deadline) set(t time.Time) {
@@ -101,19 +109,25 @@ func (d *deadline) set(t time.Time) {
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
-			d.cancel = make(chan struct{})
+			d.cancel = nil
+			if d.eager {
+				d.cancel = make(chan struct{})
+			}
 		}
 		return
 	}
 	if dur := time.Until(t); dur > 0 {
-		if closed {
+		if d.cancel == nil || closed {
 			d.cancel = make(chan struct{})
 		}
 		cancel := d.cancel
 		d.timer = time.AfterFunc(dur, func() { close(cancel) })
 		return
 	}
-	if !closed {
+	if d.cancel == nil {
+		d.cancel = make(chan struct{})
+	}
+	if !isClosed(d.cancel) {
 		close(d.cancel)
 	}
 }

@@ -18,10 +18,20 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Sizes of the per-connection buffers. Tuned later by benchmarks.
+// Sizes of the per-connection buffers and socket tuning; see "HBONE engine"
+// in benchmarks/README.md for the measurements behind them.
 const (
-	readBufSize  = 32 << 10
-	writeBufSize = 32 << 10
+	// readBufSize: crypto/tls returns at most one record (16 KiB) per Read,
+	// so a larger bufio.Reader never fills further.
+	readBufSize = 16 << 10
+	// writeBufSize: one TLS record. A 64 KiB DATA frame then costs a copy
+	// of its first record (behind the frame header); the rest goes from the
+	// caller's buffer straight to crypto/tls.
+	writeBufSize = 16 << 10
+	// notSentLowat is the TCP_NOTSENT_LOWAT of the connection's socket:
+	// the most unsent bytes the kernel holds, so a small stream's frame
+	// waits behind at most this much of a bulk stream's.
+	notSentLowat = 128 << 10
 	// maxDataFrame caps the DATA frames we write, whatever the peer allows,
 	// so one stream cannot hold the write lock for long.
 	maxDataFrame = 64 << 10
@@ -133,9 +143,14 @@ type conn struct {
 	prematures int   // streams reset by the peer before we answered, in the window
 	maxResets  int   // budget of prematures per window
 
-	// Write side. wmu guards every field in this block; take it with
-	// lockWrite and release it with unlockWrite.
-	wmu          sync.Mutex
+	// Write side. wmu, the write lock, guards every field in this block;
+	// take it with lockWrite and release it with unlockWrite. It is a
+	// channel of capacity 1 rather than a sync.Mutex because a channel
+	// hands off in FIFO order: a bulk writer that releases it and asks again
+	// at once queues behind the small writers already waiting, instead of
+	// barging ahead of them for up to a millisecond (sync.Mutex's
+	// starvation threshold). Each turn writes at most one DATA frame.
+	wmu          chan struct{}
 	writers      atomic.Int32 // goroutines holding or waiting for wmu; the last one out flushes
 	bw           *bufio.Writer
 	wfr          *http2.Framer // write side only
@@ -189,6 +204,7 @@ type conn struct {
 
 func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	cfg = cfg.withDefaults()
+	limitUnsent(nc, notSentLowat)
 	c := &conn{
 		nc:             nc,
 		cfg:            cfg,
@@ -201,6 +217,7 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		br:             bufio.NewReaderSize(nc, readBufSize),
 		bw:             bufio.NewWriterSize(nc, writeBufSize),
 		ctrlWake:       make(chan struct{}, 1),
+		wmu:            make(chan struct{}, 1),
 		streams:        make(map[uint32]*Stream),
 		nextID:         1,
 		sendWindow:     initialWindow,
@@ -248,7 +265,7 @@ func (c *conn) now() int64 { return int64(time.Since(c.epoch)) }
 // caller must call unlockWrite, even when lockWrite fails.
 func (c *conn) lockWrite() error {
 	c.writers.Add(1)
-	c.wmu.Lock()
+	c.wmu <- struct{}{}
 	c.wlockedAt.Store(max(c.now(), 1))
 	if c.closeReq {
 		return errConnClosed
@@ -268,7 +285,7 @@ func (c *conn) unlockWrite() error {
 	}
 	closeNow := c.closeReq
 	c.wlockedAt.Store(0)
-	c.wmu.Unlock()
+	<-c.wmu
 	switch {
 	case err != nil:
 		c.fail(fmt.Errorf("hbone: write: %w", err))

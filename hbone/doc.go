@@ -25,8 +25,9 @@
 //
 //   - the read loop (ClientConn: started by NewClientConn; Server: the
 //     goroutine that called ServeConn) reads frames, copies DATA payloads
-//     straight from its bufio.Reader into the stream's receive buffer and
-//     never writes to the socket itself;
+//     straight from its bufio.Reader into the buffer of a Read waiting on
+//     the stream (or, when none waits or bytes are already buffered, into
+//     the stream's receive buffer) and never writes to the socket itself;
 //   - the control writer writes frames queued without blocking by the read
 //     loop and by stream readers (SETTINGS, PING, WINDOW_UPDATE, RST_STREAM,
 //     GOAWAY);
@@ -35,7 +36,10 @@
 // Application goroutines (Stream.Write, Connect, Respond) write DATA and
 // HEADERS frames themselves under the connection's write lock, into a
 // bufio.Writer that is flushed when the last waiting writer leaves, so frames
-// queued together share one TLS record and one syscall.
+// queued together share one TLS record and one syscall. The write lock is
+// handed over in FIFO order and held for one DATA frame at a time, and the
+// socket keeps at most 128 KiB unsent (TCP_NOTSENT_LOWAT), so a small
+// stream's frame waits behind at most one bulk frame plus that much.
 //
 // # Defences
 //

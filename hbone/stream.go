@@ -46,8 +46,16 @@ type Stream struct {
 	// response HEADERS; a channel so that waiting honours deadlines.
 	wsem chan struct{}
 
-	mu          sync.Mutex // guards the fields below
-	recv        recvBuf
+	mu   sync.Mutex // guards the fields below
+	recv recvBuf
+	// rwait is the buffer of the one reader blocked in Read for data, which
+	// the read loop fills straight from the connection's bufio.Reader while
+	// recv is empty (one copy fewer than through recv); rgot counts the bytes
+	// it put there. Only the reader that set rwait clears it; the read loop
+	// writes to it only under mu, so the buffer is never touched once its
+	// Read returned.
+	rwait       []byte
+	rgot        int
 	recvWindow  int64 // bytes the peer may still send on this stream
 	unacked     int64 // bytes consumed, not yet returned by WINDOW_UPDATE
 	recvEnd     bool  // the peer's END_STREAM arrived
@@ -63,7 +71,10 @@ type Stream struct {
 	respCh chan struct{} // client: closed when the response or a failure arrived
 	done   chan struct{} // closed when the stream terminates (err set) or is closed
 	wakeR  chan struct{} // capacity 1: data, END_STREAM or failure for readers
-	wakeW  chan struct{} // capacity 1: send window grew
+	// wakeW (capacity 1) tells a writer waiting in reserveSend that a send
+	// window grew. Guarded by c.mu; made by the first writer that has to
+	// wait, so streams that never wait do not allocate it.
+	wakeW chan struct{}
 
 	readDL, writeDL deadline
 }
@@ -75,11 +86,9 @@ func newStream(c *conn, id uint32, client bool) *Stream {
 		client:     client,
 		recvWindow: int64(c.cfg.StreamWindow),
 		wsem:       make(chan struct{}, 1),
+		writeDL:    makeDeadline(),
 		done:       make(chan struct{}),
 		wakeR:      make(chan struct{}, 1),
-		wakeW:      make(chan struct{}, 1),
-		readDL:     makeDeadline(),
-		writeDL:    makeDeadline(),
 	}
 	if client {
 		s.respCh = make(chan struct{})
@@ -110,13 +119,19 @@ func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.readDL.set(t)
+	s.SetReadDeadline(t)
 	s.writeDL.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read calls.
-func (s *Stream) SetReadDeadline(t time.Time) error { s.readDL.set(t); return nil }
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.readDL.set(t)
+	// A reader blocked before the first deadline waits on a nil channel
+	// (readDL is lazy): wake it so it picks up the new one.
+	signal(s.wakeR)
+	return nil
+}
 
 // SetWriteDeadline sets the deadline for Write and CloseWrite calls.
 func (s *Stream) SetWriteDeadline(t time.Time) error { s.writeDL.set(t); return nil }
@@ -124,13 +139,33 @@ func (s *Stream) SetWriteDeadline(t time.Time) error { s.writeDL.set(t); return 
 // Read reads tunnel bytes. It returns io.EOF after the peer's END_STREAM
 // and the buffered data before it; after a reset, buffered data comes
 // first and then the error.
+//
+// A reader that has to wait lends p to the read loop, which copies DATA
+// payload into it directly while nothing is buffered on the stream.
 func (s *Stream) Read(p []byte) (int, error) {
+	lent := false // p is in s.rwait
 	for {
 		dl := s.readDL.wait()
+		s.mu.Lock()
+		if lent {
+			lent = false
+			n := s.rgot
+			s.rwait, s.rgot = nil, 0
+			if n > 0 {
+				// Bytes the read loop delivered (already credited); top up
+				// from what was buffered after them.
+				if n < len(p) && s.recv.n > 0 {
+					return s.readBufferedLocked(p, n)
+				}
+				s.mu.Unlock()
+				return n, nil
+			}
+		}
 		if isClosed(dl) {
+			s.mu.Unlock()
+			signal(s.wakeR) // pass the wake-up on to another blocked reader
 			return 0, os.ErrDeadlineExceeded
 		}
-		s.mu.Lock()
 		if s.localClosed {
 			s.mu.Unlock()
 			return 0, errStreamClosed
@@ -140,18 +175,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				s.mu.Unlock()
 				return 0, nil
 			}
-			n := s.recv.read(p)
-			more := s.recv.n > 0
-			wu := s.creditLocked(int64(n))
-			s.mu.Unlock()
-			if wu > 0 {
-				s.c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
-			}
-			s.c.creditConn(int64(n))
-			if more {
-				signal(s.wakeR) // another reader may be waiting
-			}
-			return n, nil
+			return s.readBufferedLocked(p, 0)
 		}
 		if s.recvEnd {
 			s.mu.Unlock()
@@ -163,16 +187,37 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, err
 		}
-		s.mu.Unlock()
 		if len(p) == 0 {
+			s.mu.Unlock()
 			return 0, nil
 		}
+		if s.rwait == nil {
+			s.rwait, s.rgot, lent = p, 0, true
+		}
+		s.mu.Unlock()
 		select {
 		case <-s.wakeR:
 		case <-dl:
 		case <-s.done:
 		}
 	}
+}
+
+// readBufferedLocked moves buffered bytes into p[n:] (n bytes of p are
+// already filled and credited), credits what it moved and unlocks s.mu.
+func (s *Stream) readBufferedLocked(p []byte, n int) (int, error) {
+	k := s.recv.read(p[n:])
+	more := s.recv.n > 0
+	wu := s.creditLocked(int64(k))
+	s.mu.Unlock()
+	if wu > 0 {
+		s.c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
+	}
+	s.c.creditConn(int64(k))
+	if more {
+		signal(s.wakeR) // another reader may be waiting
+	}
+	return n + k, nil
 }
 
 // creditLocked accounts n consumed bytes and returns the stream
@@ -225,13 +270,32 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 		k := min(c.br.Buffered(), left)
 		if !drop {
 			b, _ := c.br.Peek(k)
+			var direct int64
+			var wu int64
 			s.mu.Lock()
 			drop = s.localClosed
 			if !drop {
-				s.recv.write(b)
+				if s.rwait != nil && s.recv.n == 0 && s.rgot < len(s.rwait) {
+					// A reader waits and nothing is buffered before these
+					// bytes: hand them over without the receive buffer.
+					m := copy(s.rwait[s.rgot:], b)
+					s.rgot += m
+					b = b[m:]
+					direct = int64(m)
+					wu = s.creditLocked(direct)
+				}
+				if len(b) > 0 {
+					s.recv.write(b)
+				}
 			}
 			s.mu.Unlock()
 			signal(s.wakeR)
+			if direct > 0 {
+				if wu > 0 {
+					c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
+				}
+				c.creditConn(direct)
+			}
 		}
 		c.br.Discard(k)
 		left -= k
@@ -415,6 +479,10 @@ func (s *Stream) reserveSend(want int) (int, error) {
 			c.mu.Unlock()
 			return int(k), nil
 		}
+		if s.wakeW == nil {
+			s.wakeW = make(chan struct{}, 1)
+		}
+		wakeW := s.wakeW
 		if c.sendWindow <= 0 && !s.connWaiting {
 			// Once: spurious wake-ups (the peer's WINDOW_UPDATEs on the
 			// stream) must not grow the list.
@@ -423,7 +491,7 @@ func (s *Stream) reserveSend(want int) (int, error) {
 		}
 		c.mu.Unlock()
 		select {
-		case <-s.wakeW:
+		case <-wakeW:
 		case <-dl:
 		case <-s.done:
 		case <-c.done:
