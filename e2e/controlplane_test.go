@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -72,22 +73,26 @@ func TestDedicatedModeWithControlPlane(t *testing.T) {
 	}
 	d := newDedicatedLabWith(t, startControlPlane)
 
-	// Both ztunnels are ready, so both acked both types; they said who they are.
+	// Both ztunnels are ready, so both applied both types; their ACKs follow on the stream
+	// (readiness does not wait for the server to receive them). They said who they are.
 	for _, typ := range []string{xdstest.AddressType, xdstest.AuthorizationType} {
-		acks := 0
-		for _, r := range xdsSrv.Requests() {
-			if r.TypeUrl == typ && r.ResponseNonce != "" && r.ErrorDetail == nil {
-				acks++
+		acks := func() int {
+			n := 0
+			for _, r := range xdsSrv.Requests() {
+				if r.TypeUrl == typ && r.ResponseNonce != "" && r.ErrorDetail == nil {
+					n++
+				}
 			}
-			if r.ErrorDetail != nil {
-				t.Errorf("NACK from ztunnel: %v", r.ErrorDetail)
-			}
-			if got := r.Metadata.Get("authorization"); !slices.Equal(got, []string{"Bearer e2e-token"}) {
-				t.Errorf("xds authorization header = %v", got)
-			}
+			return n
 		}
-		if acks < 2 {
-			t.Errorf("%d ACKs of %s, want one per ztunnel", acks, typ)
+		waitFor(t, "an ACK of "+typ+" from each ztunnel", 10*time.Second, func() bool { return acks() >= 2 })
+	}
+	for _, r := range xdsSrv.Requests() {
+		if r.ErrorDetail != nil {
+			t.Errorf("NACK from ztunnel: %v", r.ErrorDetail)
+		}
+		if got := r.Metadata.Get("authorization"); !slices.Equal(got, []string{"Bearer e2e-token"}) {
+			t.Errorf("xds authorization header = %v", got)
 		}
 	}
 
