@@ -47,12 +47,12 @@ func (p *Proxy) resolve(snap *workload.Snapshot, dst netip.AddrPort) (route, err
 	network := p.cfg.Network
 	if svc := snap.ServiceByVIP(network, dst.Addr()); svc != nil {
 		rt.dstSvc = svc
-		w, port, err := pickEndpoint(snap, svc, dst.Port(), network)
+		w, port, err := pickEndpoint(snap, svc, dst.Port())
 		if err != nil {
 			return rt, fmt.Errorf("service %s: %w", svc.Hostname, err)
 		}
 		rt.dstW = w
-		rt.target = netip.AddrPortFrom(workloadIP(w, network), port)
+		rt.target = netip.AddrPortFrom(workloadIP(w), port)
 	} else if w := snap.WorkloadByAddr(network, dst.Addr()); w != nil {
 		rt.dstW = w
 	}
@@ -73,7 +73,7 @@ func (p *Proxy) resolve(snap *workload.Snapshot, dst netip.AddrPort) (route, err
 
 // pickEndpoint chooses one of svc's endpoints at random (the snapshot already left out the
 // unhealthy ones unless the service's load balancer allows them) and maps the service port.
-func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, network string) (*workload.Workload, uint16, error) {
+func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16) (*workload.Workload, uint16, error) {
 	type cand struct {
 		w    *workload.Workload
 		port uint16
@@ -81,7 +81,7 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 	var cands []cand
 	for _, ep := range svc.Endpoints {
 		w := snap.WorkloadByUID(ep.WorkloadUID)
-		if w == nil || !workloadIP(w, network).IsValid() {
+		if w == nil || !workloadIP(w).IsValid() {
 			continue
 		}
 		port, ok := svc.TargetPort(ep, svcPort)
@@ -98,7 +98,7 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 }
 
 // workloadIP returns the workload's first address (the one HBONE reaches).
-func workloadIP(w *workload.Workload, _ string) netip.Addr {
+func workloadIP(w *workload.Workload) netip.Addr {
 	if len(w.WorkloadIPs) == 0 {
 		return netip.Addr{}
 	}
@@ -186,8 +186,8 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 	cancel()
 	if err != nil {
 		flags := metrics.FlagConnect
-		var tlsErr *tls.CertificateVerificationError
-		if errors.As(err, &tlsErr) || strings.Contains(err.Error(), "tls:") {
+		var hsErr *handshakeError
+		if errors.As(err, &hsErr) {
 			flags = metrics.FlagTLSFailure
 		}
 		rec.finish(p.access, fmt.Errorf("connect %s: %w", rt.target, err), flags, 0, 0)
@@ -239,10 +239,21 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, fmt.Errorf("tls: handshake with %s: %w", k.Addr, err)
+		return nil, &handshakeError{addr: k.Addr, err: err}
 	}
 	return tc, nil
 }
+
+// handshakeError is a failed mTLS handshake with an HBONE peer (response flag TLS_FAILURE).
+type handshakeError struct {
+	addr netip.AddrPort
+	err  error
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("tls handshake with %s: %v", e.addr, e.err)
+}
+func (e *handshakeError) Unwrap() error { return e.err }
 
 func joinIDs(ids []identity.ID) string {
 	if len(ids) == 1 {

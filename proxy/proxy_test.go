@@ -493,3 +493,42 @@ func TestOnDemandLookup(t *testing.T) {
 		t.Errorf("on-demand asked %d times, want 1", asked.Load())
 	}
 }
+
+// TestOutboundWrongPeerIdentityIsTLSFailure: an HBONE peer presenting another identity than the
+// destination workload's is refused during the handshake and logged with TLS_FAILURE.
+func TestOutboundWrongPeerIdentityIsTLSFailure(t *testing.T) {
+	e := newEnv(t)
+	victim := netip.MustParseAddr("127.0.0.4")
+	if err := e.store.Apply(workload.Update{Workloads: []*workload.Workload{{
+		UID: "victim", Name: "victim", Namespace: "default", ServiceAccount: "victim", TrustDomain: "cluster.local",
+		WorkloadIPs: []netip.Addr{victim}, Protocol: workload.ProtocolHBONE, Capacity: 1,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Something else answers on the victim's HBONE port, with a valid certificate of the mesh
+	// for another identity.
+	l, err := net.Listen("tcp", netip.AddrPortFrom(victim, e.ports.RemoteHBONE).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	impostor := identity.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "impostor"}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, e.certs.ServerConfig(impostor))
+			tc.Handshake()
+			tc.Close()
+		}
+	}()
+	c := e.socksDial(t, netip.AddrPortFrom(victim, 80))
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := c.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("a connection to an impostor was relayed")
+	}
+	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.workload=victim", "response_flags=TLS_FAILURE")
+}
