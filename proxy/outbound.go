@@ -25,13 +25,20 @@ import (
 type route struct {
 	// dst is the address the app asked for (original destination).
 	dst netip.AddrPort
-	// target is where the bytes must arrive: the chosen endpoint's ip:targetPort, or dst.
+	// target is where the bytes must arrive: the chosen endpoint's ip:targetPort, or dst. It is
+	// the CONNECT authority when the route is HBONE.
 	target netip.AddrPort
 	// hbone is true when target is reached through an HBONE tunnel to hboneAddr.
 	hbone     bool
 	hboneAddr netip.AddrPort
-	expected  []identity.ID
+	// expected are the identities the HBONE peer may present; expected[0] is dstW's own.
+	expected []identity.ID
+	// waypoint is true when hboneAddr is the waypoint in front of dst (then target == dst and
+	// dstW is the waypoint workload).
+	waypoint bool
 
+	// dstW is the workload the connection reaches (the waypoint when there is one); dstSvc the
+	// service the app addressed, waypoint or not.
 	dstW   *workload.Workload
 	dstSvc *workload.Service
 }
@@ -39,15 +46,30 @@ type route struct {
 // errNoHealthyEndpoint is returned for a service VIP with no usable endpoint.
 var errNoHealthyEndpoint = errors.New("no healthy upstream")
 
-// resolve picks the route for a connection to dst: a service VIP goes to one of its healthy
-// endpoints (service port mapped to the endpoint's target port), a mesh workload speaking HBONE
-// is tunnelled, a mesh workload speaking TCP and any other address are connected directly.
-func (p *Proxy) resolve(snap *workload.Snapshot, dst netip.AddrPort) (route, error) {
+// errUnknownWaypoint is returned when a waypoint's address or hostname names nothing known.
+var errUnknownWaypoint = errors.New("unknown waypoint")
+
+// resolve picks the route for a connection from src (whose identity is srcID) to dst, as
+// ztunnel's build_request does:
+//   - a service VIP whose service has a waypoint goes to the waypoint, always;
+//   - any other service VIP goes to one of its healthy endpoints (service port mapped to the
+//     endpoint's target port), whatever waypoint that endpoint has;
+//   - a workload address whose workload has a waypoint goes to the waypoint, unless the
+//     connection comes from that waypoint itself (identity and address both match);
+//   - a mesh workload speaking HBONE is tunnelled, one speaking TCP and any other address are
+//     connected directly.
+//
+// To a waypoint, the route is always HBONE, the authority stays dst and the peer must present
+// the waypoint workload's identity (or its service's subjectAltNames).
+func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.ID, dst netip.AddrPort) (route, error) {
 	rt := route{dst: dst, target: dst}
 	network := p.cfg.Network
 	if svc := snap.ServiceByVIP(network, dst.Addr()); svc != nil {
 		rt.dstSvc = svc
-		w, port, err := pickEndpoint(snap, svc, dst.Port())
+		if gw := serviceWaypoint(svc); gw != nil {
+			return rt, p.viaWaypoint(snap, &rt, gw)
+		}
+		w, port, err := pickEndpoint(snap, svc, dst.Port(), false)
 		if err != nil {
 			return rt, fmt.Errorf("service %s: %w", svc.Hostname, err)
 		}
@@ -55,25 +77,172 @@ func (p *Proxy) resolve(snap *workload.Snapshot, dst netip.AddrPort) (route, err
 		rt.target = netip.AddrPortFrom(workloadIP(w), port)
 	} else if w := snap.WorkloadByAddr(network, dst.Addr()); w != nil {
 		rt.dstW = w
+		if w.Waypoint != nil && !fromWaypoint(snap, w.Waypoint, src, srcID) {
+			return rt, p.viaWaypoint(snap, &rt, w.Waypoint)
+		}
 	}
 	if w := rt.dstW; w != nil && w.Protocol == workload.ProtocolHBONE {
 		rt.hbone = true
 		rt.hboneAddr = netip.AddrPortFrom(rt.target.Addr(), p.cfg.Ports.RemoteHBONE)
-		rt.expected = []identity.ID{w.Identity()}
-		if rt.dstSvc != nil {
-			for _, san := range rt.dstSvc.SubjectAltNames {
-				if id, err := identity.Parse(san); err == nil && !slices.Contains(rt.expected, id) {
-					rt.expected = append(rt.expected, id)
-				}
-			}
-		}
+		rt.expected = withSANs([]identity.ID{w.Identity()}, rt.dstSvc)
 	}
 	return rt, nil
 }
 
+// withSANs appends the parseable subjectAltNames of svc (nil: none) that ids lacks.
+func withSANs(ids []identity.ID, svc *workload.Service) []identity.ID {
+	if svc == nil {
+		return ids
+	}
+	for _, san := range svc.SubjectAltNames {
+		if id, err := identity.Parse(san); err == nil && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// serviceWaypoint returns the waypoint of svc: one of its weighted waypoints drawn by weight,
+// else its single waypoint, else nil.
+func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
+	var total uint64
+	for _, ww := range svc.WeightedWaypoints {
+		total += uint64(ww.Weight)
+	}
+	if total > 0 {
+		n := rand.Uint64N(total)
+		for i := range svc.WeightedWaypoints {
+			ww := &svc.WeightedWaypoints[i]
+			if n < uint64(ww.Weight) {
+				return &ww.Destination
+			}
+			n -= uint64(ww.Weight)
+		}
+	}
+	return svc.Waypoint
+}
+
+// viaWaypoint points rt at the waypoint gw: HBONE to the waypoint workload's address, with the
+// authority left at the original destination. rt.dstSvc is kept (the service the app asked
+// for); rt.dstW becomes the waypoint, which is what the metrics and the access log name.
+func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress) error {
+	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr())
+	if err != nil {
+		return fmt.Errorf("waypoint %s: %w", gw.Destination, err)
+	}
+	if w.Network != p.cfg.Network {
+		// ztunnel would cross to the waypoint's network through its E/W gateway (double HBONE).
+		return fmt.Errorf("waypoint %s is on network %q: network gateways are not supported", gw.Destination, w.Network)
+	}
+	rt.dstW = w
+	rt.waypoint = true
+	rt.target = rt.dst
+	rt.hbone = true
+	rt.hboneAddr = addr
+	rt.expected = withSANs([]identity.ID{w.Identity()}, svc)
+	return nil
+}
+
+// findWaypoint resolves gw to a waypoint workload and the address to dial on it. svc is the
+// waypoint's service when gw led to one (its subjectAltNames are accepted too), else nil.
+//   - network/IP: a service VIP there is load-balanced on port hboneMtlsPort; otherwise the
+//     workload at that address, on hboneMtlsPort.
+//   - namespace/hostname: the service of that name, load-balanced on port hboneMtlsPort (its
+//     target port is dialed); otherwise the workload with that hostname, on hboneMtlsPort.
+//
+// orig is the destination the app asked for: the waypoint address of the same family is
+// preferred when the waypoint is named by hostname.
+func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
+	port := gw.HBONEMTLSPort
+	switch d := gw.Destination; {
+	case d.Address != nil:
+		orig = d.Address.Address
+		if svc = snap.ServiceByVIP(d.Address.Network, d.Address.Address); svc != nil {
+			w, port, err = pickEndpoint(snap, svc, port, true)
+		} else if w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w == nil {
+			err = errUnknownWaypoint
+		}
+	case d.Hostname != nil:
+		if svc = snap.ServiceByName(*d.Hostname); svc != nil {
+			w, port, err = pickEndpoint(snap, svc, port, true)
+		} else if w = workloadByHostname(snap, *d.Hostname); w == nil {
+			err = errUnknownWaypoint
+		}
+	default:
+		err = errUnknownWaypoint
+	}
+	if err != nil {
+		return nil, addr, nil, err
+	}
+	ip := pickIP(w, orig)
+	if !ip.IsValid() {
+		return nil, addr, nil, fmt.Errorf("waypoint workload %s has no address", w.Name)
+	}
+	return w, netip.AddrPortFrom(ip, port), svc, nil
+}
+
+// workloadByHostname scans the workloads for one with that namespace and hostname (ztunnel's
+// uncommon fallback for a gateway named by hostname that is no service; allocates).
+func workloadByHostname(snap *workload.Snapshot, n workload.NamespacedHostname) *workload.Workload {
+	for _, w := range snap.Workloads() {
+		if w.Hostname == n.Hostname && w.Namespace == n.Namespace {
+			return w
+		}
+	}
+	return nil
+}
+
+// pickIP returns want when w has it, else w's first address of want's family, else its first.
+func pickIP(w *workload.Workload, want netip.Addr) netip.Addr {
+	if slices.Contains(w.WorkloadIPs, want) {
+		return want
+	}
+	for _, ip := range w.WorkloadIPs {
+		if ip.Is4() == want.Is4() {
+			return ip
+		}
+	}
+	return workloadIP(w)
+}
+
+// fromWaypoint reports whether the connection from src with identity srcID comes from one of the
+// workloads behind the waypoint gw (its identity and one of its addresses both match). Such a
+// connection has been through the waypoint already and goes straight to its destination.
+func fromWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, src netip.Addr, srcID identity.ID) bool {
+	if srcID.IsZero() {
+		return false
+	}
+	is := func(w *workload.Workload) bool {
+		return w != nil && w.Identity() == srcID && slices.Contains(w.WorkloadIPs, src)
+	}
+	var svc *workload.Service
+	switch d := gw.Destination; {
+	case d.Address != nil:
+		if w := snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w != nil {
+			return is(w)
+		}
+		svc = snap.ServiceByVIP(d.Address.Network, d.Address.Address)
+	case d.Hostname != nil:
+		if svc = snap.ServiceByName(*d.Hostname); svc == nil {
+			return is(workloadByHostname(snap, *d.Hostname))
+		}
+	}
+	if svc == nil {
+		return false
+	}
+	for uid := range svc.Endpoints {
+		if is(snap.WorkloadByUID(uid)) {
+			return true
+		}
+	}
+	return false
+}
+
 // pickEndpoint chooses one of svc's endpoints at random (the snapshot already left out the
 // unhealthy ones unless the service's load balancer allows them) and maps the service port.
-func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16) (*workload.Workload, uint16, error) {
+// For a waypoint's service (waypoint true), an endpoint with an application tunnel port is
+// also reached on svcPort itself when no mapping knows the port.
+func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool) (*workload.Workload, uint16, error) {
 	type cand struct {
 		w    *workload.Workload
 		port uint16
@@ -85,6 +254,9 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 			continue
 		}
 		port, ok := svc.TargetPort(ep, svcPort)
+		if !ok && waypoint && w.ApplicationTunnel != nil && w.ApplicationTunnel.Port != 0 {
+			port, ok = svcPort, true
+		}
 		if !ok {
 			continue
 		}
@@ -135,7 +307,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 	if rec.srcW != nil {
 		rec.srcID = rec.srcW.Identity()
 	}
-	rt, err := p.resolve(snap, dst)
+	rt, err := p.resolve(snap, src.Addr(), rec.srcID, dst)
 	if err == nil && rt.dstW == nil && rt.dstSvc == nil && p.cfg.OnDemand != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 		if derr := p.cfg.OnDemand(ctx, p.cfg.Network, dst.Addr()); derr != nil {
@@ -143,12 +315,13 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		}
 		cancel()
 		snap = p.cfg.Store.Snapshot()
-		rt, err = p.resolve(snap, dst)
+		rt, err = p.resolve(snap, src.Addr(), rec.srcID, dst)
 	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the
-		// address inside the tunnel.
+		// address inside the tunnel (the original destination when going to a waypoint), and
+		// dst.identity the identity of the workload reached (the waypoint's).
 		rec.mtls = true
 		rec.dst = rt.hboneAddr
 		rec.hboneAddr = rt.target
@@ -178,7 +351,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		}, &hbone.Request{
 			Method:    http.MethodConnect,
 			Authority: rt.target.String(),
-			Header:    http.Header{"Forwarded": {`for="` + src.String() + `"`}},
+			Header:    http.Header{"Forwarded": {forwarded(src, rt.dstSvc)}},
 		})
 	} else {
 		upstream, err = p.dialUpstream(ctx, netip.AddrPort{}, rt.target)
@@ -190,7 +363,12 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		if errors.As(err, &hsErr) {
 			flags = metrics.FlagTLSFailure
 		}
-		rec.finish(p.access, fmt.Errorf("connect %s: %w", rt.target, err), flags, 0, 0)
+		if rt.waypoint {
+			err = fmt.Errorf("connect %s via waypoint %s: %w", rt.target, rt.hboneAddr, err)
+		} else {
+			err = fmt.Errorf("connect %s: %w", rt.target, err)
+		}
+		rec.finish(p.access, err, flags, 0, 0)
 		return
 	}
 	p.conns.mu.Lock()
@@ -200,6 +378,16 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 	toServer, toClient, err := netutil.RelayCounted(client, upstream, &rec.toServer, &rec.toClient)
 	upstream.Close()
 	rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
+}
+
+// forwarded is ztunnel's Forwarded header: for="ip:port", and ;host=<service hostname> when
+// the app addressed a service.
+func forwarded(src netip.AddrPort, svc *workload.Service) string {
+	v := `for="` + src.String() + `"`
+	if svc != nil {
+		v += ";host=" + svc.Hostname
+	}
+	return v
 }
 
 // dialUpstream makes a TCP connection carrying the proxy's socket options, from src when valid.
