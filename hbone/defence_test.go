@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"net"
 	"os"
@@ -173,7 +174,7 @@ func TestRapidReset(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("attacked connection: ServeConn did not return")
 			}
-			waitGoroutines(t, base+2) // the healthy ServeConn may still be winding down
+			leakcheck.Wait(t, base+2) // the healthy ServeConn may still be winding down
 		})
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -188,24 +187,6 @@ var echo = HandlerFunc(func(s *Stream, req *Request) {
 	}
 	s.CloseWrite()
 })
-
-// waitGoroutines waits until the number of goroutines is back to base.
-func waitGoroutines(t testing.TB, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: got %d, want <= %d\n%s", n, base, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // pattern fills b with a position-dependent pattern starting at offset off.
 func pattern(b []byte, off int) {

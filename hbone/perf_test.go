@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"net"
 	"runtime"
@@ -115,7 +116,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	waitGoroutines(t, base)
+	leakcheck.Wait(t, base)
 }
 
 func BenchmarkStreamThroughput(b *testing.B) {
