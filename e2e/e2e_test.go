@@ -6,15 +6,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
+	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -99,39 +93,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // writeCA writes an Istio plugged-in CA layout (a root that signs directly) into dir.
 func writeCA(t *testing.T, dir string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{Organization: []string{"e2e"}, CommonName: "e2e root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{
-		"ca-cert.pem":    certPEM,
-		"root-cert.pem":  certPEM,
-		"cert-chain.pem": certPEM,
-		"ca-key.pem":     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certtest.NewCA(t, "e2e root").WriteCACerts(t, dir, true)
 }
 
 // ztunnel is one ztunnel process started by a test.
