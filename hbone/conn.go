@@ -153,6 +153,7 @@ type conn struct {
 	wmu          chan struct{}
 	writers      atomic.Int32 // goroutines holding or waiting for wmu; the last one out flushes
 	bw           *bufio.Writer
+	flusher      writeFlusher  // under nc (a WriteBuffer), flushed after bw; nil: none
 	wfr          *http2.Framer // write side only
 	henc         *hpack.Encoder
 	hbuf         bytes.Buffer
@@ -234,6 +235,7 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	c.maxBlock = int(cfg.MaxHeaderListSize)
 	c.maxResets = max(minPrematureResets, 2*int(min(cfg.MaxConcurrentStreams, 1<<20)))
 	c.wfr = http2.NewFramer(c.bw, nil)
+	c.flusher = findFlusher(nc)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.recvWindow.Store(int64(cfg.ConnWindow))
 
@@ -282,6 +284,9 @@ func (c *conn) unlockWrite() error {
 	var err error
 	if c.writers.Add(-1) == 0 || c.closeReq {
 		err = c.bw.Flush()
+		if err == nil && c.flusher != nil {
+			err = c.flusher.Flush()
+		}
 	}
 	closeNow := c.closeReq
 	c.wlockedAt.Store(0)

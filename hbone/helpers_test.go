@@ -68,6 +68,7 @@ type testServer struct {
 	srv  *Server
 	ln   net.Listener
 	tls  *tls.Config // client side config, nil without TLS
+	wbuf bool        // TLS over a WriteBuffer on both sides (as the proxy builds it)
 	wg   sync.WaitGroup
 	errs chan error
 }
@@ -78,7 +79,7 @@ func startServer(t testing.TB, useTLS bool, cfg Config, h Handler) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{srv: &Server{Config: cfg, Handler: h}, ln: ln, errs: make(chan error, 100)}
+	ts := &testServer{srv: &Server{Config: cfg, Handler: h}, ln: ln, errs: make(chan error, 100), wbuf: !noWriteBuffer}
 	var stls *tls.Config
 	if useTLS {
 		stls, ts.tls = testTLS(t)
@@ -95,7 +96,7 @@ func startServer(t testing.TB, useTLS bool, cfg Config, h Handler) *testServer {
 			go func() {
 				defer ts.wg.Done()
 				if stls != nil {
-					tc := tls.Server(c, stls)
+					tc := tls.Server(ts.wrap(c), stls)
 					if err := tc.HandshakeContext(context.Background()); err != nil {
 						c.Close()
 						return
@@ -124,12 +125,23 @@ func (ts *testServer) dial(ctx context.Context) (net.Conn, error) {
 	if err != nil || ts.tls == nil {
 		return c, err
 	}
-	tc := tls.Client(c, ts.tls)
+	tc := tls.Client(ts.wrap(c), ts.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return tc, nil
+}
+
+// noWriteBuffer makes startServer build TLS straight on the TCP conn, for
+// before/after benchmarks. Tests leave it false.
+var noWriteBuffer bool
+
+func (ts *testServer) wrap(c net.Conn) net.Conn {
+	if !ts.wbuf {
+		return c
+	}
+	return NewWriteBuffer(c)
 }
 
 func (ts *testServer) client(t testing.TB, cfg Config) *ClientConn {

@@ -120,12 +120,14 @@ func TestNoGoroutineLeak(t *testing.T) {
 }
 
 func BenchmarkStreamThroughput(b *testing.B) {
-	for _, useTLS := range []bool{false, true} {
-		name := "tcp"
-		if useTLS {
-			name = "tls"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		useTLS, raw bool
+	}{{"tcp", false, false}, {"tls", true, false}, {"tls-nowbuf", true, true}} {
+		useTLS := tc.useTLS
+		b.Run(tc.name, func(b *testing.B) {
+			noWriteBuffer = tc.raw
+			defer func() { noWriteBuffer = false }()
 			got := make(chan int64, 1)
 			h := HandlerFunc(func(s *Stream, req *Request) {
 				s.Respond(200)

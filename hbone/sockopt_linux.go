@@ -17,12 +17,6 @@ func limitUnsent(nc net.Conn, n int) {
 	if n <= 0 {
 		return
 	}
-	if n <= 0 {
-		return
-	}
-	if n <= 0 {
-		return
-	}
 	for {
 		u, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {

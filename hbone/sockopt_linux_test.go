@@ -22,7 +22,15 @@ func TestNotSentLowat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	raw := nc.(interface{ NetConn() net.Conn }).NetConn().(*net.TCPConn)
+	var under net.Conn = nc
+	for {
+		u, ok := under.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		under = u.NetConn()
+	}
+	raw := under.(*net.TCPConn)
 	rc, err := raw.SyscallConn()
 	if err != nil {
 		t.Fatal(err)

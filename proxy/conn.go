@@ -134,6 +134,10 @@ type record struct {
 	dstID      identity.ID
 	mtls       bool
 
+	// srcIDs, dstIDs: srcID.String() and dstID.String(), made once by ids for the metric
+	// labels, the access log and the pool key ("" until then, or for a zero ID).
+	srcIDs, dstIDs string
+
 	m *metrics.Conn
 
 	// Bytes moved so far, client to server and server to client: written by the relay as it
@@ -158,7 +162,19 @@ func (r *record) flush() {
 	r.m.AddBytes(ds, dc)
 }
 
+// ids returns the SPIFFE URIs of srcID and dstID, formatting each once per record.
+func (r *record) ids() (src, dst string) {
+	if r.srcIDs == "" && !r.srcID.IsZero() {
+		r.srcIDs = r.srcID.String()
+	}
+	if r.dstIDs == "" && !r.dstID.IsZero() {
+		r.dstIDs = r.dstID.String()
+	}
+	return r.srcIDs, r.dstIDs
+}
+
 func (r *record) labels(reporter string) metrics.Labels {
+	srcIDs, dstIDs := r.ids()
 	l := metrics.Labels{Reporter: reporter, RequestProtocol: "tcp"}
 	if r.mtls {
 		l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
@@ -173,7 +189,7 @@ func (r *record) labels(reporter string) metrics.Labels {
 		l.SourceCluster = w.ClusterID
 	}
 	if !r.srcID.IsZero() {
-		l.SourcePrincipal = r.srcID.String()
+		l.SourcePrincipal = srcIDs
 		if l.SourceWorkloadNamespace == "" {
 			l.SourceWorkloadNamespace = r.srcID.Namespace
 		}
@@ -188,7 +204,7 @@ func (r *record) labels(reporter string) metrics.Labels {
 		l.DestinationCluster = w.ClusterID
 	}
 	if !r.dstID.IsZero() {
-		l.DestinationPrincipal = r.dstID.String()
+		l.DestinationPrincipal = dstIDs
 	}
 	if s := r.dstSvc; s != nil {
 		l.DestinationService = s.Hostname
@@ -245,6 +261,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if r.direction == "inbound" {
 		sent, recv = toClient, toServer
 	}
+	srcIDs, dstIDs := r.ids()
 	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted.
 	attrs := make([]slog.Attr, 0, 18)
 	attrs = append(attrs, slog.Any("src.addr", r.src))
@@ -254,7 +271,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		attrs = append(attrs, slog.String("src.namespace", r.srcID.Namespace))
 	}
 	if r.mtls && !r.srcID.IsZero() {
-		attrs = append(attrs, slog.String("src.identity", r.srcID.String()))
+		attrs = append(attrs, slog.String("src.identity", srcIDs))
 	}
 	attrs = append(attrs, slog.Any("dst.addr", r.dst))
 	if r.hboneAddr.IsValid() {
@@ -267,7 +284,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		attrs = append(attrs, slog.String("dst.workload", r.dstW.Name), slog.String("dst.namespace", r.dstW.Namespace))
 	}
 	if r.mtls && !r.dstID.IsZero() {
-		attrs = append(attrs, slog.String("dst.identity", r.dstID.String()))
+		attrs = append(attrs, slog.String("dst.identity", dstIDs))
 	}
 	attrs = append(attrs,
 		slog.String("direction", r.direction),

@@ -29,7 +29,8 @@ type peerKey struct{}
 
 // handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
 func (p *Proxy) handleInboundHBONE(c net.Conn) {
-	tc := tls.Server(c, p.serverTLS())
+	// The write buffer lets the HBONE engine send several TLS records per syscall.
+	tc := tls.Server(hbone.NewWriteBuffer(c), p.serverTLS())
 	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()

@@ -345,7 +345,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 			return
 		}
 		upstream, err = p.pool.Connect(ctx, hbone.Key{
-			Source:   rec.srcID.String(),
+			Source:   rec.srcIDs, // formatted by rec.open
 			Expected: joinIDs(rt.expected),
 			Addr:     rt.hboneAddr,
 		}, &hbone.Request{
@@ -397,10 +397,19 @@ func (p *Proxy) dialUpstream(ctx context.Context, src, dst netip.AddrPort) (net.
 		opts.Transparent, opts.Freebind = true, true
 	}
 	d := opts.Dialer(src)
+	var laddr netip.AddrPort
+	if src.IsValid() {
+		laddr = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	}
 	var c net.Conn
-	err := p.inNetns(func() (err error) {
-		c, err = d.DialContext(ctx, "tcp", dst.String())
-		return err
+	err := p.inNetns(func() error {
+		// DialTCP takes the address as it is: no string to format and no resolver to parse it.
+		tc, err := d.DialTCP(ctx, "tcp", laddr, dst)
+		if err != nil {
+			return err
+		}
+		c = tc
+		return nil
 	})
 	return c, err
 }
@@ -424,7 +433,8 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, cfg)
+	// The write buffer lets the HBONE engine send several TLS records per syscall.
+	tc := tls.Client(hbone.NewWriteBuffer(raw), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, &handshakeError{addr: k.Addr, err: err}

@@ -69,7 +69,7 @@ type testEnv struct {
 	ports    Ports
 }
 
-func freePort(t *testing.T) uint16 {
+func freePort(t testing.TB) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,13 +80,13 @@ func freePort(t *testing.T) uint16 {
 }
 
 // newEnv starts a proxy for the server workload with an echo app on 127.0.0.1.
-func newEnv(t *testing.T, pols ...*policy.Authorization) *testEnv {
+func newEnv(t testing.TB, pols ...*policy.Authorization) *testEnv {
 	t.Helper()
 	return newEnvConfig(t, nil, pols...)
 }
 
 // newEnvConfig is newEnv with mod applied to the proxy's Config before New (nil: none).
-func newEnvConfig(t *testing.T, mod func(*Config), pols ...*policy.Authorization) *testEnv {
+func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization) *testEnv {
 	t.Helper()
 	e := &testEnv{store: workload.NewStore(), access: &logBuffer{}}
 	var err error
@@ -301,7 +301,7 @@ func TestClientRefusesWrongSAN(t *testing.T) {
 }
 
 // socksDial connects through the proxy's SOCKS5 port to dst, from the client workload's IP.
-func (e *testEnv) socksDial(t *testing.T, dst netip.AddrPort) net.Conn {
+func (e *testEnv) socksDial(t testing.TB, dst netip.AddrPort) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
 	c, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.SOCKS5).String())
