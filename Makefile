@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X github.com/ztunnel-go/ztunnel/version.Version=$(VERSION) \
 TEST_TIMEOUT ?= 12m
 # Fuzzing: `make fuzz` runs every Fuzz target for FUZZTIME; CI (`make test`) for FUZZTIME_CI.
 FUZZTIME    ?= 10s
-FUZZTIME_CI ?= 3s
+FUZZTIME_CI ?= 2s
 
 .PHONY: all build run test vet bench bench-go fuzz fuzz-ci race clean proto demo
 
