@@ -77,15 +77,13 @@ type Server struct {
 
 // BuildInfo is the "version" section of /config_dump.
 type BuildInfo struct {
-	Version       string `json:"version"`
-	GitRevision   string `json:"gitRevision"`
-	GoVersion     string `json:"goVersion"`
-	BuildProfile  string `json:"buildProfile"`
-	BuildStatus   string `json:"buildStatus"`
-	GitTag        string `json:"gitTag"`
-	IstioVersion  string `json:"istioVersion"`
-	RustcVersion  string `json:"rustcVersion,omitempty"`
-	ComponentName string `json:"-"`
+	Version      string `json:"version"`
+	GitRevision  string `json:"gitRevision"`
+	GoVersion    string `json:"goVersion"`
+	BuildProfile string `json:"buildProfile"`
+	BuildStatus  string `json:"buildStatus"`
+	GitTag       string `json:"gitTag"`
+	IstioVersion string `json:"istioVersion"`
 }
 
 // AdminHandler is the mux of the admin port.

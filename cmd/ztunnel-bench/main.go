@@ -200,15 +200,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rep.Notes = append(rep.Notes, h.notes...)
 	rep.Machine.LoadAtEnd = loadavg()
 	rep.summarize()
-	switch {
-	case opts.json:
-		err = rep.writeJSON(stdout)
-	case opts.markdown:
-		err = rep.writeMarkdown(stdout)
-	default:
-		err = rep.writeTable(stdout)
-	}
-	if err != nil {
+	if err = rep.write(opts, stdout); err != nil {
 		fmt.Fprintln(stderr, "ztunnel-bench:", err)
 		return 1
 	}
@@ -223,14 +215,7 @@ func render(opts options, stdout, stderr io.Writer) int {
 		err = json.Unmarshal(b, &rep)
 	}
 	if err == nil {
-		switch {
-		case opts.json:
-			err = rep.writeJSON(stdout)
-		case opts.markdown:
-			err = rep.writeMarkdown(stdout)
-		default:
-			err = rep.writeTable(stdout)
-		}
+		err = rep.write(opts, stdout)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ztunnel-bench: -render:", err)
@@ -457,4 +442,16 @@ func loadavg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// write prints the report in the format the flags ask for: JSON, markdown, or the table.
+func (rep *Report) write(opts options, w io.Writer) error {
+	switch {
+	case opts.json:
+		return rep.writeJSON(w)
+	case opts.markdown:
+		return rep.writeMarkdown(w)
+	default:
+		return rep.writeTable(w)
+	}
 }
