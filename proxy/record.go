@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// record is the telemetry of one proxied connection: metrics while it lives and the
+// "connection complete" access log line when it ends. Owned by the connection's goroutine,
+// except lateDeny which policy re-evaluation may set concurrently.
+type record struct {
+	start     time.Time
+	direction string // "outbound" or "inbound"
+	src, dst  netip.AddrPort
+	hboneAddr netip.AddrPort // valid when the connection was tunnelled (outbound) or arrived over HBONE
+
+	srcW, dstW *workload.Workload
+	dstSvc     *workload.Service
+	srcID      identity.ID // the source's verified (inbound) or own (outbound) identity
+	dstID      identity.ID
+	mtls       bool
+
+	// srcIDs, dstIDs: srcID.String() and dstID.String(), made once by ids for the metric
+	// labels, the access log and the pool key ("" until then, or for a zero ID).
+	srcIDs, dstIDs string
+
+	m *metrics.Conn
+
+	// Bytes moved so far, client to server and server to client: written by the relay as it
+	// copies, read by the flusher.
+	toServer, toClient atomic.Int64
+
+	mu       sync.Mutex
+	lateDeny string   // set when a policy change closed the connection
+	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
+}
+
+// flush adds the bytes moved since the last flush to the metrics.
+func (r *record) flush() {
+	if r.m == nil {
+		return
+	}
+	r.mu.Lock()
+	s, c := r.toServer.Load(), r.toClient.Load()
+	ds, dc := s-r.flushed[0], c-r.flushed[1]
+	r.flushed = [2]int64{s, c}
+	r.mu.Unlock()
+	r.m.AddBytes(ds, dc)
+}
+
+// ids returns the SPIFFE URIs of srcID and dstID, formatting each once per record.
+func (r *record) ids() (src, dst string) {
+	if r.srcIDs == "" && !r.srcID.IsZero() {
+		r.srcIDs = r.srcID.String()
+	}
+	if r.dstIDs == "" && !r.dstID.IsZero() {
+		r.dstIDs = r.dstID.String()
+	}
+	return r.srcIDs, r.dstIDs
+}
+
+func (r *record) labels(reporter string) metrics.Labels {
+	srcIDs, dstIDs := r.ids()
+	l := metrics.Labels{Reporter: reporter, RequestProtocol: "tcp"}
+	if r.mtls {
+		l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
+	}
+	if w := r.srcW; w != nil {
+		l.SourceWorkload = orName(w.WorkloadName, w.Name)
+		l.SourceCanonicalService = w.CanonicalName
+		l.SourceCanonicalRevision = w.CanonicalRevision
+		l.SourceWorkloadNamespace = w.Namespace
+		l.SourceApp = w.CanonicalName
+		l.SourceVersion = w.CanonicalRevision
+		l.SourceCluster = w.ClusterID
+	}
+	if !r.srcID.IsZero() {
+		l.SourcePrincipal = srcIDs
+		if l.SourceWorkloadNamespace == "" {
+			l.SourceWorkloadNamespace = r.srcID.Namespace
+		}
+	}
+	if w := r.dstW; w != nil {
+		l.DestinationWorkload = orName(w.WorkloadName, w.Name)
+		l.DestinationCanonicalService = w.CanonicalName
+		l.DestinationCanonicalRevision = w.CanonicalRevision
+		l.DestinationWorkloadNamespace = w.Namespace
+		l.DestinationApp = w.CanonicalName
+		l.DestinationVersion = w.CanonicalRevision
+		l.DestinationCluster = w.ClusterID
+	}
+	if !r.dstID.IsZero() {
+		l.DestinationPrincipal = dstIDs
+	}
+	if s := r.dstSvc; s != nil {
+		l.DestinationService = s.Hostname
+		l.DestinationServiceNamespace = s.Namespace
+		l.DestinationServiceName = s.Name
+	}
+	return l
+}
+
+func orName(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// open counts the connection as opened.
+func (r *record) open(reg *metrics.Registry) {
+	reporter := metrics.ReporterSource
+	if r.direction == "inbound" {
+		reporter = metrics.ReporterDestination
+	}
+	r.m = reg.Open(r.labels(reporter))
+}
+
+// finish counts the close and writes the access log. toServer is the request direction
+// (client to server), toClient the response direction.
+func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
+	r.mu.Lock()
+	if r.lateDeny != "" {
+		flags = metrics.FlagDeny
+	}
+	r.mu.Unlock()
+	if flags == "" && err != nil {
+		flags = metrics.FlagConnect
+	}
+	// The relay's totals are exact; the live counters may trail them on the splice path.
+	r.toServer.Store(toServer)
+	r.toClient.Store(toClient)
+	if r.m != nil {
+		r.flush()
+		r.m.Close(flags)
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelError
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	// ztunnel logs bytes from its own point of view towards the peer: the source side sent the
+	// request bytes, the destination side sent the response bytes.
+	sent, recv := toServer, toClient
+	if r.direction == "inbound" {
+		sent, recv = toClient, toServer
+	}
+	srcIDs, dstIDs := r.ids()
+	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted.
+	attrs := make([]slog.Attr, 0, 18)
+	attrs = append(attrs, slog.Any("src.addr", r.src))
+	if r.srcW != nil {
+		attrs = append(attrs, slog.String("src.workload", r.srcW.Name), slog.String("src.namespace", r.srcW.Namespace))
+	} else if !r.srcID.IsZero() {
+		attrs = append(attrs, slog.String("src.namespace", r.srcID.Namespace))
+	}
+	if r.mtls && !r.srcID.IsZero() {
+		attrs = append(attrs, slog.String("src.identity", srcIDs))
+	}
+	attrs = append(attrs, slog.Any("dst.addr", r.dst))
+	if r.hboneAddr.IsValid() {
+		attrs = append(attrs, slog.Any("dst.hbone_addr", r.hboneAddr))
+	}
+	if r.dstSvc != nil {
+		attrs = append(attrs, slog.String("dst.service", r.dstSvc.Hostname))
+	}
+	if r.dstW != nil {
+		attrs = append(attrs, slog.String("dst.workload", r.dstW.Name), slog.String("dst.namespace", r.dstW.Namespace))
+	}
+	if r.mtls && !r.dstID.IsZero() {
+		attrs = append(attrs, slog.String("dst.identity", dstIDs))
+	}
+	attrs = append(attrs,
+		slog.String("direction", r.direction),
+		slog.Int64("bytes_sent", sent),
+		slog.Int64("bytes_recv", recv),
+		slog.String("duration", strconv.FormatInt(time.Since(r.start).Milliseconds(), 10)+"ms"),
+	)
+	if flags != "" && flags != metrics.FlagNone {
+		attrs = append(attrs, slog.String("response_flags", flags))
+	}
+	if r.lateDeny != "" {
+		attrs = append(attrs, slog.String("reason", r.lateDeny))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(context.Background(), level, "connection complete", attrs...)
+}
