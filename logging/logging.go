@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -158,47 +159,106 @@ func (h *Handler) appendText(b []byte, t time.Time, r slog.Record) []byte {
 	b = append(b, '\t')
 	b = append(b, r.Message...)
 	first := true
-	emit := func(a slog.Attr) {
-		if a.Equal(slog.Attr{}) {
-			return
-		}
+	emit := func(key string, v slog.Value) {
 		if first {
 			b = append(b, '\t')
 			first = false
 		} else {
 			b = append(b, ' ')
 		}
-		b = append(b, a.Key...)
+		b = append(b, key...)
 		b = append(b, '=')
-		b = appendTextValue(b, a.Value.Resolve())
+		b = appendTextValue(b, v)
 	}
 	for _, a := range h.attrs {
-		emit(a)
+		emitWith(a, emit)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		for _, f := range flatten(h.group, a) {
-			emit(f)
-		}
+		emitAttr(h.group, a, emit)
 		return true
 	})
 	return append(b, '\n')
 }
 
-// flatten turns group attributes into dotted keys.
-func flatten(prefix string, a slog.Attr) []slog.Attr {
+// emitAttr resolves a and passes it to emit with its key prefixed, or, for a group, each of
+// its members with dotted keys. Empty attributes are skipped, as slog asks of handlers.
+func emitAttr(prefix string, a slog.Attr, emit func(key string, v slog.Value)) {
 	v := a.Value.Resolve()
 	if v.Kind() != slog.KindGroup {
-		return []slog.Attr{{Key: prefix + a.Key, Value: v}}
+		key := a.Key
+		if prefix != "" {
+			key = prefix + a.Key
+		}
+		if key == "" && v.Equal(slog.Value{}) {
+			return
+		}
+		emit(key, v)
+		return
 	}
 	p := prefix
 	if a.Key != "" {
 		p = prefix + a.Key + "."
 	}
-	var out []slog.Attr
 	for _, g := range v.Group() {
-		out = append(out, flatten(p, g)...)
+		emitAttr(p, g, emit)
 	}
-	return out
+}
+
+// emitWith passes an attribute of the handler (from WithAttrs, already prefixed) to emit as it
+// is: its groups are not flattened.
+func emitWith(a slog.Attr, emit func(key string, v slog.Value)) {
+	if a.Equal(slog.Attr{}) {
+		return
+	}
+	emit(a.Key, a.Value.Resolve())
+}
+
+// appendAddr appends the text form of a valid netip.Addr or netip.AddrPort (or a pointer to
+// one) to b without the string String would allocate; the bytes are the same. ok is false for
+// any other value, and for invalid addresses, whose String differs from their AppendTo.
+func appendAddr(b []byte, x any) (_ []byte, ok bool) {
+	switch x := x.(type) {
+	case netip.AddrPort:
+		if x.IsValid() {
+			return x.AppendTo(b), true
+		}
+	case *netip.AddrPort:
+		if x != nil && x.IsValid() {
+			return x.AppendTo(b), true
+		}
+	case netip.Addr:
+		if x.IsValid() {
+			return x.AppendTo(b), true
+		}
+	case *netip.Addr:
+		if x != nil && x.IsValid() {
+			return x.AppendTo(b), true
+		}
+	}
+	return b, false
+}
+
+// plainJSON reports whether p can stand in a JSON string literal without escaping.
+func plainJSON(p []byte) bool {
+	for _, c := range p {
+		if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// appendQuoted appends s as strconv.AppendQuote does (Go syntax, double quotes), taking a
+// short cut for the common string of printable ASCII that needs no escape.
+func appendQuoted(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return strconv.AppendQuote(b, s)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // appendTextValue writes strings quoted (as ztunnel's Debug formatting of string fields does)
@@ -206,7 +266,7 @@ func flatten(prefix string, a slog.Attr) []slog.Attr {
 func appendTextValue(b []byte, v slog.Value) []byte {
 	switch v.Kind() {
 	case slog.KindString:
-		return strconv.AppendQuote(b, v.String())
+		return appendQuoted(b, v.String())
 	case slog.KindInt64:
 		return strconv.AppendInt(b, v.Int64(), 10)
 	case slog.KindUint64:
@@ -220,8 +280,11 @@ func appendTextValue(b []byte, v slog.Value) []byte {
 	case slog.KindTime:
 		return v.Time().UTC().AppendFormat(b, timeFormat)
 	default:
+		if nb, ok := appendAddr(b, v.Any()); ok {
+			return nb
+		}
 		if e, ok := v.Any().(error); ok {
-			return strconv.AppendQuote(b, e.Error())
+			return appendQuoted(b, e.Error())
 		}
 		if s, ok := v.Any().(fmt.Stringer); ok {
 			return append(b, s.String()...)
@@ -239,22 +302,17 @@ func (h *Handler) appendJSON(b []byte, t time.Time, r slog.Record) []byte {
 	b = appendJSONString(b, h.scope)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, r.Message)
-	emit := func(a slog.Attr) {
-		if a.Equal(slog.Attr{}) {
-			return
-		}
+	emit := func(key string, v slog.Value) {
 		b = append(b, ',')
-		b = appendJSONString(b, a.Key)
+		b = appendJSONString(b, key)
 		b = append(b, ':')
-		b = appendJSONValue(b, a.Value.Resolve())
+		b = appendJSONValue(b, v)
 	}
 	for _, a := range h.attrs {
-		emit(a)
+		emitWith(a, emit)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		for _, f := range flatten(h.group, a) {
-			emit(f)
-		}
+		emitAttr(h.group, a, emit)
 		return true
 	})
 	return append(b, "}\n"...)
@@ -277,6 +335,11 @@ func appendJSONValue(b []byte, v slog.Value) []byte {
 	case slog.KindTime:
 		return appendJSONString(b, v.Time().UTC().Format(timeFormat))
 	default:
+		start := len(b)
+		if nb, ok := appendAddr(append(b, '"'), v.Any()); ok && plainJSON(nb[start+1:]) {
+			return append(nb, '"')
+		}
+		b = b[:start]
 		switch x := v.Any().(type) {
 		case error:
 			return appendJSONString(b, x.Error())

@@ -1,6 +1,7 @@
 // Package metrics holds ztunnel's Prometheus metrics: Istio's standard TCP metrics with the
 // standard source_*/destination_* labels, and the build info. Counters are resolved once per
-// connection (when it opens) so the data path only does atomic adds.
+// distinct label set and cached (cache.go), so opening a connection is one map lookup and the
+// data path only does atomic adds.
 package metrics
 
 import (
@@ -65,29 +66,54 @@ func orUnknown(s string) string {
 	return s
 }
 
+// normalized returns l with the defaults of empty values applied: the label values exactly as
+// they are exported, so two Labels that name the same series are equal.
+func (l *Labels) normalized() Labels {
+	n := Labels{
+		Reporter:       orUnknown(l.Reporter),
+		SourceWorkload: orUnknown(l.SourceWorkload), SourceCanonicalService: orUnknown(l.SourceCanonicalService),
+		SourceCanonicalRevision: orUnknown(l.SourceCanonicalRevision), SourceWorkloadNamespace: orUnknown(l.SourceWorkloadNamespace),
+		SourcePrincipal: orUnknown(l.SourcePrincipal), SourceApp: orUnknown(l.SourceApp),
+		SourceVersion: orUnknown(l.SourceVersion), SourceCluster: orUnknown(l.SourceCluster),
+		DestinationService: orUnknown(l.DestinationService), DestinationServiceNamespace: orUnknown(l.DestinationServiceNamespace),
+		DestinationServiceName: orUnknown(l.DestinationServiceName), DestinationWorkload: orUnknown(l.DestinationWorkload),
+		DestinationCanonicalService: orUnknown(l.DestinationCanonicalService), DestinationCanonicalRevision: orUnknown(l.DestinationCanonicalRevision),
+		DestinationWorkloadNamespace: orUnknown(l.DestinationWorkloadNamespace), DestinationPrincipal: orUnknown(l.DestinationPrincipal),
+		DestinationApp: orUnknown(l.DestinationApp), DestinationVersion: orUnknown(l.DestinationVersion),
+		DestinationCluster:       orUnknown(l.DestinationCluster),
+		RequestProtocol:          l.RequestProtocol,
+		ResponseFlags:            normFlags(l.ResponseFlags),
+		ConnectionSecurityPolicy: orUnknown(l.ConnectionSecurityPolicy),
+	}
+	if n.RequestProtocol == "" {
+		n.RequestProtocol = "tcp"
+	}
+	return n
+}
+
+func normFlags(f string) string {
+	if f == "" {
+		return FlagNone
+	}
+	return f
+}
+
+// values returns the label values of l, which must be normalized, in labelNames order.
 func (l *Labels) values() []string {
-	proto := l.RequestProtocol
-	if proto == "" {
-		proto = "tcp"
-	}
-	flags := l.ResponseFlags
-	if flags == "" {
-		flags = FlagNone
-	}
 	return []string{
-		orUnknown(l.Reporter),
-		orUnknown(l.SourceWorkload), orUnknown(l.SourceCanonicalService), orUnknown(l.SourceCanonicalRevision),
-		orUnknown(l.SourceWorkloadNamespace), orUnknown(l.SourcePrincipal), orUnknown(l.SourceApp),
-		orUnknown(l.SourceVersion), orUnknown(l.SourceCluster),
-		orUnknown(l.DestinationService), orUnknown(l.DestinationServiceNamespace), orUnknown(l.DestinationServiceName),
-		orUnknown(l.DestinationWorkload), orUnknown(l.DestinationCanonicalService), orUnknown(l.DestinationCanonicalRevision),
-		orUnknown(l.DestinationWorkloadNamespace), orUnknown(l.DestinationPrincipal), orUnknown(l.DestinationApp),
-		orUnknown(l.DestinationVersion), orUnknown(l.DestinationCluster),
-		proto, flags, orUnknown(l.ConnectionSecurityPolicy),
+		l.Reporter,
+		l.SourceWorkload, l.SourceCanonicalService, l.SourceCanonicalRevision,
+		l.SourceWorkloadNamespace, l.SourcePrincipal, l.SourceApp, l.SourceVersion, l.SourceCluster,
+		l.DestinationService, l.DestinationServiceNamespace, l.DestinationServiceName,
+		l.DestinationWorkload, l.DestinationCanonicalService, l.DestinationCanonicalRevision,
+		l.DestinationWorkloadNamespace, l.DestinationPrincipal, l.DestinationApp, l.DestinationVersion,
+		l.DestinationCluster,
+		l.RequestProtocol, l.ResponseFlags, l.ConnectionSecurityPolicy,
 	}
 }
 
-// Registry owns the process's metrics. Immutable after New.
+// Registry owns the process's metrics. Immutable after New, except the series cache (guarded
+// by its own lock).
 type Registry struct {
 	reg *prometheus.Registry
 
@@ -99,11 +125,14 @@ type Registry struct {
 
 	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
 	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
+
+	cache seriesCache
 }
 
 // New creates the registry with the process and Go collectors and istio_build.
 func New(component, version string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
+	r.cache.max = defaultCacheSize
 	counter := func(name, help string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
 		r.reg.MustRegister(c)
@@ -147,38 +176,49 @@ func (r *Registry) SocketOpened(reporter string) (closed func()) {
 }
 
 // Conn is the metrics of one open connection. Byte counts are attributed to the labels the
-// connection opened with; the close is counted with its final response flags.
+// connection opened with; the close is counted with its final response flags. The zero Conn
+// (never opened) counts nothing. A Conn is a small value meant to live inside its
+// connection's own state; its methods may be called from any goroutine.
 type Conn struct {
-	r        *Registry
-	labels   Labels
-	received prometheus.Counter // client -> server bytes (Istio's "received during request")
-	sent     prometheus.Counter // server -> client bytes
+	s *series // the series of the labels the connection opened with; nil in the zero Conn
 }
 
-// Open counts a new connection and resolves its byte counters.
-func (r *Registry) Open(l Labels) *Conn {
-	vals := l.values()
-	r.opened.WithLabelValues(vals...).Inc()
-	return &Conn{r: r, labels: l, received: r.received.WithLabelValues(vals...), sent: r.sent.WithLabelValues(vals...)}
+// Open counts a new connection and resolves its byte counters. Connections with equal labels
+// share their resolved series, so after the first one Open is one map lookup.
+func (r *Registry) Open(l Labels) Conn {
+	s := r.cache.get(r, &l)
+	s.openCounters()
+	s.opened.Inc()
+	return Conn{s: s}
 }
 
 // AddBytes adds bytes moved since the last call: toServer is the request direction.
-func (c *Conn) AddBytes(toServer, toClient int64) {
+func (c Conn) AddBytes(toServer, toClient int64) {
+	if c.s == nil {
+		return
+	}
 	if toServer > 0 {
-		c.received.Add(float64(toServer))
+		c.s.received.Add(float64(toServer))
 	}
 	if toClient > 0 {
-		c.sent.Add(float64(toClient))
+		c.s.sent.Add(float64(toClient))
 	}
 }
 
 // Close counts the close with its response flags; a flag other than "-" is also a failure.
-func (c *Conn) Close(flags string) {
-	l := c.labels
-	l.ResponseFlags = flags
-	vals := l.values()
-	c.r.closed.WithLabelValues(vals...).Inc()
-	if flags != "" && flags != FlagNone {
-		c.r.failed.WithLabelValues(vals...).Inc()
+func (c Conn) Close(flags string) {
+	if c.s == nil {
+		return
+	}
+	s := c.s
+	if f := normFlags(flags); f != s.key.ResponseFlags {
+		l := s.key
+		l.ResponseFlags = f
+		s = s.reg.cache.get(s.reg, &l)
+	}
+	s.closeCounters()
+	s.closed.Inc()
+	if s.failed != nil {
+		s.failed.Inc()
 	}
 }

@@ -33,7 +33,7 @@ type record struct {
 	// labels, the access log and the pool key ("" until then, or for a zero ID).
 	srcIDs, dstIDs string
 
-	m *metrics.Conn
+	m metrics.Conn // set by open; the zero Conn (never opened) counts nothing
 
 	// Bytes moved so far, client to server and server to client: written by the relay as it
 	// copies, read by the flusher.
@@ -46,9 +46,6 @@ type record struct {
 
 // flush adds the bytes moved since the last flush to the metrics.
 func (r *record) flush() {
-	if r.m == nil {
-		return
-	}
 	r.mu.Lock()
 	s, c := r.toServer.Load(), r.toClient.Load()
 	ds, dc := s-r.flushed[0], c-r.flushed[1]
@@ -139,10 +136,8 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	// The relay's totals are exact; the live counters may trail them on the splice path.
 	r.toServer.Store(toServer)
 	r.toClient.Store(toClient)
-	if r.m != nil {
-		r.flush()
-		r.m.Close(flags)
-	}
+	r.flush()
+	r.m.Close(flags)
 	level := slog.LevelInfo
 	if err != nil {
 		level = slog.LevelError
@@ -157,9 +152,11 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		sent, recv = toClient, toServer
 	}
 	srcIDs, dstIDs := r.ids()
-	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted.
+	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted. They go in by
+	// pointer (the record outlives the call): boxing a netip.AddrPort would allocate, and the
+	// handler formats pointed-to addresses without a String call.
 	attrs := make([]slog.Attr, 0, 18)
-	attrs = append(attrs, slog.Any("src.addr", r.src))
+	attrs = append(attrs, slog.Any("src.addr", &r.src))
 	if r.srcW != nil {
 		attrs = append(attrs, slog.String("src.workload", r.srcW.Name), slog.String("src.namespace", r.srcW.Namespace))
 	} else if !r.srcID.IsZero() {
@@ -168,9 +165,9 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if r.mtls && !r.srcID.IsZero() {
 		attrs = append(attrs, slog.String("src.identity", srcIDs))
 	}
-	attrs = append(attrs, slog.Any("dst.addr", r.dst))
+	attrs = append(attrs, slog.Any("dst.addr", &r.dst))
 	if r.hboneAddr.IsValid() {
-		attrs = append(attrs, slog.Any("dst.hbone_addr", r.hboneAddr))
+		attrs = append(attrs, slog.Any("dst.hbone_addr", &r.hboneAddr))
 	}
 	if r.dstSvc != nil {
 		attrs = append(attrs, slog.String("dst.service", r.dstSvc.Hostname))

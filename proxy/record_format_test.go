@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ztunnel-go/ztunnel/logging"
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+)
+
+type recordCase struct {
+	name     string
+	rec      func() *record
+	lateDeny string
+	err      error
+	flags    string
+	toServer int64
+	toClient int64
+}
+
+// recordCases are the shapes of record the proxy writes: tunnelled outbound, HBONE inbound,
+// plain passthrough without workloads, an inbound source known only by its certificate,
+// failures and a late policy denial.
+func recordCases() []recordCase {
+	passthrough := func() *record {
+		r := newTestRecord("outbound")
+		r.dstW, r.dstSvc, r.dstID, r.mtls, r.hboneAddr = nil, nil, identity.ID{}, false, netip.AddrPort{}
+		r.dst = netip.MustParseAddrPort("10.244.0.4:9000")
+		return r
+	}
+	certOnly := func() *record {
+		r := newTestRecord("inbound")
+		r.srcW = nil
+		return r
+	}
+	ipv6 := func() *record {
+		r := newTestRecord("outbound")
+		r.src = netip.MustParseAddrPort("[fd00::2]:40312")
+		r.dst = netip.MustParseAddrPort("[fd00::3]:8080")
+		r.hboneAddr = netip.MustParseAddrPort("[fd00::3]:15008")
+		return r
+	}
+	return []recordCase{
+		{name: "outbound hbone", rec: func() *record { return newTestRecord("outbound") }, flags: metrics.FlagNone, toServer: 12, toClient: 3400},
+		{name: "inbound hbone", rec: func() *record { return newTestRecord("inbound") }, flags: metrics.FlagNone, toServer: 12, toClient: 3400},
+		{name: "passthrough", rec: passthrough, flags: metrics.FlagNone, toServer: 1, toClient: 1},
+		{name: "cert only", rec: certOnly, flags: metrics.FlagNone, toServer: 5, toClient: 0},
+		{name: "ipv6", rec: ipv6, flags: metrics.FlagNone, toServer: 7, toClient: 8},
+		{name: "connect error", rec: passthrough, err: errors.New(`dial tcp 10.244.0.4:9000: connect: "refused"`), flags: metrics.FlagConnect},
+		{name: "error no flags", rec: passthrough, err: errors.New("reset")},
+		{name: "tls failure", rec: func() *record { return newTestRecord("outbound") }, err: errors.New("handshake"), flags: metrics.FlagTLSFailure},
+		{name: "late deny", rec: func() *record { return newTestRecord("inbound") }, lateDeny: "policy changed", flags: metrics.FlagNone, toServer: 9, toClient: 10},
+	}
+}
+
+var (
+	textTime = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\t`)
+	jsonTime = regexp.MustCompile(`"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"`)
+	duration = regexp.MustCompile(`"duration":"\d+ms"|duration="\d+ms"`)
+)
+
+// finishAll runs every record case through open and finish and returns the access log with
+// the time and duration fields made constant.
+func finishAll(t *testing.T, reg *metrics.Registry, f logging.Format) string {
+	t.Helper()
+	var buf bytes.Buffer
+	log := accessLogger(&buf, f, "info").Logger("access")
+	for _, c := range recordCases() {
+		r := c.rec()
+		r.lateDeny = c.lateDeny
+		r.open(reg)
+		r.toServer.Add(c.toServer / 2)
+		r.flush()
+		r.finish(log, c.err, c.flags, c.toServer, c.toClient)
+	}
+	var out strings.Builder
+	for _, line := range strings.SplitAfter(buf.String(), "\n") {
+		line = textTime.ReplaceAllString(line, "TIME\t")
+		line = jsonTime.ReplaceAllString(line, `"time":"TIME"`)
+		line = duration.ReplaceAllStringFunc(line, func(s string) string {
+			if s[0] == '"' {
+				return `"duration":"Nms"`
+			}
+			return `duration="Nms"`
+		})
+		out.WriteString(line)
+	}
+	return out.String()
+}
+
+// TestRecordAccessLogFormat pins the access log lines of every record shape byte for byte
+// (time and duration aside), in both formats.
+func TestRecordAccessLogFormat(t *testing.T) {
+	for _, c := range []struct {
+		format logging.Format
+		want   string
+	}{
+		{logging.Text, wantTextLog},
+		{logging.JSON, wantJSONLog},
+	} {
+		got := finishAll(t, metrics.New("ztunnel", "test"), c.format)
+		if got != c.want {
+			t.Errorf("format %d:\ngot:\n%s\nwant:\n%s", c.format, got, c.want)
+		}
+	}
+}
+
+// TestRecordMetricsExposition pins the istio_tcp_* series the record cases leave behind, twice
+// over (the second round goes through any cached series).
+func TestRecordMetricsExposition(t *testing.T) {
+	reg := metrics.New("ztunnel", "test")
+	finishAll(t, reg, logging.Text)
+	finishAll(t, reg, logging.Text)
+	rec := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var got strings.Builder
+	for _, line := range strings.SplitAfter(rec.Body.String(), "\n") {
+		if strings.Contains(line, "istio_tcp_") {
+			got.WriteString(line)
+		}
+	}
+	if got.String() != wantExposition {
+		t.Errorf("got:\n%s\nwant:\n%s", got.String(), wantExposition)
+	}
+}
