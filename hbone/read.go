@@ -544,7 +544,8 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 
 // runHandler runs in the goroutine that owns one server stream: it answers
 // invalid requests itself, otherwise calls the Handler, and closes the
-// stream when the Handler returns.
+// stream when the Handler returns, unless the Handler answered it and
+// detached it (Stream.Detach).
 func (c *conn) runHandler(s *Stream, status int) {
 	defer c.handlers.Done()
 	defer func() {
@@ -552,9 +553,9 @@ func (c *conn) runHandler(s *Stream, status int) {
 		c.handlersLive--
 		c.mu.Unlock()
 	}()
-	defer s.Close()
 	if status != 0 {
 		s.Reject(status)
+		s.Close()
 		return
 	}
 	defer func() {
@@ -563,7 +564,10 @@ func (c *conn) runHandler(s *Stream, status int) {
 		s.mu.Unlock()
 		if !answered {
 			s.Reject(http.StatusInternalServerError)
+		} else if s.detached.Load() {
+			return // the Handler's relay owns the stream now
 		}
+		s.Close()
 	}()
 	c.srv.Handler.ServeHBONE(s, s.req)
 }

@@ -11,7 +11,8 @@ import (
 // Handler serves one CONNECT stream. It runs in its own goroutine, owned by
 // the Server, and must answer with s.Respond(200) (then relay) or
 // s.Reject(code). When it returns, the stream is closed (and answered 500
-// if it was not answered).
+// if it was not answered), unless it answered and called s.Detach to keep
+// relaying the stream on goroutines of its own.
 type Handler interface {
 	ServeHBONE(s *Stream, req *Request)
 }

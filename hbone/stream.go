@@ -77,6 +77,15 @@ type Stream struct {
 	wakeW chan struct{}
 
 	readDL, writeDL deadline
+
+	// notify is the one callback NotifyReadable keeps, run and cleared by the
+	// next wake; guarded by mu. notifySet mirrors notify != nil so wakes of
+	// streams nobody watches skip the lock.
+	notify    func()
+	notifySet atomic.Bool
+
+	// detached: the Handler keeps the stream after it returns (Detach).
+	detached atomic.Bool
 }
 
 func newStream(c *conn, id uint32, client bool) *Stream {
@@ -203,6 +212,48 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 }
 
+// NotifyReadable arranges for fn to be called once, on the goroutine that
+// changes the stream's state and without any lock held, when Read would
+// return without waiting: bytes arrived, END_STREAM, a reset, a connection
+// failure or Close. It returns false, keeping nothing, when Read would not
+// wait now. A stream keeps one callback: a later call replaces it. fn must
+// not block; read deadlines do not trigger it. It makes Stream a
+// netutil.ReadNotifier, so an idle relay direction holds no goroutine.
+func (s *Stream) NotifyReadable(fn func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed {
+		return false
+	}
+	s.notify = fn
+	s.notifySet.Store(true)
+	return true
+}
+
+// wake tells readers that the stream's state changed: a reader blocked in
+// Read, and the NotifyReadable callback. Call it after the change, without
+// s.mu.
+func (s *Stream) wake() {
+	signal(s.wakeR)
+	if !s.notifySet.Load() {
+		return
+	}
+	s.mu.Lock()
+	fn := s.notify
+	s.notify = nil
+	s.notifySet.Store(false)
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// Detach tells the Server that the Handler keeps a stream it has answered
+// after it returns (to relay it on goroutines of its own): the Server then
+// neither closes it nor answers it when the Handler returns, and whoever
+// holds it must Close it. It has no effect on client streams.
+func (s *Stream) Detach() { s.detached.Store(true) }
+
 // readBufferedLocked moves buffered bytes into p[n:] (n bytes of p are
 // already filled and credited), credits what it moved and unlocks s.mu.
 func (s *Stream) readBufferedLocked(p []byte, n int) (int, error) {
@@ -289,7 +340,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 				}
 			}
 			s.mu.Unlock()
-			signal(s.wakeR)
+			s.wake()
 			if direct > 0 {
 				if wu > 0 {
 					c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})
@@ -329,7 +380,7 @@ func (s *Stream) onRemoteEnd() {
 	s.recvEnd = true
 	fin := s.sentEnd && s.markFinishedLocked()
 	s.mu.Unlock()
-	signal(s.wakeR)
+	s.wake()
 	if fin {
 		s.c.removeStream(s)
 	}
@@ -552,7 +603,7 @@ func (s *Stream) Close() error {
 	canEnd := !finished && !s.wantEnd && s.err == nil && s.status == http.StatusOK
 	s.mu.Unlock()
 	s.c.creditConn(unread)
-	signal(s.wakeR)
+	s.wake()
 	if finished {
 		return nil
 	}
@@ -589,7 +640,7 @@ func (s *Stream) resetLocal(code http2.ErrCode) {
 	s.closeDoneLocked()
 	s.closeRespLocked()
 	s.mu.Unlock()
-	signal(s.wakeR)
+	s.wake()
 	s.c.enqueue(ctrlFrame{kind: ctrlRSTStream, stream: s.id, val: uint32(code)})
 	s.c.removeStream(s)
 }
@@ -613,7 +664,7 @@ func (s *Stream) fail(err error) {
 	s.closeDoneLocked()
 	s.closeRespLocked()
 	s.mu.Unlock()
-	signal(s.wakeR)
+	s.wake()
 	s.c.removeStream(s)
 }
 
@@ -632,7 +683,7 @@ func (s *Stream) connFailed(err error) {
 	s.closeDoneLocked()
 	s.closeRespLocked()
 	s.mu.Unlock()
-	signal(s.wakeR)
+	s.wake()
 	s.runOnDone()
 }
 

@@ -18,28 +18,10 @@ var relayBufPool = sync.Pool{New: func() any { return new([relayBufSize]byte) }}
 
 // Relay copies a->b and b->a until both directions have ended, then closes
 // both connections and returns the bytes written each way. Relay owns a and b
-// for its whole run.
-//
-// A direction ends at EOF from its source; the end is passed on as a
-// half-close of the destination (CloseWrite when the connection has it, a full
-// Close otherwise), while the other direction keeps flowing. If either
-// direction fails (read or write error) both connections are closed at once,
-// which ends the other direction too, and that first error is returned
-// (wrapped errors classify with errors.Is; see IsDisconnect). A clean end of
-// both directions returns a nil error.
-//
-// Relay has no timeouts of its own: set deadlines on the connections, or close
-// one from outside, to stop it (it then returns that error, which matches
-// net.ErrClosed for a Close).
-//
-// When a and b are both *net.TCPConn the bytes move by splice(2) without
-// entering user space, through a pipe taken from a shared pool only while
-// bytes are in flight. Otherwise each direction copies through a pooled
-// 64 KiB buffer, also held only while bytes are in flight. An idle direction
-// holds neither: it waits in Go's netpoller (a TCP source) or in a Read of a
-// 64-byte buffer (any other source). No path allocates per read.
+// for its whole run. It is a Link run to its end on the calling goroutine's
+// behalf; see Link for what the relay does.
 func Relay(a, b net.Conn) (aToB, bToA int64, err error) {
-	return relay(a, b, nil, nil)
+	return RelayCounted(a, b, nil, nil)
 }
 
 // RelayCounted is Relay that also adds the bytes of each direction to
@@ -48,13 +30,59 @@ func Relay(a, b net.Conn) (aToB, bToA int64, err error) {
 // added as soon as it is written (on the splice path, a chunk is what one
 // splice into the pipe moved, at most the pipe's size).
 func RelayCounted(a, b net.Conn, aToBCount, bToACount *atomic.Int64) (aToB, bToA int64, err error) {
-	return relay(a, b, aToBCount, bToACount)
+	done := make(chan struct{})
+	l := NewLink(a, b, aToBCount, bToACount, func(x, y int64, e error) {
+		aToB, bToA, err = x, y, e
+		close(done)
+	})
+	l.Run()
+	<-done
+	return aToB, bToA, err
 }
 
-// relayState is shared by the two directions of one relay; one allocation
-// holds everything a relay needs for its whole run.
-type relayState struct {
-	a, b      net.Conn
+// ReadNotifier is a connection that can say when a Read would not wait:
+// hbone.Stream is one. A relay direction whose source is a ReadNotifier holds
+// no goroutine while the source has nothing to read.
+type ReadNotifier interface {
+	// NotifyReadable arranges for fn to be called once, without blocking
+	// locks of the caller, as soon as a Read would return without waiting
+	// (bytes, end of stream, an error, a local Close). It returns false and
+	// keeps nothing when a Read would not wait now. fn must not block.
+	NotifyReadable(fn func()) bool
+}
+
+// Link is one relay between two connections, a and b, that it owns from
+// NewLink on: bytes a->b and b->a until both directions have ended, then both
+// connections are closed and done reports the bytes written each way and the
+// first error.
+//
+// A direction ends at EOF from its source; the end is passed on as a
+// half-close of the destination (CloseWrite when the connection has it, a full
+// Close otherwise), while the other direction keeps flowing. If either
+// direction fails (read or write error) both connections are closed at once,
+// which ends the other direction too, and that first error is reported
+// (wrapped errors classify with errors.Is; see IsDisconnect). A clean end of
+// both directions reports a nil error; Close reports net.ErrClosed.
+//
+// Between two *net.TCPConn the bytes move by splice(2) without entering user
+// space, through a pipe taken from a shared pool only while bytes are in
+// flight. Otherwise each direction copies through a pooled 64 KiB buffer,
+// also held only while bytes are in flight. No path allocates per read.
+//
+// Idle connections hold no goroutine. A direction runs on a goroutine while
+// it has bytes to move; when its source has been silent for 100 ms (a TCP
+// socket, then watched by the package's epoll loop) or at once (a ReadNotifier),
+// the goroutine ends, and a new one picks the direction up when the source
+// becomes readable. Sources of other kinds (a net.Pipe, a TLS connection)
+// keep a goroutine in Read while idle.
+//
+// Close the Link, never a or b directly, to end it from outside: a direction
+// parked in the epoll loop does not see a socket closed under it.
+type Link struct {
+	a, b net.Conn
+	done func(aToB, bToA int64, err error) // called once, by the last direction to end
+
+	closing   atomic.Bool // set first thing by closeBoth: parking directions re-check it
 	closeOnce sync.Once
 	firstErr  error // written once inside closeOnce, read after both directions ended
 
@@ -63,60 +91,80 @@ type relayState struct {
 	// read error on that connection as its end of stream.
 	fullyClosedA, fullyClosedB atomic.Bool
 
+	running atomic.Int32 // directions not yet ended
+	started atomic.Bool
+
 	// aToB and bToA are the directions' copy state, each owned by the
-	// goroutine that runs that direction.
+	// goroutine running that direction, or by the epoll loop or the source's
+	// notification while the direction is parked.
 	aToB, bToA dirState
 }
 
-func relay(a, b net.Conn, ca, cb *atomic.Int64) (aToB, bToA int64, err error) {
-	s := &relayState{a: a, b: b}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // owned by this call: waited for below
-		defer wg.Done()
-		bToA = s.direction(&s.bToA, a, b, &s.fullyClosedA, &s.fullyClosedB, cb)
-	}()
-	aToB = s.direction(&s.aToB, b, a, &s.fullyClosedB, &s.fullyClosedA, ca)
-	wg.Wait()
-	s.closeBoth(nil)
-	return aToB, bToA, s.firstErr
+// NewLink prepares a relay of a and b, counting into aToBCount and bToACount
+// (either may be nil) as RelayCounted does; done is called once with the
+// totals when it has ended. The Link owns a and b from now on. Nothing moves
+// until Run.
+func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, bToA int64, err error)) *Link {
+	l := &Link{a: a, b: b, done: done}
+	l.aToB.init(l, b, a, &l.fullyClosedB, &l.fullyClosedA, aToBCount)
+	l.bToA.init(l, a, b, &l.fullyClosedA, &l.fullyClosedB, bToACount)
+	l.running.Store(2)
+	return l
+}
+
+// Run starts the relay: the b->a direction on a goroutine of its own, the
+// a->b direction on the calling goroutine until that direction parks or ends.
+// Run then returns; the rest happens on goroutines the Link starts, and done
+// reports the end. Run may be called once.
+func (l *Link) Run() {
+	if !l.started.CompareAndSwap(false, true) {
+		panic("netutil: Link.Run called twice")
+	}
+	go l.bToA.run() // owned by the Link: counted in running, reported by done
+	l.aToB.run()
+}
+
+// Close ends the relay from outside: both connections are closed, parked
+// directions are woken to see it, and done reports net.ErrClosed unless the
+// relay had already failed. It may be called at any time, from any
+// goroutine, any number of times; before Run, the relay ends as soon as it
+// runs.
+func (l *Link) Close() {
+	l.closeBoth(net.ErrClosed)
 }
 
 // closeBoth closes both connections once; the first caller's err is kept.
-func (s *relayState) closeBoth(err error) {
-	s.closeOnce.Do(func() {
-		s.firstErr = err
-		s.a.Close()
-		s.b.Close()
+// A direction parked in the epoll loop is resumed, so it finds its source
+// closed.
+func (l *Link) closeBoth(err error) {
+	l.closeOnce.Do(func() {
+		l.closing.Store(true)
+		l.firstErr = err
+		l.a.Close()
+		l.b.Close()
+		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
+			if unparkFromLoop(d) {
+				go d.run() // owned by the Link, as every direction goroutine
+			}
+		}
 	})
 }
 
-// direction copies src to dst and passes the end on. dstClosed is set when dst
-// had to be fully closed in place of a half-close; srcClosed tells whether the
-// other direction did that to src.
-func (s *relayState) direction(d *dirState, dst, src net.Conn, dstClosed, srcClosed *atomic.Bool, count *atomic.Int64) int64 {
-	d.count = count
-	n, err, handled := d.copyRaw(dst, src)
-	if !handled {
-		n, err = d.copyConn(dst, src)
+// dirEnded accounts the end of one direction; the last one closes both
+// connections and reports.
+func (l *Link) dirEnded() {
+	if l.running.Add(-1) != 0 {
+		return
 	}
-	if err != nil && srcClosed.Load() {
-		err = nil // we closed src ourselves: that is its end of stream
+	l.closeBoth(nil)
+	if l.done != nil {
+		l.done(l.aToB.total, l.bToA.total, l.firstErr)
 	}
-	if err != nil {
-		s.closeBoth(err)
-		return n
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !isClosedOrGone(err) {
-			s.closeBoth(err)
-		}
-		return n
-	}
-	dstClosed.Store(true)
-	dst.Close()
-	return n
 }
+
+// errPark is move's signal that the source has nothing to read and the
+// direction should give up its goroutine.
+var errPark = errors.New("netutil: park")
 
 // smallBufSize is the buffer a direction whose source is not a raw socket
 // reads into while it has no pooled buffer: it is what an idle direction
@@ -124,12 +172,127 @@ func (s *relayState) direction(d *dirState, dst, src net.Conn, dstClosed, srcClo
 // pooled buffer until a read leaves part of that buffer empty.
 const smallBufSize = 64
 
-// dirState is one direction of a relay. Owned by the goroutine running it.
+// Copy modes of a direction, chosen on its first run.
+const (
+	modeUnset  = iota
+	modeSplice // TCP to TCP by splice(2)
+	modeRead   // TCP source by read(2), any destination
+	modeConn   // any other source, through net.Conn Read
+)
+
+// dirState is one direction of a relay: src to dst. It is owned by the
+// goroutine running the direction; while parked, by whoever resumes it (the
+// epoll loop, the source's notification or Close), which starts a goroutine
+// to run it again.
 type dirState struct {
-	count *atomic.Int64 // may be nil
-	total int64         // bytes written to the destination
+	l        *Link
+	dst, src net.Conn
+	// dstClosed is set when dst had to be fully closed in place of a
+	// half-close; srcClosed tells whether the other direction did that to src.
+	dstClosed, srcClosed *atomic.Bool
+	count                *atomic.Int64 // may be nil
+	total                int64         // bytes written to the destination
+
+	mode     uint8
+	notifier ReadNotifier // src as a ReadNotifier; nil when it is not one
+	ready    bool         // the notifier said src is readable: read before parking again
+	resumeFn func()       // bound once: given to the notifier
+
 	small [smallBufSize]byte
 	raw   rawDir // the platform's raw-socket state (relay_linux.go)
+}
+
+func (d *dirState) init(l *Link, dst, src net.Conn, dstClosed, srcClosed *atomic.Bool, count *atomic.Int64) {
+	d.l, d.dst, d.src, d.dstClosed, d.srcClosed, d.count = l, dst, src, dstClosed, srcClosed, count
+}
+
+// run moves bytes until the direction parks or ends. It is the body of every
+// goroutine that runs the direction.
+func (d *dirState) run() {
+	for {
+		err := d.move()
+		if err != errPark {
+			d.finish(err)
+			return
+		}
+		if d.park() {
+			return // d now belongs to whoever resumes it
+		}
+	}
+}
+
+// move copies in the direction's mode until the end (nil at EOF), an error or
+// errPark.
+func (d *dirState) move() error {
+	for {
+		switch d.mode {
+		case modeUnset:
+			d.mode = modeConn
+			if d.setupRaw() {
+				continue // setupRaw chose a raw mode
+			}
+			if n, ok := d.src.(ReadNotifier); ok {
+				d.notifier = n
+				d.resumeFn = d.resume
+			}
+		case modeSplice:
+			err, handled := d.splice()
+			if !handled {
+				// splice(2) refused these sockets before moving a byte.
+				d.mode = modeRead
+				continue
+			}
+			return err
+		case modeRead:
+			return d.readCopy()
+		default:
+			if d.notifier != nil {
+				return d.copyNotified()
+			}
+			return d.copyConn()
+		}
+	}
+}
+
+// park gives up the goroutine until the source is readable. It reports false
+// when the direction must keep running on this goroutine (the source became
+// readable, or the relay is closing).
+func (d *dirState) park() bool {
+	if d.notifier != nil {
+		if d.notifier.NotifyReadable(d.resumeFn) {
+			return true
+		}
+		d.ready = true
+		return false
+	}
+	return d.parkInLoop()
+}
+
+// resume is the notifier's callback: the source is readable.
+func (d *dirState) resume() {
+	d.ready = true
+	go d.run() // owned by the Link, as every direction goroutine
+}
+
+// finish passes the end of the direction on and accounts it.
+func (d *dirState) finish(err error) {
+	if err != nil && d.srcClosed.Load() {
+		err = nil // we closed src ourselves: that is its end of stream
+	}
+	switch {
+	case err != nil:
+		d.l.closeBoth(err)
+	default:
+		if cw, ok := d.dst.(interface{ CloseWrite() error }); ok {
+			if err := cw.CloseWrite(); err != nil && !isClosedOrGone(err) {
+				d.l.closeBoth(err)
+			}
+		} else {
+			d.dstClosed.Store(true)
+			d.dst.Close()
+		}
+	}
+	d.l.dirEnded()
 }
 
 // wrote accounts n bytes written to the destination.
@@ -140,15 +303,49 @@ func (d *dirState) wrote(n int) {
 	}
 }
 
+// copyNotified copies a ReadNotifier source to dst. It reads only when the
+// source said it is readable, into a pooled buffer it gives back after every
+// read, so the Read never waits and an idle direction holds nothing: at the
+// first Read that could wait it returns errPark instead.
+func (d *dirState) copyNotified() error {
+	for {
+		if !d.ready {
+			return errPark
+		}
+		d.ready = false
+		bp := relayBufPool.Get().(*[relayBufSize]byte)
+		nr, rerr := d.src.Read(bp[:])
+		if nr > 0 {
+			nw, werr := d.dst.Write(bp[:nr])
+			d.wrote(nw)
+			if werr == nil && nw != nr {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				relayBufPool.Put(bp)
+				return werr
+			}
+		}
+		relayBufPool.Put(bp)
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
 // copyConn copies src to dst through net.Conn Read and Write, for a source
 // that is not a raw socket (an HBONE stream, a net.Pipe). It ignores
 // ReaderFrom and WriterTo, which could allocate a fresh buffer per copy.
 //
-// An idle direction waits in a Read of d.small and holds no pooled buffer.
-// A read that fills d.small means more bytes are probably waiting: the
-// direction takes a pooled buffer and keeps it while reads fill it, and gives
-// it back before the first Read that could wait for the peer.
-func (d *dirState) copyConn(dst, src net.Conn) (int64, error) {
+// An idle direction holds no pooled buffer: it waits in a Read of d.small. A
+// read that fills d.small means more bytes are probably
+// waiting: the direction takes a pooled buffer and keeps it while reads fill
+// it, and gives it back before the first Read that could wait for the peer.
+func (d *dirState) copyConn() error {
+	dst, src := d.dst, d.src
 	var bp *[relayBufSize]byte
 	defer func() {
 		if bp != nil {
@@ -178,10 +375,10 @@ func (d *dirState) copyConn(dst, src net.Conn) (int64, error) {
 			nw, werr := dst.Write(buf)
 			d.wrote(nw)
 			if werr != nil {
-				return d.total, werr
+				return werr
 			}
 			if nw != nr {
-				return d.total, io.ErrShortWrite
+				return io.ErrShortWrite
 			}
 		}
 		if bp != nil && nr < len(bp) {
@@ -190,10 +387,10 @@ func (d *dirState) copyConn(dst, src net.Conn) (int64, error) {
 			bp = nil
 		}
 		if rerr == io.EOF {
-			return d.total, nil
+			return nil
 		}
 		if rerr != nil {
-			return d.total, rerr
+			return rerr
 		}
 	}
 }

@@ -1,18 +1,29 @@
 package netutil
 
 import (
+	"errors"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
+// parkAfter is how long a TCP source may stay silent before its direction
+// gives up its goroutine and parks in the epoll loop. Shorter saves memory on
+// connections that pause; longer saves the park and resume (a few system
+// calls and a goroutine start) on connections that pause briefly.
+var parkAfter = 100 * time.Millisecond
+
 // rawDir is the raw-socket state of one relay direction: the callbacks given
 // to syscall.RawConn, bound once per relay so no read allocates, and what the
-// last callback did. Owned by the goroutine running the direction.
+// last callback did. Owned by the goroutine running the direction, except
+// slot (guarded by the loop's mutex).
 type rawDir struct {
+	srcTC    *net.TCPConn
 	src, dst syscall.RawConn
 
 	pipe   *pipe                 // spliced bytes in flight; nil while idle
@@ -22,43 +33,67 @@ type rawDir struct {
 	err    error                 // errno of the last callback
 	readFn func(fd uintptr) bool // bound to spliceIn or readIn
 	outFn  func(fd uintptr) bool // bound to spliceOut
+
+	// canPark: the direction may park in the epoll loop (it exists).
+	// armed: a read callback found the socket empty and set a read deadline
+	// parkAfter ahead, so a deadline error means the source went idle.
+	canPark, armed bool
+	// registered: src's descriptor is in the loop's epoll set (perhaps
+	// disarmed after its one-shot event): the next park modifies it.
+	registered bool
+	slot       uint32 // 1 + index in loop.slots while parked, 0 otherwise; guarded by loop.mu
 }
 
-// copyRaw moves src to dst when src is a TCP socket: by splice(2) when dst is
-// one too, else by read(2) into a pooled buffer and dst.Write. handled is
-// false when src is not a TCP socket (copyConn then does the work).
-//
-// An idle direction parks in src's RawConn.Read, that is in Go's netpoller,
-// holding neither pipe nor buffer: the callback takes one from its pool only
-// for a read attempt and gives it back when the attempt finds nothing.
-func (d *dirState) copyRaw(dst, src net.Conn) (n int64, err error, handled bool) {
-	stc, ok := src.(*net.TCPConn)
+// setupRaw prepares a TCP source for the raw paths and picks splice (TCP
+// destination) or read(2). It reports false when src is not a TCP socket.
+func (d *dirState) setupRaw() bool {
+	stc, ok := d.src.(*net.TCPConn)
 	if !ok {
-		return 0, nil, false
+		return false
 	}
 	r := &d.raw
+	var err error
 	if r.src, err = stc.SyscallConn(); err != nil {
-		return 0, err, true
+		return false // closed already: copyConn's Read reports it
 	}
-	if dtc, ok := dst.(*net.TCPConn); ok {
-		if r.dst, err = dtc.SyscallConn(); err != nil {
-			return 0, err, true
+	r.srcTC = stc
+	r.canPark = theLoop() != nil
+	if dtc, ok := d.dst.(*net.TCPConn); ok {
+		if r.dst, err = dtc.SyscallConn(); err == nil {
+			d.mode = modeSplice
+			r.readFn, r.outFn = r.spliceIn, r.spliceOut
+			return true
 		}
-		n, err, handled = d.splice()
-		if handled {
-			return n, err, true
-		}
-		// splice(2) refused these sockets before moving a byte: copy instead.
 	}
-	return d.readCopy(dst)
+	d.mode = modeRead
+	r.readFn = r.readIn
+	return true
+}
+
+// readSrc waits for src and runs the bound read callback; a deadline that the
+// callback armed and that passed means the source went idle: errPark.
+func (r *rawDir) readSrc() error {
+	r.n, r.err = 0, nil
+	err := r.src.Read(r.readFn)
+	if err != nil && r.armed && errors.Is(err, os.ErrDeadlineExceeded) {
+		return errPark
+	}
+	return err
+}
+
+// arm sets the idle deadline after a read callback found src empty.
+func (r *rawDir) arm() {
+	if r.canPark {
+		r.srcTC.SetReadDeadline(time.Now().Add(parkAfter))
+		r.armed = true
+	}
 }
 
 // splice is the zero-copy loop: splice src into a pipe, then the pipe into dst.
 // handled is false when the kernel refuses to splice the first bytes (EINVAL:
 // a socket type without splice support).
-func (d *dirState) splice() (int64, error, bool) {
+func (d *dirState) splice() (error, bool) {
 	r := &d.raw
-	r.readFn, r.outFn = r.spliceIn, r.spliceOut
 	defer func() {
 		if r.pipe != nil {
 			if r.inPipe == 0 {
@@ -70,18 +105,18 @@ func (d *dirState) splice() (int64, error, bool) {
 		}
 	}()
 	for {
-		r.n, r.err = 0, nil
-		if err := r.src.Read(r.readFn); err != nil {
-			return d.total, err, true
+		if err := r.readSrc(); err != nil {
+			return err, true
 		}
 		if r.err != nil {
 			if d.total == 0 && (r.err == unix.EINVAL || r.err == unix.EOPNOTSUPP) {
-				return 0, nil, false
+				r.readFn = r.readIn
+				return nil, false
 			}
-			return d.total, os.NewSyscallError("splice", r.err), true
+			return os.NewSyscallError("splice", r.err), true
 		}
 		if r.n == 0 {
-			return d.total, nil, true // EOF
+			return nil, true // EOF
 		}
 		r.inPipe = r.n
 		for r.inPipe > 0 {
@@ -89,10 +124,10 @@ func (d *dirState) splice() (int64, error, bool) {
 			err := r.dst.Write(r.outFn)
 			d.wrote(r.n)
 			if err != nil {
-				return d.total, err, true
+				return err, true
 			}
 			if r.err != nil {
-				return d.total, os.NewSyscallError("splice", r.err), true
+				return os.NewSyscallError("splice", r.err), true
 			}
 		}
 	}
@@ -121,6 +156,7 @@ func (r *rawDir) spliceIn(fd uintptr) bool {
 		case unix.EAGAIN:
 			pipes.put(r.pipe)
 			r.pipe = nil
+			r.arm()
 			return false
 		default:
 			r.err = err
@@ -152,9 +188,8 @@ func (r *rawDir) spliceOut(fd uintptr) bool {
 
 // readCopy reads the TCP source with read(2) into a pooled buffer taken only
 // for the attempt, and writes what it read to dst.
-func (d *dirState) readCopy(dst net.Conn) (int64, error, bool) {
+func (d *dirState) readCopy() error {
 	r := &d.raw
-	r.readFn = r.readIn
 	defer func() {
 		if r.buf != nil {
 			relayBufPool.Put(r.buf)
@@ -162,20 +197,19 @@ func (d *dirState) readCopy(dst net.Conn) (int64, error, bool) {
 		}
 	}()
 	for {
-		r.n, r.err = 0, nil
-		if err := r.src.Read(r.readFn); err != nil {
-			return d.total, err, true
+		if err := r.readSrc(); err != nil {
+			return err
 		}
 		if r.err != nil {
-			return d.total, os.NewSyscallError("read", r.err), true
+			return os.NewSyscallError("read", r.err)
 		}
 		if r.n == 0 {
-			return d.total, nil, true // EOF
+			return nil // EOF
 		}
-		nw, err := dst.Write(r.buf[:r.n])
+		nw, err := d.dst.Write(r.buf[:r.n])
 		d.wrote(nw)
 		if err != nil {
-			return d.total, err, true
+			return err
 		}
 	}
 }
@@ -197,12 +231,186 @@ func (r *rawDir) readIn(fd uintptr) bool {
 		case unix.EAGAIN:
 			relayBufPool.Put(r.buf)
 			r.buf = nil
+			r.arm()
 			return false
 		default:
 			r.err = err
 			return true
 		}
 	}
+}
+
+// parkInLoop hands the idle direction to the epoll loop. It reports false
+// when the direction must keep running on this goroutine.
+func (d *dirState) parkInLoop() bool {
+	r := &d.raw
+	r.srcTC.SetReadDeadline(time.Time{})
+	r.armed = false
+	lp := theLoop()
+	if lp == nil {
+		r.canPark = false
+		return false
+	}
+	return lp.park(d)
+}
+
+// unparkFromLoop takes d back from the epoll loop if it is parked there; the
+// caller then owns d and must run it.
+func unparkFromLoop(d *dirState) bool {
+	lp := startedLoop.Load()
+	return lp != nil && lp.take(d)
+}
+
+// loop is the package's epoll loop: one epoll set holding the sockets of
+// parked directions (one-shot, readable), and the one goroutine that waits on
+// it and starts a goroutine for each direction whose socket became readable.
+// It lives as long as the process, as Go's own netpoller does; it starts with
+// the first relay over a TCP source.
+//
+// A parked direction is in slots under an index and a generation that travel
+// in its epoll event; whoever removes it from slots (the loop on an event,
+// Link.closeBoth, or the direction itself when its park failed) owns it.
+type loop struct {
+	epfd int
+
+	mu    sync.Mutex
+	slots []loopSlot // guarded by mu
+	free  []uint32   // free indexes in slots; guarded by mu
+}
+
+type loopSlot struct {
+	d   *dirState // nil when free
+	gen uint32    // bumped at every park, so a stale event cannot resume a later occupant
+}
+
+var (
+	loopOnce    sync.Once
+	startedLoop atomic.Pointer[loop]
+)
+
+// theLoop returns the epoll loop, starting it on first use; nil when epoll
+// is unavailable (parking is then off and idle directions wait in Go's
+// netpoller).
+func theLoop() *loop {
+	loopOnce.Do(func() {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return
+		}
+		lp := &loop{epfd: fd}
+		startedLoop.Store(lp)
+		go lp.run() // owned by the process, like the runtime's netpoller
+	})
+	return startedLoop.Load()
+}
+
+// run waits for events and resumes their directions. It never returns.
+func (lp *loop) run() {
+	var evs [128]unix.EpollEvent
+	for {
+		n, err := unix.EpollWait(lp.epfd, evs[:], -1)
+		if err != nil {
+			if err != unix.EINTR {
+				time.Sleep(10 * time.Millisecond) // not expected; do not spin
+			}
+			continue
+		}
+		for i := range n {
+			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
+				go d.run() // owned by the direction's Link
+			}
+		}
+	}
+}
+
+// park registers d's source for one readable event. It reports false when d
+// must keep running on the calling goroutine; true means d now belongs to
+// the loop (or to closeBoth) and the caller must not touch it again.
+func (lp *loop) park(d *dirState) bool {
+	r := &d.raw
+	wasRegistered := r.registered
+	r.registered = true // written before d is published in slots
+	lp.mu.Lock()
+	var idx uint32
+	if n := len(lp.free); n > 0 {
+		idx = lp.free[n-1]
+		lp.free = lp.free[:n-1]
+	} else {
+		idx = uint32(len(lp.slots))
+		lp.slots = append(lp.slots, loopSlot{})
+	}
+	lp.slots[idx].gen++
+	lp.slots[idx].d = d
+	gen := lp.slots[idx].gen
+	r.slot = idx + 1
+	lp.mu.Unlock()
+
+	var cerr error
+	err := r.src.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(gen)}
+		if wasRegistered {
+			if cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev); cerr != unix.ENOENT {
+				return
+			}
+		}
+		if cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); cerr == unix.EEXIST {
+			cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+		}
+	})
+	if err != nil || cerr != nil {
+		// Nothing will fire for this registration: take d back, unless
+		// closeBoth already did (it then runs d).
+		if !lp.take(d) {
+			return true
+		}
+		r.registered = wasRegistered && err == nil
+		if err == nil {
+			r.canPark = false // epoll refused this socket: stop trying
+		}
+		return false
+	}
+	// A close that began before the registration may have looked for d
+	// before it was there: look again.
+	if d.l.closing.Load() && lp.take(d) {
+		return false
+	}
+	return true
+}
+
+// take removes d from slots if it is parked; true makes the caller its owner.
+func (lp *loop) take(d *dirState) bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	r := &d.raw
+	if r.slot == 0 {
+		return false
+	}
+	idx := r.slot - 1
+	if lp.slots[idx].d != d {
+		return false
+	}
+	lp.slots[idx].d = nil
+	lp.free = append(lp.free, idx)
+	r.slot = 0
+	return true
+}
+
+// takeSlot removes the direction an event names, if the event is current.
+func (lp *loop) takeSlot(idx, gen uint32) *dirState {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if idx >= uint32(len(lp.slots)) {
+		return nil
+	}
+	s := &lp.slots[idx]
+	if s.d == nil || s.gen != gen {
+		return nil
+	}
+	d := s.d
+	s.d = nil
+	lp.free = append(lp.free, idx)
+	d.raw.slot = 0
+	return d
 }
 
 // pipeSize is the capacity asked of each splice pipe: one splice moves at

@@ -2,10 +2,17 @@
 
 package netutil
 
-import "net"
-
 // rawDir is empty where the relay has no raw-socket path.
 type rawDir struct{}
 
-// copyRaw is not handled off Linux: every direction uses copyConn.
-func (d *dirState) copyRaw(dst, src net.Conn) (int64, error, bool) { return 0, nil, false }
+// setupRaw is not handled off Linux: every direction uses copyConn.
+func (d *dirState) setupRaw() bool { return false }
+
+func (d *dirState) splice() (error, bool) { return nil, false }
+
+func (d *dirState) readCopy() error { return nil }
+
+// parkInLoop has no epoll loop to park in off Linux.
+func (d *dirState) parkInLoop() bool { return false }
+
+func unparkFromLoop(d *dirState) bool { return false }

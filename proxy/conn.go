@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"sync"
 
+	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/policy"
 )
 
@@ -109,4 +112,44 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 		close()
 	}
 	return len(closers)
+}
+
+// job is the bookkeeping of one connection the proxy serves: its place in p.wg and, for a socket
+// the accept loop took, its connection-limit slot and its istio_tcp_sockets_open gauge. end
+// releases them, exactly once: the accept loop calls it when the handler returns, unless the
+// handler kept the job for an asynchronous relay (kept), whose completion calls it.
+type job struct {
+	p       *Proxy
+	limited bool   // holds a slot of p.cfg.Limit
+	closed  func() // ends the socket gauge; nil for an HBONE stream
+	kept    bool   // handed to a relay; written only by the handler's goroutine
+}
+
+func (j *job) end() {
+	if j.closed != nil {
+		j.closed()
+	}
+	if j.limited {
+		j.p.cfg.Limit.release()
+	}
+	j.p.wg.Done()
+}
+
+// relay hands client and upstream to an asynchronous relay and returns once the relay runs on
+// goroutines of its own (its first direction parked or ended). The relay owns both connections
+// and the job from here on; tr (already tracked) aborts it through the Link, and its completion
+// untracks tr, writes the record and ends the job. The caller must not touch rec, the
+// connections or j afterwards.
+func (p *Proxy) relay(rec *record, tr *tracked, client, upstream net.Conn, j *job) {
+	j.kept = true
+	l := netutil.NewLink(client, upstream, &rec.toServer, &rec.toClient, func(toServer, toClient int64, err error) {
+		p.conns.remove(tr)
+		rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
+		j.end()
+	})
+	p.conns.mu.Lock()
+	tr.close = l.Close
+	tr.rec = rec
+	p.conns.mu.Unlock()
+	l.Run()
 }

@@ -28,7 +28,7 @@ type peerInfo struct {
 type peerKey struct{}
 
 // handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
-func (p *Proxy) handleInboundHBONE(c net.Conn) {
+func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
 	// The write buffer lets the HBONE engine send several TLS records per syscall.
 	tc := tls.Server(hbone.NewWriteBuffer(c), p.serverTLS())
 	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
@@ -116,14 +116,16 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
 	}
-	p.relayInbound(rec, s, app, pt, pc)
+	s.Detach()
+	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
+	p.relayInbound(rec, s, app, pt, pc, &job{p: p})
 }
 
 // relayInbound relays an accepted inbound connection to the app while tracking it for drain and
-// policy re-evaluation. It owns both connections.
-func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn) {
+// policy re-evaluation. It takes both connections and j (see relay).
+func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn, j *job) {
 	tr := &tracked{
-		inbound: true, target: pt, conn: pc, rec: rec,
+		inbound: true, target: pt, conn: pc,
 		close: func() { client.Close(); app.Close() },
 		denied: func(reason string) {
 			rec.mu.Lock()
@@ -132,11 +134,7 @@ func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target
 		},
 	}
 	p.conns.add(tr)
-	toServer, toClient, err := netutil.RelayCounted(client, app, &rec.toServer, &rec.toClient)
-	p.conns.remove(tr)
-	client.Close()
-	app.Close()
-	rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
+	p.relay(rec, tr, client, app, j)
 }
 
 // dialApp connects to the local app, from the client's own IP when OrigSrc is on and the kernel
@@ -153,7 +151,7 @@ func (p *Proxy) dialApp(ctx context.Context, client netip.Addr, target netip.Add
 }
 
 // handleInboundPlain serves a plaintext connection captured on 15006.
-func (p *Proxy) handleInboundPlain(c net.Conn) {
+func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		c.Close()
@@ -196,7 +194,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn) {
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)
 		return
 	}
-	p.relayInbound(rec, c, app, pt, pc)
+	p.relayInbound(rec, c, app, pt, pc, j)
 }
 
 // WatchPolicies re-evaluates live inbound connections whenever the store changes and closes

@@ -278,7 +278,7 @@ func workloadIP(w *workload.Workload) netip.Addr {
 }
 
 // handleOutbound serves one connection captured on 15001.
-func (p *Proxy) handleOutbound(c net.Conn) {
+func (p *Proxy) handleOutbound(c net.Conn, j *job) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		c.Close()
@@ -290,12 +290,17 @@ func (p *Proxy) handleOutbound(c net.Conn) {
 		c.Close()
 		return
 	}
-	p.outbound(c, addrPort(c.RemoteAddr()), dst)
+	p.outbound(c, addrPort(c.RemoteAddr()), dst, j)
 }
 
-// outbound proxies client (already accepted, from src) to dst. It owns client.
-func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
-	defer client.Close()
+// outbound proxies client (already accepted, from src) to dst. It owns client, and hands it
+// and j to the relay (see relay) once connected.
+func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
+	defer func() {
+		if !j.kept {
+			client.Close()
+		}
+	}()
 	rec := &record{start: time.Now(), direction: "outbound", src: src, dst: dst}
 	if p.isOwnPort(dst) || dst == addrPort(client.LocalAddr()) {
 		p.log.Warn("outbound: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
@@ -334,7 +339,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 	}
 	tr := &tracked{close: func() { client.Close() }}
 	p.conns.add(tr)
-	defer p.conns.remove(tr)
+	defer func() {
+		if !j.kept {
+			p.conns.remove(tr)
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	var upstream net.Conn
@@ -371,13 +380,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort) {
 		rec.finish(p.access, err, flags, 0, 0)
 		return
 	}
-	p.conns.mu.Lock()
-	tr.close = func() { client.Close(); upstream.Close() }
-	tr.rec = rec
-	p.conns.mu.Unlock()
-	toServer, toClient, err := netutil.RelayCounted(client, upstream, &rec.toServer, &rec.toClient)
-	upstream.Close()
-	rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
+	p.relay(rec, tr, client, upstream, j)
 }
 
 // forwarded is ztunnel's Forwarded header: for="ip:port", and ;host=<service hostname> when

@@ -248,8 +248,9 @@ func (p *Proxy) flushLoop() {
 
 // acceptLoop accepts until the listener closes, backing off on temporary errors such as
 // file-descriptor exhaustion so established connections keep flowing. Each accepted socket
-// counts in istio_tcp_sockets_open while its handler runs.
-func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn)) func(net.Listener) {
+// counts in istio_tcp_sockets_open, and holds a connection-limit slot, until its job ends: when
+// its handler returns, or when the relay it handed the connection to ends.
+func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *job)) func(net.Listener) {
 	return func(l net.Listener) {
 		var delay time.Duration
 		for {
@@ -276,11 +277,14 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn)) func(net.List
 				c.Close()
 				continue
 			}
-			p.wg.Go(func() {
-				defer p.cfg.Limit.release()
-				defer p.cfg.Metrics.SocketOpened(reporter)()
-				handle(c)
-			})
+			p.wg.Add(1)
+			j := &job{p: p, limited: true, closed: p.cfg.Metrics.SocketOpened(reporter)}
+			go func() { // owned by p.wg, through j
+				handle(c, j)
+				if !j.kept {
+					j.end()
+				}
+			}()
 		}
 	}
 }

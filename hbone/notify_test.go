@@ -1,0 +1,133 @@
+package hbone
+
+import (
+	"io"
+	"testing"
+	"time"
+)
+
+// waitFired waits for one call of a NotifyReadable callback.
+func waitFired(t *testing.T, fired chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: the NotifyReadable callback was not called", what)
+	}
+}
+
+// notFired checks that no callback call is pending.
+func notFired(t *testing.T, fired chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-fired:
+		t.Fatalf("%s: the NotifyReadable callback was called", what)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+// TestNotifyReadable: the callback runs once for each change that makes Read
+// not wait (data, END_STREAM, a local Close, the peer's reset), and
+// NotifyReadable refuses to keep it while Read would not wait.
+func TestNotifyReadable(t *testing.T) {
+	servers := make(chan *Stream, 4)
+	ts := startServer(t, true, Config{}, HandlerFunc(func(s *Stream, req *Request) {
+		if err := s.Respond(200); err != nil {
+			return
+		}
+		s.Detach()
+		servers <- s // the test closes it
+	}))
+	cc := ts.client(t, Config{})
+	fired := make(chan struct{}, 4)
+	fn := func() { fired <- struct{}{} }
+
+	// Data, then END_STREAM.
+	cs := connect(t, cc, "10.0.0.1:80")
+	ss := <-servers
+	defer ss.Close()
+	if !cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable on an empty stream returned false")
+	}
+	notFired(t, fired, "empty stream")
+	if _, err := ss.Write([]byte("ab")); err != nil {
+		t.Fatal(err)
+	}
+	waitFired(t, fired, "data")
+	if cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable with bytes buffered returned true")
+	}
+	buf := make([]byte, 8)
+	if n, err := cs.Read(buf); n != 2 || err != nil {
+		t.Fatalf("Read = %d, %v; want 2 bytes", n, err)
+	}
+	if !cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable after draining returned false")
+	}
+	if err := ss.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitFired(t, fired, "END_STREAM")
+	if n, err := cs.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read after END_STREAM = %d, %v; want EOF", n, err)
+	}
+	if cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable after END_STREAM returned true")
+	}
+	notFired(t, fired, "after END_STREAM")
+	cs.Close()
+
+	// A local Close.
+	cs = connect(t, cc, "10.0.0.1:80")
+	ss = <-servers
+	defer ss.Close()
+	if !cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable on an empty stream returned false")
+	}
+	cs.Close()
+	waitFired(t, fired, "local Close")
+
+	// The peer's reset.
+	cs = connect(t, cc, "10.0.0.1:80")
+	defer cs.Close()
+	ss = <-servers
+	if !cs.NotifyReadable(fn) {
+		t.Fatal("NotifyReadable on an empty stream returned false")
+	}
+	ss.resetLocal(0x8) // CANCEL
+	waitFired(t, fired, "peer reset")
+	if _, err := cs.Read(buf); err == nil {
+		t.Fatal("Read after the peer's reset returned no error")
+	}
+}
+
+// TestDetachKeepsStream: a Handler that answered and detached may return
+// while the stream goes on; the Server neither closes nor answers it then.
+func TestDetachKeepsStream(t *testing.T) {
+	handlerDone := make(chan struct{})
+	ts := startServer(t, true, Config{}, HandlerFunc(func(s *Stream, req *Request) {
+		defer close(handlerDone)
+		if err := s.Respond(200); err != nil {
+			return
+		}
+		s.Detach()
+		go func() { // ends with the stream: the test reads its echo to EOF
+			defer s.Close()
+			io.Copy(s, s)
+			s.CloseWrite()
+		}()
+	}))
+	cc := ts.client(t, Config{})
+	cs := connect(t, cc, "10.0.0.1:80")
+	defer cs.Close()
+	<-handlerDone
+	time.Sleep(20 * time.Millisecond) // runHandler's deferred calls run after the Handler
+	if _, err := cs.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	cs.CloseWrite()
+	got, err := io.ReadAll(cs)
+	if err != nil || string(got) != "still here" {
+		t.Fatalf("echo after the handler returned = %q, %v", got, err)
+	}
+}

@@ -1,0 +1,180 @@
+package netutil_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/netutil"
+)
+
+// linkRig is client <-> a [Link] b <-> server over loopback TCP, with the
+// Link's report in done.
+type linkRig struct {
+	client, server *net.TCPConn
+	link           *netutil.Link
+	done           chan relayResult
+	ab, ba         atomic.Int64
+}
+
+func newLinkRig(t testing.TB, mode relayMode) *linkRig {
+	t.Helper()
+	client, a := tcpPair(t)
+	b, server := tcpPair(t)
+	ra, rb := mode.wrap(a, b)
+	r := &linkRig{client: client, server: server, done: make(chan relayResult, 1)}
+	r.link = netutil.NewLink(ra, rb, &r.ab, &r.ba, func(ab, ba int64, err error) {
+		r.done <- relayResult{ab, ba, err}
+	})
+	return r
+}
+
+func (r *linkRig) result(t testing.TB) relayResult {
+	t.Helper()
+	select {
+	case res := <-r.done:
+		return res
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Link did not report its end")
+		return relayResult{}
+	}
+}
+
+// echoOnce proves the relay both ways with one byte each.
+func (r *linkRig) echoOnce(t testing.TB, b byte) {
+	t.Helper()
+	buf := make([]byte, 1)
+	for _, dir := range [][2]*net.TCPConn{{r.client, r.server}, {r.server, r.client}} {
+		if _, err := dir[0].Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		dir[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(dir[1], buf); err != nil || buf[0] != b {
+			t.Fatalf("read %v, %v; want %d", buf, err, b)
+		}
+		dir[1].SetReadDeadline(time.Time{})
+	}
+}
+
+// waitGoroutines waits until at most want goroutines run, and returns the
+// last count.
+func waitGoroutines(want int, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestLinkIdleHoldsNoGoroutine: relays between TCP sockets give up their
+// goroutines once idle, and parked relays still move bytes both ways, pass
+// half-closes on, and end when closed from outside.
+func TestLinkIdleHoldsNoGoroutine(t *testing.T) {
+	defer netutil.SetParkAfter(10 * time.Millisecond)()
+	netutil.StartParkLoop()
+	const n = 40
+	for _, tc := range []struct {
+		name string
+		mode relayMode
+		// goroutines an idle relay keeps: a source that is not a socket
+		// keeps its reader (the wrapped side of "mixed").
+		kept int
+	}{{"splice", modeSplice, 0}, {"mixed", modeMixed, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			rigs := make([]*linkRig, n)
+			for i := range rigs {
+				rigs[i] = newLinkRig(t, tc.mode)
+				go rigs[i].link.Run()
+				rigs[i].echoOnce(t, byte(i))
+			}
+			want := base + tc.kept*n
+			if got := waitGoroutines(want, 5*time.Second); got > want {
+				t.Fatalf("%d idle relays run %d goroutines, want %d", n, got-base, want-base)
+			}
+
+			// Parked relays wake for data, both ways, and park again.
+			for i, r := range rigs {
+				r.echoOnce(t, byte(i+1))
+			}
+			if got := waitGoroutines(want, 5*time.Second); got > want {
+				t.Fatalf("after a second echo, %d relays run %d goroutines, want %d", n, got-base, want-base)
+			}
+
+			// A half-close reaching a parked direction ends it cleanly.
+			half := rigs[0]
+			half.client.CloseWrite()
+			half.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if b, err := io.ReadAll(half.server); err != nil || len(b) != 0 {
+				t.Fatalf("server after the client's FIN: read %q, %v; want EOF", b, err)
+			}
+			if _, err := half.server.Write([]byte("late")); err != nil {
+				t.Fatal(err)
+			}
+			half.server.CloseWrite()
+			half.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if b, err := io.ReadAll(half.client); err != nil || string(b) != "late" {
+				t.Fatalf("client after the server's FIN: read %q, %v; want \"late\"", b, err)
+			}
+			if res := half.result(t); res.err != nil || res.aToB != 2 || res.bToA != 6 {
+				t.Fatalf("half-closed relay reported %+v, want 2 and 6 bytes, no error", res)
+			}
+
+			// Close ends parked relays, which report net.ErrClosed.
+			for _, r := range rigs[1:] {
+				r.link.Close()
+			}
+			for _, r := range rigs[1:] {
+				res := r.result(t)
+				if !errors.Is(res.err, net.ErrClosed) {
+					t.Errorf("closed relay reported %v, want net.ErrClosed", res.err)
+				}
+				if res.aToB != 2 || r.ab.Load() != 2 {
+					t.Errorf("closed relay counted %d (live %d) bytes a->b, want 2", res.aToB, r.ab.Load())
+				}
+			}
+			if got := waitGoroutines(base, 5*time.Second); got > base {
+				t.Fatalf("%d goroutines after every relay ended, want %d", got, base)
+			}
+		})
+	}
+}
+
+// TestLinkCloseRacesPark closes relays at the moment their directions park,
+// many times: every relay must still report its end.
+func TestLinkCloseRacesPark(t *testing.T) {
+	defer netutil.SetParkAfter(time.Millisecond)()
+	netutil.StartParkLoop()
+	for i := range 200 {
+		r := newLinkRig(t, modeSplice)
+		go r.link.Run()
+		r.echoOnce(t, byte(i))
+		time.Sleep(time.Duration(i%4) * 500 * time.Microsecond)
+		r.link.Close()
+		r.result(t)
+		r.client.Close()
+		r.server.Close()
+	}
+}
+
+// TestLinkCloseBeforeRun: a Link closed before it runs ends at once and
+// closes both connections.
+func TestLinkCloseBeforeRun(t *testing.T) {
+	r := newLinkRig(t, modeSplice)
+	r.link.Close()
+	r.link.Run()
+	if res := r.result(t); !errors.Is(res.err, net.ErrClosed) {
+		t.Fatalf("reported %v, want net.ErrClosed", res.err)
+	}
+	r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := r.client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the client's connection is still open")
+	}
+}

@@ -1,0 +1,82 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+)
+
+// TestIdleConnectionsHoldNoGoroutines: connections through the whole path (SOCKS5 -> outbound ->
+// pooled HBONE -> inbound -> app) hold no goroutine of the proxy once idle: their four relay
+// directions park (the TCP legs in netutil's epoll loop, the HBONE streams on their
+// notifications) and the handlers have returned. Parked connections still carry bytes both ways
+// and end normally, with their access log lines.
+func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
+	e := newEnv(t)
+	const n = 30
+	buf := make([]byte, 1)
+	echo := func(c net.Conn, b byte) {
+		t.Helper()
+		if _, err := c.Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != b {
+			t.Fatalf("echo: read %v, %v; want %d", buf, err, b)
+		}
+	}
+	// Certificates and the pooled HBONE connection (with their goroutines) exist from here on.
+	warm := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	echo(warm, 1)
+	warm.Close()
+	waitLog(t, e.access, "connection complete", "direction=inbound")
+	time.Sleep(50 * time.Millisecond) // the warm-up connection's app goroutine ends
+	base := leakcheck.Count()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+		defer conns[i].Close()
+		echo(conns[i], byte(i))
+	}
+	// The test's echo app keeps one goroutine per connection; the proxy may keep none.
+	want := base + n
+	waitIdle := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		got := leakcheck.Count()
+		for got > want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			got = leakcheck.Count()
+		}
+		if got > want {
+			sb := make([]byte, 1<<20)
+			t.Logf("%s", sb[:runtime.Stack(sb, true)])
+			t.Fatalf("%s: %d idle connections run %d goroutines beyond the app's, want 0", what, n, got-want)
+		}
+	}
+	waitIdle("after the first echo")
+	for i, c := range conns {
+		echo(c, byte(i+100))
+	}
+	waitIdle("after the second echo")
+	for _, c := range conns {
+		c.(*net.TCPConn).CloseWrite()
+		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+			t.Fatalf("after the client's FIN: read %q, %v; want EOF", rest, err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(e.access.String(), "direction=inbound") < n+1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := strings.Count(e.access.String(), "direction=inbound"); got < n+1 {
+		t.Fatalf("%d inbound access log lines, want %d", got, n+1)
+	}
+}
