@@ -525,7 +525,6 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	s := newStream(c, id, false)
-	s.req = req
 	s.recvEnd = f.StreamEnded()
 	c.mu.Lock()
 	if c.closed {
@@ -538,7 +537,7 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 
 	c.handlers.Add(1)
-	go c.runHandler(s, status)
+	go c.runHandler(s, req, status)
 	return nil
 }
 
@@ -546,7 +545,7 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 // invalid requests itself, otherwise calls the Handler, and closes the
 // stream when the Handler returns, unless the Handler answered it and
 // detached it (Stream.Detach).
-func (c *conn) runHandler(s *Stream, status int) {
+func (c *conn) runHandler(s *Stream, req *Request, status int) {
 	defer c.handlers.Done()
 	defer func() {
 		c.mu.Lock()
@@ -569,7 +568,7 @@ func (c *conn) runHandler(s *Stream, status int) {
 		}
 		s.Close()
 	}()
-	c.srv.Handler.ServeHBONE(s, s.req)
+	c.srv.Handler.ServeHBONE(s, req)
 }
 
 // parseRequest builds a Request from request HEADERS. ok=false means the

@@ -28,7 +28,6 @@ type Stream struct {
 	c      *conn
 	id     uint32
 	client bool
-	req    *Request
 	onDone func() // run once when the stream leaves its connection
 
 	doneOnce sync.Once
@@ -112,9 +111,6 @@ func (s *Stream) answered() bool {
 	defer s.mu.Unlock()
 	return s.status != 0
 }
-
-// Request returns the request that opened the stream.
-func (s *Stream) Request() *Request { return s.req }
 
 // Context returns the context of the stream's connection: on the server side the one given to
 // ServeConn (cancelled when it ends), on the client side context.Background.
@@ -778,7 +774,6 @@ var (
 // before the stream existed).
 func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
 	s := newStream(c, 0, true)
-	s.req = req
 	s.onDone = onDone
 	if err := ctx.Err(); err != nil {
 		s.runOnDone()

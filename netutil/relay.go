@@ -70,7 +70,7 @@ type ReadNotifier interface {
 // also held only while bytes are in flight. No path allocates per read.
 //
 // Idle connections hold no goroutine. A direction runs on a goroutine while
-// it has bytes to move; when its source has been silent for 100 ms (a TCP
+// it has bytes to move; when its source has been silent for 25 ms (a TCP
 // socket, then watched by the package's epoll loop) or at once (a ReadNotifier),
 // the goroutine ends, and a new one picks the direction up when the source
 // becomes readable. Sources of other kinds (a net.Pipe, a TLS connection)
@@ -195,11 +195,16 @@ type dirState struct {
 
 	mode     uint8
 	notifier ReadNotifier // src as a ReadNotifier; nil when it is not one
-	ready    bool         // the notifier said src is readable: read before parking again
+	ready    bool         // NotifyReadable just said src is readable (to its owner): read once
 	resumeFn func()       // bound once: given to the notifier
 
-	small [smallBufSize]byte
-	raw   rawDir // the platform's raw-socket state (relay_linux.go)
+	// pending holds bytes that deliver read but could not write without
+	// waiting: pending[pendOff:pendLen] goes to dst first when a goroutine
+	// takes the direction over.
+	pending          *[relayBufSize]byte
+	pendOff, pendLen int
+
+	raw rawDir // the platform's raw-socket state (relay_linux.go)
 }
 
 func (d *dirState) init(l *Link, dst, src net.Conn, dstClosed, srcClosed *atomic.Bool, count *atomic.Int64) {
@@ -234,6 +239,7 @@ func (d *dirState) move() error {
 			if n, ok := d.src.(ReadNotifier); ok {
 				d.notifier = n
 				d.resumeFn = d.resume
+				d.setupDeliver()
 			}
 		case modeSplice:
 			err, handled := d.splice()
@@ -268,9 +274,14 @@ func (d *dirState) park() bool {
 	return d.parkInLoop()
 }
 
-// resume is the notifier's callback: the source is readable.
+// resume is the notifier's callback: the source was readable when the
+// notifier ran it (it may not be any more: see deliver). What deliver can
+// move at once moves on the notifying goroutine; the rest goes to a new
+// goroutine, which asks the notifier again before it reads.
 func (d *dirState) resume() {
-	d.ready = true
+	if d.deliver() {
+		return
+	}
 	go d.run() // owned by the Link, as every direction goroutine
 }
 
@@ -308,6 +319,15 @@ func (d *dirState) wrote(n int) {
 // read, so the Read never waits and an idle direction holds nothing: at the
 // first Read that could wait it returns errPark instead.
 func (d *dirState) copyNotified() error {
+	if bp := d.pending; bp != nil {
+		d.pending = nil
+		nw, err := d.dst.Write(bp[d.pendOff:d.pendLen])
+		d.wrote(nw)
+		relayBufPool.Put(bp)
+		if err != nil {
+			return err
+		}
+	}
 	for {
 		if !d.ready {
 			return errPark
@@ -340,12 +360,13 @@ func (d *dirState) copyNotified() error {
 // that is not a raw socket (an HBONE stream, a net.Pipe). It ignores
 // ReaderFrom and WriterTo, which could allocate a fresh buffer per copy.
 //
-// An idle direction holds no pooled buffer: it waits in a Read of d.small. A
-// read that fills d.small means more bytes are probably
+// An idle direction holds no pooled buffer: it waits in a Read of a small
+// buffer (that and its goroutine are what it holds). A read that fills small means more bytes are probably
 // waiting: the direction takes a pooled buffer and keeps it while reads fill
 // it, and gives it back before the first Read that could wait for the peer.
 func (d *dirState) copyConn() error {
 	dst, src := d.dst, d.src
+	var small [smallBufSize]byte // allocated once per run; only this kind of direction needs it
 	var bp *[relayBufSize]byte
 	defer func() {
 		if bp != nil {
@@ -357,11 +378,11 @@ func (d *dirState) copyConn() error {
 		var nr int
 		var rerr error
 		if bp == nil {
-			nr, rerr = src.Read(d.small[:])
-			buf = d.small[:nr]
-			if nr == len(d.small) && rerr == nil {
+			nr, rerr = src.Read(small[:])
+			buf = small[:nr]
+			if nr == len(small) && rerr == nil {
 				bp = relayBufPool.Get().(*[relayBufSize]byte)
-				copy(bp[:], d.small[:])
+				copy(bp[:], small[:])
 				var m int
 				m, rerr = src.Read(bp[nr:])
 				nr += m

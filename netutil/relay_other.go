@@ -16,3 +16,8 @@ func (d *dirState) readCopy() error { return nil }
 func (d *dirState) parkInLoop() bool { return false }
 
 func unparkFromLoop(d *dirState) bool { return false }
+
+func (d *dirState) setupDeliver() {}
+
+// deliver has no raw sockets to write to off Linux: a goroutine does it.
+func (d *dirState) deliver() bool { return false }

@@ -80,3 +80,40 @@ func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 		t.Fatalf("%d inbound access log lines, want %d", got, n+1)
 	}
 }
+
+// TestSlowReaderIntact: a client that stops reading while its echo streams back fills its
+// socket; the relay directions that write to it (on the HBONE reader's goroutine while they
+// can, then on their own) must keep every byte in order.
+func TestSlowReaderIntact(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	defer c.Close()
+	payload := make([]byte, 8<<20)
+	for i := range payload {
+		payload[i] = byte(i*7 + i>>11)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for off := 0; off < len(payload); off += 1000 { // many small writes: many small frames
+			if _, err := c.Write(payload[off:min(off+1000, len(payload))]); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- c.(*net.TCPConn).CloseWrite()
+	}()
+	time.Sleep(300 * time.Millisecond) // nobody reads: every buffer on the way back fills
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if werr := <-errc; werr != nil || err != nil {
+		t.Fatalf("write err %v, read err %v", werr, err)
+	}
+	if len(got) != len(payload) {
+		t.Fatalf("echoed %d bytes, want %d", len(got), len(payload))
+	}
+	for i := range got {
+		if got[i] != payload[i] {
+			t.Fatalf("echo differs first at byte %d", i)
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package netutil_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/netutil"
+)
+
+// feedConn is a ReadNotifier source the test feeds, with hbone.Stream's
+// contract: Read waits while nothing is buffered; NotifyReadable keeps one
+// callback, which the next feed (or the test, on purpose late) runs. Writes
+// are discarded.
+type feedConn struct {
+	net.Conn // the unused methods' owner: a TCP end, for addresses
+	mu       sync.Mutex
+	cond     *sync.Cond
+	buf      []byte
+	closed   bool
+	fn       func()
+}
+
+func newFeedConn(c net.Conn) *feedConn {
+	f := &feedConn{Conn: c}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+func (f *feedConn) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.buf) == 0 && !f.closed {
+		f.cond.Wait()
+	}
+	if f.closed {
+		return 0, net.ErrClosed
+	}
+	n := copy(p, f.buf)
+	f.buf = f.buf[n:]
+	return n, nil
+}
+
+func (f *feedConn) Write(p []byte) (int, error) { return len(p), nil }
+
+func (f *feedConn) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	fn := f.fn
+	f.fn = nil
+	f.mu.Unlock()
+	f.cond.Broadcast()
+	if fn != nil {
+		fn()
+	}
+	return nil
+}
+
+func (f *feedConn) NotifyReadable(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.buf) > 0 || f.closed {
+		return false
+	}
+	f.fn = fn
+	return true
+}
+
+// notify runs the kept callback, as the source's owner does after a change
+// (or late, after the bytes that caused it were read).
+func (f *feedConn) notify() {
+	f.mu.Lock()
+	fn := f.fn
+	f.fn = nil
+	f.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+func (f *feedConn) feed(p []byte) {
+	f.mu.Lock()
+	f.buf = append(f.buf, p...)
+	f.mu.Unlock()
+	f.cond.Broadcast()
+	f.notify()
+}
+
+func (f *feedConn) registered() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fn != nil
+}
+
+// TestLinkLateNotification: a notification that arrives after the bytes that
+// caused it were read (the notifier's goroutine lost the race with the
+// direction's own goroutine) finds the source empty. The callback must park
+// the direction again and return, never wait in Read: on an HBONE stream it
+// runs on the connection's reader, which is the goroutine that would deliver
+// the next bytes.
+func TestLinkLateNotification(t *testing.T) {
+	a, _ := tcpPair(t)
+	peer, far := tcpPair(t)
+	src := newFeedConn(a)
+	done := make(chan relayResult, 1)
+	l := netutil.NewLink(src, peer, nil, nil, func(x, y int64, err error) { done <- relayResult{x, y, err} })
+	go l.Run()
+	waitRegistered := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !src.registered() {
+			if time.Now().After(deadline) {
+				t.Fatal("the direction never parked on its source")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitRegistered()
+
+	late := make(chan struct{})
+	go func() { src.notify(); close(late) }() // nothing buffered: a late notification
+	select {
+	case <-late:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a late notification waited in Read on an empty source")
+	}
+	waitRegistered()
+
+	src.feed([]byte("hello"))
+	far.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(far, got); err != nil || string(got) != "hello" {
+		t.Fatalf("relayed %q, %v; want hello", got, err)
+	}
+	l.Close()
+	select {
+	case res := <-done:
+		if !errors.Is(res.err, net.ErrClosed) || res.aToB != 5 {
+			t.Fatalf("reported %+v, want 5 bytes a->b and net.ErrClosed", res)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Link did not end")
+	}
+}
