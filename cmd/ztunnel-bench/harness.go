@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -138,6 +139,11 @@ type harness struct {
 	caDir         string
 	paths         []*path
 	notes         []string
+
+	// The ztunnel pair of pods a and b (nil when no path needs it), and whether the idle
+	// scenario stopped it (ensureZtunnels starts it again). Owned by run's goroutine.
+	ztunnels     *proxyGroup
+	ztunnelsDown bool
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -397,6 +403,7 @@ func (h *harness) startZtunnels(ctx context.Context) error {
 	if g.procs, err = g.start(ctx); err != nil {
 		return err
 	}
+	h.ztunnels = g
 	if h.opts.paths[pathPassthrough] {
 		h.paths = append(h.paths, &path{name: pathPassthrough, from: h.a, group: g, members: []int{0},
 			echo: addr(ipX, portEcho), source: addr(ipX, portSource), oneShot: addr(ipX, portOneShot)})
@@ -546,23 +553,46 @@ func (h *harness) note(s string) {
 	h.logf("note: %s", s)
 }
 
-// idleRSS starts one ztunnel whose config holds the idle workloads, waits until it is ready
-// and has settled, reads its RSS and stops it.
-func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (int64, error) {
+// idleResult is what one idle-RSS measurement read.
+type idleResult struct {
+	rss    int64    // VmRSS, bytes
+	split  memSplit // anonymous and file-backed, from smaps_rollup
+	others []int    // PIDs of other processes running the same executable at that moment
+}
+
+// idleRSS measures one ztunnel as it runs on a node: the only ztunnel there (a DaemonSet).
+// Its config holds the idle workloads and sits alone in its own directory (the local config
+// watcher wakes on any file event in that directory, and the harness's logs are written
+// elsewhere). The path ztunnels (pods a and b, the same executable) are stopped first and
+// started again by the next scenario that needs them (ensureZtunnels): the kernel keeps an
+// executable page resident in every process that maps it as long as one of them uses it, so
+// with them alive the figure would count code the idle ztunnel no longer touches. It waits
+// until the ztunnel is ready and 2 x settle more, reads its memory and stops it.
+func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (idleResult, error) {
 	var err error
+	dir := filepath.Join(h.tmp, "idle-config")
 	if h.idle == nil {
 		if h.idle, err = h.topo.netns("idle"); err != nil {
-			return 0, err
+			return idleResult{}, err
 		}
 		if err := ip("-n", h.idle.name, "addr", "add", "10.250.0.1/32", "dev", "lo"); err != nil {
-			return 0, err
+			return idleResult{}, err
 		}
-		cfg := filepath.Join(h.tmp, "idle.yaml")
-		if err := os.WriteFile(cfg, []byte(idleConfig(h.opts.idleWorkloads)), 0o600); err != nil {
-			return 0, err
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return idleResult{}, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "idle.yaml"), []byte(idleConfig(h.opts.idleWorkloads)), 0o600); err != nil {
+			return idleResult{}, err
 		}
 	}
-	env := h.ztunnelEnv("ns0/w0/sa0", filepath.Join(h.tmp, "idle.yaml"))
+	if g := h.ztunnels; g != nil && !h.ztunnelsDown {
+		h.logf("stopping the ztunnels of pods a and b while the idle ztunnel is measured alone")
+		for _, p := range g.procs {
+			h.stopProc(p)
+		}
+		g.procs, h.ztunnelsDown = nil, true
+	}
+	env := h.ztunnelEnv("ns0/w0/sa0", filepath.Join(dir, "idle.yaml"))
 	p, err := h.startZtunnel(ctx, "ztunnel-idle", h.idle, env)
 	defer func() {
 		if p != nil {
@@ -570,14 +600,70 @@ func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (int64, err
 		}
 	}()
 	if err != nil {
-		return 0, err
+		return idleResult{}, err
 	}
 	select {
 	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-time.After(settle):
+		return idleResult{}, ctx.Err()
+	case <-time.After(2 * settle):
 	}
-	return procRSS(p.pid())
+	var r idleResult
+	if r.rss, err = procRSS(p.pid()); err != nil {
+		return r, err
+	}
+	if r.split, err = procMemSplit(p.pid()); err != nil {
+		return r, err
+	}
+	r.others, err = sameExecutable(p.pid())
+	return r, err
+}
+
+// ensureZtunnels starts the path ztunnels again if the idle scenario stopped them, and proves
+// their paths with a few round trips, as setup does (certificates, pooled connections).
+func (h *harness) ensureZtunnels(ctx context.Context) error {
+	g := h.ztunnels
+	if g == nil || !h.ztunnelsDown {
+		return nil
+	}
+	var err error
+	g.procs, err = g.start(ctx)
+	if err != nil {
+		return err // the processes it started are in h.procs: close stops them
+	}
+	h.ztunnelsDown = false
+	for _, p := range h.paths {
+		if p.group != g {
+			continue
+		}
+		if _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
+			return fmt.Errorf("path %s does not work after restarting its ztunnels: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// sameExecutable returns the PIDs of the other processes whose executable is the file pid runs
+// (compared by device and inode). Processes that vanish or cannot be read are skipped.
+func sameExecutable(pid int) ([]int, error) {
+	self, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n == pid {
+			continue
+		}
+		if fi, err := os.Stat("/proc/" + e.Name() + "/exe"); err == nil && os.SameFile(fi, self) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // writeLocalCA writes an Istio plugged-in CA layout (a self-signed root that signs directly)

@@ -244,19 +244,23 @@ func (h *harness) measure(ctx context.Context, rep *Report) error {
 				continue
 			}
 			if scen == scenIdle {
-				rss, err := h.idleRSS(ctx, 2*h.opts.settle)
+				r, err := h.idleRSS(ctx, h.opts.settle)
 				if err := h.outcome(ctx, err, i, scen, "ztunnel"); err != nil {
 					return err
 				}
 				if err == nil {
-					rep.add(scenIdle, metRSS, "ztunnel", float64(rss)/(1<<20))
-					h.logf("[%d/%d] idle RSS, %d workloads: %.1f MiB", i, h.opts.reps, h.opts.idleWorkloads, float64(rss)/(1<<20))
+					h.addIdle(rep, i, r)
 				}
 				continue
 			}
 			for _, p := range h.paths {
 				if scen == scenS5 && p.group == nil {
 					continue // no proxy, no RSS to attribute
+				}
+				if p.group != nil && p.group == h.ztunnels {
+					if err := h.ensureZtunnels(ctx); err != nil {
+						return err
+					}
 				}
 				err := h.runOne(ctx, rep, i, scen, p)
 				if err := h.outcome(ctx, err, i, scen, p.name); err != nil {
@@ -266,6 +270,20 @@ func (h *harness) measure(ctx context.Context, rep *Report) error {
 		}
 	}
 	return nil
+}
+
+// addIdle records one idle-RSS measurement: VmRSS (the target's figure) and its split.
+func (h *harness) addIdle(rep *Report, i int, r idleResult) {
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	rep.add(scenIdle, metRSS, "ztunnel", mib(r.rss))
+	rep.add(scenIdle, metAnon, "ztunnel", mib(r.split.anon))
+	rep.add(scenIdle, metFile, "ztunnel", mib(r.split.file))
+	h.logf("[%d/%d] idle RSS, %d workloads: %.1f MiB (anonymous %.1f, file-backed %.1f)",
+		i, h.opts.reps, h.opts.idleWorkloads, mib(r.rss), mib(r.split.anon), mib(r.split.file))
+	if len(r.others) > 0 {
+		h.note(fmt.Sprintf("idle RSS repetition %d: %d other processes ran the same ztunnel executable "+
+			"(PIDs %v); the code pages they use stay resident in the measured one too", i, len(r.others), r.others))
+	}
 }
 
 // outcome turns a run's error into the harness's: the context's end stops the harness, a

@@ -44,22 +44,61 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 
 // parseStatusRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
 func parseStatusRSS(b []byte) (int64, error) {
+	return kbField(b, "proc status", "VmRSS:")
+}
+
+// kbField returns the value of the first line of b starting with key, a size in kB as
+// /proc/<pid>/status and smaps_rollup write them ("Rss:   1234 kB"), in bytes. what names the
+// file in errors.
+func kbField(b []byte, what, key string) (int64, error) {
 	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(line, []byte(key))
 		if !ok {
 			continue
 		}
 		f := bytes.Fields(rest)
 		if len(f) != 2 || string(f[1]) != "kB" {
-			return 0, fmt.Errorf("proc status: malformed VmRSS line %q", line)
+			return 0, fmt.Errorf("%s: malformed %s line %q", what, key, line)
 		}
 		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
 		if err != nil || kb < 0 || kb > 1<<40 {
-			return 0, fmt.Errorf("proc status: VmRSS %q", f[0])
+			return 0, fmt.Errorf("%s: %s %q", what, key, f[0])
 		}
 		return kb << 10, nil
 	}
-	return 0, errors.New("proc status: no VmRSS line")
+	return 0, fmt.Errorf("%s: no %s line", what, key)
+}
+
+// memSplit is a process's resident memory from /proc/<pid>/smaps_rollup, in bytes: anonymous
+// pages (heap, stacks, runtime metadata, written data) and file-backed pages (the executable's
+// code and read-only data, shared libraries), which is Rss minus Anonymous.
+type memSplit struct {
+	anon, file int64
+}
+
+// parseRollup returns the split from the contents of /proc/<pid>/smaps_rollup.
+func parseRollup(b []byte) (memSplit, error) {
+	rss, err := kbField(b, "smaps_rollup", "Rss:")
+	if err != nil {
+		return memSplit{}, err
+	}
+	anon, err := kbField(b, "smaps_rollup", "Anonymous:")
+	if err != nil {
+		return memSplit{}, err
+	}
+	if anon > rss {
+		return memSplit{}, fmt.Errorf("smaps_rollup: Anonymous %d kB above Rss %d kB", anon>>10, rss>>10)
+	}
+	return memSplit{anon: anon, file: rss - anon}, nil
+}
+
+// procMemSplit returns the resident split of process pid.
+func procMemSplit(pid int) (memSplit, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return memSplit{}, err
+	}
+	return parseRollup(b)
 }
 
 // procCPU returns the user+system CPU time of process pid (all its threads).

@@ -44,11 +44,14 @@ const (
 	metP999       = "p99.9"
 	metPerConn    = "per-conn" // bytes of RSS per idle connection
 	metRSS        = "rss"      // MiB
+	metAnon       = "anon"     // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
+	metFile       = "file"     // MiB, file-backed part (Rss - Anonymous)
 )
 
 var units = map[string]string{
 	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
+	metAnon: "MiB", metFile: "MiB",
 }
 
 // Series is every repetition of one figure.
