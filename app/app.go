@@ -184,9 +184,13 @@ func newSigner(cfg *config.Config) (certs.Signer, error) {
 func (a *App) Run(ctx context.Context) error {
 	defer a.certs.Close()
 	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Cancel, then wait: the goroutines below end on runCtx (deferred calls run last first, so
+	// one call keeps the order on every return, an early error included).
+	defer func() {
+		cancelRun()
+		wg.Wait()
+	}()
 
 	// Configuration first: a broken local config stops start-up.
 	if a.local != nil {

@@ -2,15 +2,17 @@ package app
 
 import (
 	"context"
-	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
 )
 
@@ -61,6 +63,45 @@ func TestRunNoGoroutineLeak(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+	leakcheck.Wait(t, base)
+}
+
+// TestRunPortTakenFails: when a server cannot listen after the configuration loaded (the port is
+// taken), Run returns an error naming the server promptly instead of hanging on goroutines that
+// only its own cancellation ends.
+func TestRunPortTakenFails(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := uint16(taken.Addr().(*net.TCPAddr).Port)
+	env := map[string]string{
+		"XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true", "LOCAL_XDS": "workloads: []", "RUST_LOG": "error",
+	}
+	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	cfg.Listen.Admin = config.Address{IP: lo}
+	cfg.Listen.Stats = config.Address{IP: lo}
+	cfg.Listen.Readiness = config.Address{IP: lo, Port: port}
+	base := leakcheck.Baseline()
+	a, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "readiness") {
+			t.Fatalf("Run = %v, want an error naming the readiness server", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run hung when the readiness port was taken")
 	}
 	leakcheck.Wait(t, base)
 }
