@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/config"
-	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 )
 
 // TestRunNoGoroutineLeak runs a shared-mode App (local config, FAKE_CA, a fake istio-cni with no
