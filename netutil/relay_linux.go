@@ -42,6 +42,7 @@ type rawDir struct {
 	// armed: a read callback found the socket empty and set a read deadline
 	// parkAfter ahead, so a deadline error means the source went idle.
 	canPark, armed bool
+	deadline       time.Time // the read deadline armed last; valid while armed
 	// registered: src's descriptor is in the loop's epoll set (perhaps
 	// disarmed after its one-shot event): the next park modifies it.
 	registered bool
@@ -92,12 +93,22 @@ func (r *rawDir) readSrc() error {
 	return err
 }
 
-// arm sets the idle deadline after a read callback found src empty.
+// arm sets the idle deadline after a read callback found src empty. It moves
+// a deadline already set only once less than half of parkAfter is left, so a
+// busy source updates its timer a few times per parkAfter, not at every empty
+// read; a source then parks after between parkAfter/2 and parkAfter of
+// silence.
 func (r *rawDir) arm() {
-	if r.canPark {
-		r.srcTC.SetReadDeadline(time.Now().Add(parkAfter))
-		r.armed = true
+	if !r.canPark {
+		return
 	}
+	now := time.Now()
+	if r.armed && r.deadline.Sub(now) > parkAfter/2 {
+		return
+	}
+	r.deadline = now.Add(parkAfter)
+	r.srcTC.SetReadDeadline(r.deadline)
+	r.armed = true
 }
 
 // splice is the zero-copy loop: splice src into a pipe, then the pipe into dst.
