@@ -20,6 +20,11 @@ var relayBufPool = sync.Pool{New: func() any { return new([relayBufSize]byte) }}
 // both connections and returns the bytes written each way. Relay owns a and b
 // for its whole run. It is a Link run to its end on the calling goroutine's
 // behalf; see Link for what the relay does.
+//
+// Relay ends when its peers end it (EOF both ways, a reset, an error). To end
+// it from outside, use a Link and its Close: closing a or b directly does not
+// wake a direction parked in the epoll loop, and the relay uses the read
+// deadlines of its TCP sources itself.
 func Relay(a, b net.Conn) (aToB, bToA int64, err error) {
 	return RelayCounted(a, b, nil, nil)
 }
@@ -77,7 +82,9 @@ type ReadNotifier interface {
 // keep a goroutine in Read while idle.
 //
 // Close the Link, never a or b directly, to end it from outside: a direction
-// parked in the epoll loop does not see a socket closed under it.
+// parked in the epoll loop does not see a socket closed under it. The Link
+// sets the read deadlines of TCP sources itself (the idle timer): callers
+// must not use them.
 type Link struct {
 	a, b net.Conn
 	done func(aToB, bToA int64, err error) // called once, by the last direction to end
