@@ -27,18 +27,7 @@ func TestRunNoGoroutineLeak(t *testing.T) {
 		t.Skipf("no fake istio-cni here: %v", err)
 	}
 	defer zds.Close()
-	env := map[string]string{
-		"PROXY_MODE": "shared", "INPOD_UDS": sock, "XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true",
-		"LOCAL_XDS": "workloads: []", "RUST_LOG": "error",
-	}
-	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := netip.MustParseAddr("127.0.0.1")
-	cfg.Listen.Admin = config.Address{IP: lo}
-	cfg.Listen.Stats = config.Address{IP: lo}
-	cfg.Listen.Readiness = config.Address{IP: lo}
+	cfg := loopbackConfig(t, map[string]string{"PROXY_MODE": "shared", "INPOD_UDS": sock}, 0)
 
 	base := leakcheck.Baseline()
 	a, err := New(cfg, io.Discard)
@@ -77,17 +66,7 @@ func TestRunPortTakenFails(t *testing.T) {
 	}
 	defer taken.Close()
 	port := uint16(taken.Addr().(*net.TCPAddr).Port)
-	env := map[string]string{
-		"XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true", "LOCAL_XDS": "workloads: []", "RUST_LOG": "error",
-	}
-	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := netip.MustParseAddr("127.0.0.1")
-	cfg.Listen.Admin = config.Address{IP: lo}
-	cfg.Listen.Stats = config.Address{IP: lo}
-	cfg.Listen.Readiness = config.Address{IP: lo, Port: port}
+	cfg := loopbackConfig(t, nil, port)
 	base := leakcheck.Baseline()
 	a, err := New(cfg, io.Discard)
 	if err != nil {
@@ -104,4 +83,25 @@ func TestRunPortTakenFails(t *testing.T) {
 		t.Fatal("Run hung when the readiness port was taken")
 	}
 	leakcheck.Wait(t, base)
+}
+
+// loopbackConfig is a configuration with a FAKE_CA, an empty local config, no istiod and every
+// server on loopback (ephemeral ports; readinessPort when not 0), plus extra's variables.
+func loopbackConfig(t *testing.T, extra map[string]string, readinessPort uint16) *config.Config {
+	t.Helper()
+	env := map[string]string{
+		"XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true", "LOCAL_XDS": "workloads: []", "RUST_LOG": "error",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	cfg.Listen.Admin = config.Address{IP: lo}
+	cfg.Listen.Stats = config.Address{IP: lo}
+	cfg.Listen.Readiness = config.Address{IP: lo, Port: readinessPort}
+	return cfg
 }
