@@ -119,16 +119,25 @@ func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, 
 	return l
 }
 
-// Run starts the relay: the b->a direction on a goroutine of its own, the
-// a->b direction on the calling goroutine until that direction parks or ends.
-// Run then returns; the rest happens on goroutines the Link starts, and done
-// reports the end. Run may be called once.
+// Run starts the relay and runs one direction on the calling goroutine until
+// that direction parks or ends; the other starts parked when its source is a
+// ReadNotifier with nothing to read (no goroutine at all), on a goroutine of
+// its own otherwise. The calling goroutine takes the direction whose source is
+// not a ReadNotifier (a->b when both or neither are). Run then returns; the
+// rest happens on goroutines the Link starts, and done reports the end. Run
+// may be called once.
 func (l *Link) Run() {
 	if !l.started.CompareAndSwap(false, true) {
 		panic("netutil: Link.Run called twice")
 	}
-	go l.bToA.run() // owned by the Link: counted in running, reported by done
-	l.aToB.run()
+	inline, other := &l.aToB, &l.bToA
+	inline.setup()
+	other.setup()
+	if inline.notifier != nil && other.notifier == nil {
+		inline, other = other, inline
+	}
+	other.start()
+	inline.run()
 }
 
 // Close ends the relay from outside: both connections are closed, parked
@@ -239,15 +248,7 @@ func (d *dirState) move() error {
 	for {
 		switch d.mode {
 		case modeUnset:
-			d.mode = modeConn
-			if d.setupRaw() {
-				continue // setupRaw chose a raw mode
-			}
-			if n, ok := d.src.(ReadNotifier); ok {
-				d.notifier = n
-				d.resumeFn = d.resume
-				d.setupDeliver()
-			}
+			d.setup()
 		case modeSplice:
 			err, handled := d.splice()
 			if !handled {
@@ -265,6 +266,35 @@ func (d *dirState) move() error {
 			return d.copyConn()
 		}
 	}
+}
+
+// setup chooses the direction's copy mode from its connections' types.
+func (d *dirState) setup() {
+	if d.mode != modeUnset {
+		return
+	}
+	d.mode = modeConn
+	if d.setupRaw() {
+		return // setupRaw chose a raw mode
+	}
+	if n, ok := d.src.(ReadNotifier); ok {
+		d.notifier = n
+		d.resumeFn = d.resume
+		d.setupDeliver()
+	}
+}
+
+// start begins a direction that Run does not run inline: parked on its
+// source's notification when that is possible and there is nothing to read,
+// otherwise on a goroutine of its own.
+func (d *dirState) start() {
+	if d.notifier != nil {
+		if d.notifier.NotifyReadable(d.resumeFn) {
+			return // parked: d belongs to the notification
+		}
+		d.ready = true
+	}
+	go d.run() // owned by the Link: counted in running, reported by done
 }
 
 // park gives up the goroutine until the source is readable. It reports false
