@@ -16,10 +16,11 @@ import (
 // gives up its goroutine and parks in the epoll loop. Shorter saves memory:
 // the goroutines of connections that just went quiet are what a burst of new
 // idle connections holds at its peak (S5, 3,000 connections: 100 ms measured
-// 11.9 KB per idle HBONE connection, 25 ms 11.1 KB). Longer saves the park and resume (a few
-// system calls, a goroutine start, ~10-20 us before the first byte after the
-// pause) on connections that pause briefly; connections that never pause
-// (bulk, back-to-back round trips) never park.
+// 11.9 KB per idle HBONE connection, 25 ms 11.1 KB). Longer saves the park and
+// resume (a few system calls and a goroutine start: about 8 us more before
+// the first byte after the pause, BenchmarkLinkWakeParked against
+// BenchmarkLinkWakeActive) on connections that pause briefly; connections
+// that never pause (bulk, back-to-back round trips) never park.
 var parkAfter = 25 * time.Millisecond
 
 // rawDir is the raw-socket state of one relay direction: the callbacks given
@@ -369,8 +370,9 @@ func unparkFromLoop(d *dirState) bool {
 }
 
 // loop is the package's epoll loop: one epoll set holding the sockets of
-// parked directions (one-shot, readable), and the one goroutine that waits on
-// it and starts a goroutine for each direction whose socket became readable.
+// parked directions (one-shot, readable), and the one goroutine that waits for
+// it in Go's netpoller and starts a goroutine for each direction whose socket
+// became readable.
 // It lives as long as the process, as Go's own netpoller does; it starts with
 // the first relay over a TCP source.
 //
@@ -379,6 +381,7 @@ func unparkFromLoop(d *dirState) bool {
 // Link.closeBoth, or the direction itself when its park failed) owns it.
 type loop struct {
 	epfd int
+	file *os.File // epfd, registered in Go's netpoller; kept for the process's life
 
 	mu    sync.Mutex
 	slots []loopSlot // guarded by mu
@@ -405,29 +408,48 @@ func theLoop() *loop {
 			return
 		}
 		lp := &loop{epfd: fd}
+		// The epoll set is itself a pollable descriptor: made non-blocking,
+		// os.NewFile puts it in Go's netpoller, so the loop's goroutine waits
+		// there like any socket reader instead of holding a thread in
+		// epoll_wait (a blocked system call costs a thread hand-off on every
+		// wake-up: 30 us more per resumed direction, BenchmarkLinkWakeParked).
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return
+		}
+		lp.file = os.NewFile(uintptr(fd), "netutil-park-epoll")
+		rc, err := lp.file.SyscallConn()
+		if err != nil {
+			lp.file.Close()
+			return
+		}
 		startedLoop.Store(lp)
-		go lp.run() // owned by the process, like the runtime's netpoller
+		go lp.run(rc) // owned by the process, like the runtime's netpoller
 	})
 	return startedLoop.Load()
 }
 
-// run waits for events and resumes their directions. It never returns.
-func (lp *loop) run() {
+// run waits in Go's netpoller for the epoll set to have events and resumes
+// their directions. It returns only if the netpoller fails the descriptor,
+// which does not happen while the process holds lp.file.
+func (lp *loop) run(rc syscall.RawConn) {
 	var evs [128]unix.EpollEvent
-	for {
-		n, err := unix.EpollWait(lp.epfd, evs[:], -1)
-		if err != nil {
-			if err != unix.EINTR {
-				time.Sleep(10 * time.Millisecond) // not expected; do not spin
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), evs[:], 0)
+			if err == unix.EINTR {
+				continue
 			}
-			continue
-		}
-		for i := range n {
-			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
-				go d.run() // owned by the direction's Link
+			for i := range max(n, 0) {
+				if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
+					go d.run() // owned by the direction's Link
+				}
+			}
+			if err != nil || n < len(evs) {
+				return false // drained: wait for the set to become readable again
 			}
 		}
-	}
+	})
 }
 
 // park registers d's source for one readable event. It reports false when d

@@ -178,3 +178,40 @@ func TestLinkCloseBeforeRun(t *testing.T) {
 		t.Fatal("the client's connection is still open")
 	}
 }
+
+// benchmarkWake is a 1-byte round trip client -> relay -> server -> relay ->
+// client over a Link between TCP sockets, with parkAfter set to after: 0
+// parks every direction at every empty read (each byte resumes it from the
+// epoll loop), a long one never parks.
+func benchmarkWake(b *testing.B, after time.Duration) {
+	defer netutil.SetParkAfter(after)()
+	netutil.StartParkLoop()
+	r := newLinkRig(b, modeSplice)
+	go r.link.Run()
+	b.Cleanup(func() { r.link.Close(); r.result(b) })
+	buf := []byte{0}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.client.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r.server, buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.server.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r.client, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLinkWakeParked measures round trips whose every hop resumes a
+// parked direction (epoll loop, new goroutine): the cost of a park and a
+// resume, against BenchmarkLinkWakeActive.
+func BenchmarkLinkWakeParked(b *testing.B) { benchmarkWake(b, 0) }
+
+// BenchmarkLinkWakeActive is BenchmarkLinkWakeParked with directions that
+// never park (they wait in Go's netpoller).
+func BenchmarkLinkWakeActive(b *testing.B) { benchmarkWake(b, time.Hour) }
