@@ -430,26 +430,40 @@ func theLoop() *loop {
 }
 
 // run waits in Go's netpoller for the epoll set to have events and resumes
-// their directions. It returns only if the netpoller fails the descriptor,
-// which does not happen while the process holds lp.file.
+// their directions. It never returns.
 func (lp *loop) run(rc syscall.RawConn) {
 	var evs [128]unix.EpollEvent
+	resume := func(n int) {
+		for i := range n {
+			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
+				go d.run() // owned by the direction's Link
+			}
+		}
+	}
 	rc.Read(func(fd uintptr) bool {
 		for {
 			n, err := unix.EpollWait(int(fd), evs[:], 0)
 			if err == unix.EINTR {
 				continue
 			}
-			for i := range max(n, 0) {
-				if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
-					go d.run() // owned by the direction's Link
-				}
-			}
+			resume(max(n, 0))
 			if err != nil || n < len(evs) {
 				return false // drained: wait for the set to become readable again
 			}
 		}
 	})
+	// Read returns only when the netpoller cannot wait for this descriptor
+	// (not expected on Linux): wait in epoll_wait instead, holding a thread.
+	for {
+		n, err := unix.EpollWait(lp.epfd, evs[:], -1)
+		if err != nil {
+			if err != unix.EINTR {
+				time.Sleep(10 * time.Millisecond) // not expected; do not spin
+			}
+			continue
+		}
+		resume(n)
+	}
 }
 
 // park registers d's source for one readable event. It reports false when d
