@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient/catest"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/xds/pb/workloadpb"
@@ -85,7 +86,7 @@ func TestDedicatedModeWithControlPlane(t *testing.T) {
 			}
 			return n
 		}
-		waitFor(t, "an ACK of "+typ+" from each ztunnel", 10*time.Second, func() bool { return acks() >= 2 })
+		testwait.Until(t, "an ACK of "+typ+" from each ztunnel", 10*time.Second, func() bool { return acks() >= 2 })
 	}
 	for _, r := range xdsSrv.Requests() {
 		if r.ErrorDetail != nil {

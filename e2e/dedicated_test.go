@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // Addresses of the dedicated-mode topology: one node bridge, three pods on it.
@@ -186,12 +187,12 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 			t.Fatalf("echo = %q, %v", got, err)
 		}
 		// The server side saw an mTLS tunnel from A's identity, and says so in its access log.
-		waitFor(t, "inbound access log on B", 5*time.Second, func() bool {
+		testwait.Until(t, "inbound access log on B", 5*time.Second, func() bool {
 			return len(d.zb.out.lines("connection complete", `direction="inbound"`,
 				`src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`, "dst.hbone_addr=10.244.0.3:8080",
 				"bytes_recv=22", "bytes_sent=22")) > 0
 		})
-		waitFor(t, "outbound access log on A", 5*time.Second, func() bool {
+		testwait.Until(t, "outbound access log on A", 5*time.Second, func() bool {
 			return len(d.za.out.lines("connection complete", `direction="outbound"`,
 				"dst.addr=10.244.0.3:15008", "dst.hbone_addr=10.244.0.3:8080", `dst.identity="`+echoID+`"`)) > 0
 		})
@@ -223,7 +224,7 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 		if err != nil || string(got) != "via the service" {
 			t.Fatalf("echo via VIP = %q, %v", got, err)
 		}
-		waitFor(t, "outbound log naming the service", 5*time.Second, func() bool {
+		testwait.Until(t, "outbound log naming the service", 5*time.Second, func() bool {
 			return len(d.za.out.lines("connection complete", `dst.service="echo.default.svc.cluster.local"`,
 				"dst.hbone_addr=10.244.0.3:8080")) > 0
 		})
@@ -332,7 +333,7 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 		if len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.0.2:") {
 			t.Errorf("external server saw %v, want a plain connection from 10.244.0.2", srcs)
 		}
-		waitFor(t, "passthrough log", 5*time.Second, func() bool {
+		testwait.Until(t, "passthrough log", 5*time.Second, func() bool {
 			for _, line := range d.za.out.lines("connection complete", "dst.addr=10.244.0.4:9000") {
 				if !strings.Contains(line, "hbone_addr") && !strings.Contains(line, "dst.identity") {
 					return true
@@ -352,7 +353,7 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 		if err != nil || string(got) != "from outside" {
 			t.Fatalf("echo = %q, %v", got, err)
 		}
-		waitFor(t, "inbound plaintext log on B", 5*time.Second, func() bool {
+		testwait.Until(t, "inbound plaintext log on B", 5*time.Second, func() bool {
 			for _, line := range d.zb.out.lines("connection complete", `direction="inbound"`, "src.addr=10.244.0.4:") {
 				if !strings.Contains(line, "src.identity") {
 					return true
@@ -377,7 +378,7 @@ func checkDedicated(t *testing.T, d *dedicatedLab) {
 		}
 		d.za.cmd.Process.Signal(syscall.SIGTERM)
 		// New connections are refused once the listeners are closed...
-		waitFor(t, "outbound listener closed", 5*time.Second, func() bool {
+		testwait.Until(t, "outbound listener closed", 5*time.Second, func() bool {
 			nc, err := d.a.Dial("tcp", "10.244.0.3:8080")
 			if err != nil {
 				return true

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 var ztunnelBin string
@@ -78,18 +79,6 @@ next:
 	return out
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // writeCA writes an Istio plugged-in CA layout (a root that signs directly) into dir.
 func writeCA(t *testing.T, dir string) {
 	t.Helper()
@@ -124,7 +113,7 @@ func startZtunnel(t *testing.T, ns *lab.Netns, env ...string) *ztunnel {
 			t.Logf("ztunnel in %s output:\n%s", ns.Name(), z.out.String())
 		}
 	})
-	waitFor(t, "ztunnel ready in "+ns.Name(), 20*time.Second, func() bool {
+	testwait.Until(t, "ztunnel ready in "+ns.Name(), 20*time.Second, func() bool {
 		select {
 		case err := <-z.done:
 			z.done <- err

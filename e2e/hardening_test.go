@@ -16,6 +16,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient/catest"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/xds/xdstest"
@@ -57,7 +58,7 @@ func launchZtunnel(t *testing.T, ns *lab.Netns, env []string, wait bool, wrapper
 
 func (z *ztunnel) waitReady(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, "ztunnel ready in "+z.ns.Name(), timeout, func() bool {
+	testwait.Until(t, "ztunnel ready in "+z.ns.Name(), timeout, func() bool {
 		select {
 		case err := <-z.done:
 			z.done <- err
@@ -163,7 +164,7 @@ func TestResourceLimits(t *testing.T) {
 			}
 			flood = append(flood, c)
 		}
-		waitFor(t, "accept to fail with too many open files", 10*time.Second, func() bool {
+		testwait.Until(t, "accept to fail with too many open files", 10*time.Second, func() bool {
 			return len(zb.out.lines("accept failed", "too many open files")) > 0
 		})
 		t.Logf("B's ztunnel: %d descriptors at rest, limit %d, %d flood connections, %d at the limit",
@@ -179,7 +180,7 @@ func TestResourceLimits(t *testing.T) {
 		}
 		flood = nil
 		// It recovers: new connections are served again (plaintext from X, HBONE from A).
-		waitFor(t, "B accepts again", 10*time.Second, func() bool {
+		testwait.Until(t, "B accepts again", 10*time.Second, func() bool {
 			c, err := d.x.Dial("tcp", "10.244.0.3:8080")
 			if err != nil {
 				return false
@@ -221,7 +222,7 @@ func TestResourceLimits(t *testing.T) {
 		if err != nil {
 			t.Fatalf("opening %d connections: %v", len(conns), err)
 		}
-		waitFor(t, fmt.Sprintf("%d connections established on B's 15006", n), 20*time.Second, func() bool { return estab() >= n })
+		testwait.Until(t, fmt.Sprintf("%d connections established on B's 15006", n), 20*time.Second, func() bool { return estab() >= n })
 		if err := ping(conns[n-1], "alive"); err != nil {
 			t.Fatal(err)
 		}
@@ -230,11 +231,11 @@ func TestResourceLimits(t *testing.T) {
 		d.b.MustRun(t, "iptables", "-I", "INPUT", "!", "-i", "lo", "-s", "10.244.0.4", "-j", "DROP")
 		start := time.Now()
 		// Keepalive gives up after idle 1 s + 2 probes 1 s apart, plus scheduling slack.
-		waitFor(t, "B's sockets to the vanished peer closed", 15*time.Second, func() bool { return estab() == 0 })
+		testwait.Until(t, "B's sockets to the vanished peer closed", 15*time.Second, func() bool { return estab() == 0 })
 		t.Logf("%d idle connections reaped %v after their peer vanished (keepalive 1s+2x1s)", n, time.Since(start).Round(100*time.Millisecond))
 		d.b.MustRun(t, "iptables", "-D", "INPUT", "!", "-i", "lo", "-s", "10.244.0.4", "-j", "DROP")
 		// B closed the app side too, and still serves.
-		waitFor(t, "the app connections closed", 10*time.Second, func() bool {
+		testwait.Until(t, "the app connections closed", 10*time.Second, func() bool {
 			out := d.b.MustRun(t, "ss", "-Htn", "state", "established", "( sport = :8080 )")
 			return len(nonEmptyLines(out)) == 0
 		})
@@ -281,8 +282,8 @@ func TestIstiodDownAtStart(t *testing.T) {
 	z := launchZtunnel(t, ns, env, false)
 
 	// Not ready, naming xds, for as long as istiod is away; and retrying.
-	waitFor(t, "readiness to answer", 10*time.Second, func() bool { code, _ := z.get("127.0.0.1:15021", "/healthz/ready"); return code != 0 })
-	waitFor(t, "two failed xds attempts", 10*time.Second, func() bool { return len(z.out.lines("xds stream ended")) >= 2 })
+	testwait.Until(t, "readiness to answer", 10*time.Second, func() bool { code, _ := z.get("127.0.0.1:15021", "/healthz/ready"); return code != 0 })
+	testwait.Until(t, "two failed xds attempts", 10*time.Second, func() bool { return len(z.out.lines("xds stream ended")) >= 2 })
 	code, body := z.get("127.0.0.1:15021", "/healthz/ready")
 	if code != http.StatusInternalServerError || !strings.Contains(body, "xds") {
 		t.Fatalf("readiness with istiod down = %d %q, want 500 naming xds", code, body)
@@ -298,11 +299,11 @@ func TestIstiodDownAtStart(t *testing.T) {
 		code, body := z.get("127.0.0.1:15000", "/config_dump")
 		return code == 200 && strings.Contains(body, "cluster1//v1/Pod/default/b") && strings.Contains(body, "echo.default.svc.cluster.local")
 	}
-	waitFor(t, "config_dump to hold istiod's workloads", 5*time.Second, hasWorkloads)
+	testwait.Until(t, "config_dump to hold istiod's workloads", 5*time.Second, hasWorkloads)
 
 	// Stream cut: the configuration stays, readiness too.
 	srv.Stop()
-	waitFor(t, "the cut to be noticed", 10*time.Second, func() bool { return len(z.out.lines("xds stream ended", "keeping the last known")) >= 3 })
+	testwait.Until(t, "the cut to be noticed", 10*time.Second, func() bool { return len(z.out.lines("xds stream ended", "keeping the last known")) >= 3 })
 	if !hasWorkloads() {
 		t.Fatal("the workloads were dropped when the xds stream was cut")
 	}
@@ -330,7 +331,7 @@ func TestDataPathFaults(t *testing.T) {
 	d := newDedicatedLabWith(t, cpEnv(&xdsSrv, &caSrv, "SECRET_TTL=10s", "POOL_UNUSED_RELEASE_TIMEOUT=1s"))
 
 	xdsSrv.Stop()
-	waitFor(t, "A notices the cut", 10*time.Second, func() bool { return len(d.za.out.lines("xds stream ended")) > 0 })
+	testwait.Until(t, "A notices the cut", 10*time.Second, func() bool { return len(d.za.out.lines("xds stream ended")) > 0 })
 	echo(t, d.a, "10.244.0.3:8080", "last-known config")
 	echo(t, d.a, echoVIP+":80", "last-known service")
 
@@ -372,7 +373,7 @@ func TestDataPathFaults(t *testing.T) {
 		t.Errorf("connections failed %v after the CA went down: the valid certificate was not kept", failedAfter)
 	}
 	// A says why, and flags it; B logged no plaintext inbound connection from A.
-	waitFor(t, "A logs the failed connection", 5*time.Second, func() bool {
+	testwait.Until(t, "A logs the failed connection", 5*time.Second, func() bool {
 		return len(d.za.out.lines("connection complete", `direction="outbound"`, "expired")) > 0 ||
 			len(d.za.out.lines("connection complete", `direction="outbound"`, "certificate")) > 0
 	})
@@ -383,7 +384,7 @@ func TestDataPathFaults(t *testing.T) {
 	}
 	// The CA comes back: connections work again.
 	caSrv.SetDown(false)
-	waitFor(t, "connections work once the CA is back", 30*time.Second, func() bool {
+	testwait.Until(t, "connections work once the CA is back", 30*time.Second, func() bool {
 		c, err := d.a.Dial("tcp", "10.244.0.3:8080")
 		if err != nil {
 			return false
@@ -405,7 +406,7 @@ func TestSharedModeHostilePods(t *testing.T) {
 				t.Errorf("pod a to its own %s was answered: %s", addr, why)
 			}
 		}
-		waitFor(t, "the refusals logged", 5*time.Second, func() bool {
+		testwait.Until(t, "the refusals logged", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("refusing a connection to the proxy's own port")) >= 4
 		})
 		// No loop: a handful of refusals, not a storm, and the pod is served as before.
@@ -453,7 +454,7 @@ func TestSharedModeHostilePods(t *testing.T) {
 		}
 		deleted := time.Now()
 		// B's proxy drains: its listeners go at once...
-		waitFor(t, "pod b listeners gone", 5*time.Second, func() bool {
+		testwait.Until(t, "pod b listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.b.NS), ":15008")
 		})
 		// ...and the open connection ends within the termination deadline (5s here).

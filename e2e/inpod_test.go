@@ -13,6 +13,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/internal/ambientlab"
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // sharedLab is the in-pod topology: node1 with meshed pods a (sleep), b (echo) and e (enrolled
@@ -153,7 +154,7 @@ func TestSharedMode(t *testing.T) {
 		if err := s.e.Unenroll(); err != nil {
 			t.Fatalf("del e: %v", err)
 		}
-		waitFor(t, "pod e listeners gone", 5*time.Second, func() bool {
+		testwait.Until(t, "pod e listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.e.NS), ":1500")
 		})
 		// The node namespace never had pod listeners.
@@ -164,11 +165,11 @@ func TestSharedMode(t *testing.T) {
 
 	t.Run("PodToPodOverHBONE", func(t *testing.T) {
 		echo(t, s.a.NS, "10.244.1.3:8080", "hello in-pod mesh")
-		waitFor(t, "inbound access log", 5*time.Second, func() bool {
+		testwait.Until(t, "inbound access log", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("connection complete", `direction="inbound"`,
 				`src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`, "dst.hbone_addr=10.244.1.3:8080")) > 0
 		})
-		waitFor(t, "outbound access log", 5*time.Second, func() bool {
+		testwait.Until(t, "outbound access log", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("connection complete", `direction="outbound"`,
 				"dst.addr=10.244.1.3:15008", `src.identity="`+sleepID+`"`, `dst.identity="`+echoID+`"`)) > 0
 		})
@@ -206,7 +207,7 @@ func TestSharedMode(t *testing.T) {
 		if srcs := s.external.sources(); len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.1.2:") {
 			t.Errorf("external server saw %v, want 10.244.1.2", srcs)
 		}
-		waitFor(t, "passthrough log", 5*time.Second, func() bool {
+		testwait.Until(t, "passthrough log", 5*time.Second, func() bool {
 			for _, line := range s.z1.out.lines("connection complete", "dst.addr=10.244.1.4:9000") {
 				if !strings.Contains(line, "dst.identity") {
 					return true
@@ -218,7 +219,7 @@ func TestSharedMode(t *testing.T) {
 
 	t.Run("CrossNode", func(t *testing.T) {
 		echo(t, s.a.NS, "10.244.2.2:8080", "across nodes")
-		waitFor(t, "inbound log on node2", 5*time.Second, func() bool {
+		testwait.Until(t, "inbound log on node2", 5*time.Second, func() bool {
 			return len(s.z2.out.lines("connection complete", `direction="inbound"`,
 				`src.identity="`+sleepID+`"`, `dst.identity="`+echo2ID+`"`)) > 0
 		})
@@ -243,13 +244,13 @@ func TestSharedMode(t *testing.T) {
 		}
 		ping("before restart")
 		s.n1.RestartZDS([]*ambientlab.Pod{s.a, s.b}, s.zdsLog)
-		waitFor(t, "new snapshot acknowledged", 10*time.Second, func() bool { return s.n1.ZDS.Synced() == 1 })
+		testwait.Until(t, "new snapshot acknowledged", 10*time.Second, func() bool { return s.n1.ZDS.Synced() == 1 })
 		for _, a := range s.n1.ZDS.Acks() {
 			if a.Error != "" {
 				t.Errorf("NACK after restart: %+v", a)
 			}
 		}
-		waitFor(t, "ready again", 5*time.Second, func() bool {
+		testwait.Until(t, "ready again", 5*time.Second, func() bool {
 			code, _ := s.z1.get("127.0.0.1:15021", "/healthz/ready")
 			return code == 200
 		})
@@ -278,7 +279,7 @@ func TestSharedMode(t *testing.T) {
 			t.Fatalf("old ztunnel exit: %v", err)
 		}
 		echo(t, s.a.NS, "10.244.1.3:8080", "served by the new ztunnel")
-		waitFor(t, "new ztunnel logs the connection", 5*time.Second, func() bool {
+		testwait.Until(t, "new ztunnel logs the connection", 5*time.Second, func() bool {
 			return len(zNew.out.lines("connection complete", `direction="inbound"`, `src.identity="`+sleepID+`"`)) > 0
 		})
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // The L4 authorization scenarios of Istio's ambient guides, in shared mode: pod b (sa echo,
@@ -35,7 +36,7 @@ func (s *sharedLab) setPolicies(t *testing.T, policies string) {
 		}
 	}
 	for _, z := range []*ztunnel{s.z1, s.z2} {
-		waitFor(t, fmt.Sprintf("policies %v applied", want), 10*time.Second, func() bool {
+		testwait.Until(t, fmt.Sprintf("policies %v applied", want), 10*time.Second, func() bool {
 			code, body := z.get("127.0.0.1:15000", "/config_dump")
 			var d struct {
 				Policies []struct{ Name string } `json:"policies"`
@@ -103,7 +104,7 @@ func TestAuthorizationPolicies(t *testing.T) {
 				t.Errorf("%s -> b allowed under deny-all", name)
 			}
 		}
-		waitFor(t, "DENY in b's inbound log", 5*time.Second, func() bool {
+		testwait.Until(t, "DENY in b's inbound log", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("connection complete", `direction="inbound"`, `response_flags="DENY"`,
 				`src.identity="spiffe://cluster.local/ns/other/sa/echo2"`)) > 0
 		})
@@ -140,7 +141,7 @@ func TestAuthorizationPolicies(t *testing.T) {
 		if _, err := io.ReadAll(c); err != nil && !isReset(err) {
 			t.Fatalf("open connection not closed by the tighter policy: %v", err)
 		}
-		waitFor(t, "late DENY in b's inbound log", 5*time.Second, func() bool {
+		testwait.Until(t, "late DENY in b's inbound log", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("connection complete", `direction="inbound"`, `response_flags="DENY"`,
 				`src.identity="spiffe://cluster.local/ns/default/sa/sleep"`, "bytes_recv=4")) > 0
 		})
@@ -168,11 +169,11 @@ func TestAuthorizationPolicies(t *testing.T) {
 		if !tryEcho(s.d.NS, b, msg) {
 			t.Fatal("d -> b refused with no policy")
 		}
-		waitFor(t, "outbound log on node2", 5*time.Second, func() bool {
+		testwait.Until(t, "outbound log on node2", 5*time.Second, func() bool {
 			return len(s.z2.out.lines("connection complete", `direction="outbound"`, `src.workload="d"`,
 				`dst.workload="b"`, `dst.identity="`+echoID+`"`, "bytes_sent=12345", "bytes_recv=12345")) > 0
 		})
-		waitFor(t, "inbound log on node1", 5*time.Second, func() bool {
+		testwait.Until(t, "inbound log on node1", 5*time.Second, func() bool {
 			return len(s.z1.out.lines("connection complete", `direction="inbound"`, `src.identity="`+echo2+`"`,
 				`dst.workload="b"`, "bytes_sent=12345", "bytes_recv=12345")) > 0
 		})

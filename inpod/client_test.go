@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ztunnel-go/ztunnel/inpod/zdspb"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // fakeFactory records proxy starts and drains; fail[uid] makes the next n starts of uid fail.
@@ -235,17 +236,6 @@ func netnsFile(t *testing.T, dir, name string) *os.File {
 	return f
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestSnapshotSemantics(t *testing.T) {
 	h := newHarness(t)
 	dir := t.TempDir()
@@ -263,12 +253,12 @@ func TestSnapshotSemantics(t *testing.T) {
 	if e := p.send(snapshotSent); e != "" {
 		t.Fatalf("snapshot_sent NACKed: %s", e)
 	}
-	waitUntil(t, "ready", func() bool { r, _ := h.lastReady(); return r })
+	testwait.Until(t, "ready", 5*time.Second, func() bool { r, _ := h.lastReady(); return r })
 
 	// The node agent restarts: a is re-added in the same netns, b is kept, c is new.
 	p.uc.Close()
 	p = h.accept()
-	waitUntil(t, "not ready after disconnect", func() bool { r, _ := h.lastReady(); return !r })
+	testwait.Until(t, "not ready after disconnect", 5*time.Second, func() bool { r, _ := h.lastReady(); return !r })
 	for _, step := range []struct {
 		req   *zdspb.WorkloadRequest
 		files []*os.File
@@ -282,7 +272,7 @@ func TestSnapshotSemantics(t *testing.T) {
 			t.Fatalf("%v NACKed: %s", step.req, e)
 		}
 	}
-	waitUntil(t, "ready again", func() bool { r, _ := h.lastReady(); return r })
+	testwait.Until(t, "ready again", 5*time.Second, func() bool { r, _ := h.lastReady(); return r })
 	started, drained := h.f.snapshot()
 	if want := []string{"a", "b", "c"}; !slices.Equal(started, want) || len(drained) != 0 {
 		t.Fatalf("after second snapshot started=%v drained=%v, want started=%v and nothing drained", started, drained, want)
@@ -301,7 +291,7 @@ func TestSnapshotSemantics(t *testing.T) {
 	if e := p.send(snapshotSent); e != "" {
 		t.Fatal(e)
 	}
-	waitUntil(t, "a and b drained", func() bool {
+	testwait.Until(t, "a and b drained", 5*time.Second, func() bool {
 		_, d := h.f.snapshot()
 		return slices.Equal(d, []string{"a", "b"})
 	})
@@ -316,7 +306,7 @@ func TestSnapshotSemantics(t *testing.T) {
 	if e := p.send(del("d")); e != "" {
 		t.Fatal(e)
 	}
-	waitUntil(t, "c (old netns) and d drained", func() bool {
+	testwait.Until(t, "c (old netns) and d drained", 5*time.Second, func() bool {
 		_, d := h.f.snapshot()
 		return slices.Equal(d, []string{"a", "b", "c", "d"})
 	})
@@ -382,7 +372,7 @@ func TestProtocolErrorsNACKAndReconnect(t *testing.T) {
 			for _, f := range files {
 				f.Close()
 			}
-			waitUntil(t, "received descriptors closed", func() bool { return openFDs(t) <= fdsBefore })
+			testwait.Until(t, "received descriptors closed", 5*time.Second, func() bool { return openFDs(t) <= fdsBefore })
 		})
 	}
 }
@@ -405,12 +395,12 @@ func TestFailedPodIsPendingAndRetried(t *testing.T) {
 	if got := h.c.Pods()["a"]; got.State != "Pending" || got.Info != want {
 		t.Errorf("workloadState of a pending pod = %+v", got)
 	}
-	waitUntil(t, "pod started by the retry and ready", func() bool {
+	testwait.Until(t, "pod started by the retry and ready", 5*time.Second, func() bool {
 		started, _ := h.f.snapshot()
 		r, _ := h.lastReady()
 		return slices.Equal(started, []string{"a"}) && r
 	})
-	waitUntil(t, "workloadState Up", func() bool { return h.c.Pods()["a"].State == "Up" })
+	testwait.Until(t, "workloadState Up", 5*time.Second, func() bool { return h.c.Pods()["a"].State == "Up" })
 	// The dump is ztunnel's JSON shape.
 	b, _ := json.Marshal(h.c.Pods())
 	if string(b) != `{"a":{"state":"Up","info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {

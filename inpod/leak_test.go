@@ -3,6 +3,9 @@ package inpod
 import (
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // TestClientNoGoroutineLeak runs a ZDS session (snapshot, a live Add and Del, the node agent
@@ -33,7 +36,7 @@ func TestClientNoGoroutineLeak(t *testing.T) {
 		if e := p.send(snapshotSent); e != "" {
 			t.Fatalf("snapshot_sent NACKed: %s", e)
 		}
-		waitUntil(t, "ready again", func() bool { r, _ := h.lastReady(); return r })
+		testwait.Until(t, "ready again", 5*time.Second, func() bool { r, _ := h.lastReady(); return r })
 	}) // its cleanup cancels Run and waits for it
 	leakcheck.Wait(t, base)
 }

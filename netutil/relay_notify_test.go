@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
@@ -110,13 +111,7 @@ func TestLinkLateNotification(t *testing.T) {
 	go l.Run()
 	waitRegistered := func() {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !src.registered() {
-			if time.Now().After(deadline) {
-				t.Fatal("the direction never parked on its source")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testwait.Until(t, "the direction to park on its source", 5*time.Second, src.registered)
 	}
 	waitRegistered()
 

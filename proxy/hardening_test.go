@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 )
@@ -125,7 +126,7 @@ func TestConnLimitSharedAcrossProxies(t *testing.T) {
 	for _, c := range held {
 		defer c.Close()
 	}
-	waitCond(t, "3 slots taken", func() bool { return limit.Open() == 3 })
+	testwait.Until(t, "3 slots taken", 5*time.Second, func() bool { return limit.Open() == 3 })
 
 	// The next connections, on either proxy, are refused before any byte moves.
 	for i := range 5 {
@@ -152,7 +153,7 @@ func TestConnLimitSharedAcrossProxies(t *testing.T) {
 
 	// Freeing a slot on proxy 1 lets proxy 2 serve again.
 	held[0].Close()
-	waitCond(t, "a slot freed", func() bool { return limit.Open() == 2 })
+	testwait.Until(t, "a slot freed", 5*time.Second, func() bool { return limit.Open() == 2 })
 	e2.echoOver(t, "after a slot was freed")
 	if n := e1.appConns.Load() + e2.appConns.Load(); n != 1 {
 		t.Errorf("the apps saw %d connections, want only the one served after the slot was freed", n)
@@ -203,17 +204,6 @@ func (e *testEnv) tryHBONE(t *testing.T) error {
 	}
 	s.Close()
 	return nil
-}
-
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestSpoofedHeadersDoNotChangePolicyInputs sends CONNECTs whose forwarded and baggage headers
@@ -308,7 +298,7 @@ func TestOwnPortsRefused(t *testing.T) {
 		t.Errorf("the app saw %d connections, want none", n)
 	}
 	// Nothing is left behind by the refusals.
-	waitCond(t, "no live connection", func() bool {
+	testwait.Until(t, "no live connection", 5*time.Second, func() bool {
 		return promtext.Sum(e.metricsText(t), "istio_tcp_sockets_open") <= 1 // the HBONE client's connection
 	})
 }

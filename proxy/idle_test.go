@@ -1,15 +1,16 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // TestIdleConnectionsHoldNoGoroutines: connections through the whole path (SOCKS5 -> outbound ->
@@ -46,19 +47,10 @@ func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 	}
 	// The test's echo app keeps one goroutine per connection; the proxy may keep none.
 	want := base + n
-	waitIdle := func(what string) {
+	waitIdle := func(stage string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		got := leakcheck.Count()
-		for got > want && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-			got = leakcheck.Count()
-		}
-		if got > want {
-			sb := make([]byte, 1<<20)
-			t.Logf("%s", sb[:runtime.Stack(sb, true)])
-			t.Fatalf("%s: %d idle connections run %d goroutines beyond the app's, want 0", what, n, got-want)
-		}
+		testwait.Until(t, fmt.Sprintf("%d idle connections to run no goroutine beyond the app's (%s)", n, stage),
+			5*time.Second, func() bool { return leakcheck.Count() <= want })
 	}
 	waitIdle("after the first echo")
 	for i, c := range conns {
@@ -72,13 +64,9 @@ func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 		}
 		c.Close()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(e.access.String(), "direction=inbound") < n+1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := strings.Count(e.access.String(), "direction=inbound"); got < n+1 {
-		t.Fatalf("%d inbound access log lines, want %d", got, n+1)
-	}
+	testwait.Until(t, fmt.Sprintf("%d inbound access log lines", n+1), 5*time.Second, func() bool {
+		return strings.Count(e.access.String(), "direction=inbound") >= n+1
+	})
 }
 
 // TestSlowReaderIntact: a client that stops reading while its echo streams back fills its

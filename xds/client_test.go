@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	ztconfig "github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient"
 	"github.com/ztunnel-go/ztunnel/workload"
 	"github.com/ztunnel-go/ztunnel/xds/pb/securitypb"
@@ -29,18 +30,6 @@ import (
 )
 
 const waitTimeout = 10 * time.Second
-
-// eventually polls cond until it holds or the test times out.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func pbWorkload(uid, ip string, svcs ...string) *workloadpb.Workload {
 	a := netip.MustParseAddr(ip)
@@ -204,7 +193,7 @@ func TestClientSyncUpdateRemove(t *testing.T) {
 	if err := h.srv.Address.UpdateResource("w2", xdstest.Workload(pbWorkload("w2", "10.1.0.22"))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "updated w2", func() bool {
+	testwait.Until(t, "updated w2", waitTimeout, func() bool {
 		return h.store.Snapshot().WorkloadByAddr("", netip.MustParseAddr("10.1.0.22")) != nil
 	})
 	if h.store.Snapshot().WorkloadByAddr("", netip.MustParseAddr("10.1.0.2")) != nil {
@@ -216,7 +205,7 @@ func TestClientSyncUpdateRemove(t *testing.T) {
 	if err := h.srv.Authorization.DeleteResource("default/deny"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "removals", func() bool {
+	testwait.Until(t, "removals", waitTimeout, func() bool {
 		s := h.store.Snapshot()
 		return s.WorkloadByUID("w1") == nil && s.Policies().Len() == 0
 	})
@@ -319,7 +308,7 @@ func TestClientReconnectKeepsConfigAndResumes(t *testing.T) {
 	if len(got) != 2 || got["w1"] == "" || got["w2"] == "" {
 		t.Errorf("initial_resource_versions = %v, want w1 and w2 with versions", got)
 	}
-	eventually(t, "resync", func() bool {
+	testwait.Until(t, "resync", waitTimeout, func() bool {
 		s := h.store.Snapshot()
 		return s.WorkloadByUID("w1") == nil && s.WorkloadByUID("w3") != nil && s.WorkloadByUID("w2") != nil
 	})
@@ -344,7 +333,7 @@ func TestClientOversizedMessage(t *testing.T) {
 	if err := h.srv.Address.UpdateResource("big", xdstest.Workload(big)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the stream to fail on the oversized message", func() bool {
+	testwait.Until(t, "the stream to fail on the oversized message", waitTimeout, func() bool {
 		return counterValue(h.client.metrics.terminations.WithLabelValues("Error")) >= 1
 	})
 	if s := h.store.Snapshot(); s.WorkloadByUID("w1") == nil || s.WorkloadByUID("big") != nil {
@@ -354,7 +343,7 @@ func TestClientOversizedMessage(t *testing.T) {
 	if err := h.srv.Address.UpdateResources(map[string]types.Resource{"w2": xdstest.Workload(pbWorkload("w2", "10.4.0.3"))}, []string{"big"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "resync after the oversized message", func() bool { return h.store.Snapshot().WorkloadByUID("w2") != nil })
+	testwait.Until(t, "resync after the oversized message", waitTimeout, func() bool { return h.store.Snapshot().WorkloadByUID("w2") != nil })
 }
 
 func TestClientOnDemand(t *testing.T) {
