@@ -46,6 +46,7 @@ func TestLayering(t *testing.T) {
 	forbidden := map[string][]string{
 		"config":       {"*"},
 		"tls/identity": {"*"},
+		"tls/record":   {"*"},
 		"tls/certs":    {"netutil", "proxy", "hbone", "workload", "policy", "xds", "app", "admin"},
 		"policy":       {"netutil", "proxy", "hbone", "workload", "xds", "app", "admin", "tls/certs"},
 		"workload":     {"netutil", "proxy", "hbone", "xds", "app", "admin", "tls/certs"},

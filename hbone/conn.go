@@ -75,6 +75,38 @@ const (
 	keepDecodeBuf = 16 << 10
 )
 
+// frameReader is what the read loop reads frames from: a bufio.Reader
+// around the connection, or the connection itself when it buffers its own
+// reads (selfBuffered).
+type frameReader interface {
+	io.Reader
+	io.ByteReader
+	Buffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// frameWriter is what frames are written to: a bufio.Writer around the
+// connection, or the connection itself when it buffers its own writes.
+type frameWriter interface {
+	io.Writer
+	Flush() error
+}
+
+// selfBuffered is a connection with its own read and write buffers, such
+// as tls/record.Conn, a TLS record layer that decrypts into its read buffer
+// and encrypts in its write buffer: the engine then adds no buffer of its
+// own, saving a copy each way. BufferWrites makes its writes wait for
+// Flush.
+type selfBuffered interface {
+	net.Conn
+	frameReader
+	BufferWrites()
+	Flush() error
+}
+
+var clientPreface = []byte(http2.ClientPreface)
+
 // ctrlKind is the type of a queued control frame.
 type ctrlKind uint8
 
@@ -117,7 +149,7 @@ type conn struct {
 	done  chan struct{} // closed by fail
 
 	// Owned by the read loop.
-	br          *bufio.Reader
+	br          frameReader
 	rfr         *http2.Framer // read side only; returns raw HEADERS/CONTINUATION
 	scratch     [8]byte
 	sawSettings bool
@@ -152,7 +184,7 @@ type conn struct {
 	// starvation threshold). Each turn writes at most one DATA frame.
 	wmu          chan struct{}
 	writers      atomic.Int32 // goroutines holding or waiting for wmu; the last one out flushes
-	bw           *bufio.Writer
+	bw           frameWriter
 	flusher      writeFlusher  // under nc (a WriteBuffer), flushed after bw; nil: none
 	wfr          *http2.Framer // write side only
 	henc         *hpack.Encoder
@@ -215,8 +247,6 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		epoch:          time.Now(),
 		ctx:            context.Background(),
 		done:           make(chan struct{}),
-		br:             bufio.NewReaderSize(nc, readBufSize),
-		bw:             bufio.NewWriterSize(nc, writeBufSize),
 		ctrlWake:       make(chan struct{}, 1),
 		wmu:            make(chan struct{}, 1),
 		streams:        make(map[uint32]*Stream),
@@ -228,6 +258,16 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		peerTableSize:  4096,
 		encTableSize:   4096,
 	}
+	if sb, ok := nc.(selfBuffered); ok {
+		// A record layer that buffers its own reads and writes: frames go
+		// straight into its buffers, sealed at the flush.
+		sb.BufferWrites()
+		c.br, c.bw = sb, sb
+	} else {
+		c.br = bufio.NewReaderSize(nc, readBufSize)
+		c.bw = bufio.NewWriterSize(nc, writeBufSize)
+		c.flusher = findFlusher(nc)
+	}
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
 	c.hdec = hpack.NewDecoder(4096, nil)
@@ -235,7 +275,6 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	c.maxBlock = int(cfg.MaxHeaderListSize)
 	c.maxResets = max(minPrematureResets, 2*int(min(cfg.MaxConcurrentStreams, 1<<20)))
 	c.wfr = http2.NewFramer(c.bw, nil)
-	c.flusher = findFlusher(nc)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.recvWindow.Store(int64(cfg.ConnWindow))
 
@@ -319,7 +358,7 @@ func (c *conn) writeCtrlLocked() error {
 		f := &q[i]
 		switch f.kind {
 		case ctrlPreface:
-			_, err = c.bw.WriteString(http2.ClientPreface)
+			_, err = c.bw.Write(clientPreface)
 		case ctrlSettings:
 			err = c.writeSettingsLocked()
 		case ctrlSettingsAck:

@@ -39,7 +39,13 @@
 // queued together share one TLS record and one syscall. When the socket under
 // the *tls.Conn is a WriteBuffer (the proxy builds it so), crypto/tls's
 // records (one per 16 KiB) gather there too and are flushed right after the
-// bufio.Writer: a 64 KiB DATA frame leaves in one write(2) instead of five. The write lock is
+// bufio.Writer: a 64 KiB DATA frame leaves in one write(2) instead of five.
+// A connection that buffers its own reads and writes (tls/record's Conn,
+// which the proxy uses for TLS 1.3) replaces both bufio buffers: frames are
+// written into its record buffer and sealed in place at the flush, and the
+// read loop parses frames in its decrypted buffer, from which a relay parked
+// on a stream (NotifyReadableWith) writes DATA payloads straight to its
+// socket. The write lock is
 // handed over in FIFO order and held for one DATA frame at a time, and the
 // socket keeps at most 128 KiB unsent (TCP_NOTSENT_LOWAT), so a small
 // stream's frame waits behind at most one bulk frame plus that much.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/ztunnel-go/ztunnel/tls/record"
 	"io"
 	"math/big"
 	"net"
@@ -96,12 +97,12 @@ func startServer(t testing.TB, useTLS bool, cfg Config, h Handler) *testServer {
 			go func() {
 				defer ts.wg.Done()
 				if stls != nil {
-					tc := tls.Server(ts.wrap(c), stls)
-					if err := tc.HandshakeContext(context.Background()); err != nil {
+					tc, cs, err := ts.handshake(context.Background(), c, stls, true)
+					if err != nil {
 						c.Close()
 						return
 					}
-					if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+					if p := cs.NegotiatedProtocol; p != "h2" {
 						ts.errs <- io.ErrUnexpectedEOF
 					}
 					c = tc
@@ -125,13 +126,34 @@ func (ts *testServer) dial(ctx context.Context) (net.Conn, error) {
 	if err != nil || ts.tls == nil {
 		return c, err
 	}
-	tc := tls.Client(ts.wrap(c), ts.tls)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	tc, _, err := ts.handshake(ctx, c, ts.tls, false)
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	return tc, nil
 }
+
+// handshake runs TLS on c as the proxy does (tls/record after crypto/tls's
+// handshake), or with crypto/tls alone when plainTLS is set.
+func (ts *testServer) handshake(ctx context.Context, c net.Conn, cfg *tls.Config, server bool) (net.Conn, tls.ConnectionState, error) {
+	if !plainTLS {
+		return record.Handshake(ctx, ts.wrap(c), cfg, server)
+	}
+	var tc *tls.Conn
+	if server {
+		tc = tls.Server(ts.wrap(c), cfg)
+	} else {
+		tc = tls.Client(ts.wrap(c), cfg)
+	}
+	err := tc.HandshakeContext(ctx)
+	return tc, tc.ConnectionState(), err
+}
+
+// plainTLS makes the test servers and clients run crypto/tls alone instead
+// of tls/record after its handshake; the tests that are about crypto/tls
+// under the engine set it.
+var plainTLS bool
 
 // noWriteBuffer makes startServer build TLS straight on the TCP conn, for
 // before/after benchmarks. Tests leave it false.

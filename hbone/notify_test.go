@@ -1,9 +1,13 @@
 package hbone
 
 import (
+	"bytes"
 	"io"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // waitFired waits for one call of a NotifyReadable callback.
@@ -129,5 +133,70 @@ func TestDetachKeepsStream(t *testing.T) {
 	got, err := io.ReadAll(cs)
 	if err != nil || string(got) != "still here" {
 		t.Fatalf("echo after the handler returned = %q, %v", got, err)
+	}
+}
+
+// TestNotifyReadableWith: bytes that arrive while a callback waits go to
+// its write function first. What it takes is consumed (and returned to the
+// peer's flow-control window, or a transfer larger than the window would
+// stall) and the callback stays registered; what it leaves is buffered for
+// Read and the callback runs.
+func TestNotifyReadableWith(t *testing.T) {
+	servers := make(chan *Stream, 2)
+	cfg := Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10}
+	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {
+		if err := s.Respond(200); err != nil {
+			return
+		}
+		s.Detach()
+		servers <- s
+	}))
+	cc := ts.client(t, cfg)
+	cs := connect(t, cc, "10.0.0.1:80")
+	defer cs.Close()
+	ss := <-servers
+	defer ss.Close()
+
+	fired := make(chan struct{}, 4)
+	fn := func() { fired <- struct{}{} }
+	var mu sync.Mutex
+	var got []byte
+	takeAll := func(b []byte) int {
+		mu.Lock()
+		got = append(got, b...)
+		mu.Unlock()
+		return len(b)
+	}
+	if !cs.NotifyReadableWith(fn, takeAll) {
+		t.Fatal("NotifyReadableWith on an empty stream returned false")
+	}
+	// Sixteen times the window: only the sink's consumption reopens it.
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if _, err := ss.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the sink to take 1 MiB", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == len(want)
+	})
+	if !bytes.Equal(got, want) {
+		t.Fatal("the sink got other bytes than were sent")
+	}
+	notFired(t, fired, "sink took everything")
+
+	// A sink that takes two bytes of five: the rest is for Read.
+	takeTwo := func(b []byte) int { return min(2, len(b)) }
+	cs.NotifyReadableWith(fn, takeTwo) // replaces the registration
+	if _, err := ss.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	waitFired(t, fired, "sink took part")
+	buf := make([]byte, 8)
+	if n, err := cs.Read(buf); err != nil || string(buf[:n]) != "llo" {
+		t.Fatalf("Read = %q, %v; want llo", buf[:n], err)
 	}
 }

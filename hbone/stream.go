@@ -82,6 +82,9 @@ type Stream struct {
 	// streams nobody watches skip the lock.
 	notify    func()
 	notifySet atomic.Bool
+	// sink is NotifyReadableWith's write function, kept and cleared with
+	// notify; guarded by mu.
+	sink func([]byte) int
 
 	// detached: the Handler keeps the stream after it returns (Detach).
 	detached atomic.Bool
@@ -216,14 +219,50 @@ func (s *Stream) Read(p []byte) (int, error) {
 // not block; read deadlines do not trigger it. It makes Stream a
 // netutil.ReadNotifier, so an idle relay direction holds no goroutine.
 func (s *Stream) NotifyReadable(fn func()) bool {
+	return s.NotifyReadableWith(fn, nil)
+}
+
+// NotifyReadableWith is NotifyReadable that also offers the bytes that
+// arrive while fn is waiting to write first, on the connection's read loop,
+// straight from the connection's buffer: write takes what it can without
+// waiting (a non-blocking socket write) and returns how many bytes it took.
+// What it took is consumed, and the callback stays registered as if
+// nothing had happened; the rest is buffered and fn is called. write must
+// not block and must not call the stream. It makes Stream a
+// netutil.DirectNotifier, so a relay moves arriving bytes with no copy of
+// its own.
+func (s *Stream) NotifyReadableWith(fn func(), write func([]byte) int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed {
 		return false
 	}
-	s.notify = fn
+	s.notify, s.sink = fn, write
 	s.notifySet.Store(true)
 	return true
+}
+
+// offerLocked passes b to the sink of a parked reader (NotifyReadableWith)
+// when nothing is buffered before it. It reports how many bytes the sink
+// took and, when it did not take them all or the stream changed meanwhile,
+// the callback to run once s.mu is released (the registration is then
+// gone). s.mu is held on entry and on return, released around the write.
+func (s *Stream) offerLocked(b []byte) (took int, fn func()) {
+	if s.sink == nil || s.recv.n > 0 || s.rwait != nil || len(b) == 0 {
+		return 0, nil
+	}
+	fn, sink := s.notify, s.sink
+	s.notify, s.sink = nil, nil
+	s.notifySet.Store(false)
+	s.mu.Unlock()
+	took = sink(b)
+	s.mu.Lock()
+	if took == len(b) && s.recv.n == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.notifySet.Load() {
+		s.notify, s.sink = fn, sink // still parked
+		s.notifySet.Store(true)
+		return took, nil
+	}
+	return took, fn
 }
 
 // wake tells readers that the stream's state changed: a reader blocked in
@@ -236,7 +275,7 @@ func (s *Stream) wake() {
 	}
 	s.mu.Lock()
 	fn := s.notify
-	s.notify = nil
+	s.notify, s.sink = nil, nil
 	s.notifySet.Store(false)
 	s.mu.Unlock()
 	if fn != nil {
@@ -319,6 +358,8 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			b, _ := c.br.Peek(k)
 			var direct int64
 			var wu int64
+			var notified func()
+			wake := true
 			s.mu.Lock()
 			drop = s.localClosed
 			if !drop {
@@ -329,6 +370,17 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 					s.rgot += m
 					b = b[m:]
 					direct = int64(m)
+				} else if s.sink != nil {
+					// A parked relay: its destination takes what it can
+					// straight from the connection's buffer.
+					m, fn := s.offerLocked(b)
+					// The sink keeps its registration only when it took
+					// everything; bytes left for Read need a wake.
+					notified, wake = fn, fn == nil && m < len(b)
+					b = b[m:]
+					direct = int64(m)
+				}
+				if direct > 0 {
 					wu = s.creditLocked(direct)
 				}
 				if len(b) > 0 {
@@ -336,7 +388,12 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 				}
 			}
 			s.mu.Unlock()
-			s.wake()
+			if notified != nil {
+				signal(s.wakeR)
+				notified()
+			} else if wake {
+				s.wake()
+			}
 			if direct > 0 {
 				if wu > 0 {
 					c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, stream: s.id, val: uint32(wu)})

@@ -45,6 +45,16 @@ func RelayCounted(a, b net.Conn, aToBCount, bToACount *atomic.Int64) (aToB, bToA
 	return aToB, bToA, err
 }
 
+// DirectNotifier is a ReadNotifier that can also offer the bytes arriving
+// while a direction is parked straight to the direction's destination
+// (hbone.Stream is one): write runs on the notifying goroutine, must not
+// wait, and returns how many bytes it took; the source calls fn only when
+// write did not take everything (or the source ended meanwhile).
+type DirectNotifier interface {
+	ReadNotifier
+	NotifyReadableWith(fn func(), write func([]byte) int) bool
+}
+
 // ReadNotifier is a connection that can say when a Read would not wait:
 // hbone.Stream is one. A relay direction whose source is a ReadNotifier holds
 // no goroutine while the source has nothing to read.
@@ -210,9 +220,11 @@ type dirState struct {
 	total                int64         // bytes written to the destination
 
 	mode     uint8
-	notifier ReadNotifier // src as a ReadNotifier; nil when it is not one
-	ready    bool         // NotifyReadable just said src is readable (to its owner): read once
-	resumeFn func()       // bound once: given to the notifier
+	notifier ReadNotifier     // src as a ReadNotifier; nil when it is not one
+	direct   DirectNotifier   // src as a DirectNotifier; nil when it is not one
+	sinkFn   func([]byte) int // bound once to sink, when dst can take direct writes
+	ready    bool             // NotifyReadable just said src is readable (to its owner): read once
+	resumeFn func()           // bound once: given to the notifier
 
 	// pending holds bytes that deliver read but could not write without
 	// waiting: pending[pendOff:pendLen] goes to dst first when a goroutine
@@ -279,6 +291,7 @@ func (d *dirState) setup() {
 	}
 	if n, ok := d.src.(ReadNotifier); ok {
 		d.notifier = n
+		d.direct, _ = n.(DirectNotifier)
 		d.resumeFn = d.resume
 		d.setupDeliver()
 	}
@@ -289,7 +302,7 @@ func (d *dirState) setup() {
 // otherwise on a goroutine of its own.
 func (d *dirState) start() {
 	if d.notifier != nil {
-		if d.notifier.NotifyReadable(d.resumeFn) {
+		if d.notify() {
 			return // parked: d belongs to the notification
 		}
 		d.ready = true
@@ -302,13 +315,23 @@ func (d *dirState) start() {
 // readable, or the relay is closing).
 func (d *dirState) park() bool {
 	if d.notifier != nil {
-		if d.notifier.NotifyReadable(d.resumeFn) {
+		if d.notify() {
 			return true
 		}
 		d.ready = true
 		return false
 	}
 	return d.parkInLoop()
+}
+
+// notify parks the direction on its source's notification, with a direct
+// write to the destination when the platform set one up (see sink). It
+// reports false when the source is readable now.
+func (d *dirState) notify() bool {
+	if d.direct != nil && d.sinkFn != nil {
+		return d.direct.NotifyReadableWith(d.resumeFn, d.sinkFn)
+	}
+	return d.notifier.NotifyReadable(d.resumeFn)
 }
 
 // resume is the notifier's callback: the source was readable when the

@@ -284,6 +284,24 @@ func (d *dirState) setupDeliver() {
 	}
 	r.writeFn = r.writeNow
 	r.inline = true
+	if d.direct != nil {
+		d.sinkFn = d.sink
+	}
+}
+
+// sink is the direct write a DirectNotifier source makes while the
+// direction is parked: b goes from the source's buffer to the destination
+// socket with no copy of ours, as far as the socket takes it without
+// waiting. A write error leaves the bytes to the goroutine that takes the
+// direction over, which meets the error again.
+func (d *dirState) sink(b []byte) int {
+	r := &d.raw
+	r.wbuf, r.wdone, r.err = b, 0, nil
+	r.dst.Write(r.writeFn)
+	n := r.wdone
+	r.wbuf = nil
+	d.wrote(n)
+	return n
 }
 
 // deliver runs on the goroutine that notified the direction (an HBONE
@@ -303,7 +321,7 @@ func (d *dirState) deliver() bool {
 		// parked again before the notifier ran the callback. Read only what
 		// NotifyReadable says is there, so Read never waits here (it would
 		// wait on the very goroutine that must deliver the bytes).
-		if d.notifier.NotifyReadable(d.resumeFn) {
+		if d.notify() {
 			return true // parked again: d belongs to the next notification
 		}
 		bp := relayBufPool.Get().(*[relayBufSize]byte)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
+	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
 )
 
 // peerInfo is what the HBONE handler knows of the connection a stream arrived on; it travels
@@ -29,17 +29,16 @@ type peerKey struct{}
 
 // handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
 func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
-	// The write buffer lets the HBONE engine send several TLS records per syscall.
-	tc := tls.Server(hbone.NewWriteBuffer(c), p.serverTLS())
+	// As in dialHBONE: tls/record after crypto/tls's handshake, the write
+	// buffer for when crypto/tls keeps the connection.
 	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
-	err := tc.HandshakeContext(ctx)
+	tc, cs, err := tlsrec.Handshake(ctx, hbone.NewWriteBuffer(c), p.serverTLS(), true)
 	cancel()
 	if err != nil {
 		p.log.Debug("inbound: TLS handshake failed", "src", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
 	}
-	cs := tc.ConnectionState()
 	peer, err := certs.PeerID(cs)
 	if err != nil {
 		p.log.Warn("inbound: peer has no usable identity", "src", c.RemoteAddr().String(), "err", err)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
+	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -436,9 +436,11 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The write buffer lets the HBONE engine send several TLS records per syscall.
-	tc := tls.Client(hbone.NewWriteBuffer(raw), cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// After crypto/tls's handshake, tls/record carries the TLS 1.3 records
+	// (fewer copies and syscalls); the write buffer lets the HBONE engine send
+	// several records per syscall when crypto/tls keeps the connection.
+	tc, _, err := tlsrec.Handshake(ctx, hbone.NewWriteBuffer(raw), cfg, false)
+	if err != nil {
 		raw.Close()
 		return nil, &handshakeError{addr: k.Addr, err: err}
 	}

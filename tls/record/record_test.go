@@ -1,0 +1,515 @@
+package record
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+)
+
+// pki is one CA and a leaf for each side, shared by the tests.
+type pki struct {
+	server, client *tls.Config
+}
+
+func newPKI(t testing.TB) pki {
+	t.Helper()
+	ca := certtest.NewCA(t, "record-test")
+	now := time.Now()
+	leaf := func(sa string) tls.Certificate {
+		return ca.IssueLeaf(t, identity.ID{TrustDomain: "cluster.local", Namespace: "ns", ServiceAccount: sa},
+			now.Add(-time.Hour), now.Add(time.Hour))
+	}
+	return pki{
+		server: &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{leaf("server")},
+			ClientAuth:   tls.RequireAnyClientCert,
+			NextProtos:   []string{"h2"},
+		},
+		client: &tls.Config{
+			MinVersion:         tls.VersionTLS13,
+			Certificates:       []tls.Certificate{leaf("client")},
+			InsecureSkipVerify: true, // the record layer is under test, not verification
+			NextProtos:         []string{"h2"},
+		},
+	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { a.Close(); r.c.Close() })
+	return a, r.c
+}
+
+// side says which ends run this package's record layer; the others are
+// plain *tls.Conn.
+type side struct{ client, server bool }
+
+// connect hands a TCP pair to a client and a server, each ours or crypto/tls's.
+func connect(t testing.TB, p pki, ours side) (client, server net.Conn) {
+	t.Helper()
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var serr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if ours.server {
+			server, _, serr = Handshake(ctx, b, p.server, true)
+			return
+		}
+		tc := tls.Server(b, p.server)
+		serr = tc.HandshakeContext(ctx)
+		server = tc
+	}()
+	var cerr error
+	if ours.client {
+		client, _, cerr = Handshake(ctx, a, p.client, false)
+	} else {
+		tc := tls.Client(a, p.client)
+		cerr = tc.HandshakeContext(ctx)
+		client = tc
+	}
+	wg.Wait()
+	if cerr != nil || serr != nil {
+		t.Fatalf("handshake: client %v, server %v", cerr, serr)
+	}
+	for _, c := range []struct {
+		c    net.Conn
+		ours bool
+	}{{client, ours.client}, {server, ours.server}} {
+		if _, isOurs := c.c.(*Conn); isOurs != c.ours {
+			t.Fatalf("got %T, want this package's Conn: %v", c.c, c.ours)
+		}
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// exchange sends size random bytes each way at once, in writes of up to
+// chunk bytes, and checks what arrives.
+func exchange(t *testing.T, a, b net.Conn, size, chunk int) {
+	t.Helper()
+	send := func(c net.Conn, data []byte) error {
+		for len(data) > 0 {
+			k := min(chunk, len(data))
+			if _, err := c.Write(data[:k]); err != nil {
+				return err
+			}
+			if f, ok := c.(interface{ Flush() error }); ok {
+				if err := f.Flush(); err != nil {
+					return err
+				}
+			}
+			data = data[k:]
+		}
+		return nil
+	}
+	ab, ba := make([]byte, size), make([]byte, size)
+	rand.Read(ab)
+	rand.Read(ba)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	check := func(c net.Conn, want []byte) {
+		defer wg.Done()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil {
+			errs <- err
+			return
+		}
+		if !bytes.Equal(got, want) {
+			errs <- errors.New("received bytes differ from those sent")
+		}
+	}
+	wg.Add(4)
+	go func() { defer wg.Done(); errs <- send(a, ab) }()
+	go func() { defer wg.Done(); errs <- send(b, ba) }()
+	go check(b, ab)
+	go check(a, ba)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInterop: each side of this package talks to crypto/tls, and to
+// itself, in both directions at once, from single bytes to many records.
+func TestInterop(t *testing.T) {
+	p := newPKI(t)
+	for _, tc := range []struct {
+		name string
+		ours side
+	}{
+		{"ours-client", side{client: true}},
+		{"ours-server", side{server: true}},
+		{"ours-both", side{client: true, server: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, size := range []struct{ total, chunk int }{{1, 1}, {1000, 7}, {100_000, 16_384}, {3 << 20, 100_000}} {
+				c, s := connect(t, p, tc.ours)
+				exchange(t, c, s, size.total, size.chunk)
+			}
+		})
+	}
+}
+
+// TestConfigForClient: a server Config that picks its Config per client (as
+// ztunnel picks the certificate of the local workload) still gets the
+// record layer, and a KeyLogWriter of the picked Config still gets its lines.
+func TestConfigForClient(t *testing.T) {
+	p := newPKI(t)
+	var logged bytes.Buffer
+	picked := p.server.Clone()
+	picked.KeyLogWriter = &logged
+	p.server = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return picked, nil }}
+	c, s := connect(t, p, side{client: true, server: true})
+	exchange(t, c, s, 100_000, 10_000)
+	if !strings.Contains(logged.String(), "SERVER_TRAFFIC_SECRET_0") {
+		t.Fatalf("the picked Config's KeyLogWriter got %q", logged.String())
+	}
+}
+
+// TestBufferedWritesOneSyscall: with BufferWrites, what is written before
+// Flush leaves in one write of several records, and the peer reads it all.
+func TestBufferedWritesOneSyscall(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true})
+	rc := c.(*Conn)
+	wc := &countWrites{Conn: rc.conn}
+	rc.conn = wc
+	rc.BufferWrites()
+	data := make([]byte, 100_000) // seven records
+	rand.Read(data)
+	for i := 0; i < len(data); i += 10_000 {
+		if _, err := rc.Write(data[i : i+10_000]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if wc.n != 0 {
+		t.Fatalf("%d writes before Flush", wc.n)
+	}
+	if err := rc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if wc.n != 1 {
+		t.Fatalf("Flush made %d writes, want 1", wc.n)
+	}
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("peer read: %v, equal %v", err, bytes.Equal(got, data))
+	}
+}
+
+type countWrites struct {
+	net.Conn
+	n int
+}
+
+func (w *countWrites) Write(p []byte) (int, error) { w.n++; return w.Conn.Write(p) }
+
+// TestKeyUpdateRequested: we ask a crypto/tls peer for a key update; it
+// answers with its own, and data keeps flowing both ways under the new keys.
+func TestKeyUpdateRequested(t *testing.T) {
+	p := newPKI(t)
+	for _, ours := range []side{{client: true}, {server: true}} {
+		c, s := connect(t, p, ours)
+		mine, peer := c, s
+		if ours.server {
+			mine, peer = s, c
+		}
+		rc := mine.(*Conn)
+		exchange(t, mine, peer, 50_000, 20_000)
+		rc.rmu.Lock()
+		readBefore := rc.rd.secret
+		rc.rmu.Unlock()
+		rc.wmu.Lock()
+		writeBefore := rc.wr.secret
+		err := rc.keyUpdateLocked(true)
+		if err == nil {
+			err = rc.flushLocked()
+		}
+		rc.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The peer reads our KeyUpdate with the next data and answers it
+		// (its data of the same exchange may precede the answer, so a
+		// second exchange follows); both directions then run under new keys.
+		exchange(t, mine, peer, 50_000, 20_000)
+		exchange(t, mine, peer, 1000, 1000)
+		rc.rmu.Lock()
+		readAfter := rc.rd.secret
+		rc.rmu.Unlock()
+		rc.wmu.Lock()
+		writeAfter := rc.wr.secret
+		rc.wmu.Unlock()
+		if bytes.Equal(writeBefore, writeAfter) {
+			t.Fatal("our write key was not updated")
+		}
+		if bytes.Equal(readBefore, readAfter) {
+			t.Fatal("the peer's answering KeyUpdate was not applied")
+		}
+	}
+}
+
+// TestAES256: the SHA-384 suite, which crypto/tls never picks between two
+// Go peers on AES hardware (Rust ztunnels may), between two Conns keyed
+// from the same secrets.
+func TestAES256(t *testing.T) {
+	a, b := tcpPair(t)
+	s := suites[tls.TLS_AES_256_GCM_SHA384]
+	k1, k2 := make([]byte, 48), make([]byte, 48)
+	rand.Read(k1)
+	rand.Read(k2)
+	c1, err := newConn(a, s, k1, k2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := newConn(b, s, k2, k1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c1.wr.iv) != 12 {
+		t.Fatal("iv length")
+	}
+	exchange(t, c1, c2, 300_000, 50_000)
+	// A key update each way keeps them in step.
+	c1.wmu.Lock()
+	err = c1.keyUpdateLocked(true)
+	c1.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, c1, c2, 100_000, 30_000)
+}
+
+// TestRekeyBeforeLimit: we update our own key every rekeyAfter records, and
+// a crypto/tls peer follows.
+func TestRekeyBeforeLimit(t *testing.T) {
+	saved := rekeyAfter
+	rekeyAfter = 3
+	t.Cleanup(func() { rekeyAfter = saved })
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true})
+	exchange(t, c, s, 200_000, 1000) // ~200 records, ~66 key updates
+	rc := c.(*Conn)
+	rc.wmu.Lock()
+	seq := rc.wr.seq
+	rc.wmu.Unlock()
+	if seq > 3 {
+		t.Fatalf("write sequence %d past rekeyAfter", seq)
+	}
+}
+
+// TestTicketsIgnored: a crypto/tls server that sends session tickets; our
+// client drops them and reads on.
+func TestTicketsIgnored(t *testing.T) {
+	p := newPKI(t)
+	p.server.SessionTicketsDisabled = false
+	p.client.ClientSessionCache = nil
+	c, s := connect(t, p, side{client: true})
+	exchange(t, c, s, 10_000, 1000)
+}
+
+// TestCloseNotify: Close sends close_notify both ways, and the reader sees
+// io.EOF after every byte sent before it.
+func TestCloseNotify(t *testing.T) {
+	p := newPKI(t)
+	for _, ours := range []side{{client: true}, {server: true}} {
+		c, s := connect(t, p, ours)
+		mine, peer := c, s
+		if ours.server {
+			mine, peer = s, c
+		}
+		if _, err := mine.Write([]byte("last words")); err != nil {
+			t.Fatal(err)
+		}
+		mine.Close()
+		got, err := io.ReadAll(peer)
+		if err != nil || string(got) != "last words" {
+			t.Fatalf("peer read %q, %v; want the bytes then io.EOF", got, err)
+		}
+
+		c, s = connect(t, p, ours)
+		mine, peer = c, s
+		if ours.server {
+			mine, peer = s, c
+		}
+		peer.Write([]byte("bye"))
+		peer.Close()
+		got, err = io.ReadAll(mine)
+		if err != nil || string(got) != "bye" {
+			t.Fatalf("we read %q, %v; want the bytes then io.EOF", got, err)
+		}
+	}
+}
+
+// TestDeadlineNotSticky: a read deadline ends a Read, holds no buffer, and a
+// later Read still gets data.
+func TestDeadlineNotSticky(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true})
+	rc := c.(*Conn)
+	rc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := rc.Read(make([]byte, 10))
+	if !isTimeout(err) {
+		t.Fatalf("Read: %v, want a timeout", err)
+	}
+	rc.rmu.Lock()
+	held := rc.in != nil || rc.pt != nil
+	rc.rmu.Unlock()
+	if held {
+		t.Fatal("a Read that timed out holds a buffer")
+	}
+	rc.SetReadDeadline(time.Time{})
+	s.Write([]byte("later"))
+	buf := make([]byte, 10)
+	n, err := rc.Read(buf)
+	if err != nil || string(buf[:n]) != "later" {
+		t.Fatalf("Read after the deadline: %q, %v", buf[:n], err)
+	}
+}
+
+// TestIdleHoldsNoBuffer: once what arrived was read and what was written
+// was flushed, a Conn holds no buffer.
+func TestIdleHoldsNoBuffer(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true, server: true})
+	exchange(t, c, s, 500_000, 64<<10)
+	for _, x := range []net.Conn{c, s} {
+		rc := x.(*Conn)
+		rc.rmu.Lock()
+		rc.wmu.Lock()
+		held := rc.in != nil || rc.pt != nil || rc.out != nil
+		rc.wmu.Unlock()
+		rc.rmu.Unlock()
+		if held {
+			t.Fatal("an idle Conn holds a buffer")
+		}
+	}
+}
+
+// TestPeekDiscard: the bufio-like methods see the same byte stream as Read.
+func TestPeekDiscard(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true})
+	rc := c.(*Conn)
+	data := make([]byte, 60_000)
+	rand.Read(data)
+	// Nothing is buffered yet: a Peek that would need more than maxPeek
+	// is refused.
+	if _, err := rc.Peek(maxPeek + 1); !errors.Is(err, bufio.ErrBufferFull) {
+		t.Fatalf("Peek past maxPeek: %v", err)
+	}
+	go s.Write(data)
+	b, err := rc.Peek(40_000) // spans three records
+	if err != nil || !bytes.Equal(b, data[:40_000]) {
+		t.Fatalf("Peek: %v", err)
+	}
+	// Whatever is buffered can be peeked, even past maxPeek.
+	if b, err := rc.Peek(rc.Buffered()); err != nil || len(b) != rc.Buffered() {
+		t.Fatalf("Peek(Buffered()): %d bytes, %v", len(b), err)
+	}
+	if n, err := rc.Discard(39_999); n != 39_999 || err != nil {
+		t.Fatalf("Discard: %d, %v", n, err)
+	}
+	if x, err := rc.ReadByte(); err != nil || x != data[39_999] {
+		t.Fatalf("ReadByte: %v", err)
+	}
+	rest := make([]byte, 20_000)
+	if _, err := io.ReadFull(rc, rest); err != nil || !bytes.Equal(rest, data[40_000:]) {
+		t.Fatalf("Read after Discard: %v", err)
+	}
+}
+
+// TestHostileRecords: records a peer must never send end the connection
+// with an alert-named error, and the Conn stays failed.
+func TestHostileRecords(t *testing.T) {
+	p := newPKI(t)
+	for _, tc := range []struct {
+		name string
+		wire []byte // written raw to our client's socket after the handshake
+		want string
+	}{
+		{"plaintext handshake record", []byte{22, 3, 3, 0, 20}, "unexpected record type 22"},
+		{"bad version", append([]byte{23, 3, 1, 0, 20}, make([]byte, 20)...), "record version"},
+		{"oversized", []byte{23, 3, 3, 0x50, 0}, "record of 20480 bytes"},
+		{"too short", []byte{23, 3, 3, 0, 16}, "record of 16 bytes"},
+		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), "authentication failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := connect(t, p, side{client: true})
+			raw := s.(*tls.Conn).NetConn()
+			if _, err := raw.Write(tc.wire); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Read(make([]byte, 100))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Read: %v, want an error with %q", err, tc.want)
+			}
+			if _, err2 := c.Read(make([]byte, 100)); err2 == nil {
+				t.Fatal("a failed Conn read again")
+			}
+		})
+	}
+}
+
+// TestSteadyStateAllocs: a buffered write, flush and read of a record
+// allocate nothing.
+func TestSteadyStateAllocs(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true, server: true})
+	w, r := c.(*Conn), s.(*Conn)
+	w.BufferWrites()
+	msg := make([]byte, 16<<10)
+	buf := make([]byte, len(msg))
+	round := func() {
+		w.Write(msg)
+		w.Flush()
+		io.ReadFull(r, buf)
+	}
+	round()
+	if n := testing.AllocsPerRun(50, round); n != 0 {
+		t.Fatalf("%v allocations per write+flush+read, want 0", n)
+	}
+}
