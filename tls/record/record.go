@@ -227,6 +227,12 @@ func (c *Conn) Buffered() int {
 func (c *Conn) Peek(n int) ([]byte, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if n < 0 {
+		return nil, bufio.ErrNegativeCount
+	}
+	if n == 0 {
+		return nil, nil // c.pt may be nil, and slicing a nil array pointer panics
+	}
 	if n <= c.ptW-c.ptR {
 		return c.pt[c.ptR : c.ptR+n], nil
 	}
@@ -309,7 +315,7 @@ func (c *Conn) fillLocked() error {
 			hdr := c.in[c.inR : c.inR+recordHeaderLen]
 			n := int(binary.BigEndian.Uint16(hdr[3:]))
 			if err := checkHeader(hdr, n); err != nil {
-				return c.failRead(err)
+				return c.failReadAfter(start, err)
 			}
 			if c.inW-c.inR < recordHeaderLen+n {
 				break
@@ -321,9 +327,10 @@ func (c *Conn) fillLocked() error {
 			err := c.openRecord(hdr, body)
 			c.inR += recordHeaderLen + n
 			if err != nil {
-				return c.failRead(err)
+				return c.failReadAfter(start, err)
 			}
 			if c.rerr != nil { // close_notify: nothing after it counts
+				c.inR = c.inW // so the buffer goes back to its pool
 				break
 			}
 		}
@@ -452,12 +459,30 @@ func (c *Conn) failRead(err error) error {
 	return err
 }
 
+// failReadAfter is failRead for a record refused after the application
+// data of the records before it was decrypted into the plaintext buffer at
+// start: that data is delivered first (the error is sticky, so the next
+// fill returns it), as crypto/tls delivers each record before reading the
+// next one.
+func (c *Conn) failReadAfter(start int, err error) error {
+	err = c.failRead(err)
+	if c.ptW > start {
+		return nil
+	}
+	return err
+}
+
 // openRecord decrypts one record into the plaintext buffer and acts on its
 // content type. Only application data stays in the buffer.
 func (c *Conn) openRecord(hdr, body []byte) error {
 	plain, err := c.rd.aead.Open(c.pt[c.ptW:c.ptW], c.rd.nextNonce(), body, hdr)
 	if err != nil {
 		return localAlert(alertBadRecordMAC, "record authentication failed")
+	}
+	if len(plain) > maxPlaintext+1 {
+		// TLSInnerPlaintext, padding included, is at most 2^14+1 bytes
+		// (RFC 8446, section 5.4).
+		return localAlert(alertRecordOverflow, fmt.Sprintf("record with %d bytes of plaintext", len(plain)))
 	}
 	i := len(plain) - 1
 	for i >= 0 && plain[i] == 0 {
@@ -467,9 +492,6 @@ func (c *Conn) openRecord(hdr, body []byte) error {
 		return localAlert(alertUnexpectedMessage, "record without content type")
 	}
 	typ, content := plain[i], plain[:i]
-	if len(content) > maxPlaintext {
-		return localAlert(alertRecordOverflow, fmt.Sprintf("record with %d bytes of content", len(content)))
-	}
 	if typ != typeHandshake && len(c.hs) > 0 {
 		return localAlert(alertUnexpectedMessage, "handshake message interleaved with other records")
 	}
@@ -533,9 +555,7 @@ func (c *Conn) handshakeMessages() error {
 				return err
 			}
 			if body[0] == 1 {
-				if err := c.keyUpdate(); err != nil {
-					return err
-				}
+				c.keyUpdate()
 			}
 		default:
 			return localAlert(alertUnexpectedMessage, fmt.Sprintf("unexpected post-handshake message %d", typ))
@@ -681,22 +701,25 @@ func (c *Conn) flushLocked() error {
 }
 
 // keyUpdate sends KeyUpdate(update_not_requested) in answer to the peer's
-// request and moves to our next key.
-func (c *Conn) keyUpdate() error {
+// request and moves to our next key. A failed write stays in werr and
+// surfaces at the next write, as in crypto/tls: reading goes on.
+func (c *Conn) keyUpdate() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
-		return nil // we can no longer write; the read side goes on
+		return // we can no longer write
 	}
 	pending := c.out != nil // the engine writing it flushes it
 	if err := c.keyUpdateLocked(false); err != nil {
-		return err
+		if c.werr == nil {
+			c.werr = err
+		}
+		return
 	}
 	if !pending || !c.buffering {
-		// Nobody is about to flush: send it now.
-		return c.flushLocked()
+		// Nobody is about to flush: send it now (an error stays in werr).
+		c.flushLocked()
 	}
-	return nil
 }
 
 // keyUpdateLocked appends a KeyUpdate record and switches to the next write

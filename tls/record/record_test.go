@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -511,5 +512,156 @@ func TestSteadyStateAllocs(t *testing.T) {
 	round()
 	if n := testing.AllocsPerRun(50, round); n != 0 {
 		t.Fatalf("%v allocations per write+flush+read, want 0", n)
+	}
+}
+
+// rawPeer is our client Conn on one end of a TCP pair and, on the other,
+// the raw socket and the write protection of a peer that seals records by
+// hand (sealRecord, sealPadded).
+func rawPeer(t *testing.T) (*Conn, net.Conn, *direction) {
+	t.Helper()
+	a, b := tcpPair(t)
+	s := suites[tls.TLS_AES_128_GCM_SHA256]
+	readKey, writeKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	c, err := newConn(a, s, readKey, writeKey, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &direction{}
+	if err := w.setSecret(s, readKey); err != nil {
+		t.Fatal(err)
+	}
+	return c, b, w
+}
+
+// sealPadded is sealRecord with pad zero bytes after the content type.
+func sealPadded(wire []byte, d *direction, typ byte, content []byte, pad int) []byte {
+	inner := append(append(append([]byte{}, content...), typ), make([]byte, pad)...)
+	hdr := []byte{typeAppData, 3, 3, 0, 0}
+	binary.BigEndian.PutUint16(hdr[3:], uint16(len(inner)+tagLen))
+	wire = append(wire, hdr...)
+	return d.aead.Seal(wire, d.nextNonce(), inner, hdr)
+}
+
+// TestPeekEdges: Peek(0) with nothing buffered (the plaintext buffer is
+// not held) and a negative count answer like bufio.Reader's, not panic.
+func TestPeekEdges(t *testing.T) {
+	c, _, _ := rawPeer(t)
+	if b, err := c.Peek(0); len(b) != 0 || err != nil {
+		t.Fatalf("Peek(0): %q, %v; want nothing, nil", b, err)
+	}
+	if _, err := c.Peek(-1); !errors.Is(err, bufio.ErrNegativeCount) {
+		t.Fatalf("Peek(-1): %v, want bufio.ErrNegativeCount", err)
+	}
+}
+
+// TestDataBeforeRefusedRecord: application data that arrives in the same
+// read as a record the Conn refuses is delivered before the error, so
+// io.ReadAll and io.Copy see every byte the peer sent before it.
+func TestDataBeforeRefusedRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bad  func(w *direction) []byte
+		want string
+	}{
+		{"fatal alert", func(w *direction) []byte { return sealRecord(nil, w, typeAlert, []byte{2, 40}) }, "peer sent alert 40"},
+		{"forged record", func(*direction) []byte { return append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...) }, "authentication failed"},
+		{"bad header", func(*direction) []byte { return []byte{22, 3, 3, 0, 20} }, "unexpected record type 22"},
+		{"unexpected content type", func(w *direction) []byte { return sealRecord(nil, w, 20, []byte{1}) }, "unexpected content type 20"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer, w := rawPeer(t)
+			wire := sealRecord(nil, w, typeAppData, []byte("hello"))
+			wire = append(wire, tc.bad(w)...)
+			if _, err := peer.Write(wire); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if string(got) != "hello" || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ReadAll: %q, %v; want %q, then an error with %q", got, err, "hello", tc.want)
+			}
+		})
+	}
+}
+
+// TestPaddedOverflow: a TLSInnerPlaintext longer than 2^14+1 bytes is
+// record_overflow even when the excess is padding (RFC 8446, section 5.4),
+// as crypto/tls has it.
+func TestPaddedOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		content   int
+		pad       int
+		wantError bool
+	}{
+		{"full record", maxPlaintext, 0, false},
+		{"full record and padding", maxPlaintext, 10, true},
+		{"padding to the limit", maxPlaintext - 10, 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer, w := rawPeer(t)
+			data := bytes.Repeat([]byte{'a'}, tc.content)
+			wire := sealPadded(nil, w, typeAppData, data, tc.pad)
+			wire = sealRecord(wire, w, typeAlert, []byte{1, alertCloseNotify})
+			if _, err := peer.Write(wire); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if tc.wantError {
+				if len(got) != 0 || err == nil || !strings.Contains(err.Error(), "plaintext") {
+					t.Fatalf("ReadAll: %d bytes, %v; want record_overflow", len(got), err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("ReadAll: %d bytes, %v; want %d bytes", len(got), err, len(data))
+			}
+		})
+	}
+}
+
+// TestKeyUpdateWriteFailure: when our answer to the peer's update_requested
+// cannot be written, the read side goes on under the peer's new key and the
+// write error surfaces at the next Write, as in crypto/tls.
+func TestKeyUpdateWriteFailure(t *testing.T) {
+	c, peer, w := rawPeer(t)
+	c.conn.SetWriteDeadline(time.Now().Add(-time.Second))
+	wire := sealRecord(nil, w, typeHandshake, []byte{hsKeyUpdate, 0, 0, 1, 1})
+	if err := w.update(); err != nil {
+		t.Fatal(err)
+	}
+	wire = sealRecord(wire, w, typeAppData, []byte("after"))
+	if _, err := peer.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "after" {
+		t.Fatalf("Read: %q, %v; want %q", buf[:n], err, "after")
+	}
+	if _, err := c.Write([]byte("x")); !isTimeout(err) {
+		t.Fatalf("Write: %v, want the write timeout of the KeyUpdate", err)
+	}
+}
+
+// TestCloseNotifyDropsTheRest: what follows close_notify in the same read
+// is dropped with the ciphertext buffer, which goes back to its pool.
+func TestCloseNotifyDropsTheRest(t *testing.T) {
+	c, peer, w := rawPeer(t)
+	wire := sealRecord(nil, w, typeAppData, []byte("bye"))
+	wire = sealRecord(wire, w, typeAlert, []byte{1, alertCloseNotify})
+	wire = sealRecord(wire, w, typeAppData, []byte("ignored"))
+	if _, err := peer.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("ReadAll: %q, %v; want %q", got, err, "bye")
+	}
+	c.rmu.Lock()
+	held := c.in != nil || c.pt != nil
+	c.rmu.Unlock()
+	if held {
+		t.Fatal("a Conn read to its close_notify holds a buffer")
 	}
 }
