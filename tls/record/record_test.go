@@ -665,3 +665,48 @@ func TestCloseNotifyDropsTheRest(t *testing.T) {
 		t.Fatal("a Conn read to its close_notify holds a buffer")
 	}
 }
+
+// BenchmarkTransfer moves 64 KiB writes one way over loopback TCP, through
+// this package's Conn at both ends and through crypto/tls at both ends.
+func BenchmarkTransfer(b *testing.B) {
+	p := newPKI(b)
+	for _, tc := range []struct {
+		name string
+		ours side
+	}{{"record", side{client: true, server: true}}, {"crypto-tls", side{}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, s := connect(b, p, tc.ours)
+			if rc, ok := c.(*Conn); ok {
+				rc.BufferWrites()
+			}
+			msg := make([]byte, 64<<10)
+			done := make(chan error, 1)
+			go func() {
+				buf := make([]byte, 64<<10)
+				var err error
+				for left := b.N * len(msg); left > 0 && err == nil; {
+					var n int
+					n, err = s.Read(buf)
+					left -= n
+				}
+				done <- err
+			}()
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if f, ok := c.(interface{ Flush() error }); ok {
+					if err := f.Flush(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
