@@ -200,3 +200,53 @@ func TestNotifyReadableWith(t *testing.T) {
 		t.Fatalf("Read = %q, %v; want llo", buf[:n], err)
 	}
 }
+
+// TestNotifyReadableWithCloseDuringWrite: a stream closed while the sink
+// writes (a relay torn down from elsewhere) drops what the sink did not
+// take and returns it to the connection's window; otherwise those bytes
+// would sit in a closed stream's buffer and the other streams of the
+// connection would stall.
+func TestNotifyReadableWithCloseDuringWrite(t *testing.T) {
+	servers := make(chan *Stream, 2)
+	cfg := Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10}
+	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {
+		if err := s.Respond(200); err != nil {
+			return
+		}
+		s.Detach()
+		servers <- s
+	}))
+	cc := ts.client(t, cfg)
+	cs := connect(t, cc, "10.0.0.1:80")
+	ss := <-servers
+	defer ss.Close()
+	closeAndRefuse := func(b []byte) int {
+		cs.Close()
+		return 0
+	}
+	if !cs.NotifyReadableWith(func() {}, closeAndRefuse) {
+		t.Fatal("NotifyReadableWith on an empty stream returned false")
+	}
+	if _, err := ss.Write(make([]byte, 60<<10)); err != nil { // most of the connection window
+		t.Fatal(err)
+	}
+
+	// A second stream on the same connection needs that window back.
+	cs2 := connect(t, cc, "10.0.0.1:81")
+	defer cs2.Close()
+	ss2 := <-servers
+	defer ss2.Close()
+	want := make([]byte, 1<<20)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ss2.Write(want)
+		errc <- err
+	}()
+	cs2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(cs2, make([]byte, len(want))); err != nil {
+		t.Fatalf("second stream: %v (the connection window was not returned)", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -359,6 +359,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			var direct int64
 			var wu int64
 			var notified func()
+			var lost int64
 			wake := true
 			s.mu.Lock()
 			drop = s.localClosed
@@ -379,6 +380,13 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 					notified, wake = fn, fn == nil && m < len(b)
 					b = b[m:]
 					direct = int64(m)
+					if s.localClosed {
+						// Closed while the sink wrote: nobody will read
+						// the rest, so it goes back to the connection's
+						// window at once instead of into the buffer.
+						lost = int64(len(b))
+						b = nil
+					}
 				}
 				if direct > 0 {
 					wu = s.creditLocked(direct)
@@ -393,6 +401,9 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 				notified()
 			} else if wake {
 				s.wake()
+			}
+			if lost > 0 {
+				c.creditConn(lost)
 			}
 			if direct > 0 {
 				if wu > 0 {
