@@ -710,3 +710,44 @@ func BenchmarkTransfer(b *testing.B) {
 		})
 	}
 }
+
+// TestFallbackTLS12: a handshake that ends in TLS 1.2 keeps crypto/tls's
+// records (the Conn is the *tls.Conn), and its reads pass through the
+// boundary reader untouched.
+func TestFallbackTLS12(t *testing.T) {
+	p := newPKI(t)
+	p.server.MinVersion, p.server.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	p.client.MinVersion = tls.VersionTLS12
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		c   net.Conn
+		cs  tls.ConnectionState
+		err error
+	}
+	srv := make(chan result, 1)
+	go func() {
+		c, cs, err := Handshake(ctx, b, p.server, true)
+		srv <- result{c, cs, err}
+	}()
+	c, cs, err := Handshake(ctx, a, p.client, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-srv
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer c.Close()
+	defer r.c.Close()
+	if cs.Version != tls.VersionTLS12 || r.cs.Version != tls.VersionTLS12 {
+		t.Fatalf("negotiated %#x / %#x, want TLS 1.2", cs.Version, r.cs.Version)
+	}
+	for _, x := range []net.Conn{c, r.c} {
+		if _, ok := x.(*tls.Conn); !ok {
+			t.Fatalf("got %T, want *tls.Conn for TLS 1.2", x)
+		}
+	}
+	exchange(t, c, r.c, 300_000, 50_000)
+}
