@@ -498,6 +498,9 @@ func TestHostileRecords(t *testing.T) {
 // TestSteadyStateAllocs: a buffered write, flush and read of a record
 // allocate nothing.
 func TestSteadyStateAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("SKIPPED under -race: sync.Pool drops items at random there; the plain test run checks the budget")
+	}
 	p := newPKI(t)
 	c, s := connect(t, p, side{client: true, server: true})
 	w, r := c.(*Conn), s.(*Conn)
