@@ -121,13 +121,18 @@ func TestNoGoroutineLeak(t *testing.T) {
 
 func BenchmarkStreamThroughput(b *testing.B) {
 	for _, tc := range []struct {
-		name        string
-		useTLS, raw bool
-	}{{"tcp", false, false}, {"tls", true, false}, {"tls-nowbuf", true, true}} {
+		name                   string
+		useTLS, raw, cryptoTLS bool
+	}{
+		{"tcp", false, false, false},
+		{"tls", true, false, false},             // tls/record after the handshake, as the proxy runs
+		{"tls-crypto", true, false, true},       // crypto/tls records, with the write buffer
+		{"tls-crypto-nowbuf", true, true, true}, // crypto/tls records, one write per record
+	} {
 		useTLS := tc.useTLS
 		b.Run(tc.name, func(b *testing.B) {
-			noWriteBuffer = tc.raw
-			defer func() { noWriteBuffer = false }()
+			noWriteBuffer, plainTLS = tc.raw, tc.cryptoTLS
+			defer func() { noWriteBuffer, plainTLS = false, false }()
 			got := make(chan int64, 1)
 			h := HandlerFunc(func(s *Stream, req *Request) {
 				s.Respond(200)
