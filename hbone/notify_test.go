@@ -30,19 +30,27 @@ func notFired(t *testing.T, fired chan struct{}, what string) {
 	}
 }
 
-// TestNotifyReadable: the callback runs once for each change that makes Read
-// not wait (data, END_STREAM, a local Close, the peer's reset), and
-// NotifyReadable refuses to keep it while Read would not wait.
-func TestNotifyReadable(t *testing.T) {
+// detachedServer starts a TLS test server whose Handler answers 200,
+// detaches the stream and hands it to the test on the returned channel (the
+// test closes it), and a client of it; both use cfg.
+func detachedServer(t *testing.T, cfg Config) (*ClientConn, chan *Stream) {
+	t.Helper()
 	servers := make(chan *Stream, 4)
-	ts := startServer(t, true, Config{}, HandlerFunc(func(s *Stream, req *Request) {
+	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {
 		if err := s.Respond(200); err != nil {
 			return
 		}
 		s.Detach()
-		servers <- s // the test closes it
+		servers <- s
 	}))
-	cc := ts.client(t, Config{})
+	return ts.client(t, cfg), servers
+}
+
+// TestNotifyReadable: the callback runs once for each change that makes Read
+// not wait (data, END_STREAM, a local Close, the peer's reset), and
+// NotifyReadable refuses to keep it while Read would not wait.
+func TestNotifyReadable(t *testing.T) {
+	cc, servers := detachedServer(t, Config{})
 	fired := make(chan struct{}, 4)
 	fn := func() { fired <- struct{}{} }
 
@@ -142,16 +150,7 @@ func TestDetachKeepsStream(t *testing.T) {
 // stall) and the callback stays registered; what it leaves is buffered for
 // Read and the callback runs.
 func TestNotifyReadableWith(t *testing.T) {
-	servers := make(chan *Stream, 2)
-	cfg := Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10}
-	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {
-		if err := s.Respond(200); err != nil {
-			return
-		}
-		s.Detach()
-		servers <- s
-	}))
-	cc := ts.client(t, cfg)
+	cc, servers := detachedServer(t, Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10})
 	cs := connect(t, cc, "10.0.0.1:80")
 	defer cs.Close()
 	ss := <-servers
@@ -207,16 +206,7 @@ func TestNotifyReadableWith(t *testing.T) {
 // would sit in a closed stream's buffer and the other streams of the
 // connection would stall.
 func TestNotifyReadableWithCloseDuringWrite(t *testing.T) {
-	servers := make(chan *Stream, 2)
-	cfg := Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10}
-	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {
-		if err := s.Respond(200); err != nil {
-			return
-		}
-		s.Detach()
-		servers <- s
-	}))
-	cc := ts.client(t, cfg)
+	cc, servers := detachedServer(t, Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10})
 	cs := connect(t, cc, "10.0.0.1:80")
 	ss := <-servers
 	defer ss.Close()

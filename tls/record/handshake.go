@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"net"
-	"sync"
 )
 
 // Handshake runs crypto/tls's handshake over conn, as a server when server
@@ -81,10 +80,12 @@ func forHandshake(cfg *tls.Config, sec *secrets) *tls.Config {
 // crypto/tls's buffers: the record layer reads it from the socket. It costs
 // two reads per handshake record. After the handshake it passes reads
 // through (when crypto/tls keeps the connection).
+//
+// It needs no lock: the handshake's reads, atBoundary and passThrough all
+// run on Handshake's goroutine, which then hands the connection over.
 type boundaryReader struct {
 	net.Conn
 
-	mu   sync.Mutex
 	pass bool
 	hdr  [recordHeaderLen]byte
 	hn   int // header bytes of the current record read so far
@@ -92,8 +93,6 @@ type boundaryReader struct {
 }
 
 func (b *boundaryReader) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.pass || len(p) == 0 {
 		return b.Conn.Read(p)
 	}
@@ -113,16 +112,10 @@ func (b *boundaryReader) Read(p []byte) (int, error) {
 
 // atBoundary reports whether crypto/tls stopped at the end of a record.
 func (b *boundaryReader) atBoundary() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	return b.hn == 0 && b.left == 0
 }
 
-func (b *boundaryReader) passThrough() {
-	b.mu.Lock()
-	b.pass = true
-	b.mu.Unlock()
-}
+func (b *boundaryReader) passThrough() { b.pass = true }
 
 // NetConn returns the wrapped conn, so socket options can be reached.
 func (b *boundaryReader) NetConn() net.Conn { return b.Conn }

@@ -124,6 +124,17 @@ func connect(t testing.TB, p pki, ours side) (client, server net.Conn) {
 	return client, server
 }
 
+// connectOurs is connect that returns our end first: the client when ours
+// names the client, the server otherwise.
+func connectOurs(t testing.TB, p pki, ours side) (mine, peer net.Conn) {
+	t.Helper()
+	c, s := connect(t, p, ours)
+	if ours.server {
+		return s, c
+	}
+	return c, s
+}
+
 // exchange sends size random bytes each way at once, in writes of up to
 // chunk bytes, and checks what arrives.
 func exchange(t *testing.T, a, b net.Conn, size, chunk int) {
@@ -253,11 +264,7 @@ func (w *countWrites) Write(p []byte) (int, error) { w.n++; return w.Conn.Write(
 func TestKeyUpdateRequested(t *testing.T) {
 	p := newPKI(t)
 	for _, ours := range []side{{client: true}, {server: true}} {
-		c, s := connect(t, p, ours)
-		mine, peer := c, s
-		if ours.server {
-			mine, peer = s, c
-		}
+		mine, peer := connectOurs(t, p, ours)
 		rc := mine.(*Conn)
 		exchange(t, mine, peer, 50_000, 20_000)
 		rc.rmu.Lock()
@@ -357,11 +364,7 @@ func TestTicketsIgnored(t *testing.T) {
 func TestCloseNotify(t *testing.T) {
 	p := newPKI(t)
 	for _, ours := range []side{{client: true}, {server: true}} {
-		c, s := connect(t, p, ours)
-		mine, peer := c, s
-		if ours.server {
-			mine, peer = s, c
-		}
+		mine, peer := connectOurs(t, p, ours)
 		if _, err := mine.Write([]byte("last words")); err != nil {
 			t.Fatal(err)
 		}
@@ -371,11 +374,7 @@ func TestCloseNotify(t *testing.T) {
 			t.Fatalf("peer read %q, %v; want the bytes then io.EOF", got, err)
 		}
 
-		c, s = connect(t, p, ours)
-		mine, peer = c, s
-		if ours.server {
-			mine, peer = s, c
-		}
+		mine, peer = connectOurs(t, p, ours)
 		peer.Write([]byte("bye"))
 		peer.Close()
 		got, err = io.ReadAll(mine)
