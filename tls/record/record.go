@@ -70,6 +70,10 @@ var (
 	inPool  = sync.Pool{New: func() any { return new([inSize]byte) }}
 	ptPool  = sync.Pool{New: func() any { return new([ptSize]byte) }}
 	outPool = sync.Pool{New: func() any { return new([outSize]byte) }}
+
+	// plainHeld counts the plaintext buffers Conns hold (taken from ptPool
+	// and not yet returned), so tests can see that waiting holds none.
+	plainHeld atomic.Int64
 )
 
 // Conn is a TLS 1.3 connection after its handshake: it seals and opens
@@ -291,7 +295,17 @@ func (c *Conn) ReadByte() (byte, error) {
 func (c *Conn) releasePlainLocked() {
 	if c.ptR == c.ptW && c.pt != nil {
 		ptPool.Put(c.pt)
+		plainHeld.Add(-1)
 		c.pt, c.ptR, c.ptW = nil, 0, 0
+	}
+}
+
+// takePlainLocked gives the Conn a plaintext buffer if it has none.
+func (c *Conn) takePlainLocked() {
+	if c.pt == nil {
+		c.pt = ptPool.Get().(*[ptSize]byte)
+		plainHeld.Add(1)
+		c.ptR, c.ptW = 0, 0
 	}
 }
 
@@ -303,12 +317,12 @@ func (c *Conn) fillLocked() error {
 	if c.rerr != nil {
 		return c.rerr
 	}
-	if c.pt == nil {
-		c.pt = ptPool.Get().(*[ptSize]byte)
-	} else if c.ptR > 0 {
+	if c.pt != nil && c.ptR > 0 {
 		c.ptW = copy(c.pt[:], c.pt[c.ptR:c.ptW])
 		c.ptR = 0
 	}
+	// start is 0 whenever the plaintext buffer is empty, so it stays right
+	// when the buffer is given back below and taken again.
 	start := c.ptW
 	for {
 		for c.inW-c.inR >= recordHeaderLen {
@@ -320,6 +334,7 @@ func (c *Conn) fillLocked() error {
 			if c.inW-c.inR < recordHeaderLen+n {
 				break
 			}
+			c.takePlainLocked() // only now: a whole record is here to open
 			if ptSize-c.ptW < n-tagLen {
 				break // no room: what was decrypted is enough for now
 			}
@@ -342,6 +357,10 @@ func (c *Conn) fillLocked() error {
 			c.releaseInLocked()
 			return c.rerr
 		}
+		// Nothing new to read: wait for the socket without a plaintext
+		// buffer when none is pending (an idle pooled connection parked
+		// in Peek would otherwise keep 64 KiB).
+		c.releasePlainLocked()
 		if err := c.readSocketLocked(); err != nil {
 			if !isTimeout(err) { // a deadline is not the end: the caller may read on
 				c.rerr = err

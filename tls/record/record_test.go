@@ -426,6 +426,52 @@ func TestIdleHoldsNoBuffer(t *testing.T) {
 	}
 }
 
+// TestWaitingReaderHoldsNoBuffer: a reader parked on an empty socket (the
+// HBONE read loop waits in Peek for the next frame header) holds no
+// plaintext buffer, so idle pooled connections cost no 64 KiB each.
+func TestWaitingReaderHoldsNoBuffer(t *testing.T) {
+	p := newPKI(t)
+	c, s := connect(t, p, side{client: true, server: true})
+	exchange(t, c, s, 100_000, 16<<10)
+	base := plainHeld.Load()
+	type peeked struct {
+		b   []byte
+		err error
+	}
+	results := make(chan peeked, 2)
+	for _, x := range []net.Conn{c, s} {
+		rc := x.(*Conn)
+		go func() {
+			b, err := rc.Peek(9)
+			results <- peeked{append([]byte(nil), b...), err}
+		}()
+		// The reader holds rmu from the start of Peek until it returns.
+		deadline := time.Now().Add(10 * time.Second)
+		for rc.rmu.TryLock() {
+			rc.rmu.Unlock()
+			if time.Now().After(deadline) {
+				t.Fatal("the reader never entered Peek")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the readers reach the socket wait
+	if got := plainHeld.Load() - base; got != 0 {
+		t.Fatalf("two readers waiting on empty sockets hold %d plaintext buffers, want 0", got)
+	}
+	for _, x := range []net.Conn{c, s} {
+		if _, err := x.Write([]byte("ninebytes")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		r := <-results
+		if r.err != nil || string(r.b) != "ninebytes" {
+			t.Fatalf("Peek after the wait: %q, %v", r.b, r.err)
+		}
+	}
+}
+
 // TestPeekDiscard: the bufio-like methods see the same byte stream as Read.
 func TestPeekDiscard(t *testing.T) {
 	p := newPKI(t)
