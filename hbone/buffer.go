@@ -83,20 +83,16 @@ func (b *recvBuf) release() {
 // blocked Read and Write calls can select on it (the same idea as the
 // standard library's net.Pipe).
 //
-// A lazy deadline starts with a nil channel (a select never picks it), so a
-// stream that never sets its read deadline allocates nothing for it. A
-// waiter that took the nil channel is not woken by set: the owner must wake
-// it another way (Stream.SetReadDeadline signals wakeR). An eager deadline
-// (makeDeadline) always has a channel, for waiters that cannot be woken
-// otherwise (writers blocked on wsem).
+// The channel is nil until the deadline is first armed (a select never
+// picks a nil channel), so a stream that never sets a deadline allocates
+// nothing for it. A waiter that took the nil channel is not woken by set:
+// the owner must wake it another way (Stream.SetReadDeadline signals wakeR,
+// SetWriteDeadline wwake and wakeW).
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline has passed; nil: lazy and never armed
-	eager  bool          // replace a passed channel by a fresh one, never by nil
+	cancel chan struct{} // closed when the deadline has passed; nil: never armed, or disarmed after passing
 }
-
-func makeDeadline() deadline { return deadline{cancel: make(chan struct{}), eager: true} }
 
 // set arms the deadline at t; the zero time disarms it.
 func (d *deadline) set(t time.Time) {
@@ -110,9 +106,6 @@ func (d *deadline) set(t time.Time) {
 	if t.IsZero() {
 		if closed {
 			d.cancel = nil
-			if d.eager {
-				d.cancel = make(chan struct{})
-			}
 		}
 		return
 	}

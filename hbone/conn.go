@@ -436,7 +436,7 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeData writes one DATA frame for s. The caller holds s.wsem and has
+// writeData writes one DATA frame for s. The caller holds s.wbusy and has
 // reserved len(p) bytes of send window. The 9-byte header is written by
 // hand so the payload goes from p to the bufio.Writer without a detour
 // through the Framer's buffer.

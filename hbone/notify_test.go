@@ -33,7 +33,7 @@ func notFired(t *testing.T, fired chan struct{}, what string) {
 // detachedServer starts a TLS test server whose Handler answers 200,
 // detaches the stream and hands it to the test on the returned channel (the
 // test closes it), and a client of it; both use cfg.
-func detachedServer(t *testing.T, cfg Config) (*ClientConn, chan *Stream) {
+func detachedServer(t testing.TB, cfg Config) (*ClientConn, chan *Stream) {
 	t.Helper()
 	servers := make(chan *Stream, 4)
 	ts := startServer(t, true, cfg, HandlerFunc(func(s *Stream, req *Request) {

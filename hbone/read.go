@@ -481,8 +481,8 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s.status = status
-	s.closeRespLocked()
 	s.mu.Unlock()
+	s.signalR() // connect waits for the answer on wakeR
 	if f.StreamEnded() {
 		s.onRemoteEnd()
 	}

@@ -41,9 +41,11 @@ type Stream struct {
 	// writeData checks it under c.wmu so no DATA follows a reset.
 	rstSent atomic.Bool
 
-	// wsem (capacity 1) serialises writers of DATA, END_STREAM and
-	// response HEADERS; a channel so that waiting honours deadlines.
-	wsem chan struct{}
+	// wbusy is held (true) by the one writer of DATA, END_STREAM or the
+	// response HEADERS at a time. Writers that find it taken count
+	// themselves in wwaiters and wait on wwake (see acquireWrite).
+	wbusy    atomic.Bool
+	wwaiters atomic.Int32
 
 	mu   sync.Mutex // guards the fields below
 	recv recvBuf
@@ -64,15 +66,26 @@ type Stream struct {
 	err         error // terminal error (reset, connection failure)
 	localClosed bool  // Close was called
 	finished    bool  // the stream left its connection
-	respClosed  bool
-	doneClosed  bool
+	doneClosed  bool  // the stream terminated (err set) or was closed
 
-	respCh chan struct{} // client: closed when the response or a failure arrived
-	done   chan struct{} // closed when the stream terminates (err set) or is closed
-	wakeR  chan struct{} // capacity 1: data, END_STREAM or failure for readers
+	// The wake-up channels below are made by the first goroutine that has
+	// to wait on one, so a stream nobody waits on (an idle relay parked
+	// with NotifyReadable) holds none: each costs about 100 bytes.
+	//
+	// done is closed when the stream terminates or is closed; nil until
+	// a waiter needed it (doneChLocked).
+	done chan struct{}
+	// wwake (capacity 1) passes the write side from one writer to a
+	// waiting one, and wakes waiting writers when the write deadline
+	// changes.
+	wwake chan struct{}
+	// wakeR holds a chan struct{} of capacity 1, stored once by the first
+	// reader that has to wait (or by connect, waiting for the response):
+	// data, END_STREAM, the response, a failure or a new read deadline.
+	// Atomic so that wake-ups are sent without s.mu.
+	wakeR atomic.Value
 	// wakeW (capacity 1) tells a writer waiting in reserveSend that a send
-	// window grew. Guarded by c.mu; made by the first writer that has to
-	// wait, so streams that never wait do not allocate it.
+	// window grew or the write deadline changed. Guarded by c.mu.
 	wakeW chan struct{}
 
 	readDL, writeDL deadline
@@ -91,21 +104,52 @@ type Stream struct {
 }
 
 func newStream(c *conn, id uint32, client bool) *Stream {
-	s := &Stream{
+	return &Stream{
 		c:          c,
 		id:         id,
 		client:     client,
 		recvWindow: int64(c.cfg.StreamWindow),
-		wsem:       make(chan struct{}, 1),
-		writeDL:    makeDeadline(),
-		done:       make(chan struct{}),
-		wakeR:      make(chan struct{}, 1),
 	}
-	if client {
-		s.respCh = make(chan struct{})
-	}
-	return s
 }
+
+// closedChan is what doneChLocked returns for a stream already done.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// doneChLocked returns a channel closed when the stream is done, making
+// s.done if no one waited before. s.mu must be held.
+func (s *Stream) doneChLocked() chan struct{} {
+	if s.doneClosed {
+		return closedChan
+	}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	return s.done
+}
+
+// readWake returns the readers' wake-up channel, nil if no reader ever
+// waited.
+func (s *Stream) readWake() chan struct{} {
+	ch, _ := s.wakeR.Load().(chan struct{})
+	return ch
+}
+
+// makeReadWake returns the readers' wake-up channel, making it first.
+func (s *Stream) makeReadWake() chan struct{} {
+	if ch := s.readWake(); ch != nil {
+		return ch
+	}
+	s.wakeR.CompareAndSwap(nil, make(chan struct{}, 1))
+	return s.readWake()
+}
+
+// signalR wakes one waiting reader, if a reader ever waited. It never
+// blocks and may be called with or without s.mu.
+func (s *Stream) signalR() { signal(s.readWake()) }
 
 // answered reports whether a response status was sent (server) or received
 // (client).
@@ -136,13 +180,29 @@ func (s *Stream) SetDeadline(t time.Time) error {
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.readDL.set(t)
 	// A reader blocked before the first deadline waits on a nil channel
-	// (readDL is lazy): wake it so it picks up the new one.
-	signal(s.wakeR)
+	// (readDL is lazy): wake it so it picks up the new one. A reader makes
+	// wakeR before it reads the deadline it waits with, so either it sees
+	// the new deadline or this sees its channel.
+	s.signalR()
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for Write and CloseWrite calls.
-func (s *Stream) SetWriteDeadline(t time.Time) error { s.writeDL.set(t); return nil }
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.writeDL.set(t)
+	// Writers waiting with the old deadline (perhaps none: the nil channel
+	// of a lazy deadline) look again. Like readers, they make their wake-up
+	// channel before they read the deadline.
+	s.mu.Lock()
+	ww := s.wwake
+	s.mu.Unlock()
+	signal(ww)
+	s.c.mu.Lock()
+	ww = s.wakeW
+	s.c.mu.Unlock()
+	signal(ww)
+	return nil
+}
 
 // Read reads tunnel bytes. It returns io.EOF after the peer's END_STREAM
 // and the buffered data before it; after a reset, buffered data comes
@@ -171,7 +231,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		if isClosed(dl) {
 			s.mu.Unlock()
-			signal(s.wakeR) // pass the wake-up on to another blocked reader
+			s.signalR() // pass the wake-up on to another blocked reader
 			return 0, os.ErrDeadlineExceeded
 		}
 		if s.localClosed {
@@ -187,7 +247,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		if s.recvEnd {
 			s.mu.Unlock()
-			signal(s.wakeR)
+			s.signalR()
 			return 0, io.EOF
 		}
 		if s.err != nil {
@@ -202,11 +262,21 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if s.rwait == nil {
 			s.rwait, s.rgot, lent = p, 0, true
 		}
+		wake := s.readWake()
+		if wake == nil {
+			// The first wait of this stream: make the channel, then look
+			// again, since wake-ups and a new deadline sent before it
+			// existed went nowhere.
+			s.makeReadWake()
+			s.mu.Unlock()
+			continue
+		}
+		done := s.doneChLocked()
 		s.mu.Unlock()
 		select {
-		case <-s.wakeR:
+		case <-wake:
 		case <-dl:
-		case <-s.done:
+		case <-done:
 		}
 	}
 }
@@ -269,7 +339,7 @@ func (s *Stream) offerLocked(b []byte) (took int, fn func()) {
 // Read, and the NotifyReadable callback. Call it after the change, without
 // s.mu.
 func (s *Stream) wake() {
-	signal(s.wakeR)
+	s.signalR()
 	if !s.notifySet.Load() {
 		return
 	}
@@ -301,7 +371,7 @@ func (s *Stream) readBufferedLocked(p []byte, n int) (int, error) {
 	}
 	s.c.creditConn(int64(k))
 	if more {
-		signal(s.wakeR) // another reader may be waiting
+		s.signalR() // another reader may be waiting
 	}
 	return n + k, nil
 }
@@ -397,7 +467,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			}
 			s.mu.Unlock()
 			if notified != nil {
-				signal(s.wakeR)
+				s.signalR()
 				notified()
 			} else if wake {
 				s.wake()
@@ -463,14 +533,9 @@ func (s *Stream) markFinishedLocked() bool {
 func (s *Stream) closeDoneLocked() {
 	if !s.doneClosed {
 		s.doneClosed = true
-		close(s.done)
-	}
-}
-
-func (s *Stream) closeRespLocked() {
-	if s.respCh != nil && !s.respClosed {
-		s.respClosed = true
-		close(s.respCh)
+		if s.done != nil {
+			close(s.done)
+		}
 	}
 }
 
@@ -520,28 +585,60 @@ func (s *Stream) writable() error {
 	return s.writableLocked()
 }
 
-// acquireWrite takes s.wsem, honouring the write deadline.
+// acquireWrite takes the write side (wbusy), honouring the write deadline.
 func (s *Stream) acquireWrite() error {
-	dl := s.writeDL.wait()
-	if isClosed(dl) {
+	if isClosed(s.writeDL.wait()) {
 		return os.ErrDeadlineExceeded
 	}
-	select {
-	case s.wsem <- struct{}{}:
+	if s.wbusy.CompareAndSwap(false, true) {
 		return nil
-	default:
 	}
-	select {
-	case s.wsem <- struct{}{}:
-		return nil
-	case <-dl:
-		return os.ErrDeadlineExceeded
-	case <-s.done:
-		return s.termErr()
+	return s.acquireWriteSlow()
+}
+
+// acquireWriteSlow waits for the write side. A waiter counts itself before
+// it tries again, and releaseWrite clears wbusy before it looks at the
+// count, so a release never misses a waiter that then sleeps.
+func (s *Stream) acquireWriteSlow() error {
+	s.wwaiters.Add(1)
+	defer s.wwaiters.Add(-1)
+	for {
+		s.mu.Lock()
+		if s.wwake == nil {
+			s.wwake = make(chan struct{}, 1)
+		}
+		wake, done := s.wwake, s.doneChLocked()
+		s.mu.Unlock()
+		dl := s.writeDL.wait() // after wwake exists: see SetWriteDeadline
+		if isClosed(dl) {
+			signal(wake) // a wake-up this waiter took belongs to another
+			return os.ErrDeadlineExceeded
+		}
+		if s.wbusy.CompareAndSwap(false, true) {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-dl:
+			signal(wake)
+			return os.ErrDeadlineExceeded
+		case <-done:
+			signal(wake)
+			return s.termErr()
+		}
 	}
 }
 
-func (s *Stream) releaseWrite() { <-s.wsem }
+// releaseWrite gives the write side back and wakes one waiting writer.
+func (s *Stream) releaseWrite() {
+	s.wbusy.Store(false)
+	if s.wwaiters.Load() > 0 {
+		s.mu.Lock()
+		wake := s.wwake // nil: the waiter has not made it yet and will try again
+		s.mu.Unlock()
+		signal(wake)
+	}
+}
 
 // Write sends p as DATA frames, blocking while the peer's flow-control
 // windows are exhausted.
@@ -605,10 +702,14 @@ func (s *Stream) reserveSend(want int) (int, error) {
 			c.connWaiters = append(c.connWaiters, s)
 		}
 		c.mu.Unlock()
+		s.mu.Lock()
+		done := s.doneChLocked()
+		s.mu.Unlock()
+		dl = s.writeDL.wait() // after wakeW exists: see SetWriteDeadline
 		select {
 		case <-wakeW:
 		case <-dl:
-		case <-s.done:
+		case <-done:
 		case <-c.done:
 		}
 	}
@@ -635,7 +736,7 @@ func (s *Stream) CloseWrite() error {
 	return s.sendEnd()
 }
 
-// sendEnd writes END_STREAM; s.wsem must be held and wantEnd set.
+// sendEnd writes END_STREAM; wbusy must be held and wantEnd set.
 func (s *Stream) sendEnd() error {
 	err := s.c.writeData(s, nil, true)
 	s.mu.Lock()
@@ -671,19 +772,16 @@ func (s *Stream) Close() error {
 	if finished {
 		return nil
 	}
-	if canEnd {
-		select {
-		case s.wsem <- struct{}{}:
-			s.mu.Lock()
-			ok := !s.wantEnd && s.err == nil
-			s.wantEnd = true
-			s.mu.Unlock()
-			if ok {
-				s.sendEnd()
-			}
-			<-s.wsem
-		default: // a writer is mid-frame: abort instead of waiting for it
+	// A writer mid-frame holds wbusy: then abort instead of waiting for it.
+	if canEnd && s.wbusy.CompareAndSwap(false, true) {
+		s.mu.Lock()
+		ok := !s.wantEnd && s.err == nil
+		s.wantEnd = true
+		s.mu.Unlock()
+		if ok {
+			s.sendEnd()
 		}
+		s.releaseWrite()
 	}
 	s.resetLocal(http2.ErrCodeCancel)
 	return nil
@@ -702,7 +800,6 @@ func (s *Stream) resetLocal(code http2.ErrCode) {
 	}
 	s.rstSent.Store(true)
 	s.closeDoneLocked()
-	s.closeRespLocked()
 	s.mu.Unlock()
 	s.wake()
 	s.c.enqueue(ctrlFrame{kind: ctrlRSTStream, stream: s.id, val: uint32(code)})
@@ -726,7 +823,6 @@ func (s *Stream) fail(err error) {
 	}
 	s.rstSent.Store(true)
 	s.closeDoneLocked()
-	s.closeRespLocked()
 	s.mu.Unlock()
 	s.wake()
 	s.c.removeStream(s)
@@ -745,7 +841,6 @@ func (s *Stream) connFailed(err error) {
 	}
 	s.rstSent.Store(true)
 	s.closeDoneLocked()
-	s.closeRespLocked()
 	s.mu.Unlock()
 	s.wake()
 	s.runOnDone()
@@ -901,15 +996,25 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 		return nil, err
 	}
 
-	select {
-	case <-s.respCh:
-	case <-ctx.Done():
-		s.resetLocal(http2.ErrCodeCancel)
-		return nil, fmt.Errorf("hbone: CONNECT %s: %w", req.Authority, context.Cause(ctx))
+	// Wait for the response or a failure; either wakes wakeR (made before
+	// the state is first looked at, so no wake-up is missed).
+	wake := s.makeReadWake()
+	var status int
+	var serr error
+	for {
+		s.mu.Lock()
+		status, serr = s.status, s.err
+		s.mu.Unlock()
+		if status != 0 || serr != nil {
+			break
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			s.resetLocal(http2.ErrCodeCancel)
+			return nil, fmt.Errorf("hbone: CONNECT %s: %w", req.Authority, context.Cause(ctx))
+		}
 	}
-	s.mu.Lock()
-	status, serr := s.status, s.err
-	s.mu.Unlock()
 	if status == http.StatusOK {
 		return s, nil
 	}

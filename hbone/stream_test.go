@@ -7,8 +7,11 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 func connect(t testing.TB, cc *ClientConn, authority string) *Stream {
@@ -255,5 +258,54 @@ func TestWriterBlocksOnWindow(t *testing.T) {
 	s.SetWriteDeadline(time.Time{})
 	if _, err := s.Write(bytes.Repeat([]byte("x"), 3*window)); err != nil {
 		t.Fatalf("Write after reader resumed: %v", err)
+	}
+}
+
+// TestWriteDeadlineWakesBlockedWriters: writers already blocked when a write
+// deadline is first set (one on the exhausted window, one waiting for the
+// write side behind it) both see it, and the write side is free afterwards.
+func TestWriteDeadlineWakesBlockedWriters(t *testing.T) {
+	const window = 64 << 10
+	stalled := make(chan *Stream, 1)
+	release := make(chan struct{})
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		s.Respond(200)
+		stalled <- s
+		<-release
+		io.Copy(io.Discard, s)
+	})
+	cfg := Config{StreamWindow: window, ConnWindow: 1 << 20}
+	cc, _ := pipePair(t, cfg, cfg, h)
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // before pipePair's: its Server waits for the Handler
+	s := connect(t, cc, "1.1.1.1:1")
+	defer s.Close()
+	<-stalled
+	errs := make(chan error, 2)
+	go func() { // blocks on the window once it has sent window bytes
+		_, err := s.Write(make([]byte, 2*window))
+		errs <- err
+	}()
+	testwait.Until(t, "the first writer to hold the write side", 10*time.Second, func() bool { return s.wbusy.Load() })
+	go func() { // blocks behind the first writer
+		_, err := s.Write([]byte("second"))
+		errs <- err
+	}()
+	testwait.Until(t, "the second writer to wait", 10*time.Second, func() bool { return s.wwaiters.Load() == 1 })
+	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("blocked Write: %v, want the deadline", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a blocked writer did not see the deadline set after it blocked")
+		}
+	}
+	releaseOnce()
+	s.SetWriteDeadline(time.Time{})
+	if _, err := s.Write([]byte("after")); err != nil {
+		t.Fatalf("Write after the deadline was cleared: %v", err)
 	}
 }
