@@ -123,8 +123,8 @@ type Link struct {
 // until Run.
 func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, bToA int64, err error)) *Link {
 	l := &Link{a: a, b: b, done: done}
-	l.aToB.init(l, b, a, &l.fullyClosedB, &l.fullyClosedA, aToBCount)
-	l.bToA.init(l, a, b, &l.fullyClosedA, &l.fullyClosedB, bToACount)
+	l.aToB.l, l.aToB.aToB, l.aToB.count = l, true, aToBCount
+	l.bToA.l, l.bToA.count = l, bToACount
 	l.running.Store(2)
 	return l
 }
@@ -211,19 +211,12 @@ const (
 // epoll loop, the source's notification or Close), which starts a goroutine
 // to run it again.
 type dirState struct {
-	l        *Link
-	dst, src net.Conn
-	// dstClosed is set when dst had to be fully closed in place of a
-	// half-close; srcClosed tells whether the other direction did that to src.
-	dstClosed, srcClosed *atomic.Bool
-	count                *atomic.Int64 // may be nil
-	total                int64         // bytes written to the destination
+	l     *Link
+	count *atomic.Int64 // may be nil
+	total int64         // bytes written to the destination
 
-	mode     uint8
 	notifier ReadNotifier     // src as a ReadNotifier; nil when it is not one
-	direct   DirectNotifier   // src as a DirectNotifier; nil when it is not one
-	sinkFn   func([]byte) int // bound once to sink, when dst can take direct writes
-	ready    bool             // NotifyReadable just said src is readable (to its owner): read once
+	sinkFn   func([]byte) int // bound once to sink, when src is a DirectNotifier and dst can take direct writes
 	resumeFn func()           // bound once: given to the notifier
 
 	// pending holds bytes that deliver read but could not write without
@@ -232,11 +225,47 @@ type dirState struct {
 	pending          *[relayBufSize]byte
 	pendOff, pendLen int
 
+	// Small fields together, so the Link fits a smaller allocation class.
+	aToB  bool  // the direction copies l.a to l.b (src and dst say which)
+	mode  uint8 // the copy mode (modeUnset until setup)
+	ready bool  // NotifyReadable just said src is readable (to its owner): read once
+
 	raw rawDir // the platform's raw-socket state (relay_linux.go)
 }
 
-func (d *dirState) init(l *Link, dst, src net.Conn, dstClosed, srcClosed *atomic.Bool, count *atomic.Int64) {
-	d.l, d.dst, d.src, d.dstClosed, d.srcClosed, d.count = l, dst, src, dstClosed, srcClosed, count
+// The direction's connections and their fully-closed marks are the Link's,
+// found from aToB rather than kept twice (a Link per idle connection is
+// what a node holds most of).
+
+func (d *dirState) src() net.Conn {
+	if d.aToB {
+		return d.l.a
+	}
+	return d.l.b
+}
+
+func (d *dirState) dst() net.Conn {
+	if d.aToB {
+		return d.l.b
+	}
+	return d.l.a
+}
+
+// dstClosed is set when dst had to be fully closed in place of a
+// half-close.
+func (d *dirState) dstClosed() *atomic.Bool {
+	if d.aToB {
+		return &d.l.fullyClosedB
+	}
+	return &d.l.fullyClosedA
+}
+
+// srcClosed tells whether the other direction fully closed src.
+func (d *dirState) srcClosed() *atomic.Bool {
+	if d.aToB {
+		return &d.l.fullyClosedA
+	}
+	return &d.l.fullyClosedB
 }
 
 // run moves bytes until the direction parks or ends. It is the body of every
@@ -289,9 +318,8 @@ func (d *dirState) setup() {
 	if d.setupRaw() {
 		return // setupRaw chose a raw mode
 	}
-	if n, ok := d.src.(ReadNotifier); ok {
+	if n, ok := d.src().(ReadNotifier); ok {
 		d.notifier = n
-		d.direct, _ = n.(DirectNotifier)
 		d.resumeFn = d.resume
 		d.setupDeliver()
 	}
@@ -328,8 +356,8 @@ func (d *dirState) park() bool {
 // write to the destination when the platform set one up (see sink). It
 // reports false when the source is readable now.
 func (d *dirState) notify() bool {
-	if d.direct != nil && d.sinkFn != nil {
-		return d.direct.NotifyReadableWith(d.resumeFn, d.sinkFn)
+	if d.sinkFn != nil {
+		return d.notifier.(DirectNotifier).NotifyReadableWith(d.resumeFn, d.sinkFn)
 	}
 	return d.notifier.NotifyReadable(d.resumeFn)
 }
@@ -347,20 +375,20 @@ func (d *dirState) resume() {
 
 // finish passes the end of the direction on and accounts it.
 func (d *dirState) finish(err error) {
-	if err != nil && d.srcClosed.Load() {
+	if err != nil && d.srcClosed().Load() {
 		err = nil // we closed src ourselves: that is its end of stream
 	}
 	switch {
 	case err != nil:
 		d.l.closeBoth(err)
 	default:
-		if cw, ok := d.dst.(interface{ CloseWrite() error }); ok {
+		if cw, ok := d.dst().(interface{ CloseWrite() error }); ok {
 			if err := cw.CloseWrite(); err != nil && !isClosedOrGone(err) {
 				d.l.closeBoth(err)
 			}
 		} else {
-			d.dstClosed.Store(true)
-			d.dst.Close()
+			d.dstClosed().Store(true)
+			d.dst().Close()
 		}
 	}
 	d.l.dirEnded()
@@ -381,7 +409,7 @@ func (d *dirState) wrote(n int) {
 func (d *dirState) copyNotified() error {
 	if bp := d.pending; bp != nil {
 		d.pending = nil
-		nw, err := d.dst.Write(bp[d.pendOff:d.pendLen])
+		nw, err := d.dst().Write(bp[d.pendOff:d.pendLen])
 		d.wrote(nw)
 		relayBufPool.Put(bp)
 		if err != nil {
@@ -394,9 +422,9 @@ func (d *dirState) copyNotified() error {
 		}
 		d.ready = false
 		bp := relayBufPool.Get().(*[relayBufSize]byte)
-		nr, rerr := d.src.Read(bp[:])
+		nr, rerr := d.src().Read(bp[:])
 		if nr > 0 {
-			nw, werr := d.dst.Write(bp[:nr])
+			nw, werr := d.dst().Write(bp[:nr])
 			d.wrote(nw)
 			if werr == nil && nw != nr {
 				werr = io.ErrShortWrite
@@ -425,7 +453,7 @@ func (d *dirState) copyNotified() error {
 // waiting: the direction takes a pooled buffer and keeps it while reads fill
 // it, and gives it back before the first Read that could wait for the peer.
 func (d *dirState) copyConn() error {
-	dst, src := d.dst, d.src
+	dst, src := d.dst(), d.src()
 	var small [smallBufSize]byte // allocated once per run; only this kind of direction needs it
 	var bp *[relayBufSize]byte
 	defer func() {

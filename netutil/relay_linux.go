@@ -32,35 +32,35 @@ type rawDir struct {
 	src, dst syscall.RawConn
 
 	pipe   *pipe                 // spliced bytes in flight; nil while idle
-	inPipe int                   // bytes in pipe not yet written to dst
 	buf    *[relayBufSize]byte   // read path: bytes in flight; nil while idle
 	n      int                   // bytes the last callback moved
 	err    error                 // errno of the last callback
 	readFn func(fd uintptr) bool // bound to spliceIn or readIn
 	outFn  func(fd uintptr) bool // bound to spliceOut
 
+	deadline int64  // the read deadline armed last, in Unix nanoseconds; valid while armed
+	slot     uint32 // 1 + index in loop.slots while parked, 0 otherwise; guarded by loop.mu
+	inPipe   int32  // bytes in pipe not yet written to dst (at most a pipe's size)
+	wdone    int32  // bytes of wbuf deliver's writeFn wrote
 	// canPark: the direction may park in the epoll loop (it exists).
 	// armed: a read callback found the socket empty and set a read deadline
 	// parkAfter ahead, so a deadline error means the source went idle.
 	canPark, armed bool
-	deadline       time.Time // the read deadline armed last; valid while armed
 	// registered: src's descriptor is in the loop's epoll set (perhaps
 	// disarmed after its one-shot event): the next park modifies it.
 	registered bool
-	slot       uint32 // 1 + index in loop.slots while parked, 0 otherwise; guarded by loop.mu
 
 	// deliver's state: dst as a raw socket (inline), the bytes it writes
 	// (wbuf) and how many went out (wdone), through writeFn.
 	inline  bool
 	wbuf    []byte
-	wdone   int
 	writeFn func(fd uintptr) bool // bound to writeNow
 }
 
 // setupRaw prepares a TCP source for the raw paths and picks splice (TCP
 // destination) or read(2). It reports false when src is not a TCP socket.
 func (d *dirState) setupRaw() bool {
-	stc, ok := d.src.(*net.TCPConn)
+	stc, ok := d.src().(*net.TCPConn)
 	if !ok {
 		return false
 	}
@@ -71,7 +71,7 @@ func (d *dirState) setupRaw() bool {
 	}
 	r.srcTC = stc
 	r.canPark = theLoop() != nil
-	if dtc, ok := d.dst.(*net.TCPConn); ok {
+	if dtc, ok := d.dst().(*net.TCPConn); ok {
 		if r.dst, err = dtc.SyscallConn(); err == nil {
 			d.mode = modeSplice
 			r.readFn, r.outFn = r.spliceIn, r.spliceOut
@@ -104,11 +104,12 @@ func (r *rawDir) arm() {
 		return
 	}
 	now := time.Now()
-	if r.armed && r.deadline.Sub(now) > parkAfter/2 {
+	if r.armed && time.Duration(r.deadline-now.UnixNano()) > parkAfter/2 {
 		return
 	}
-	r.deadline = now.Add(parkAfter)
-	r.srcTC.SetReadDeadline(r.deadline)
+	dl := now.Add(parkAfter)
+	r.deadline = dl.UnixNano()
+	r.srcTC.SetReadDeadline(dl)
 	r.armed = true
 }
 
@@ -141,7 +142,7 @@ func (d *dirState) splice() (error, bool) {
 		if r.n == 0 {
 			return nil, true // EOF
 		}
-		r.inPipe = r.n
+		r.inPipe = int32(r.n)
 		for r.inPipe > 0 {
 			r.n, r.err = 0, nil
 			err := r.dst.Write(r.outFn)
@@ -193,10 +194,10 @@ func (r *rawDir) spliceIn(fd uintptr) bool {
 // and calls it again. r.n counts what it wrote over those calls.
 func (r *rawDir) spliceOut(fd uintptr) bool {
 	for r.inPipe > 0 {
-		n, err := unix.Splice(r.pipe.r, nil, int(fd), nil, r.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(r.pipe.r, nil, int(fd), nil, int(r.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch err {
 		case nil:
-			r.inPipe -= int(n)
+			r.inPipe -= int32(n)
 			r.n += int(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
@@ -229,7 +230,7 @@ func (d *dirState) readCopy() error {
 		if r.n == 0 {
 			return nil // EOF
 		}
-		nw, err := d.dst.Write(r.buf[:r.n])
+		nw, err := d.dst().Write(r.buf[:r.n])
 		d.wrote(nw)
 		if err != nil {
 			return err
@@ -273,7 +274,7 @@ const deliverMax = 16 << 10
 // setupDeliver enables deliver for a ReadNotifier source and a TCP
 // destination.
 func (d *dirState) setupDeliver() {
-	dtc, ok := d.dst.(*net.TCPConn)
+	dtc, ok := d.dst().(*net.TCPConn)
 	if !ok {
 		return
 	}
@@ -284,7 +285,7 @@ func (d *dirState) setupDeliver() {
 	}
 	r.writeFn = r.writeNow
 	r.inline = true
-	if d.direct != nil {
+	if _, ok := d.notifier.(DirectNotifier); ok {
 		d.sinkFn = d.sink
 	}
 }
@@ -298,7 +299,7 @@ func (d *dirState) sink(b []byte) int {
 	r := &d.raw
 	r.wbuf, r.wdone, r.err = b, 0, nil
 	r.dst.Write(r.writeFn)
-	n := r.wdone
+	n := int(r.wdone)
 	r.wbuf = nil
 	d.wrote(n)
 	return n
@@ -325,18 +326,18 @@ func (d *dirState) deliver() bool {
 			return true // parked again: d belongs to the next notification
 		}
 		bp := relayBufPool.Get().(*[relayBufSize]byte)
-		n, err := d.src.Read(bp[:])
+		n, err := d.src().Read(bp[:])
 		if err != nil || n == 0 {
 			relayBufPool.Put(bp)
 			return false
 		}
 		r.wbuf, r.wdone, r.err = bp[:n], 0, nil
 		werr := r.dst.Write(r.writeFn)
-		d.wrote(r.wdone)
-		if werr != nil || r.err != nil || r.wdone < n {
+		d.wrote(int(r.wdone))
+		if werr != nil || r.err != nil || int(r.wdone) < n {
 			// The goroutine writes the rest, waiting if it must, and meets
 			// the error again if there was one.
-			d.pending, d.pendOff, d.pendLen = bp, r.wdone, n
+			d.pending, d.pendOff, d.pendLen = bp, int(r.wdone), n
 			r.wbuf = nil
 			return false
 		}
@@ -350,11 +351,11 @@ func (d *dirState) deliver() bool {
 // writeNow is dst's write callback for deliver: it writes r.wbuf until done,
 // and never asks to wait (a full socket leaves the rest to a goroutine).
 func (r *rawDir) writeNow(fd uintptr) bool {
-	for r.wdone < len(r.wbuf) {
+	for int(r.wdone) < len(r.wbuf) {
 		n, err := unix.Write(int(fd), r.wbuf[r.wdone:])
 		switch err {
 		case nil:
-			r.wdone += n
+			r.wdone += int32(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return true
