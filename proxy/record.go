@@ -57,12 +57,44 @@ func (r *record) flush() {
 // ids returns the SPIFFE URIs of srcID and dstID, formatting each once per record.
 func (r *record) ids() (src, dst string) {
 	if r.srcIDs == "" && !r.srcID.IsZero() {
-		r.srcIDs = r.srcID.String()
+		r.srcIDs = idStrings.get(r.srcID)
 	}
 	if r.dstIDs == "" && !r.dstID.IsZero() {
-		r.dstIDs = r.dstID.String()
+		r.dstIDs = idStrings.get(r.dstID)
 	}
 	return r.srcIDs, r.dstIDs
+}
+
+// idStrings shares the SPIFFE URI strings of the identities the process sees: a node
+// has few identities and many connections, each of which keeps both URIs for its life
+// (metric labels, the access log, the pool key).
+var idStrings = idCache{m: make(map[identity.ID]string)}
+
+// maxIDCache bounds idCache: past it the cache starts over, so identities that
+// come and go cannot grow it without limit.
+const maxIDCache = 4096
+
+// idCache maps identities to their formatted URIs.
+type idCache struct {
+	mu sync.RWMutex
+	m  map[identity.ID]string
+}
+
+func (c *idCache) get(id identity.ID) string {
+	c.mu.RLock()
+	s, ok := c.m[id]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = id.String()
+	c.mu.Lock()
+	if len(c.m) >= maxIDCache {
+		clear(c.m)
+	}
+	c.m[id] = s
+	c.mu.Unlock()
+	return s
 }
 
 func (r *record) labels(reporter string) metrics.Labels {
