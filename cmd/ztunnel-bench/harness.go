@@ -144,6 +144,11 @@ type harness struct {
 	// scenario stopped it (ensureZtunnels starts it again). Owned by run's goroutine.
 	ztunnels     *proxyGroup
 	ztunnelsDown bool
+
+	// The conntrack tool that resetConnState uses ("" when not installed), looked up once.
+	// Owned by run's goroutine.
+	conntrackBin     string
+	conntrackChecked bool
 }
 
 func (h *harness) logf(format string, args ...any) {

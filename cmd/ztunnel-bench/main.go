@@ -329,13 +329,21 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 			progress("%.2f Gbit/s", gbps(r))
 		}
 	case scenS3:
+		// Every run starts from namespaces without the TIME_WAIT sockets and conntrack entries
+		// that the runs before it left (see drain.go).
+		t0 := time.Now()
+		tw, ct, err := h.resetConnState(ctx, s3Limits)
+		if err != nil {
+			return err
+		}
+		reset := time.Since(t0).Round(time.Millisecond)
 		n, elapsed, err := crr(ctx, p, h.opts.rrDuration)
 		if err != nil {
 			return err
 		}
 		rate := float64(n) / elapsed.Seconds()
 		rep.add(scen, metRate, p.name, rate)
-		progress("%.0f conn/s", rate)
+		progress("%.0f conn/s (reset first in %v: %d TIME_WAIT sockets, %d conntrack entries)", rate, reset, tw, ct)
 	case scenS4:
 		samples, err := rr(ctx, p, h.opts.rrDuration)
 		if err != nil {

@@ -26,7 +26,7 @@ func needRoot(t *testing.T) {
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		t.Skip("SKIPPED: the harness needs root on Linux (network namespaces, iptables); run go test as root to include it")
 	}
-	for _, tool := range []string{"ip", "iptables-restore", "go"} {
+	for _, tool := range []string{"ip", "ss", "iptables-restore", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("SKIPPED: %s is not installed", tool)
 		}
@@ -107,6 +107,15 @@ func TestQuickRun(t *testing.T) {
 	}
 	if len(rep.Targets) == 0 {
 		t.Error("no targets evaluated")
+	}
+	// Every S3 run starts from drained namespaces (drain.go).
+	if got := strings.Count(stderr.String(), "conn/s (reset first in "); got != len(paths) {
+		t.Errorf("%d S3 runs reported their reset, want %d", got, len(paths))
+	}
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "without drained namespaces") {
+			t.Errorf("note: %s", n)
+		}
 	}
 	if after := benchNetns(t); !slices.Equal(after, before) {
 		t.Errorf("namespaces left behind: before %v, after %v", before, after)
