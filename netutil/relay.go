@@ -233,10 +233,9 @@ type dirState struct {
 	raw rawDir // the platform's raw-socket state (relay_linux.go)
 }
 
-// The direction's connections and their fully-closed marks are the Link's,
-// found from aToB rather than kept twice (a Link per idle connection is
-// what a node holds most of).
-
+// src is the direction's source. The direction's connections and their
+// fully-closed marks are the Link's, found from aToB rather than kept twice
+// (a Link per idle connection is what a node holds most of).
 func (d *dirState) src() net.Conn {
 	if d.aToB {
 		return d.l.a
@@ -244,6 +243,7 @@ func (d *dirState) src() net.Conn {
 	return d.l.b
 }
 
+// dst is the direction's destination.
 func (d *dirState) dst() net.Conn {
 	if d.aToB {
 		return d.l.b
