@@ -78,7 +78,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	snap := p.cfg.Store.Snapshot()
 	rec := &record{
 		start: time.Now(), direction: "inbound", src: pi.remote, dst: pi.local, hboneAddr: target,
-		srcID: pi.id, mtls: true,
+		srcID: identOf(pi.id), mtls: true,
 	}
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
 	if rec.srcW != nil && rec.srcW.Identity() != pi.id {
@@ -91,7 +91,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", target.Addr()), metrics.FlagConnect, 0, 0)
 		return
 	}
-	rec.dstID = rec.dstW.Identity()
+	rec.dstID = identOf(rec.dstW.Identity())
 	rec.open(p.cfg.Metrics)
 
 	pt := policy.Target{Namespace: rec.dstW.Namespace, Policies: rec.dstW.AuthorizationPolicies}

@@ -308,11 +308,12 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 	}
 	snap := p.cfg.Store.Snapshot()
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
-	rec.srcID = p.cfg.Self
+	srcID := p.cfg.Self
 	if rec.srcW != nil {
-		rec.srcID = rec.srcW.Identity()
+		srcID = rec.srcW.Identity()
 	}
-	rt, err := p.resolve(snap, src.Addr(), rec.srcID, dst)
+	rec.srcID = identOf(srcID)
+	rt, err := p.resolve(snap, src.Addr(), srcID, dst)
 	if err == nil && rt.dstW == nil && rt.dstSvc == nil && p.cfg.OnDemand != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 		if derr := p.cfg.OnDemand(ctx, p.cfg.Network, dst.Addr()); derr != nil {
@@ -320,7 +321,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		}
 		cancel()
 		snap = p.cfg.Store.Snapshot()
-		rt, err = p.resolve(snap, src.Addr(), rec.srcID, dst)
+		rt, err = p.resolve(snap, src.Addr(), srcID, dst)
 	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
@@ -330,7 +331,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		rec.mtls = true
 		rec.dst = rt.hboneAddr
 		rec.hboneAddr = rt.target
-		rec.dstID = rt.expected[0]
+		rec.dstID = identOf(rt.expected[0])
 	}
 	rec.open(p.cfg.Metrics)
 	if err != nil {
@@ -354,7 +355,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 			return
 		}
 		upstream, err = p.pool.Connect(ctx, hbone.Key{
-			Source:   rec.srcIDs, // formatted by rec.open
+			Source:   rec.srcID.URI(),
 			Expected: joinIDs(rt.expected),
 			Addr:     rt.hboneAddr,
 		}, &hbone.Request{

@@ -25,13 +25,9 @@ type record struct {
 
 	srcW, dstW *workload.Workload
 	dstSvc     *workload.Service
-	srcID      identity.ID // the source's verified (inbound) or own (outbound) identity
-	dstID      identity.ID
+	srcID      ident // the source's verified (inbound) or own (outbound) identity
+	dstID      ident
 	mtls       bool
-
-	// srcIDs, dstIDs: srcID.String() and dstID.String(), made once by ids for the metric
-	// labels, the access log and the pool key ("" until then, or for a zero ID).
-	srcIDs, dstIDs string
 
 	m metrics.Conn // set by open; the zero Conn (never opened) counts nothing
 
@@ -54,47 +50,81 @@ func (r *record) flush() {
 	r.m.AddBytes(ds, dc)
 }
 
-// ids returns the SPIFFE URIs of srcID and dstID, formatting each once per record.
-func (r *record) ids() (src, dst string) {
-	if r.srcIDs == "" && !r.srcID.IsZero() {
-		r.srcIDs = idStrings.get(r.srcID)
-	}
-	if r.dstIDs == "" && !r.dstID.IsZero() {
-		r.dstIDs = idStrings.get(r.dstID)
-	}
-	return r.srcIDs, r.dstIDs
+// ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
+func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
+
+// ident is an identity as a record keeps it: a pointer to the process's shared copy and its
+// SPIFFE URI (idStrings). A node has few identities and many connections, each of which
+// keeps two for its life (metric labels, the access log, the pool key): 16 bytes instead of
+// 2 x 48 for the identities and 2 x 16 for their URIs, and no formatting per connection.
+// The zero ident is the zero identity.
+type ident struct{ e *idEntry }
+
+// idEntry is one shared identity and its URI.
+type idEntry struct {
+	id  identity.ID
+	uri string
 }
 
-// idStrings shares the SPIFFE URI strings of the identities the process sees: a node
-// has few identities and many connections, each of which keeps both URIs for its life
-// (metric labels, the access log, the pool key).
-var idStrings = idCache{m: make(map[identity.ID]string)}
+// identOf returns id's shared copy.
+func identOf(id identity.ID) ident {
+	if id.IsZero() {
+		return ident{}
+	}
+	return ident{idStrings.get(id)}
+}
+
+// IsZero reports whether i is the zero identity.
+func (i ident) IsZero() bool { return i.e == nil }
+
+// ID returns the identity.
+func (i ident) ID() identity.ID {
+	if i.e == nil {
+		return identity.ID{}
+	}
+	return i.e.id
+}
+
+// URI returns the identity's SPIFFE URI, "" for the zero identity.
+func (i ident) URI() string {
+	if i.e == nil {
+		return ""
+	}
+	return i.e.uri
+}
+
+// idStrings is the process's shared identities (ident).
+var idStrings = idCache{m: make(map[identity.ID]*idEntry)}
 
 // maxIDCache bounds idCache: past it the cache starts over, so identities that
 // come and go cannot grow it without limit.
 const maxIDCache = 4096
 
-// idCache maps identities to their formatted URIs.
+// idCache maps identities to their shared entries. Entries are never changed, so records
+// keep theirs when the cache starts over.
 type idCache struct {
 	mu sync.RWMutex
-	m  map[identity.ID]string
+	m  map[identity.ID]*idEntry
 }
 
-func (c *idCache) get(id identity.ID) string {
+func (c *idCache) get(id identity.ID) *idEntry {
 	c.mu.RLock()
-	s, ok := c.m[id]
+	e := c.m[id]
 	c.mu.RUnlock()
-	if ok {
-		return s
+	if e != nil {
+		return e
 	}
-	s = id.String()
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[id]; e != nil {
+		return e
+	}
 	if len(c.m) >= maxIDCache {
 		clear(c.m)
 	}
-	c.m[id] = s
-	c.mu.Unlock()
-	return s
+	e = &idEntry{id: id, uri: id.String()}
+	c.m[id] = e
+	return e
 }
 
 func (r *record) labels(reporter string) metrics.Labels {
@@ -115,7 +145,7 @@ func (r *record) labels(reporter string) metrics.Labels {
 	if !r.srcID.IsZero() {
 		l.SourcePrincipal = srcIDs
 		if l.SourceWorkloadNamespace == "" {
-			l.SourceWorkloadNamespace = r.srcID.Namespace
+			l.SourceWorkloadNamespace = r.srcID.ID().Namespace
 		}
 	}
 	if w := r.dstW; w != nil {
@@ -192,7 +222,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if r.srcW != nil {
 		attrs = append(attrs, slog.String("src.workload", r.srcW.Name), slog.String("src.namespace", r.srcW.Namespace))
 	} else if !r.srcID.IsZero() {
-		attrs = append(attrs, slog.String("src.namespace", r.srcID.Namespace))
+		attrs = append(attrs, slog.String("src.namespace", r.srcID.ID().Namespace))
 	}
 	if r.mtls && !r.srcID.IsZero() {
 		attrs = append(attrs, slog.String("src.identity", srcIDs))

@@ -4,6 +4,7 @@ import (
 	"io"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -49,17 +50,30 @@ func TestRecordAllocs(t *testing.T) {
 // TestIDCache: the shared URI strings are the identities' own, and the cache
 // stays bounded however many identities pass.
 func TestIDCache(t *testing.T) {
-	c := idCache{m: make(map[identity.ID]string)}
+	c := idCache{m: make(map[identity.ID]*idEntry)}
 	for i := range maxIDCache + 10 {
 		id := identity.ID{TrustDomain: "cluster.local", Namespace: "ns", ServiceAccount: "sa" + strconv.Itoa(i)}
-		if got, want := c.get(id), id.String(); got != want {
-			t.Fatalf("get(%v) = %q, want %q", id, got, want)
+		e := c.get(id)
+		if e.id != id || e.uri != id.String() {
+			t.Fatalf("get(%v) = %+v, want the identity and %q", id, *e, id.String())
 		}
-		if got := c.get(id); got != id.String() {
-			t.Fatalf("second get(%v) = %q", id, got)
+		if again := c.get(id); again != e {
+			t.Fatalf("second get(%v) made a new entry", id)
 		}
 		if len(c.m) > maxIDCache {
 			t.Fatalf("the cache holds %d identities, more than %d", len(c.m), maxIDCache)
 		}
+	}
+}
+
+// TestRecordSize keeps a record (one per connection, for its life) in Go's 256-byte
+// allocation class: with its identities and their URIs inline it was 360 bytes (a 384-byte
+// allocation); they are now shared (ident).
+func TestRecordSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("SKIPPED: the size budget is for 64-bit platforms")
+	}
+	if got := unsafe.Sizeof(record{}); got > 256 {
+		t.Errorf("record is %d bytes, want at most 256 (64-bit)", got)
 	}
 }

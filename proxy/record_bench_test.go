@@ -38,7 +38,7 @@ func newTestRecord(direction string) *record {
 		src:  netip.MustParseAddrPort("10.244.0.2:40312"),
 		dst:  netip.MustParseAddrPort("10.244.0.3:8080"),
 		srcW: recSrcW, dstW: recDstW, dstSvc: recSvc,
-		srcID: recSrc, dstID: recDst, mtls: true,
+		srcID: identOf(recSrc), dstID: identOf(recDst), mtls: true,
 	}
 	if direction == "outbound" {
 		r.hboneAddr = netip.MustParseAddrPort("10.244.0.3:15008")

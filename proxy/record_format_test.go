@@ -11,7 +11,6 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
-	"github.com/ztunnel-go/ztunnel/tls/identity"
 )
 
 type recordCase struct {
@@ -30,7 +29,7 @@ type recordCase struct {
 func recordCases() []recordCase {
 	passthrough := func() *record {
 		r := newTestRecord("outbound")
-		r.dstW, r.dstSvc, r.dstID, r.mtls, r.hboneAddr = nil, nil, identity.ID{}, false, netip.AddrPort{}
+		r.dstW, r.dstSvc, r.dstID, r.mtls, r.hboneAddr = nil, nil, ident{}, false, netip.AddrPort{}
 		r.dst = netip.MustParseAddrPort("10.244.0.4:9000")
 		return r
 	}
