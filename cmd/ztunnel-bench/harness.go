@@ -367,11 +367,13 @@ func (h *harness) buildZtunnel(ctx context.Context) (string, error) {
 // ztunnelEnv is the environment of a dedicated-mode ztunnel for workload info, with the local
 // config at cfgPath and the shared LOCAL_CA_DIR.
 func (h *harness) ztunnelEnv(info, cfgPath string) []string {
-	return []string{
+	env := []string{
 		"PROXY_MODE=dedicated", "PROXY_WORKLOAD_INFO=" + info,
 		"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + h.caDir,
 		"PACKET_MARK=1337", "RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=1s",
 	}
+	// -ztunnel-env comes last: for a name given twice, the last value is the one a process sees.
+	return append(env, h.opts.ztunnelEnv...)
 }
 
 // startZtunnel runs one ztunnel in ns and waits for /healthz/ready.

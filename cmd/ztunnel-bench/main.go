@@ -57,9 +57,10 @@ type options struct {
 	paths         map[string]bool
 	json          bool
 	markdown      bool
-	abrupt        bool   // end bulk streams by closing with data in flight instead of draining
-	render        string // a saved -json report to print instead of running
-	keep          bool   // keep the temporary directory (process logs, configs)
+	abrupt        bool     // end bulk streams by closing with data in flight instead of draining
+	render        string   // a saved -json report to print instead of running
+	keep          bool     // keep the temporary directory (process logs, configs)
+	ztunnelEnv    []string // NAME=VALUE pairs added to every ztunnel's environment (-ztunnel-env)
 }
 
 // set parses a comma-separated selection of allowed names ("all" for every one).
@@ -99,6 +100,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.abrupt, "abrupt", false, "end bulk streams by closing them with data in flight (as an aborted download does) instead of half-closing and draining")
 	fs.StringVar(&o.render, "render", "", "print a report saved with -json (as table, or -markdown) instead of measuring")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with the processes' logs and configs")
+	fs.Func("ztunnel-env", "NAME=VALUE added to the environment of every ztunnel (repeatable), e.g. HTTP2_STREAM_WINDOW_SIZE=262144", func(v string) error {
+		name, _, ok := strings.Cut(v, "=")
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("%q: want NAME=VALUE", v)
+		}
+		o.ztunnelEnv = append(o.ztunnelEnv, v)
+		return nil
+	})
 	quick := fs.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -181,6 +190,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Duration: opts.duration.String(), RRDuration: opts.rrDuration.String(), Reps: opts.reps,
 		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads,
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
+		ZtunnelEnv: opts.ztunnelEnv,
 	}}
 	h := &harness{opts: opts, progress: stderr}
 	for _, n := range notes {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +155,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-duration", "-1s"}, false, 0, 0, 0, 0},
 		{[]string{"-json", "-markdown"}, false, 0, 0, 0, 0},
 		{[]string{"extra"}, false, 0, 0, 0, 0},
+		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, 5},
+		{[]string{"-ztunnel-env", "NOVALUE"}, false, 0, 0, 0, 0},
+		{[]string{"-ztunnel-env", "=1"}, false, 0, 0, 0, 0},
 	}
 	for _, c := range cases {
 		o, err := parseFlags(c.args, io.Discard)
@@ -168,6 +172,23 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%q: duration %v rr %v reps %d paths %v; want %v %v %d %d paths",
 				c.args, o.duration, o.rrDuration, o.reps, o.paths, c.dur, c.rr, c.reps, c.paths)
 		}
+	}
+}
+
+// TestParseZtunnelEnv: -ztunnel-env accumulates in order (the harness appends them after its
+// own variables, so the last value of a name wins).
+func TestParseZtunnelEnv(t *testing.T) {
+	o, err := parseFlags([]string{"-ztunnel-env", "A=1", "-ztunnel-env", "B=x=y", "-ztunnel-env", "A=2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"A=1", "B=x=y", "A=2"}; !slices.Equal(o.ztunnelEnv, want) {
+		t.Errorf("ztunnelEnv = %q, want %q", o.ztunnelEnv, want)
+	}
+	h := &harness{opts: o}
+	env := h.ztunnelEnv("ns/w/sa", "/cfg.yaml")
+	if got := env[len(env)-3:]; !slices.Equal(got, o.ztunnelEnv) {
+		t.Errorf("ztunnel environment ends with %q, want the -ztunnel-env pairs %q", got, o.ztunnelEnv)
 	}
 }
 

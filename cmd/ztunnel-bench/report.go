@@ -96,6 +96,8 @@ type Settings struct {
 	IdleWorkloads int      `json:"idle_workloads"`
 	Scenarios     []string `json:"scenarios"`
 	Paths         []string `json:"paths"`
+	// ZtunnelEnv is what -ztunnel-env added to the ztunnels' environment (none: the defaults).
+	ZtunnelEnv []string `json:"ztunnel_env,omitempty"`
 }
 
 // Report is the whole result of a run, the -json output.
@@ -274,6 +276,9 @@ func (r *Report) writeTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nmedian [min-max] of %d repetitions; duration %s (S1, S2, S6 bulk), %s (S3, S4, S6 RR)\n",
 		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration)
+	if len(r.Settings.ZtunnelEnv) > 0 {
+		fmt.Fprintf(w, "ztunnel environment added: %s\n", strings.Join(r.Settings.ZtunnelEnv, " "))
+	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(w, "\ntargets (issue 6), from the medians above:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -314,6 +319,9 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, r.Settings.IdleWorkloads)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+	if len(r.Settings.ZtunnelEnv) > 0 {
+		fmt.Fprintf(&b, "ztunnel environment added: `%s`.\n", strings.Join(r.Settings.ZtunnelEnv, " "))
+	}
 	if len(r.Targets) > 0 {
 		b.WriteString("\n| target | measured | goal | |\n|---|---|---|---|\n")
 		for _, t := range r.Targets {
