@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -206,10 +207,17 @@ type conn struct {
 
 	lastRead atomic.Int64 // time since epoch of the last frame read, in ns
 	// wlockedAt is when the current holder of wmu took it (time since
-	// epoch in ns), 0 when wmu is free. The keepalive goroutine closes a
+	// epoch in ns), 0 when wmu is free. The keepalive tick closes a
 	// connection whose writer has been stuck on the socket for PingTimeout
 	// (a peer that stopped reading).
 	wlockedAt atomic.Int64
+
+	// Keepalive runs on a timer, not a goroutine of its own: kaTimer runs
+	// keepaliveTick, which re-arms it as its last step, so ticks never
+	// overlap and kaLastPing and kaSeq belong to the tick. fail stops it.
+	kaTimer    *time.Timer
+	kaLastPing int64  // when the last PING was queued, time since epoch in ns
+	kaSeq      uint64 // payload of the last PING
 
 	// Guarded by mu. Lock order: wmu before mu; never take wmu (or any
 	// caller's lock) while holding mu.
@@ -231,7 +239,7 @@ type conn struct {
 	err            error     // why the connection ended
 	streamErr      error     // err as seen by streams that were still open
 
-	wg       sync.WaitGroup // control writer, keepalive and (client) read loop
+	wg       sync.WaitGroup // control writer and (client) read loop
 	handlers sync.WaitGroup // server: Handler goroutines
 }
 
@@ -290,11 +298,16 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	return c
 }
 
-// start launches the control writer and keepalive goroutines.
+// start launches the control writer goroutine and arms the keepalive
+// timer.
 func (c *conn) start() {
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go c.writeLoop()
-	go c.keepalive()
+	c.kaLastPing = c.now()
+	// Made unarmed and then armed, so that the tick (on the timer's
+	// goroutine) sees kaTimer set: Reset happens before the tick it arms.
+	c.kaTimer = time.AfterFunc(time.Duration(math.MaxInt64), c.keepaliveTick)
+	c.kaTimer.Reset(min(c.cfg.PingInterval, c.cfg.PingTimeout))
 }
 
 func (c *conn) now() int64 { return int64(time.Since(c.epoch)) }
@@ -515,45 +528,39 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
 
 // ---- keepalive ----
 
-// keepalive sends a PING every PingInterval and closes the connection when
-// nothing at all was received for PingTimeout, or when a writer has been
-// stuck on the socket for PingTimeout (the peer stopped reading).
-func (c *conn) keepalive() {
-	defer c.wg.Done()
-	interval, timeout := c.cfg.PingInterval, c.cfg.PingTimeout
-	t := time.NewTimer(min(interval, timeout))
-	defer t.Stop()
-	lastPing := c.now()
-	var seq uint64
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-t.C:
-		}
-		now := c.now()
-		silent := time.Duration(now - c.lastRead.Load())
-		if silent >= timeout {
-			c.log.Debug("hbone: peer silent, closing connection", "remote", c.nc.RemoteAddr(), "silent", silent)
-			c.fail(ErrPingTimeout)
-			return
-		}
-		if at := c.wlockedAt.Load(); at != 0 && time.Duration(now-at) >= timeout {
-			c.log.Debug("hbone: peer stopped reading, closing connection", "remote", c.nc.RemoteAddr(),
-				"stuck", time.Duration(now-at))
-			c.fail(ErrWriteStalled)
-			return
-		}
-		if time.Duration(now-lastPing) >= interval {
-			seq++
-			f := ctrlFrame{kind: ctrlPing}
-			binary.BigEndian.PutUint64(f.data[:], seq)
-			c.enqueue(f)
-			lastPing = now
-		}
-		next := min(time.Duration(lastPing-now)+interval, timeout-silent)
-		t.Reset(max(next, time.Millisecond))
+// keepaliveTick runs on the keepalive timer: it queues a PING every
+// PingInterval and closes the connection when nothing at all was received
+// for PingTimeout, or when a writer has been stuck on the socket for
+// PingTimeout (the peer stopped reading).
+func (c *conn) keepaliveTick() {
+	select {
+	case <-c.done:
+		return
+	default:
 	}
+	interval, timeout := c.cfg.PingInterval, c.cfg.PingTimeout
+	now := c.now()
+	silent := time.Duration(now - c.lastRead.Load())
+	if silent >= timeout {
+		c.log.Debug("hbone: peer silent, closing connection", "remote", c.nc.RemoteAddr(), "silent", silent)
+		c.fail(ErrPingTimeout)
+		return
+	}
+	if at := c.wlockedAt.Load(); at != 0 && time.Duration(now-at) >= timeout {
+		c.log.Debug("hbone: peer stopped reading, closing connection", "remote", c.nc.RemoteAddr(),
+			"stuck", time.Duration(now-at))
+		c.fail(ErrWriteStalled)
+		return
+	}
+	if time.Duration(now-c.kaLastPing) >= interval {
+		c.kaSeq++
+		f := ctrlFrame{kind: ctrlPing}
+		binary.BigEndian.PutUint64(f.data[:], c.kaSeq)
+		c.enqueue(f)
+		c.kaLastPing = now
+	}
+	next := min(time.Duration(c.kaLastPing-now)+interval, timeout-silent)
+	c.kaTimer.Reset(max(next, time.Millisecond))
 }
 
 // ---- teardown ----
@@ -579,6 +586,9 @@ func (c *conn) fail(err error) {
 	serr := c.streamErr
 	c.mu.Unlock()
 	close(c.done)
+	if c.kaTimer != nil {
+		c.kaTimer.Stop() // a tick already running sees done and does not re-arm
+	}
 	c.nc.Close()
 	if !isBenign(err) {
 		c.log.Debug("hbone: connection failed", "remote", c.nc.RemoteAddr(), "err", err)

@@ -20,8 +20,8 @@
 //
 // # Connection internals
 //
-// Every connection (client or server) has exactly three goroutines, all
-// owned by the connection and waited for when it ends:
+// Every connection (client or server) has exactly two goroutines, both
+// owned by the connection and waited for when it ends, and a timer:
 //
 //   - the read loop (ClientConn: started by NewClientConn; Server: the
 //     goroutine that called ServeConn) reads frames, copies DATA payloads
@@ -31,7 +31,8 @@
 //   - the control writer writes frames queued without blocking by the read
 //     loop and by stream readers (SETTINGS, PING, WINDOW_UPDATE, RST_STREAM,
 //     GOAWAY);
-//   - the keepalive goroutine sends PINGs and drops a silent peer.
+//   - a keepalive timer (no goroutine of its own while it waits) queues
+//     PINGs and drops a silent peer.
 //
 // Application goroutines (Stream.Write, Connect, Respond) write DATA and
 // HEADERS frames themselves under the connection's write lock, into a

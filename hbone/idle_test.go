@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"io"
 	"runtime"
 	"testing"
 	"time"
@@ -113,4 +114,40 @@ func BenchmarkIdleStreams(b *testing.B) {
 		}
 	}
 	b.ReportMetric(perPair, "B/stream-pair")
+}
+
+// TestConnGoroutines: a connection costs two goroutines at each end (the
+// read loop and the control writer); keepalive is a timer. A node holds a
+// pooled connection per peer node and direction, so each goroutine (and its
+// stack) counts.
+func TestConnGoroutines(t *testing.T) {
+	ts := startServer(t, true, Config{}, echo)
+	const pairs = 20
+	base := runtime.NumGoroutine()
+	for range pairs {
+		cc := ts.client(t, Config{})
+		// A round trip proves both ends are up before counting.
+		s := connect(t, cc, "10.0.0.1:80")
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		s.CloseWrite()
+		io.Copy(io.Discard, s)
+		s.Close()
+	}
+	want := base + 4*pairs
+	var got int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got = runtime.NumGoroutine(); got == want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got != want {
+		t.Errorf("%d connection pairs run %d goroutines, want %d (two per end)", pairs, got-base, want-base)
+	}
 }
