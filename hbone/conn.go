@@ -587,7 +587,9 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	close(c.done)
 	if c.kaTimer != nil {
-		c.kaTimer.Stop() // a tick already running sees done and does not re-arm
+		// A tick already past its check of done may re-arm the timer once;
+		// the tick that fires then sees done and stops.
+		c.kaTimer.Stop()
 	}
 	c.nc.Close()
 	if !isBenign(err) {
