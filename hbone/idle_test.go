@@ -123,7 +123,16 @@ func BenchmarkIdleStreams(b *testing.B) {
 func TestConnGoroutines(t *testing.T) {
 	ts := startServer(t, true, Config{}, echo)
 	const pairs = 20
+	// Goroutines of earlier tests may still be ending: count from a steady base.
 	base := runtime.NumGoroutine()
+	for range 100 {
+		time.Sleep(20 * time.Millisecond)
+		n := runtime.NumGoroutine()
+		if n == base {
+			break
+		}
+		base = n
+	}
 	for range pairs {
 		cc := ts.client(t, Config{})
 		// A round trip proves both ends are up before counting.
