@@ -218,21 +218,31 @@ func TestHeadersReachHandler(t *testing.T) {
 	}
 }
 
-func TestWriterBlocksOnWindow(t *testing.T) {
-	const window = 64 << 10
+// stalledReceiver opens a stream whose server end does not read until
+// release is called (also at the test's end); both ends use a window-byte
+// stream window.
+func stalledReceiver(t *testing.T, window uint32) (s, srv *Stream, release func()) {
+	t.Helper()
 	stalled := make(chan *Stream, 1)
-	release := make(chan struct{})
+	gate := make(chan struct{})
 	h := HandlerFunc(func(s *Stream, req *Request) {
 		s.Respond(200)
 		stalled <- s
-		<-release // never reads until released
+		<-gate // never reads until released
 		io.Copy(io.Discard, s)
 	})
 	cfg := Config{StreamWindow: window, ConnWindow: 1 << 20}
 	cc, _ := pipePair(t, cfg, cfg, h)
-	s := connect(t, cc, "1.1.1.1:1")
-	defer s.Close()
-	srvStream := <-stalled
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release) // before pipePair's: its Server waits for the Handler
+	s = connect(t, cc, "1.1.1.1:1")
+	t.Cleanup(func() { s.Close() })
+	return s, <-stalled, release
+}
+
+func TestWriterBlocksOnWindow(t *testing.T) {
+	const window = 64 << 10
+	s, srvStream, release := stalledReceiver(t, window)
 	s.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 	buf := make([]byte, 8<<10)
 	total := 0
@@ -254,7 +264,7 @@ func TestWriterBlocksOnWindow(t *testing.T) {
 	if buffered > window {
 		t.Errorf("receiver buffered %d bytes, more than the %d window", buffered, window)
 	}
-	close(release)
+	release()
 	s.SetWriteDeadline(time.Time{})
 	if _, err := s.Write(bytes.Repeat([]byte("x"), 3*window)); err != nil {
 		t.Fatalf("Write after reader resumed: %v", err)
@@ -266,21 +276,7 @@ func TestWriterBlocksOnWindow(t *testing.T) {
 // write side behind it) both see it, and the write side is free afterwards.
 func TestWriteDeadlineWakesBlockedWriters(t *testing.T) {
 	const window = 64 << 10
-	stalled := make(chan *Stream, 1)
-	release := make(chan struct{})
-	h := HandlerFunc(func(s *Stream, req *Request) {
-		s.Respond(200)
-		stalled <- s
-		<-release
-		io.Copy(io.Discard, s)
-	})
-	cfg := Config{StreamWindow: window, ConnWindow: 1 << 20}
-	cc, _ := pipePair(t, cfg, cfg, h)
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce) // before pipePair's: its Server waits for the Handler
-	s := connect(t, cc, "1.1.1.1:1")
-	defer s.Close()
-	<-stalled
+	s, _, release := stalledReceiver(t, window)
 	errs := make(chan error, 2)
 	go func() { // blocks on the window once it has sent window bytes
 		_, err := s.Write(make([]byte, 2*window))
@@ -303,7 +299,7 @@ func TestWriteDeadlineWakesBlockedWriters(t *testing.T) {
 			t.Fatal("a blocked writer did not see the deadline set after it blocked")
 		}
 	}
-	releaseOnce()
+	release()
 	s.SetWriteDeadline(time.Time{})
 	if _, err := s.Write([]byte("after")); err != nil {
 		t.Fatalf("Write after the deadline was cleared: %v", err)

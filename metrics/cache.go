@@ -49,49 +49,17 @@ func (s *series) resolveClose() {
 	}
 }
 
-// seriesCache maps a normalized label set to its series. Safe for concurrent use.
+// The registry's cache (Registry.cache) maps a normalized label set to its series.
 //
 // Prometheus series are never deleted by this package, so a series (and every Conn holding
 // one) stays valid after its entry is evicted; evicting only costs a later re-resolution. If
 // series deletion is ever added, the cache must be cleared with it.
-type seriesCache struct {
-	mu  sync.RWMutex
-	m   map[Labels]*series // guarded by mu
-	max int                // immutable after New
+
+// series returns the series of l (normalized first), creating the entry on a miss.
+func (r *Registry) series(l *Labels) *series {
+	return r.cache.Get(l.normalized(), r.newSeries)
 }
 
-// get returns the series of l (normalized first), creating the entry on a miss.
-func (c *seriesCache) get(reg *Registry, l *Labels) *series {
-	key := l.normalized()
-	c.mu.RLock()
-	s := c.m[key]
-	c.mu.RUnlock()
-	if s != nil {
-		return s
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s := c.m[key]; s != nil {
-		return s
-	}
-	if c.m == nil {
-		c.m = make(map[Labels]*series)
-	}
-	if len(c.m) >= c.max {
-		// Full: drop an arbitrary entry (map order is random).
-		for k := range c.m {
-			delete(c.m, k)
-			break
-		}
-	}
-	s = &series{key: key, reg: reg}
-	c.m[key] = s
-	return s
-}
-
-// len reports the number of cached label sets.
-func (c *seriesCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
-}
+// makeSeries is the cache's constructor; bound once as newSeries, so a lookup allocates
+// nothing.
+func (r *Registry) makeSeries(key Labels) *series { return &series{key: key, reg: r} }

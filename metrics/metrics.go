@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 )
 
 // Values of the enumerated labels, as Istio writes them.
@@ -126,13 +128,15 @@ type Registry struct {
 	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
 	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
 
-	cache seriesCache
+	cache     *boundedmap.Map[Labels, *series] // normalized label sets to their series (cache.go)
+	newSeries func(Labels) *series             // r.makeSeries, bound once
 }
 
 // New creates the registry with the process and Go collectors and istio_build.
 func New(component, version string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
-	r.cache.max = defaultCacheSize
+	r.cache = boundedmap.New[Labels, *series](defaultCacheSize)
+	r.newSeries = r.makeSeries
 	counter := func(name, help string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
 		r.reg.MustRegister(c)
@@ -186,7 +190,7 @@ type Conn struct {
 // Open counts a new connection and resolves its byte counters. Connections with equal labels
 // share their resolved series, so after the first one Open is one map lookup.
 func (r *Registry) Open(l Labels) Conn {
-	s := r.cache.get(r, &l)
+	s := r.series(&l)
 	s.openCounters()
 	s.opened.Inc()
 	return Conn{s: s}
@@ -214,7 +218,7 @@ func (c Conn) Close(flags string) {
 	if f := normFlags(flags); f != s.key.ResponseFlags {
 		l := s.key
 		l.ResponseFlags = f
-		s = s.reg.cache.get(s.reg, &l)
+		s = s.reg.series(&l)
 	}
 	s.closeCounters()
 	s.closed.Inc()

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 )
 
 func testLabels(reporter, dst string) Labels {
@@ -105,7 +107,7 @@ func TestLabelDefaults(t *testing.T) {
 	r := New("ztunnel", "test")
 	r.Open(Labels{}).Close("")
 	r.Open(Labels{Reporter: Unknown, RequestProtocol: "tcp", ResponseFlags: FlagNone, SourceApp: Unknown}).Close(FlagNone)
-	if n := r.cache.len(); n != 1 {
+	if n := r.cache.Len(); n != 1 {
 		t.Errorf("cached label sets = %d, want 1", n)
 	}
 	lines := scrape(t, r)
@@ -130,12 +132,12 @@ func TestLabelDefaults(t *testing.T) {
 // exact for evicted label sets and for connections holding an evicted series.
 func TestCacheBound(t *testing.T) {
 	r := New("ztunnel", "test")
-	r.cache.max = 4
+	r.cache = boundedmap.New[Labels, *series](4)
 	held := r.Open(testLabels(ReporterSource, "w0"))
 	for i := range 20 {
 		r.Open(testLabels(ReporterSource, fmt.Sprintf("w%d", i))).Close(FlagNone)
 	}
-	if n := r.cache.len(); n > 4 {
+	if n := r.cache.Len(); n > 4 {
 		t.Errorf("cache holds %d label sets, bound 4", n)
 	}
 	held.AddBytes(5, 0)

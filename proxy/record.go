@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/workload"
@@ -71,8 +72,10 @@ func identOf(id identity.ID) ident {
 	if id.IsZero() {
 		return ident{}
 	}
-	return ident{idStrings.get(id)}
+	return ident{idStrings.Get(id, newIDEntry)}
 }
+
+func newIDEntry(id identity.ID) *idEntry { return &idEntry{id: id, uri: id.String()} }
 
 // IsZero reports whether i is the zero identity.
 func (i ident) IsZero() bool { return i.e == nil }
@@ -93,39 +96,13 @@ func (i ident) URI() string {
 	return i.e.uri
 }
 
-// idStrings is the process's shared identities (ident).
-var idStrings = idCache{m: make(map[identity.ID]*idEntry)}
+// idStrings is the process's shared identities (ident), at most maxIDCache of them, so
+// identities that come and go cannot grow it without limit. Entries never change: records
+// keep theirs when they are evicted.
+var idStrings = boundedmap.New[identity.ID, *idEntry](maxIDCache)
 
-// maxIDCache bounds idCache: past it the cache starts over, so identities that
-// come and go cannot grow it without limit.
+// maxIDCache bounds idStrings.
 const maxIDCache = 4096
-
-// idCache maps identities to their shared entries. Entries are never changed, so records
-// keep theirs when the cache starts over.
-type idCache struct {
-	mu sync.RWMutex
-	m  map[identity.ID]*idEntry
-}
-
-func (c *idCache) get(id identity.ID) *idEntry {
-	c.mu.RLock()
-	e := c.m[id]
-	c.mu.RUnlock()
-	if e != nil {
-		return e
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.m[id]; e != nil {
-		return e
-	}
-	if len(c.m) >= maxIDCache {
-		clear(c.m)
-	}
-	e = &idEntry{id: id, uri: id.String()}
-	c.m[id] = e
-	return e
-}
 
 func (r *record) labels(reporter string) metrics.Labels {
 	srcIDs, dstIDs := r.ids()

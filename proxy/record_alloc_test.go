@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
@@ -50,18 +51,18 @@ func TestRecordAllocs(t *testing.T) {
 // TestIDCache: the shared URI strings are the identities' own, and the cache
 // stays bounded however many identities pass.
 func TestIDCache(t *testing.T) {
-	c := idCache{m: make(map[identity.ID]*idEntry)}
+	c := boundedmap.New[identity.ID, *idEntry](maxIDCache)
 	for i := range maxIDCache + 10 {
 		id := identity.ID{TrustDomain: "cluster.local", Namespace: "ns", ServiceAccount: "sa" + strconv.Itoa(i)}
-		e := c.get(id)
+		e := c.Get(id, newIDEntry)
 		if e.id != id || e.uri != id.String() {
 			t.Fatalf("get(%v) = %+v, want the identity and %q", id, *e, id.String())
 		}
-		if again := c.get(id); again != e {
+		if again := c.Get(id, newIDEntry); again != e {
 			t.Fatalf("second get(%v) made a new entry", id)
 		}
-		if len(c.m) > maxIDCache {
-			t.Fatalf("the cache holds %d identities, more than %d", len(c.m), maxIDCache)
+		if n := c.Len(); n > maxIDCache {
+			t.Fatalf("the cache holds %d identities, more than %d", n, maxIDCache)
 		}
 	}
 }

@@ -70,10 +70,6 @@ var (
 	inPool  = sync.Pool{New: func() any { return new([inSize]byte) }}
 	ptPool  = sync.Pool{New: func() any { return new([ptSize]byte) }}
 	outPool = sync.Pool{New: func() any { return new([outSize]byte) }}
-
-	// plainHeld counts the plaintext buffers Conns hold (taken from ptPool
-	// and not yet returned), so tests can see that waiting holds none.
-	plainHeld atomic.Int64
 )
 
 // Conn is a TLS 1.3 connection after its handshake: it seals and opens
@@ -295,7 +291,6 @@ func (c *Conn) ReadByte() (byte, error) {
 func (c *Conn) releasePlainLocked() {
 	if c.ptR == c.ptW && c.pt != nil {
 		ptPool.Put(c.pt)
-		plainHeld.Add(-1)
 		c.pt, c.ptR, c.ptW = nil, 0, 0
 	}
 }
@@ -304,7 +299,6 @@ func (c *Conn) releasePlainLocked() {
 func (c *Conn) takePlainLocked() {
 	if c.pt == nil {
 		c.pt = ptPool.Get().(*[ptSize]byte)
-		plainHeld.Add(1)
 		c.ptR, c.ptW = 0, 0
 	}
 }
