@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -37,7 +38,8 @@ type LocalSource struct {
 // config that cannot be read or is invalid at start is returned as an
 // error, before ready. With a Path, Run then watches the file's directory —
 // so editors' write-and-rename and Kubernetes ConfigMap symlink swaps are
-// seen — and re-applies the file after each burst of changes; an invalid
+// seen — and re-applies the file after each burst of changes to it (other
+// files in those directories are ignored); an invalid
 // edit is logged and the last good config stays. Run returns nil when ctx
 // ends. It starts no goroutines of its own.
 func (l *LocalSource) Run(ctx context.Context, ready func()) error {
@@ -83,12 +85,23 @@ func (l *LocalSource) Run(ctx context.Context, ready func()) error {
 	}
 	// When the path is a symlink into another directory, watch that too
 	// (best effort: a dangling link is reported by the read below).
+	target := ""
 	watchTarget := func() {
 		if real, err := filepath.EvalSymlinks(l.Path); err == nil {
+			target = filepath.Clean(real)
 			if err := watch(filepath.Dir(real)); err != nil {
 				log.Warn("cannot watch local config's target directory", "path", real, "error", err)
 			}
 		}
+	}
+	path := filepath.Clean(l.Path)
+	// concerns says whether an event in a watched directory may change what
+	// the path reads: the path itself, its symlink target, or the kubelet's
+	// hidden "..data" swap names. Other files in the same directories (a log
+	// written beside the config, say) must not hold the debounce off forever.
+	concerns := func(name string) bool {
+		name = filepath.Clean(name)
+		return name == path || name == target || strings.HasPrefix(filepath.Base(name), "..")
 	}
 	watchTarget()
 
@@ -112,8 +125,9 @@ func (l *LocalSource) Run(ctx context.Context, ready func()) error {
 			if !ok {
 				return errors.New("local config: watcher closed")
 			}
-			_ = ev // any change in a watched directory may concern us; the content decides
-			timer.Reset(debounce)
+			if concerns(ev.Name) {
+				timer.Reset(debounce) // the content, re-read after the burst, decides
+			}
 		case err, ok := <-watcher.Errors:
 			if !ok {
 				return errors.New("local config: watcher closed")

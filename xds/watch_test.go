@@ -145,6 +145,52 @@ func TestLocalSourceWatchesFile(t *testing.T) {
 	waitFor(t, store, "10.0.0.4")
 }
 
+// A file written often beside the config (the harness keeps ztunnel's logs
+// there) neither delays a reload nor makes one: before events were filtered,
+// its writes kept re-arming the debounce, so an edit was never applied while
+// the neighbour was busy.
+func TestLocalSourceIgnoresNeighbours(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, config("10.0.3.1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store := workload.NewStore()
+	runSource(t, &LocalSource{Path: path, Store: store})
+	waitFor(t, store, "10.0.3.1")
+
+	stop := make(chan struct{})
+	busy := make(chan struct{})
+	go func() {
+		defer close(busy)
+		f, err := os.Create(filepath.Join(dir, "ztunnel.log"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		tick := time.NewTicker(debounce / 10)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := f.WriteString("connection complete\n"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-busy }()
+
+	if err := os.WriteFile(path, config("10.0.3.2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, store, "10.0.3.2")
+}
+
 // TestLocalSourceConfigMapSwap reproduces how the kubelet updates a
 // mounted ConfigMap: config.yaml -> ..data/config.yaml, ..data -> a
 // timestamped directory, swapped by renaming a new symlink over ..data.

@@ -390,7 +390,13 @@ func (h *harness) startZtunnel(ctx context.Context, name string, ns *netns, env 
 
 // startZtunnels runs the dedicated-mode ztunnels of pods A and B, as e2e/dedicated_test.go does.
 func (h *harness) startZtunnels(ctx context.Context) error {
-	cfgPath := filepath.Join(h.tmp, "mesh.yaml")
+	// The config has a directory of its own: ztunnel watches the config's
+	// directory, and the processes' logs in h.tmp must not wake that watch.
+	cfgDir := filepath.Join(h.tmp, "mesh")
+	if err := os.Mkdir(cfgDir, 0o700); err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(cfgDir, "mesh.yaml")
 	if err := os.WriteFile(cfgPath, []byte(meshConfig), 0o600); err != nil {
 		return err
 	}
