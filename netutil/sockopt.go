@@ -54,9 +54,10 @@ type SocketOptions struct {
 	// ignored by Dialer.
 	ReusePort bool
 
-	// NoDelay sets TCP_NODELAY on TCP sockets. Go enables TCP_NODELAY on every
-	// TCP connection it creates anyway, so false does not disable it: call
-	// (*net.TCPConn).SetNoDelay(false) for that.
+	// NoDelay sets TCP_NODELAY on listening TCP sockets, which accepted
+	// connections inherit. Go enables TCP_NODELAY on every TCP connection it
+	// creates anyway (dialed ones included), so false does not disable it:
+	// call (*net.TCPConn).SetNoDelay(false) for that.
 	NoDelay bool
 
 	// Keepalive configures TCP keepalive on dialed and accepted connections
@@ -67,16 +68,19 @@ type SocketOptions struct {
 }
 
 // ListenConfig returns a net.ListenConfig whose Control applies o to each
-// listening socket before bind, and whose keepalive settings apply o.Keepalive
-// to accepted connections. Accepted connections inherit SO_MARK and
-// TCP_NODELAY from the listener. It also works for ListenPacket (UDP), where
-// NoDelay and Keepalive do not apply.
+// listening socket before bind, and which gives accepted connections
+// o.Keepalive. Accepted connections inherit SO_MARK and TCP_NODELAY from the
+// listener, and on Linux the keepalive settings too (set once on the
+// listening socket rather than per accept). It also works for ListenPacket
+// (UDP), where NoDelay and Keepalive do not apply.
 func (o SocketOptions) ListenConfig() net.ListenConfig {
-	lc := net.ListenConfig{
-		Control:         o.listenControl,
-		KeepAliveConfig: o.Keepalive,
-	}
-	if !o.Keepalive.Enable {
+	lc := net.ListenConfig{Control: o.listenControl}
+	switch {
+	case o.Keepalive.Enable && !keepaliveOnListener:
+		lc.KeepAliveConfig = o.Keepalive
+	default:
+		// Go's own per-accept keepalive stays off: either o disables it,
+		// or the listener carries it (apply).
 		lc.KeepAlive = -1
 	}
 	return lc
@@ -103,18 +107,19 @@ func (o SocketOptions) Dialer(local netip.AddrPort) *net.Dialer {
 }
 
 func (o SocketOptions) listenControl(network, address string, c syscall.RawConn) error {
-	return o.control(c, true)
+	return o.control(c, network, true)
 }
 
 func (o SocketOptions) dialControl(network, address string, c syscall.RawConn) error {
-	return o.control(c, false)
+	return o.control(c, network, false)
 }
 
 // control runs apply on the raw socket; listener says whether it is a
-// listening socket (SO_REUSEPORT only applies to those).
-func (o SocketOptions) control(c syscall.RawConn, listener bool) error {
+// listening socket (SO_REUSEPORT and the inherited options only apply to
+// those).
+func (o SocketOptions) control(c syscall.RawConn, network string, listener bool) error {
 	var serr error
-	if err := c.Control(func(fd uintptr) { serr = o.apply(int(fd), listener) }); err != nil {
+	if err := c.Control(func(fd uintptr) { serr = o.apply(int(fd), network, listener) }); err != nil {
 		return err
 	}
 	return serr

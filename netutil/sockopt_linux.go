@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,13 +23,19 @@ const (
 	ip6tSoOriginalDst = 80
 )
 
-// apply sets o on the socket fd. It runs inside RawConn.Control.
-func (o SocketOptions) apply(fd int, listener bool) error {
-	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+// keepaliveOnListener: on Linux an accepted TCP socket inherits SO_KEEPALIVE
+// and TCP_KEEPIDLE/KEEPINTVL/KEEPCNT from its listener, so ListenConfig sets
+// them once on the listening socket instead of with four setsockopt calls on
+// every accepted connection.
+const keepaliveOnListener = true
+
+// apply sets o on the socket fd. It runs inside RawConn.Control; network is
+// the name Control was given ("tcp4", "udp6", ...).
+func (o SocketOptions) apply(fd int, network string, listener bool) error {
+	v6, stream, err := sockKind(fd, network)
 	if err != nil {
-		return sockoptErr("get", "SO_DOMAIN", err)
+		return err
 	}
-	v6 := domain == unix.AF_INET6
 	if o.Mark != 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark)); err != nil {
 			return sockoptErr("set", "SO_MARK", err)
@@ -57,15 +64,75 @@ func (o SocketOptions) apply(fd int, listener bool) error {
 			return sockoptErr("set", name, err)
 		}
 	}
-	if o.NoDelay {
-		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err != nil {
-			return sockoptErr("get", "SO_TYPE", err)
+	// Dialed connections get TCP_NODELAY from Go itself, right after
+	// connect; a listener's is inherited by what it accepts.
+	if o.NoDelay && stream && listener {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return sockoptErr("set", "TCP_NODELAY", err)
 		}
-		if typ == unix.SOCK_STREAM {
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-				return sockoptErr("set", "TCP_NODELAY", err)
-			}
+	}
+	if o.Keepalive.Enable && stream && listener {
+		if err := setKeepalive(fd, o.Keepalive); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sockKind says whether fd is an IPv6 socket and a stream socket: from
+// Control's network name when it has its usual 4/6 suffix, from getsockopt
+// otherwise.
+func sockKind(fd int, network string) (v6, stream bool, err error) {
+	switch network {
+	case "tcp4", "udp4":
+		return false, network == "tcp4", nil
+	case "tcp6", "udp6":
+		return true, network == "tcp6", nil
+	}
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return false, false, sockoptErr("get", "SO_DOMAIN", err)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return false, false, sockoptErr("get", "SO_TYPE", err)
+	}
+	return domain == unix.AF_INET6, typ == unix.SOCK_STREAM, nil
+}
+
+// setKeepalive applies ka with net.KeepAliveConfig's meaning: a zero field
+// takes Go's default (15 s, 15 s, 9 probes), a negative one leaves the
+// system's value; durations round up to whole seconds.
+func setKeepalive(fd int, ka net.KeepAliveConfig) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+		return sockoptErr("set", "SO_KEEPALIVE", err)
+	}
+	secs := func(d time.Duration) int {
+		if d == 0 {
+			d = 15 * time.Second
+		}
+		return int((d + time.Second - 1) / time.Second)
+	}
+	count := ka.Count
+	if count == 0 {
+		count = 9
+	}
+	opts := []struct {
+		opt  int
+		name string
+		v    int
+		skip bool
+	}{
+		{unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", secs(ka.Idle), ka.Idle < 0},
+		{unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", secs(ka.Interval), ka.Interval < 0},
+		{unix.TCP_KEEPCNT, "TCP_KEEPCNT", count, ka.Count < 0},
+	}
+	for _, o := range opts {
+		if o.skip {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, o.opt, o.v); err != nil {
+			return sockoptErr("set", o.name, err)
 		}
 	}
 	return nil

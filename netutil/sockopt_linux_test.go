@@ -298,6 +298,71 @@ func TestSocketOptions(t *testing.T) {
 	}
 }
 
+// TestListenerKeepalive: the keepalive settings live on the listening socket,
+// which accepted connections inherit, and Go does not set them again on each
+// accept (four setsockopt calls per connection saved). Zero fields take Go's
+// defaults and negative ones leave the system's, as net.KeepAliveConfig says.
+func TestListenerKeepalive(t *testing.T) {
+	l := lab.New(t)
+	ns := l.Netns("ka")
+	cases := []struct {
+		name                 string
+		ka                   net.KeepAliveConfig
+		idle, intvl, cnt, on int
+	}{
+		{"ztunnel defaults", netutil.DefaultKeepAlive(), 180, 180, 9, 1},
+		{"zero fields take Go's defaults", net.KeepAliveConfig{Enable: true}, 15, 15, 9, 1},
+		{"negative fields keep the system's", net.KeepAliveConfig{Enable: true, Idle: -1, Interval: 1500 * time.Millisecond, Count: -1}, 7200, 2, 9, 1},
+		{"disabled", net.KeepAliveConfig{}, 7200, 75, 9, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lc := netutil.SocketOptions{Keepalive: c.ka}.ListenConfig()
+			if lc.KeepAlive != -1 || lc.KeepAliveConfig.Enable {
+				t.Errorf("ListenConfig leaves Go's per-accept keepalive on (KeepAlive %v, KeepAliveConfig %+v)", lc.KeepAlive, lc.KeepAliveConfig)
+			}
+			var ln net.Listener
+			var dialed net.Conn
+			if err := ns.Do(func() error {
+				var err error
+				if ln, err = lc.Listen(context.Background(), "tcp", "127.0.0.1:0"); err != nil {
+					return err
+				}
+				dialed, err = net.Dial("tcp", ln.Addr().String())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			defer dialed.Close()
+			accepted, err := ln.(*net.TCPListener).AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer accepted.Close()
+			for _, conn := range []struct {
+				name string
+				c    syscall.Conn
+			}{{"listener", ln.(*net.TCPListener)}, {"accepted", accepted}} {
+				for _, o := range []struct {
+					name       string
+					level, opt int
+					want       int
+				}{
+					{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, c.on},
+					{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, c.idle},
+					{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, c.intvl},
+					{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, c.cnt},
+				} {
+					if got := sockopt(t, conn.c, o.level, o.opt); got != o.want {
+						t.Errorf("%s %s = %d, want %d", conn.name, o.name, got, o.want)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestSocketOptionsIPv6 checks that IPv6 sockets get the IPV6_* variants.
 func TestSocketOptionsIPv6(t *testing.T) {
 	l := lab.New(t)

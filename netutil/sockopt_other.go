@@ -8,7 +8,11 @@ import (
 	"syscall"
 )
 
-func (o SocketOptions) apply(fd int, listener bool) error {
+// keepaliveOnListener is false: accepted connections get their keepalive
+// settings from Go, one by one.
+const keepaliveOnListener = false
+
+func (o SocketOptions) apply(fd int, network string, listener bool) error {
 	if o.Mark != 0 || o.Transparent || o.Freebind || o.ReusePort {
 		return ErrUnsupported
 	}
