@@ -79,11 +79,13 @@ type Stream struct {
 	// waiting one, and wakes waiting writers when the write deadline
 	// changes.
 	wwake chan struct{}
-	// wakeR holds a chan struct{} of capacity 1, stored once by the first
+	// wakeR points to a chan struct{} of capacity 1, stored by the first
 	// reader that has to wait (or by connect, waiting for the response):
 	// data, END_STREAM, the response, a failure or a new read deadline.
-	// Atomic so that wake-ups are sent without s.mu.
-	wakeR atomic.Value
+	// Atomic so that wake-ups are sent without s.mu. connect drops its
+	// channel when it returns (no reader can be waiting yet), so a stream
+	// whose reads never wait holds none.
+	wakeR atomic.Pointer[chan struct{}]
 	// wakeW (capacity 1) tells a writer waiting in reserveSend that a send
 	// window grew or the write deadline changed. Guarded by c.mu.
 	wakeW chan struct{}
@@ -134,8 +136,10 @@ func (s *Stream) doneChLocked() chan struct{} {
 // readWake returns the readers' wake-up channel, nil if no reader ever
 // waited.
 func (s *Stream) readWake() chan struct{} {
-	ch, _ := s.wakeR.Load().(chan struct{})
-	return ch
+	if p := s.wakeR.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // makeReadWake returns the readers' wake-up channel, making it first.
@@ -143,7 +147,8 @@ func (s *Stream) makeReadWake() chan struct{} {
 	if ch := s.readWake(); ch != nil {
 		return ch
 	}
-	s.wakeR.CompareAndSwap(nil, make(chan struct{}, 1))
+	ch := make(chan struct{}, 1)
+	s.wakeR.CompareAndSwap(nil, &ch)
 	return s.readWake()
 }
 
@@ -997,8 +1002,11 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 	}
 
 	// Wait for the response or a failure; either wakes wakeR (made before
-	// the state is first looked at, so no wake-up is missed).
+	// the state is first looked at, so no wake-up is missed). The channel
+	// is dropped on return: nobody else can be waiting on it yet, a late
+	// signal to it is harmless, and readers that wait later make their own.
 	wake := s.makeReadWake()
+	defer s.wakeR.Store(nil)
 	var status int
 	var serr error
 	for {
