@@ -154,9 +154,11 @@ func (l *Link) Run() {
 // directions are woken to see it, and done reports net.ErrClosed unless the
 // relay had already failed. It may be called at any time, from any
 // goroutine, any number of times; before Run, the relay ends as soon as it
-// runs.
-func (l *Link) Close() {
+// runs. It returns nil (it has the shape of io.Closer so that owners can
+// hold a Link and a connection alike).
+func (l *Link) Close() error {
 	l.closeBoth(net.ErrClosed)
+	return nil
 }
 
 // closeBoth closes both connections once; the first caller's err is kept.

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -10,15 +12,34 @@ import (
 	"github.com/ztunnel-go/ztunnel/policy"
 )
 
-// tracked is one live connection known to the tracker. close ends it (both legs); inbound
-// connections also carry what policy needs to re-evaluate them when policies change.
+// tracked is one live connection known to the tracker, and the completion callback of its
+// relay (done). closer ends it: the accepted connection (or both legs) until the relay runs,
+// then the relay's Link. Inbound connections also carry what policy needs to re-evaluate them
+// (pol). It is kept small on purpose: a node holds one per open connection.
 type tracked struct {
-	close   func()
-	rec     *record // its telemetry, for periodic byte flushes; nil before the relay starts
-	inbound bool
-	target  policy.Target
-	conn    policy.Conn
-	denied  func(reason string) // marks the record before close, for logs and response flags
+	closer io.Closer      // guarded by tracker.mu once added
+	rec    *record        // its telemetry, for byte flushes and late denials; outbound: nil before the relay starts
+	pol    *inboundPolicy // nil for outbound connections
+	p      *Proxy         // set by relay, for done
+	j      *job           // set by relay, for done
+}
+
+// inboundPolicy is what policy re-evaluation needs of an inbound connection.
+type inboundPolicy struct {
+	target policy.Target
+	conn   policy.Conn
+}
+
+// closePair closes two connections: both legs of an inbound connection before its relay runs.
+type closePair struct{ a, b net.Conn }
+
+func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) }
+
+// done is the relay's completion: untrack, write the record, end the job.
+func (tr *tracked) done(toServer, toClient int64, err error) {
+	tr.p.conns.remove(tr)
+	tr.rec.finish(tr.p.access, benign(err), metrics.FlagNone, toServer, toClient)
+	tr.j.end()
 }
 
 // tracker is the set of live connections of a proxy, for drain, policy re-evaluation and
@@ -70,13 +91,13 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 // closeAll closes every tracked connection and returns how many there were.
 func (t *tracker) closeAll() int {
 	t.mu.Lock()
-	closers := make([]func(), 0, len(t.conns))
+	closers := make([]io.Closer, 0, len(t.conns))
 	for c := range t.conns {
-		closers = append(closers, c.close)
+		closers = append(closers, c.closer)
 	}
 	t.mu.Unlock()
-	for _, close := range closers {
-		close()
+	for _, c := range closers {
+		c.Close()
 	}
 	return len(closers)
 }
@@ -95,21 +116,19 @@ func (t *tracker) flushBytes() {
 // reevaluate closes the inbound connections that the current policies deny.
 func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
-	var closers []func()
+	var closers []io.Closer
 	for c := range t.conns {
-		if !c.inbound {
+		if c.pol == nil {
 			continue
 		}
-		if d := set.Evaluate(c.target, &c.conn); !d.Allow {
-			closers = append(closers, c.close)
-			if c.denied != nil {
-				c.denied(d.Reason)
-			}
+		if d := set.Evaluate(c.pol.target, &c.pol.conn); !d.Allow {
+			closers = append(closers, c.closer)
+			c.rec.deny(d.Reason) // marks the record before close, for logs and response flags
 		}
 	}
 	t.mu.Unlock()
-	for _, close := range closers {
-		close()
+	for _, c := range closers {
+		c.Close()
 	}
 	return len(closers)
 }
@@ -142,13 +161,10 @@ func (j *job) end() {
 // connections or j afterwards.
 func (p *Proxy) relay(rec *record, tr *tracked, client, upstream net.Conn, j *job) {
 	j.kept = true
-	l := netutil.NewLink(client, upstream, &rec.toServer, &rec.toClient, func(toServer, toClient int64, err error) {
-		p.conns.remove(tr)
-		rec.finish(p.access, benign(err), metrics.FlagNone, toServer, toClient)
-		j.end()
-	})
+	tr.p, tr.j = p, j
+	l := netutil.NewLink(client, upstream, &rec.toServer, &rec.toClient, tr.done)
 	p.conns.mu.Lock()
-	tr.close = l.Close
+	tr.closer = l
 	tr.rec = rec
 	p.conns.mu.Unlock()
 	l.Run()

@@ -124,13 +124,9 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 // policy re-evaluation. It takes both connections and j (see relay).
 func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn, j *job) {
 	tr := &tracked{
-		inbound: true, target: pt, conn: pc,
-		close: func() { client.Close(); app.Close() },
-		denied: func(reason string) {
-			rec.mu.Lock()
-			rec.lateDeny = reason
-			rec.mu.Unlock()
-		},
+		closer: closePair{client, app},
+		rec:    rec,
+		pol:    &inboundPolicy{target: pt, conn: pc},
 	}
 	p.conns.add(tr)
 	p.relay(rec, tr, client, app, j)

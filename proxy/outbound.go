@@ -338,7 +338,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
 	}
-	tr := &tracked{close: func() { client.Close() }}
+	tr := &tracked{closer: client}
 	p.conns.add(tr)
 	defer func() {
 		if !j.kept {

@@ -51,6 +51,13 @@ func (r *record) flush() {
 	r.m.AddBytes(ds, dc)
 }
 
+// deny records that a policy change closed the connection, and why.
+func (r *record) deny(reason string) {
+	r.mu.Lock()
+	r.lateDeny = reason
+	r.mu.Unlock()
+}
+
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
 
