@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
 // readPreface reads and checks the client connection preface (server side).
@@ -537,7 +539,7 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 
 	c.handlers.Add(1)
-	go c.runHandler(s, req, status)
+	workers.Go(func() { c.runHandler(s, req, status) })
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
 // relayBufSize is the user-space copy buffer of one relay direction.
@@ -172,7 +174,7 @@ func (l *Link) closeBoth(err error) {
 		l.b.Close()
 		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
 			if unparkFromLoop(d) {
-				go d.run() // owned by the Link, as every direction goroutine
+				workers.Go(d.run) // owned by the Link, as every direction goroutine
 			}
 		}
 	})
@@ -337,7 +339,7 @@ func (d *dirState) start() {
 		}
 		d.ready = true
 	}
-	go d.run() // owned by the Link: counted in running, reported by done
+	workers.Go(d.run) // owned by the Link: counted in running, reported by done
 }
 
 // park gives up the goroutine until the source is readable. It reports false
@@ -372,7 +374,7 @@ func (d *dirState) resume() {
 	if d.deliver() {
 		return
 	}
-	go d.run() // owned by the Link, as every direction goroutine
+	workers.Go(d.run) // owned by the Link, as every direction goroutine
 }
 
 // finish passes the end of the direction on and accounts it.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
 // parkAfter is how long a TCP source may stay silent before its direction
@@ -455,7 +457,7 @@ func (lp *loop) run(rc syscall.RawConn) {
 	resume := func(n int) {
 		for i := range n {
 			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
-				go d.run() // owned by the direction's Link
+				workers.Go(d.run) // owned by the direction's Link
 			}
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
@@ -279,12 +280,12 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *job)) func(ne
 			}
 			p.wg.Add(1)
 			j := &job{p: p, limited: true, closed: p.cfg.Metrics.SocketOpened(reporter)}
-			go func() { // owned by p.wg, through j
+			workers.Go(func() { // owned by p.wg, through j
 				handle(c, j)
 				if !j.kept {
 					j.end()
 				}
-			}()
+			})
 		}
 	}
 }

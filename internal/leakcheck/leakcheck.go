@@ -2,8 +2,8 @@
 // before, stop what the test started, then Wait.
 //
 // It does not count goroutines that live as long as the process by design (netutil's epoll loop
-// of parked relay directions, which starts with the first relay): a test that happens to start
-// one is not leaking.
+// of parked relay directions, which starts with the first relay, and idle internal/workers
+// goroutines): a test that happens to start one is not leaking.
 package leakcheck
 
 import (
@@ -16,6 +16,7 @@ import (
 // processGoroutines are functions whose goroutines live as long as the process.
 var processGoroutines = [][]byte{
 	[]byte("netutil.(*loop).run("),
+	[]byte("internal/workers.wait("), // idle workers (internal/workers), reused by anyone
 }
 
 // Count is the number of goroutines now, those of processGoroutines left out.

@@ -1,0 +1,110 @@
+package workers
+
+import (
+	"bytes"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// deepStack uses about n KiB of stack, as the per-connection paths of a proxy do.
+//
+//go:noinline
+func deepStack(n int) byte {
+	var b [1024]byte
+	b[n%len(b)] = byte(n)
+	if n > 1 {
+		return deepStack(n-1) + b[0]
+	}
+	return b[0]
+}
+
+// TestReuse: tasks given to Go while workers wait run on those workers; once none waits, a
+// task gets a goroutine of its own.
+func TestReuse(t *testing.T) {
+	ran := make(chan struct{})
+	Go(func() { close(ran) })
+	<-ran
+	waitIdle(t, 1)
+
+	k := int(parked())
+	before := runtime.NumGoroutine()
+	hold := make(chan struct{})
+	var started sync.WaitGroup
+	for range k + 1 {
+		started.Add(1)
+		Go(func() { started.Done(); <-hold })
+	}
+	started.Wait()
+	if got := runtime.NumGoroutine(); got != before+1 {
+		t.Errorf("goroutines %d -> %d for %d tasks with %d idle workers: want exactly one started", before, got, k+1, k)
+	}
+	close(hold)
+}
+
+// TestMaxIdle: past MaxIdle waiting workers, finished ones end.
+func TestMaxIdle(t *testing.T) {
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	n := int(MaxIdle) + 8
+	for range n {
+		wg.Add(1)
+		Go(func() { wg.Done(); <-hold })
+	}
+	wg.Wait()
+	close(hold)
+	waitIdle(t, MaxIdle)
+	base := runtime.NumGoroutine()
+	for range 50 {
+		runtime.Gosched()
+	}
+	if got := idle.Load(); got != MaxIdle {
+		t.Errorf("%d idle workers, want MaxIdle (%d)", got, MaxIdle)
+	}
+	if got := runtime.NumGoroutine(); got > base {
+		t.Errorf("goroutines grew from %d to %d after the tasks ended", base, got)
+	}
+}
+
+// waitIdle waits until at least want workers are parked in wait.
+func waitIdle(t *testing.T, want int32) {
+	t.Helper()
+	for i := 0; parked() < want; i++ {
+		if i > 10000 {
+			t.Fatalf("%d idle workers parked, want %d", parked(), want)
+		}
+		runtime.Gosched()
+	}
+}
+
+// parked counts the workers blocked in wait (an idle worker counts itself in idle just before
+// it gets there).
+func parked() int32 {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var n int32
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("[chan receive")) && bytes.Contains(g, []byte("workers.wait(")) {
+			n++
+		}
+	}
+	return n
+}
+
+// BenchmarkGoDeepStack: a task that needs 8 KiB of stack, run by a go statement (the stack grows
+// from 2 KiB each time) and by Go (a reused worker's stack has grown already).
+func BenchmarkGoDeepStack(b *testing.B) {
+	done := make(chan struct{})
+	b.Run("go-statement", func(b *testing.B) {
+		for b.Loop() {
+			go func() { deepStack(8); done <- struct{}{} }()
+			<-done
+		}
+	})
+	b.Run("workers.Go", func(b *testing.B) {
+		for b.Loop() {
+			Go(func() { deepStack(8); done <- struct{}{} })
+			<-done
+		}
+	})
+}
