@@ -75,10 +75,9 @@ type SocketOptions struct {
 // (UDP), where NoDelay and Keepalive do not apply.
 func (o SocketOptions) ListenConfig() net.ListenConfig {
 	lc := net.ListenConfig{Control: o.listenControl}
-	switch {
-	case o.Keepalive.Enable && !keepaliveOnListener:
+	if o.Keepalive.Enable && !keepaliveOnListener {
 		lc.KeepAliveConfig = o.Keepalive
-	default:
+	} else {
 		// Go's own per-accept keepalive stays off: either o disables it,
 		// or the listener carries it (apply).
 		lc.KeepAlive = -1

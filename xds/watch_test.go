@@ -145,10 +145,10 @@ func TestLocalSourceWatchesFile(t *testing.T) {
 	waitFor(t, store, "10.0.0.4")
 }
 
-// A file written often beside the config (the harness keeps ztunnel's logs
-// there) neither delays a reload nor makes one: before events were filtered,
-// its writes kept re-arming the debounce, so an edit was never applied while
-// the neighbour was busy.
+// A file written often beside the config (the harness kept ztunnel's logs
+// there) does not hold off a reload: before events were filtered, its writes
+// kept re-arming the debounce, so an edit was never applied while the
+// neighbour was busy.
 func TestLocalSourceIgnoresNeighbours(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
