@@ -229,3 +229,22 @@ func pattern(b []byte, off int) {
 		b[i] = byte(x ^ x>>8 ^ x>>16)
 	}
 }
+
+// waiter makes a ReadWaiter of two functions (offer may be nil: it then
+// takes nothing).
+type waiter struct {
+	readable func()
+	offer    func([]byte) int
+}
+
+func (w waiter) Readable() { w.readable() }
+
+func (w waiter) Offer(b []byte) int {
+	if w.offer == nil {
+		return 0
+	}
+	return w.offer(b)
+}
+
+// onReadable is a ReadWaiter that calls fn when the stream is readable.
+func onReadable(fn func()) ReadWaiter { return waiter{readable: fn} }

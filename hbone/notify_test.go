@@ -58,7 +58,7 @@ func TestNotifyReadable(t *testing.T) {
 	cs := connect(t, cc, "10.0.0.1:80")
 	ss := <-servers
 	defer ss.Close()
-	if !cs.NotifyReadable(fn) {
+	if !cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable on an empty stream returned false")
 	}
 	notFired(t, fired, "empty stream")
@@ -66,14 +66,14 @@ func TestNotifyReadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFired(t, fired, "data")
-	if cs.NotifyReadable(fn) {
+	if cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable with bytes buffered returned true")
 	}
 	buf := make([]byte, 8)
 	if n, err := cs.Read(buf); n != 2 || err != nil {
 		t.Fatalf("Read = %d, %v; want 2 bytes", n, err)
 	}
-	if !cs.NotifyReadable(fn) {
+	if !cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable after draining returned false")
 	}
 	if err := ss.CloseWrite(); err != nil {
@@ -83,7 +83,7 @@ func TestNotifyReadable(t *testing.T) {
 	if n, err := cs.Read(buf); n != 0 || err != io.EOF {
 		t.Fatalf("Read after END_STREAM = %d, %v; want EOF", n, err)
 	}
-	if cs.NotifyReadable(fn) {
+	if cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable after END_STREAM returned true")
 	}
 	notFired(t, fired, "after END_STREAM")
@@ -93,7 +93,7 @@ func TestNotifyReadable(t *testing.T) {
 	cs = connect(t, cc, "10.0.0.1:80")
 	ss = <-servers
 	defer ss.Close()
-	if !cs.NotifyReadable(fn) {
+	if !cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable on an empty stream returned false")
 	}
 	cs.Close()
@@ -103,7 +103,7 @@ func TestNotifyReadable(t *testing.T) {
 	cs = connect(t, cc, "10.0.0.1:80")
 	defer cs.Close()
 	ss = <-servers
-	if !cs.NotifyReadable(fn) {
+	if !cs.NotifyReadable(onReadable(fn)) {
 		t.Fatal("NotifyReadable on an empty stream returned false")
 	}
 	ss.resetLocal(0x8) // CANCEL
@@ -166,7 +166,7 @@ func TestNotifyReadableWith(t *testing.T) {
 		mu.Unlock()
 		return len(b)
 	}
-	if !cs.NotifyReadableWith(fn, takeAll) {
+	if !cs.NotifyReadableWith(waiter{fn, takeAll}) {
 		t.Fatal("NotifyReadableWith on an empty stream returned false")
 	}
 	// Sixteen times the window: only the sink's consumption reopens it.
@@ -189,7 +189,7 @@ func TestNotifyReadableWith(t *testing.T) {
 
 	// A sink that takes two bytes of five: the rest is for Read.
 	takeTwo := func(b []byte) int { return min(2, len(b)) }
-	cs.NotifyReadableWith(fn, takeTwo) // replaces the registration
+	cs.NotifyReadableWith(waiter{fn, takeTwo}) // replaces the registration
 	if _, err := ss.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestNotifyReadableWithCloseDuringWrite(t *testing.T) {
 		cs.Close()
 		return 0
 	}
-	if !cs.NotifyReadableWith(func() {}, closeAndRefuse) {
+	if !cs.NotifyReadableWith(waiter{func() {}, closeAndRefuse}) {
 		t.Fatal("NotifyReadableWith on an empty stream returned false")
 	}
 	if _, err := ss.Write(make([]byte, 60<<10)); err != nil { // most of the connection window

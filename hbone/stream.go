@@ -24,22 +24,27 @@ import (
 // (200) when returned. Server streams are handed to a Handler, which must
 // answer with Respond(200) (tunnel open) or Reject(code).
 type Stream struct {
+	// Fields are ordered so that the Stream (one per relayed HBONE
+	// connection at each end) fills Go's 256-byte allocation class with no
+	// padding; TestStreamSize keeps it there.
+
 	// Immutable after creation.
 	c      *conn
+	onDone func() // run once when the stream leaves its connection
 	id     uint32
 	client bool
-	onDone func() // run once when the stream leaves its connection
 
-	doneOnce sync.Once
-
-	// sendWindow is the stream's send window; guarded by c.mu.
-	sendWindow int64
 	// connWaiting: the stream is in c.connWaiters; guarded by c.mu.
 	connWaiting bool
+
+	doneOnce sync.Once
 
 	// rstSent is set before we queue RST_STREAM or learn of a reset;
 	// writeData checks it under c.wmu so no DATA follows a reset.
 	rstSent atomic.Bool
+
+	// sendWindow is the stream's send window; guarded by c.mu.
+	sendWindow int64
 
 	// wbusy is held (true) by the one writer of DATA, END_STREAM or the
 	// response HEADERS at a time. Writers that find it taken count
@@ -47,7 +52,7 @@ type Stream struct {
 	wbusy    atomic.Bool
 	wwaiters atomic.Int32
 
-	mu   sync.Mutex // guards the fields below
+	mu   sync.Mutex // guards the fields below, down to offers
 	recv recvBuf
 	// rwait is the buffer of the one reader blocked in Read for data, which
 	// the read loop fills straight from the connection's bufio.Reader while
@@ -55,18 +60,29 @@ type Stream struct {
 	// it put there. Only the reader that set rwait clears it; the read loop
 	// writes to it only under mu, so the buffer is never touched once its
 	// Read returned.
-	rwait       []byte
-	rgot        int
-	recvWindow  int64 // bytes the peer may still send on this stream
-	unacked     int64 // bytes consumed, not yet returned by WINDOW_UPDATE
-	recvEnd     bool  // the peer's END_STREAM arrived
-	wantEnd     bool  // CloseWrite/Reject started: no more Writes
-	sentEnd     bool  // our END_STREAM was written
-	status      int   // client: response status received; server: status sent
-	err         error // terminal error (reset, connection failure)
-	localClosed bool  // Close was called
-	finished    bool  // the stream left its connection
-	doneClosed  bool  // the stream terminated (err set) or was closed
+	rwait      []byte
+	rgot       int
+	recvWindow int64 // bytes the peer may still send on this stream
+	unacked    int64 // bytes consumed, not yet returned by WINDOW_UPDATE
+	status     int   // client: response status received; server: status sent
+	err        error // terminal error (reset, connection failure)
+	// waiter is the one ReadWaiter NotifyReadable keeps, told and cleared by
+	// the next wake. notifySet mirrors waiter != nil so wakes of streams
+	// nobody watches skip the lock. offers: the waiter came through
+	// NotifyReadableWith and takes arriving bytes (Offer); kept and cleared
+	// with waiter.
+	waiter      ReadWaiter
+	recvEnd     bool // the peer's END_STREAM arrived
+	wantEnd     bool // CloseWrite/Reject started: no more Writes
+	sentEnd     bool // our END_STREAM was written
+	localClosed bool // Close was called
+	finished    bool // the stream left its connection
+	doneClosed  bool // the stream terminated (err set) or was closed
+	offers      bool
+
+	notifySet atomic.Bool
+	// detached: the Handler keeps the stream after it returns (Detach).
+	detached atomic.Bool
 
 	// The wake-up channels below are made by the first goroutine that has
 	// to wait on one, so a stream nobody waits on (an idle relay parked
@@ -90,19 +106,40 @@ type Stream struct {
 	// window grew or the write deadline changed. Guarded by c.mu.
 	wakeW chan struct{}
 
-	readDL, writeDL deadline
+	// dls holds the read and write deadlines, made by the first deadline
+	// setter: relays never set one, and the pair is 48 bytes.
+	dls atomic.Pointer[streamDeadlines]
+}
 
-	// notify is the one callback NotifyReadable keeps, run and cleared by the
-	// next wake; guarded by mu. notifySet mirrors notify != nil so wakes of
-	// streams nobody watches skip the lock.
-	notify    func()
-	notifySet atomic.Bool
-	// sink is NotifyReadableWith's write function, kept and cleared with
-	// notify; guarded by mu.
-	sink func([]byte) int
+// streamDeadlines are a stream's read and write deadlines.
+type streamDeadlines struct {
+	read, write deadline
+}
 
-	// detached: the Handler keeps the stream after it returns (Detach).
-	detached atomic.Bool
+// deadlines returns the stream's deadlines, making them first.
+func (s *Stream) deadlines() *streamDeadlines {
+	if d := s.dls.Load(); d != nil {
+		return d
+	}
+	s.dls.CompareAndSwap(nil, new(streamDeadlines))
+	return s.dls.Load()
+}
+
+// readDeadline returns a channel closed when the read deadline passes; nil
+// (never ready) while no deadline was ever set.
+func (s *Stream) readDeadline() chan struct{} {
+	if d := s.dls.Load(); d != nil {
+		return d.read.wait()
+	}
+	return nil
+}
+
+// writeDeadline is readDeadline for the write deadline.
+func (s *Stream) writeDeadline() chan struct{} {
+	if d := s.dls.Load(); d != nil {
+		return d.write.wait()
+	}
+	return nil
 }
 
 func newStream(c *conn, id uint32, client bool) *Stream {
@@ -177,15 +214,15 @@ func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
 	s.SetReadDeadline(t)
-	s.writeDL.set(t)
+	s.deadlines().write.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read calls.
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.readDL.set(t)
+	s.deadlines().read.set(t)
 	// A reader blocked before the first deadline waits on a nil channel
-	// (readDL is lazy): wake it so it picks up the new one. A reader makes
+	// (deadlines are lazy): wake it so it picks up the new one. A reader makes
 	// wakeR before it reads the deadline it waits with, so either it sees
 	// the new deadline or this sees its channel.
 	s.signalR()
@@ -194,7 +231,7 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the deadline for Write and CloseWrite calls.
 func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.writeDL.set(t)
+	s.deadlines().write.set(t)
 	// Writers waiting with the old deadline (perhaps none: the nil channel
 	// of a lazy deadline) look again. Like readers, they make their wake-up
 	// channel before they read the deadline.
@@ -218,7 +255,7 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 func (s *Stream) Read(p []byte) (int, error) {
 	lent := false // p is in s.rwait
 	for {
-		dl := s.readDL.wait()
+		dl := s.readDeadline()
 		s.mu.Lock()
 		if lent {
 			lent = false
@@ -286,58 +323,72 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 }
 
-// NotifyReadable arranges for fn to be called once, on the goroutine that
-// changes the stream's state and without any lock held, when Read would
+// ReadWaiter is what NotifyReadable keeps: Readable is called once, on the
+// goroutine that changes the stream's state and without any lock held; Offer
+// takes arriving bytes (NotifyReadableWith only). It is the same type as
+// netutil.ReadWaiter (both are aliases of this interface literal), so a
+// relay direction is one without this package importing netutil.
+type ReadWaiter = interface {
+	Readable()
+	Offer(b []byte) int
+}
+
+// NotifyReadable arranges for w.Readable to be called once, on the goroutine
+// that changes the stream's state and without any lock held, when Read would
 // return without waiting: bytes arrived, END_STREAM, a reset, a connection
 // failure or Close. It returns false, keeping nothing, when Read would not
-// wait now. A stream keeps one callback: a later call replaces it. fn must
-// not block; read deadlines do not trigger it. It makes Stream a
+// wait now. A stream keeps one waiter: a later call replaces it. Readable
+// must not block; read deadlines do not trigger it. It makes Stream a
 // netutil.ReadNotifier, so an idle relay direction holds no goroutine.
-func (s *Stream) NotifyReadable(fn func()) bool {
-	return s.NotifyReadableWith(fn, nil)
+func (s *Stream) NotifyReadable(w ReadWaiter) bool {
+	return s.notifyReadable(w, false)
 }
 
 // NotifyReadableWith is NotifyReadable that also offers the bytes that
-// arrive while fn is waiting to write first, on the connection's read loop,
-// straight from the connection's buffer: write takes what it can without
+// arrive while w waits to w.Offer first, on the connection's read loop,
+// straight from the connection's buffer: Offer takes what it can without
 // waiting (a non-blocking socket write) and returns how many bytes it took.
-// What it took is consumed, and the callback stays registered as if
-// nothing had happened; the rest is buffered and fn is called. write must
-// not block and must not call the stream. It makes Stream a
+// What it took is consumed, and w stays registered as if nothing had
+// happened; the rest is buffered and w.Readable is called. Offer must not
+// block and must not call the stream. It makes Stream a
 // netutil.DirectNotifier, so a relay moves arriving bytes with no copy of
 // its own.
-func (s *Stream) NotifyReadableWith(fn func(), write func([]byte) int) bool {
+func (s *Stream) NotifyReadableWith(w ReadWaiter) bool {
+	return s.notifyReadable(w, true)
+}
+
+func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed {
 		return false
 	}
-	s.notify, s.sink = fn, write
+	s.waiter, s.offers = w, offers
 	s.notifySet.Store(true)
 	return true
 }
 
-// offerLocked passes b to the sink of a parked reader (NotifyReadableWith)
-// when nothing is buffered before it. It reports how many bytes the sink
-// took and, when it did not take them all or the stream changed meanwhile,
-// the callback to run once s.mu is released (the registration is then
+// offerLocked passes b to the Offer of a parked reader (NotifyReadableWith)
+// when nothing is buffered before it. It reports how many bytes Offer took
+// and, when it did not take them all or the stream changed meanwhile, the
+// waiter to tell (Readable) once s.mu is released (the registration is then
 // gone). s.mu is held on entry and on return, released around the write.
-func (s *Stream) offerLocked(b []byte) (took int, fn func()) {
-	if s.sink == nil || s.recv.n > 0 || s.rwait != nil || len(b) == 0 {
+func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
+	if !s.offers || s.recv.n > 0 || s.rwait != nil || len(b) == 0 {
 		return 0, nil
 	}
-	fn, sink := s.notify, s.sink
-	s.notify, s.sink = nil, nil
+	w := s.waiter
+	s.waiter, s.offers = nil, false
 	s.notifySet.Store(false)
 	s.mu.Unlock()
-	took = sink(b)
+	took = w.Offer(b)
 	s.mu.Lock()
 	if took == len(b) && s.recv.n == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.notifySet.Load() {
-		s.notify, s.sink = fn, sink // still parked
+		s.waiter, s.offers = w, true // still parked
 		s.notifySet.Store(true)
 		return took, nil
 	}
-	return took, fn
+	return took, w
 }
 
 // wake tells readers that the stream's state changed: a reader blocked in
@@ -349,12 +400,12 @@ func (s *Stream) wake() {
 		return
 	}
 	s.mu.Lock()
-	fn := s.notify
-	s.notify, s.sink = nil, nil
+	w := s.waiter
+	s.waiter, s.offers = nil, false
 	s.notifySet.Store(false)
 	s.mu.Unlock()
-	if fn != nil {
-		fn()
+	if w != nil {
+		w.Readable()
 	}
 }
 
@@ -433,7 +484,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			b, _ := c.br.Peek(k)
 			var direct int64
 			var wu int64
-			var notified func()
+			var notified ReadWaiter
 			var lost int64
 			wake := true
 			s.mu.Lock()
@@ -446,13 +497,13 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 					s.rgot += m
 					b = b[m:]
 					direct = int64(m)
-				} else if s.sink != nil {
+				} else if s.offers {
 					// A parked relay: its destination takes what it can
 					// straight from the connection's buffer.
-					m, fn := s.offerLocked(b)
-					// The sink keeps its registration only when it took
+					m, w := s.offerLocked(b)
+					// The waiter keeps its registration only when it took
 					// everything; bytes left for Read need a wake.
-					notified, wake = fn, fn == nil && m < len(b)
+					notified, wake = w, w == nil && m < len(b)
 					b = b[m:]
 					direct = int64(m)
 					if s.localClosed {
@@ -473,7 +524,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			s.mu.Unlock()
 			if notified != nil {
 				s.signalR()
-				notified()
+				notified.Readable()
 			} else if wake {
 				s.wake()
 			}
@@ -592,7 +643,7 @@ func (s *Stream) writable() error {
 
 // acquireWrite takes the write side (wbusy), honouring the write deadline.
 func (s *Stream) acquireWrite() error {
-	if isClosed(s.writeDL.wait()) {
+	if isClosed(s.writeDeadline()) {
 		return os.ErrDeadlineExceeded
 	}
 	if s.wbusy.CompareAndSwap(false, true) {
@@ -614,7 +665,7 @@ func (s *Stream) acquireWriteSlow() error {
 		}
 		wake, done := s.wwake, s.doneChLocked()
 		s.mu.Unlock()
-		dl := s.writeDL.wait() // after wwake exists: see SetWriteDeadline
+		dl := s.writeDeadline() // after wwake exists: see SetWriteDeadline
 		if isClosed(dl) {
 			signal(wake) // a wake-up this waiter took belongs to another
 			return os.ErrDeadlineExceeded
@@ -675,7 +726,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 func (s *Stream) reserveSend(want int) (int, error) {
 	c := s.c
 	for {
-		dl := s.writeDL.wait()
+		dl := s.writeDeadline()
 		if isClosed(dl) {
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -710,7 +761,7 @@ func (s *Stream) reserveSend(want int) (int, error) {
 		s.mu.Lock()
 		done := s.doneChLocked()
 		s.mu.Unlock()
-		dl = s.writeDL.wait() // after wakeW exists: see SetWriteDeadline
+		dl = s.writeDeadline() // after wakeW exists: see SetWriteDeadline
 		select {
 		case <-wakeW:
 		case <-dl:

@@ -47,25 +47,40 @@ func RelayCounted(a, b net.Conn, aToBCount, bToACount *atomic.Int64) (aToB, bToA
 	return aToB, bToA, err
 }
 
-// DirectNotifier is a ReadNotifier that can also offer the bytes arriving
-// while a direction is parked straight to the direction's destination
-// (hbone.Stream is one): write runs on the notifying goroutine, must not
-// wait, and returns how many bytes it took; the source calls fn only when
-// write did not take everything (or the source ended meanwhile).
-type DirectNotifier interface {
-	ReadNotifier
-	NotifyReadableWith(fn func(), write func([]byte) int) bool
+// ReadWaiter is what a relay direction gives a ReadNotifier source when it
+// parks: Readable is the wake-up, Offer the direct write of a DirectNotifier.
+// It is an alias of an interface literal so that a source package (hbone)
+// can name the same type without importing this one.
+type ReadWaiter = interface {
+	// Readable is called once, without blocking locks of the caller, as
+	// soon as a Read would return without waiting (bytes, end of stream, an
+	// error, a local Close). It must not block.
+	Readable()
+	// Offer takes bytes that arrive while the direction is parked, as far
+	// as the destination takes them without waiting, and returns how many
+	// it took. Only a DirectNotifier calls it, on its notifying goroutine;
+	// it must not wait and must not call the source.
+	Offer(b []byte) int
 }
 
 // ReadNotifier is a connection that can say when a Read would not wait:
 // hbone.Stream is one. A relay direction whose source is a ReadNotifier holds
 // no goroutine while the source has nothing to read.
 type ReadNotifier interface {
-	// NotifyReadable arranges for fn to be called once, without blocking
-	// locks of the caller, as soon as a Read would return without waiting
-	// (bytes, end of stream, an error, a local Close). It returns false and
-	// keeps nothing when a Read would not wait now. fn must not block.
-	NotifyReadable(fn func()) bool
+	// NotifyReadable arranges for w.Readable to be called once as soon as
+	// a Read would return without waiting. It returns false and keeps
+	// nothing when a Read would not wait now.
+	NotifyReadable(w ReadWaiter) bool
+}
+
+// DirectNotifier is a ReadNotifier that can also offer the bytes arriving
+// while a direction is parked straight to the direction's destination
+// (hbone.Stream is one), through w.Offer on the notifying goroutine; the
+// source calls w.Readable only when Offer did not take everything (or the
+// source ended meanwhile).
+type DirectNotifier interface {
+	ReadNotifier
+	NotifyReadableWith(w ReadWaiter) bool
 }
 
 // Link is one relay between two connections, a and b, that it owns from
@@ -101,23 +116,40 @@ type Link struct {
 	a, b net.Conn
 	done func(aToB, bToA int64, err error) // called once, by the last direction to end
 
-	closing   atomic.Bool // set first thing by closeBoth: parking directions re-check it
+	rawLink // the platform's raw sockets of a and b (relay_linux.go)
+
 	closeOnce sync.Once
 	firstErr  error // written once inside closeOnce, read after both directions ended
 
-	// fullyClosedA/B record that a direction could not half-close its
-	// destination and closed it instead; the reverse direction then treats a
-	// read error on that connection as its end of stream.
-	fullyClosedA, fullyClosedB atomic.Bool
-
+	// flags holds linkClosing, linkStarted and the fully-closed marks,
+	// together so that a Link (one per relayed connection, idle or not) fits
+	// a smaller allocation class.
+	flags   atomic.Uint32
 	running atomic.Int32 // directions not yet ended
-	started atomic.Bool
 
 	// aToB and bToA are the directions' copy state, each owned by the
 	// goroutine running that direction, or by the epoll loop or the source's
 	// notification while the direction is parked.
 	aToB, bToA dirState
 }
+
+// Link.flags bits.
+const (
+	// linkClosing is set first thing by closeBoth: parking directions
+	// re-check it.
+	linkClosing uint32 = 1 << iota
+	// linkStarted is set by Run.
+	linkStarted
+	// linkFullyClosedA and linkFullyClosedB record that a direction could
+	// not half-close its destination (a or b) and closed it instead; the
+	// reverse direction then treats a read error on that connection as its
+	// end of stream.
+	linkFullyClosedA
+	linkFullyClosedB
+)
+
+// closing reports whether closeBoth has begun.
+func (l *Link) closing() bool { return l.flags.Load()&linkClosing != 0 }
 
 // NewLink prepares a relay of a and b, counting into aToBCount and bToACount
 // (either may be nil) as RelayCounted does; done is called once with the
@@ -139,13 +171,13 @@ func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, 
 // rest happens on goroutines the Link starts, and done reports the end. Run
 // may be called once.
 func (l *Link) Run() {
-	if !l.started.CompareAndSwap(false, true) {
+	if l.flags.Or(linkStarted)&linkStarted != 0 {
 		panic("netutil: Link.Run called twice")
 	}
 	inline, other := &l.aToB, &l.bToA
 	inline.setup()
 	other.setup()
-	if inline.notifier != nil && other.notifier == nil {
+	if inline.mode == modeNotified && other.mode != modeNotified {
 		inline, other = other, inline
 	}
 	other.start()
@@ -168,7 +200,7 @@ func (l *Link) Close() error {
 // closed.
 func (l *Link) closeBoth(err error) {
 	l.closeOnce.Do(func() {
-		l.closing.Store(true)
+		l.flags.Or(linkClosing)
 		l.firstErr = err
 		l.a.Close()
 		l.b.Close()
@@ -204,10 +236,11 @@ const smallBufSize = 64
 
 // Copy modes of a direction, chosen on its first run.
 const (
-	modeUnset  = iota
-	modeSplice // TCP to TCP by splice(2)
-	modeRead   // TCP source by read(2), any destination
-	modeConn   // any other source, through net.Conn Read
+	modeUnset    = iota
+	modeSplice   // TCP to TCP by splice(2)
+	modeRead     // TCP source by read(2), any destination
+	modeNotified // a ReadNotifier source, read only when it says it is readable
+	modeConn     // any other source, through net.Conn Read
 )
 
 // dirState is one direction of a relay: src to dst. It is owned by the
@@ -219,22 +252,19 @@ type dirState struct {
 	count *atomic.Int64 // may be nil
 	total int64         // bytes written to the destination
 
-	notifier ReadNotifier     // src as a ReadNotifier; nil when it is not one
-	sinkFn   func([]byte) int // bound once to sink, when src is a DirectNotifier and dst can take direct writes
-	resumeFn func()           // bound once: given to the notifier
-
 	// pending holds bytes that deliver read but could not write without
 	// waiting: pending[pendOff:pendLen] goes to dst first when a goroutine
 	// takes the direction over.
 	pending          *[relayBufSize]byte
-	pendOff, pendLen int
-
-	// Small fields together, so the Link fits a smaller allocation class.
-	aToB  bool  // the direction copies l.a to l.b (src and dst say which)
-	mode  uint8 // the copy mode (modeUnset until setup)
-	ready bool  // NotifyReadable just said src is readable (to its owner): read once
+	pendOff, pendLen int32
 
 	raw rawDir // the platform's raw-socket state (relay_linux.go)
+
+	// Small fields last, so they share the word rawDir ends in.
+	aToB   bool  // the direction copies l.a to l.b (src and dst say which)
+	mode   uint8 // the copy mode (modeUnset until setup)
+	ready  bool  // NotifyReadable just said src is readable (to its owner): read once
+	direct bool  // src is a DirectNotifier and dst takes direct writes (Offer)
 }
 
 // src is the direction's source. The direction's connections and their
@@ -255,21 +285,22 @@ func (d *dirState) dst() net.Conn {
 	return d.l.a
 }
 
-// dstClosed is set when dst had to be fully closed in place of a
-// half-close.
-func (d *dirState) dstClosed() *atomic.Bool {
+// dstClosedBit is the Link flag set when dst had to be fully closed in place
+// of a half-close.
+func (d *dirState) dstClosedBit() uint32 {
 	if d.aToB {
-		return &d.l.fullyClosedB
+		return linkFullyClosedB
 	}
-	return &d.l.fullyClosedA
+	return linkFullyClosedA
 }
 
 // srcClosed tells whether the other direction fully closed src.
-func (d *dirState) srcClosed() *atomic.Bool {
+func (d *dirState) srcClosed() bool {
+	bit := linkFullyClosedB
 	if d.aToB {
-		return &d.l.fullyClosedA
+		bit = linkFullyClosedA
 	}
-	return &d.l.fullyClosedB
+	return d.l.flags.Load()&bit != 0
 }
 
 // run moves bytes until the direction parks or ends. It is the body of every
@@ -304,10 +335,9 @@ func (d *dirState) move() error {
 			return err
 		case modeRead:
 			return d.readCopy()
+		case modeNotified:
+			return d.copyNotified()
 		default:
-			if d.notifier != nil {
-				return d.copyNotified()
-			}
 			return d.copyConn()
 		}
 	}
@@ -322,9 +352,8 @@ func (d *dirState) setup() {
 	if d.setupRaw() {
 		return // setupRaw chose a raw mode
 	}
-	if n, ok := d.src().(ReadNotifier); ok {
-		d.notifier = n
-		d.resumeFn = d.resume
+	if _, ok := d.src().(ReadNotifier); ok {
+		d.mode = modeNotified
 		d.setupDeliver()
 	}
 }
@@ -333,7 +362,7 @@ func (d *dirState) setup() {
 // source's notification when that is possible and there is nothing to read,
 // otherwise on a goroutine of its own.
 func (d *dirState) start() {
-	if d.notifier != nil {
+	if d.mode == modeNotified {
 		if d.notify() {
 			return // parked: d belongs to the notification
 		}
@@ -346,7 +375,7 @@ func (d *dirState) start() {
 // when the direction must keep running on this goroutine (the source became
 // readable, or the relay is closing).
 func (d *dirState) park() bool {
-	if d.notifier != nil {
+	if d.mode == modeNotified {
 		if d.notify() {
 			return true
 		}
@@ -357,20 +386,22 @@ func (d *dirState) park() bool {
 }
 
 // notify parks the direction on its source's notification, with a direct
-// write to the destination when the platform set one up (see sink). It
-// reports false when the source is readable now.
+// write to the destination when the platform set one up (see Offer). It
+// reports false when the source is readable now. The direction itself is
+// the ReadWaiter: parking allocates nothing. (The source is asserted to its
+// interface here rather than kept: a Link is what an idle connection holds.)
 func (d *dirState) notify() bool {
-	if d.sinkFn != nil {
-		return d.notifier.(DirectNotifier).NotifyReadableWith(d.resumeFn, d.sinkFn)
+	if d.direct {
+		return d.src().(DirectNotifier).NotifyReadableWith(d)
 	}
-	return d.notifier.NotifyReadable(d.resumeFn)
+	return d.src().(ReadNotifier).NotifyReadable(d)
 }
 
-// resume is the notifier's callback: the source was readable when the
-// notifier ran it (it may not be any more: see deliver). What deliver can
-// move at once moves on the notifying goroutine; the rest goes to a new
-// goroutine, which asks the notifier again before it reads.
-func (d *dirState) resume() {
+// Readable is the notifier's callback (ReadWaiter): the source was readable
+// when the notifier ran it (it may not be any more: see deliver). What
+// deliver can move at once moves on the notifying goroutine; the rest goes
+// to a new goroutine, which asks the notifier again before it reads.
+func (d *dirState) Readable() {
 	if d.deliver() {
 		return
 	}
@@ -379,7 +410,7 @@ func (d *dirState) resume() {
 
 // finish passes the end of the direction on and accounts it.
 func (d *dirState) finish(err error) {
-	if err != nil && d.srcClosed().Load() {
+	if err != nil && d.srcClosed() {
 		err = nil // we closed src ourselves: that is its end of stream
 	}
 	switch {
@@ -391,7 +422,7 @@ func (d *dirState) finish(err error) {
 				d.l.closeBoth(err)
 			}
 		} else {
-			d.dstClosed().Store(true)
+			d.l.flags.Or(d.dstClosedBit())
 			d.dst().Close()
 		}
 	}

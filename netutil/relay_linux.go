@@ -25,25 +25,19 @@ import (
 // that never pause (bulk, back-to-back round trips) never park.
 var parkAfter = 25 * time.Millisecond
 
-// rawDir is the raw-socket state of one relay direction: the callbacks given
-// to syscall.RawConn, bound once per relay so no read allocates, and what the
-// last callback did. Owned by the goroutine running the direction, except
-// slot (guarded by the loop's mutex).
+// rawLink holds the syscall.RawConn of each of a Link's TCP connections (nil
+// for a connection of another kind), made once by the first direction that
+// needs it: both directions share the socket's RawConn.
+type rawLink struct {
+	rawA, rawB syscall.RawConn
+}
+
+// rawDir is the raw-socket state a direction keeps while it is parked or
+// idle. What a raw copy needs only while bytes move (the pipe or buffer,
+// the callbacks and their results) is in a rawOp taken for the copy.
 type rawDir struct {
-	srcTC    *net.TCPConn
-	src, dst syscall.RawConn
-
-	pipe   *pipe                 // spliced bytes in flight; nil while idle
-	buf    *[relayBufSize]byte   // read path: bytes in flight; nil while idle
-	n      int                   // bytes the last callback moved
-	err    error                 // errno of the last callback
-	readFn func(fd uintptr) bool // bound to spliceIn or readIn
-	outFn  func(fd uintptr) bool // bound to spliceOut
-
 	deadline int64  // the read deadline armed last, in Unix nanoseconds; valid while armed
 	slot     uint32 // 1 + index in loop.slots while parked, 0 otherwise; guarded by loop.mu
-	inPipe   int32  // bytes in pipe not yet written to dst (at most a pipe's size)
-	wdone    int32  // bytes of wbuf deliver's writeFn wrote
 	// canPark: the direction may park in the epoll loop (it exists).
 	// armed: a read callback found the socket empty and set a read deadline
 	// parkAfter ahead, so a deadline error means the source went idle.
@@ -51,46 +45,119 @@ type rawDir struct {
 	// registered: src's descriptor is in the loop's epoll set (perhaps
 	// disarmed after its one-shot event): the next park modifies it.
 	registered bool
+	// inline: deliver may write to dst (a TCP socket) on the notifying
+	// goroutine.
+	inline bool
+}
 
-	// deliver's state: dst as a raw socket (inline), the bytes it writes
-	// (wbuf) and how many went out (wdone), through writeFn.
-	inline  bool
-	wbuf    []byte
-	writeFn func(fd uintptr) bool // bound to writeNow
+// rawConnOf returns the RawConn of c (the Link's a when a is true, else b),
+// making it on first use; nil when c is not a TCP socket or is closed.
+// Only Run's setup calls it, before any direction runs.
+func (l *Link) rawConnOf(a bool) syscall.RawConn {
+	c, rc := l.b, &l.rawB
+	if a {
+		c, rc = l.a, &l.rawA
+	}
+	if *rc == nil {
+		if tc, ok := c.(*net.TCPConn); ok {
+			if raw, err := tc.SyscallConn(); err == nil {
+				*rc = raw
+			}
+		}
+	}
+	return *rc
+}
+
+// srcRaw is the source's RawConn (set up by setupRaw).
+func (d *dirState) srcRaw() syscall.RawConn {
+	if d.aToB {
+		return d.l.rawA
+	}
+	return d.l.rawB
+}
+
+// dstRaw is the destination's RawConn (set up by setupRaw or setupDeliver).
+func (d *dirState) dstRaw() syscall.RawConn {
+	if d.aToB {
+		return d.l.rawB
+	}
+	return d.l.rawA
+}
+
+// rawOp is the state of one raw copy while bytes move: the pipe or buffer in
+// flight and what the last syscall.RawConn callback did. The callbacks are
+// bound to the rawOp once, when the pool makes it, so no copy allocates. A
+// direction takes a rawOp from rawOps for a run of copying (or one direct
+// write) and gives it back before it could park; an idle direction holds
+// none.
+type rawOp struct {
+	d      *dirState
+	pipe   *pipe               // spliced bytes in flight; nil while none
+	buf    *[relayBufSize]byte // read path: bytes in flight; nil while none
+	n      int                 // bytes the last callback moved
+	err    error               // errno of the last callback
+	inPipe int32               // bytes in pipe not yet written to dst (at most a pipe's size)
+	wdone  int32               // bytes of wbuf writeNow wrote
+	wbuf   []byte              // what writeNow writes
+
+	spliceInFn, readInFn, spliceOutFn, writeNowFn func(fd uintptr) bool
+}
+
+var rawOps = sync.Pool{New: func() any {
+	o := new(rawOp)
+	o.spliceInFn, o.readInFn = o.spliceIn, o.readIn
+	o.spliceOutFn, o.writeNowFn = o.spliceOut, o.writeNow
+	return o
+}}
+
+// takeOp returns a rawOp working for d.
+func takeOp(d *dirState) *rawOp {
+	o := rawOps.Get().(*rawOp)
+	o.d = d
+	return o
+}
+
+// release gives back what the op holds (a pipe that still holds bytes that
+// never left is closed, not reused) and returns the op to the pool.
+func (o *rawOp) release() {
+	if o.pipe != nil {
+		if o.inPipe == 0 {
+			pipes.put(o.pipe)
+		} else {
+			o.pipe.close()
+		}
+		o.pipe = nil
+	}
+	if o.buf != nil {
+		relayBufPool.Put(o.buf)
+		o.buf = nil
+	}
+	o.d, o.wbuf, o.err = nil, nil, nil
+	o.n, o.inPipe, o.wdone = 0, 0, 0
+	rawOps.Put(o)
 }
 
 // setupRaw prepares a TCP source for the raw paths and picks splice (TCP
 // destination) or read(2). It reports false when src is not a TCP socket.
 func (d *dirState) setupRaw() bool {
-	stc, ok := d.src().(*net.TCPConn)
-	if !ok {
-		return false
+	if d.l.rawConnOf(d.aToB) == nil {
+		return false // not TCP, or closed already: copyConn's Read reports it
 	}
-	r := &d.raw
-	var err error
-	if r.src, err = stc.SyscallConn(); err != nil {
-		return false // closed already: copyConn's Read reports it
-	}
-	r.srcTC = stc
-	r.canPark = theLoop() != nil
-	if dtc, ok := d.dst().(*net.TCPConn); ok {
-		if r.dst, err = dtc.SyscallConn(); err == nil {
-			d.mode = modeSplice
-			r.readFn, r.outFn = r.spliceIn, r.spliceOut
-			return true
-		}
+	d.raw.canPark = theLoop() != nil
+	if d.l.rawConnOf(!d.aToB) != nil {
+		d.mode = modeSplice
+		return true
 	}
 	d.mode = modeRead
-	r.readFn = r.readIn
 	return true
 }
 
-// readSrc waits for src and runs the bound read callback; a deadline that the
+// readSrc waits for src and runs fn, a read callback; a deadline that the
 // callback armed and that passed means the source went idle: errPark.
-func (r *rawDir) readSrc() error {
-	r.n, r.err = 0, nil
-	err := r.src.Read(r.readFn)
-	if err != nil && r.armed && errors.Is(err, os.ErrDeadlineExceeded) {
+func (o *rawOp) readSrc(src syscall.RawConn, fn func(uintptr) bool) error {
+	o.n, o.err = 0, nil
+	err := src.Read(fn)
+	if err != nil && o.d.raw.armed && errors.Is(err, os.ErrDeadlineExceeded) {
 		return errPark
 	}
 	return err
@@ -101,7 +168,8 @@ func (r *rawDir) readSrc() error {
 // busy source updates its timer a few times per parkAfter, not at every empty
 // read; a source then parks after between parkAfter/2 and parkAfter of
 // silence.
-func (r *rawDir) arm() {
+func (d *dirState) arm() {
+	r := &d.raw
 	if !r.canPark {
 		return
 	}
@@ -111,7 +179,7 @@ func (r *rawDir) arm() {
 	}
 	dl := now.Add(parkAfter)
 	r.deadline = dl.UnixNano()
-	r.srcTC.SetReadDeadline(dl)
+	d.src().(*net.TCPConn).SetReadDeadline(dl)
 	r.armed = true
 }
 
@@ -119,41 +187,32 @@ func (r *rawDir) arm() {
 // handled is false when the kernel refuses to splice the first bytes (EINVAL:
 // a socket type without splice support).
 func (d *dirState) splice() (error, bool) {
-	r := &d.raw
-	defer func() {
-		if r.pipe != nil {
-			if r.inPipe == 0 {
-				pipes.put(r.pipe)
-			} else {
-				r.pipe.close() // holds bytes that never left: not reusable
-			}
-			r.pipe = nil
-		}
-	}()
+	o := takeOp(d)
+	defer o.release()
+	src, dst := d.srcRaw(), d.dstRaw()
 	for {
-		if err := r.readSrc(); err != nil {
+		if err := o.readSrc(src, o.spliceInFn); err != nil {
 			return err, true
 		}
-		if r.err != nil {
-			if d.total == 0 && (r.err == unix.EINVAL || r.err == unix.EOPNOTSUPP) {
-				r.readFn = r.readIn
+		if o.err != nil {
+			if d.total == 0 && (o.err == unix.EINVAL || o.err == unix.EOPNOTSUPP) {
 				return nil, false
 			}
-			return os.NewSyscallError("splice", r.err), true
+			return os.NewSyscallError("splice", o.err), true
 		}
-		if r.n == 0 {
+		if o.n == 0 {
 			return nil, true // EOF
 		}
-		r.inPipe = int32(r.n)
-		for r.inPipe > 0 {
-			r.n, r.err = 0, nil
-			err := r.dst.Write(r.outFn)
-			d.wrote(r.n)
+		o.inPipe = int32(o.n)
+		for o.inPipe > 0 {
+			o.n, o.err = 0, nil
+			err := dst.Write(o.spliceOutFn)
+			d.wrote(o.n)
 			if err != nil {
 				return err, true
 			}
-			if r.err != nil {
-				return os.NewSyscallError("splice", r.err), true
+			if o.err != nil {
+				return os.NewSyscallError("splice", o.err), true
 			}
 		}
 	}
@@ -162,30 +221,30 @@ func (d *dirState) splice() (error, bool) {
 // spliceIn is src's read callback: one splice from the socket into a pipe,
 // taken from the pool for the attempt and given back when the socket has
 // nothing (then false asks the netpoller to wait for readability).
-func (r *rawDir) spliceIn(fd uintptr) bool {
-	if r.pipe == nil {
+func (o *rawOp) spliceIn(fd uintptr) bool {
+	if o.pipe == nil {
 		p, err := pipes.get()
 		if err != nil {
-			r.err = err
+			o.err = err
 			return true
 		}
-		r.pipe = p
+		o.pipe = p
 	}
 	for {
-		n, err := unix.Splice(int(fd), nil, r.pipe.w, nil, r.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(int(fd), nil, o.pipe.w, nil, o.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch err {
 		case nil:
-			r.n = int(n)
+			o.n = int(n)
 			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			pipes.put(r.pipe)
-			r.pipe = nil
-			r.arm()
+			pipes.put(o.pipe)
+			o.pipe = nil
+			o.d.arm()
 			return false
 		default:
-			r.err = err
+			o.err = err
 			return true
 		}
 	}
@@ -193,19 +252,19 @@ func (r *rawDir) spliceIn(fd uintptr) bool {
 
 // spliceOut is dst's write callback: it drains the pipe into the socket until
 // the pipe is empty; a full socket returns false, which waits for writability
-// and calls it again. r.n counts what it wrote over those calls.
-func (r *rawDir) spliceOut(fd uintptr) bool {
-	for r.inPipe > 0 {
-		n, err := unix.Splice(r.pipe.r, nil, int(fd), nil, int(r.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+// and calls it again. o.n counts what it wrote over those calls.
+func (o *rawOp) spliceOut(fd uintptr) bool {
+	for o.inPipe > 0 {
+		n, err := unix.Splice(o.pipe.r, nil, int(fd), nil, int(o.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch err {
 		case nil:
-			r.inPipe -= int32(n)
-			r.n += int(n)
+			o.inPipe -= int32(n)
+			o.n += int(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return false
 		default:
-			r.err = err
+			o.err = err
 			return true
 		}
 	}
@@ -215,24 +274,20 @@ func (r *rawDir) spliceOut(fd uintptr) bool {
 // readCopy reads the TCP source with read(2) into a pooled buffer taken only
 // for the attempt, and writes what it read to dst.
 func (d *dirState) readCopy() error {
-	r := &d.raw
-	defer func() {
-		if r.buf != nil {
-			relayBufPool.Put(r.buf)
-			r.buf = nil
-		}
-	}()
+	o := takeOp(d)
+	defer o.release()
+	src, dst := d.srcRaw(), d.dst()
 	for {
-		if err := r.readSrc(); err != nil {
+		if err := o.readSrc(src, o.readInFn); err != nil {
 			return err
 		}
-		if r.err != nil {
-			return os.NewSyscallError("read", r.err)
+		if o.err != nil {
+			return os.NewSyscallError("read", o.err)
 		}
-		if r.n == 0 {
+		if o.n == 0 {
 			return nil // EOF
 		}
-		nw, err := d.dst().Write(r.buf[:r.n])
+		nw, err := dst.Write(o.buf[:o.n])
 		d.wrote(nw)
 		if err != nil {
 			return err
@@ -242,25 +297,25 @@ func (d *dirState) readCopy() error {
 
 // readIn is src's read callback on the read path: like spliceIn, with a
 // pooled buffer in place of a pipe.
-func (r *rawDir) readIn(fd uintptr) bool {
-	if r.buf == nil {
-		r.buf = relayBufPool.Get().(*[relayBufSize]byte)
+func (o *rawOp) readIn(fd uintptr) bool {
+	if o.buf == nil {
+		o.buf = relayBufPool.Get().(*[relayBufSize]byte)
 	}
 	for {
-		n, err := unix.Read(int(fd), r.buf[:])
+		n, err := unix.Read(int(fd), o.buf[:])
 		switch err {
 		case nil:
-			r.n = n
+			o.n = n
 			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			relayBufPool.Put(r.buf)
-			r.buf = nil
-			r.arm()
+			relayBufPool.Put(o.buf)
+			o.buf = nil
+			o.d.arm()
 			return false
 		default:
-			r.err = err
+			o.err = err
 			return true
 		}
 	}
@@ -276,33 +331,29 @@ const deliverMax = 16 << 10
 // setupDeliver enables deliver for a ReadNotifier source and a TCP
 // destination.
 func (d *dirState) setupDeliver() {
-	dtc, ok := d.dst().(*net.TCPConn)
-	if !ok {
+	if d.l.rawConnOf(!d.aToB) == nil {
 		return
 	}
-	r := &d.raw
-	var err error
-	if r.dst, err = dtc.SyscallConn(); err != nil {
-		return
-	}
-	r.writeFn = r.writeNow
-	r.inline = true
-	if _, ok := d.notifier.(DirectNotifier); ok {
-		d.sinkFn = d.sink
+	d.raw.inline = true
+	if _, ok := d.src().(DirectNotifier); ok {
+		d.direct = true
 	}
 }
 
-// sink is the direct write a DirectNotifier source makes while the
-// direction is parked: b goes from the source's buffer to the destination
-// socket with no copy of ours, as far as the socket takes it without
-// waiting. A write error leaves the bytes to the goroutine that takes the
-// direction over, which meets the error again.
-func (d *dirState) sink(b []byte) int {
-	r := &d.raw
-	r.wbuf, r.wdone, r.err = b, 0, nil
-	r.dst.Write(r.writeFn)
-	n := int(r.wdone)
-	r.wbuf = nil
+// Offer is the direct write a DirectNotifier source makes while the
+// direction is parked (ReadWaiter): b goes from the source's buffer to the
+// destination socket with no copy of ours, as far as the socket takes it
+// without waiting. A write error leaves the bytes to the goroutine that
+// takes the direction over, which meets the error again.
+func (d *dirState) Offer(b []byte) int {
+	if !d.direct {
+		return 0
+	}
+	o := takeOp(d)
+	o.wbuf = b
+	d.dstRaw().Write(o.writeNowFn)
+	n := int(o.wdone)
+	o.release()
 	d.wrote(n)
 	return n
 }
@@ -314,10 +365,12 @@ func (d *dirState) sink(b []byte) int {
 // goroutine reads that again), the destination could not take everything
 // (the rest is in d.pending), or the source had more than deliverMax.
 func (d *dirState) deliver() bool {
-	r := &d.raw
-	if !r.inline {
+	if !d.raw.inline {
 		return false
 	}
+	o := takeOp(d)
+	defer o.release()
+	src, dst := d.src(), d.dstRaw()
 	for moved := 0; moved < deliverMax; {
 		// A notification does not prove the source is readable now: the
 		// goroutine that ran the direction may have read those bytes and
@@ -328,41 +381,42 @@ func (d *dirState) deliver() bool {
 			return true // parked again: d belongs to the next notification
 		}
 		bp := relayBufPool.Get().(*[relayBufSize]byte)
-		n, err := d.src().Read(bp[:])
+		n, err := src.Read(bp[:])
 		if err != nil || n == 0 {
 			relayBufPool.Put(bp)
 			return false
 		}
-		r.wbuf, r.wdone, r.err = bp[:n], 0, nil
-		werr := r.dst.Write(r.writeFn)
-		d.wrote(int(r.wdone))
-		if werr != nil || r.err != nil || int(r.wdone) < n {
+		o.wbuf, o.wdone, o.err = bp[:n], 0, nil
+		werr := dst.Write(o.writeNowFn)
+		d.wrote(int(o.wdone))
+		if werr != nil || o.err != nil || int(o.wdone) < n {
 			// The goroutine writes the rest, waiting if it must, and meets
 			// the error again if there was one.
-			d.pending, d.pendOff, d.pendLen = bp, int(r.wdone), n
-			r.wbuf = nil
+			d.pending, d.pendOff, d.pendLen = bp, o.wdone, int32(n)
+			o.wbuf = nil
 			return false
 		}
-		r.wbuf = nil
+		o.wbuf = nil
 		relayBufPool.Put(bp)
 		moved += n
 	}
 	return false
 }
 
-// writeNow is dst's write callback for deliver: it writes r.wbuf until done,
-// and never asks to wait (a full socket leaves the rest to a goroutine).
-func (r *rawDir) writeNow(fd uintptr) bool {
-	for int(r.wdone) < len(r.wbuf) {
-		n, err := unix.Write(int(fd), r.wbuf[r.wdone:])
+// writeNow is dst's write callback for deliver and Offer: it writes o.wbuf
+// until done, and never asks to wait (a full socket leaves the rest to a
+// goroutine).
+func (o *rawOp) writeNow(fd uintptr) bool {
+	for int(o.wdone) < len(o.wbuf) {
+		n, err := unix.Write(int(fd), o.wbuf[o.wdone:])
 		switch err {
 		case nil:
-			r.wdone += int32(n)
+			o.wdone += int32(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return true
 		default:
-			r.err = err
+			o.err = err
 			return true
 		}
 	}
@@ -373,7 +427,7 @@ func (r *rawDir) writeNow(fd uintptr) bool {
 // when the direction must keep running on this goroutine.
 func (d *dirState) parkInLoop() bool {
 	r := &d.raw
-	r.srcTC.SetReadDeadline(time.Time{})
+	d.src().(*net.TCPConn).SetReadDeadline(time.Time{})
 	r.armed = false
 	lp := theLoop()
 	if lp == nil {
@@ -510,7 +564,7 @@ func (lp *loop) park(d *dirState) bool {
 	lp.mu.Unlock()
 
 	var cerr error
-	err := r.src.Control(func(fd uintptr) {
+	err := d.srcRaw().Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(gen)}
 		if wasRegistered {
 			if cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev); cerr != unix.ENOENT {
@@ -535,7 +589,7 @@ func (lp *loop) park(d *dirState) bool {
 	}
 	// A close that began before the registration may have looked for d
 	// before it was there: look again.
-	if d.l.closing.Load() && lp.take(d) {
+	if d.l.closing() && lp.take(d) {
 		return false
 	}
 	return true

@@ -23,7 +23,7 @@ type feedConn struct {
 	cond     *sync.Cond
 	buf      []byte
 	closed   bool
-	fn       func()
+	w        netutil.ReadWaiter // the parked direction, nil when none
 }
 
 func newFeedConn(c net.Conn) *feedConn {
@@ -51,23 +51,23 @@ func (f *feedConn) Write(p []byte) (int, error) { return len(p), nil }
 func (f *feedConn) Close() error {
 	f.mu.Lock()
 	f.closed = true
-	fn := f.fn
-	f.fn = nil
+	w := f.w
+	f.w = nil
 	f.mu.Unlock()
 	f.cond.Broadcast()
-	if fn != nil {
-		fn()
+	if w != nil {
+		w.Readable()
 	}
 	return nil
 }
 
-func (f *feedConn) NotifyReadable(fn func()) bool {
+func (f *feedConn) NotifyReadable(w netutil.ReadWaiter) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.buf) > 0 || f.closed {
 		return false
 	}
-	f.fn = fn
+	f.w = w
 	return true
 }
 
@@ -75,11 +75,11 @@ func (f *feedConn) NotifyReadable(fn func()) bool {
 // (or late, after the bytes that caused it were read).
 func (f *feedConn) notify() {
 	f.mu.Lock()
-	fn := f.fn
-	f.fn = nil
+	w := f.w
+	f.w = nil
 	f.mu.Unlock()
-	if fn != nil {
-		fn()
+	if w != nil {
+		w.Readable()
 	}
 }
 
@@ -94,7 +94,7 @@ func (f *feedConn) feed(p []byte) {
 func (f *feedConn) registered() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.fn != nil
+	return f.w != nil
 }
 
 // TestLinkLateNotification: a notification that arrives after the bytes that
@@ -143,46 +143,46 @@ func TestLinkLateNotification(t *testing.T) {
 }
 
 // directFeedConn is a feedConn that is also a DirectNotifier: feed offers
-// the bytes to the parked direction's write function first, as hbone.Stream
-// does, and buffers (and notifies) only what it did not take.
+// the bytes to the parked direction (ReadWaiter.Offer) first, as
+// hbone.Stream does, and buffers (and notifies) only what it did not take.
 type directFeedConn struct {
 	*feedConn
-	sink    func([]byte) int
-	offered int // bytes the sink took
+	direct  bool // the waiter came through NotifyReadableWith
+	offered int  // bytes Offer took
 }
 
-func (f *directFeedConn) NotifyReadableWith(fn func(), write func([]byte) int) bool {
+func (f *directFeedConn) NotifyReadableWith(w netutil.ReadWaiter) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.buf) > 0 || f.closed {
 		return false
 	}
-	f.fn, f.sink = fn, write
+	f.w, f.direct = w, true
 	return true
 }
 
 func (f *directFeedConn) feed(p []byte) {
 	f.mu.Lock()
-	fn, sink := f.fn, f.sink
-	if fn == nil || sink == nil || len(f.buf) > 0 {
+	w := f.w
+	if w == nil || !f.direct || len(f.buf) > 0 {
 		f.mu.Unlock()
 		f.feedConn.feed(p)
 		return
 	}
-	f.fn, f.sink = nil, nil
+	f.w, f.direct = nil, false
 	f.mu.Unlock()
-	took := sink(p)
+	took := w.Offer(p)
 	f.mu.Lock()
 	f.offered += took
 	if took == len(p) {
-		f.fn, f.sink = fn, sink // still parked
+		f.w, f.direct = w, true // still parked
 		f.mu.Unlock()
 		return
 	}
 	f.buf = append(f.buf, p[took:]...)
 	f.mu.Unlock()
 	f.cond.Broadcast()
-	fn()
+	w.Readable()
 }
 
 // TestLinkDirectSink: a parked direction whose source is a DirectNotifier

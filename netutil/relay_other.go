@@ -2,8 +2,14 @@
 
 package netutil
 
-// rawDir is empty where the relay has no raw-socket path.
-type rawDir struct{}
+// rawLink and rawDir are empty where the relay has no raw-socket path.
+type (
+	rawLink struct{}
+	rawDir  struct{}
+)
+
+// Offer takes nothing off Linux: setupDeliver never enables direct writes.
+func (d *dirState) Offer(b []byte) int { return 0 }
 
 // setupRaw is not handled off Linux: every direction uses copyConn.
 func (d *dirState) setupRaw() bool { return false }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/policy"
@@ -153,6 +154,11 @@ func (j *job) end() {
 	}
 	j.p.wg.Done()
 }
+
+// An HBONE stream relays without a goroutine while idle and takes arriving bytes straight to
+// its destination socket only as a netutil.DirectNotifier; the relay finds that by a type
+// assertion, so a signature drift would silently cost both. This keeps it a compile error.
+var _ netutil.DirectNotifier = (*hbone.Stream)(nil)
 
 // relay hands client and upstream to an asynchronous relay and returns once the relay runs on
 // goroutines of its own (its first direction parked or ended). The relay owns both connections
