@@ -15,20 +15,13 @@ import (
 
 // tracked is one live connection known to the tracker, and the completion callback of its
 // relay (done). closer ends it: the accepted connection (or both legs) until the relay runs,
-// then the relay's Link. Inbound connections also carry what policy needs to re-evaluate them
-// (pol). It is kept small on purpose: a node holds one per open connection.
+// then the relay's Link. Policy re-evaluates inbound connections from their record
+// (record.policyInputs). It is kept small on purpose: a node holds one per open connection.
 type tracked struct {
-	closer io.Closer      // guarded by tracker.mu once added
-	rec    *record        // its telemetry, for byte flushes and late denials; outbound: nil before the relay starts
-	pol    *inboundPolicy // nil for outbound connections
-	p      *Proxy         // set by relay, for done
-	j      *job           // set by relay, for done
-}
-
-// inboundPolicy is what policy re-evaluation needs of an inbound connection.
-type inboundPolicy struct {
-	target policy.Target
-	conn   policy.Conn
+	closer io.Closer // guarded by tracker.mu once added
+	rec    *record   // its telemetry, for byte flushes, late denials and policy; outbound: nil before the relay starts
+	p      *Proxy    // set by relay, for done
+	j      *job      // set by relay, for done
 }
 
 // closePair closes two connections: both legs of an inbound connection before its relay runs.
@@ -119,10 +112,11 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
 	var closers []io.Closer
 	for c := range t.conns {
-		if c.pol == nil {
+		if c.rec == nil || !c.rec.inbound {
 			continue
 		}
-		if d := set.Evaluate(c.pol.target, &c.pol.conn); !d.Allow {
+		target, conn := c.rec.policyInputs()
+		if d := set.Evaluate(target, &conn); !d.Allow {
 			closers = append(closers, c.closer)
 			c.rec.deny(d.Reason) // marks the record before close, for logs and response flags
 		}

@@ -6,12 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
-	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
@@ -77,7 +75,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	}
 	snap := p.cfg.Store.Snapshot()
 	rec := &record{
-		start: time.Now(), direction: "inbound", src: pi.remote, dst: pi.local, hboneAddr: target,
+		start: now(), inbound: true, src: pi.remote, dst: pi.local, hboneAddr: target,
 		srcID: identOf(pi.id), mtls: true,
 	}
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
@@ -94,8 +92,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	rec.dstID = identOf(rec.dstW.Identity())
 	rec.open(p.cfg.Metrics)
 
-	pt := policy.Target{Namespace: rec.dstW.Namespace, Policies: rec.dstW.AuthorizationPolicies}
-	pc := policy.Conn{SrcID: pi.id, SrcIP: pi.remote.Addr(), DstIP: target.Addr(), DstPort: target.Port()}
+	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		s.Reject(http.StatusUnauthorized)
 		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
@@ -117,17 +114,13 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	}
 	s.Detach()
 	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
-	p.relayInbound(rec, s, app, pt, pc, &job{p: p})
+	p.relayInbound(rec, s, app, &job{p: p})
 }
 
 // relayInbound relays an accepted inbound connection to the app while tracking it for drain and
-// policy re-evaluation. It takes both connections and j (see relay).
-func (p *Proxy) relayInbound(rec *record, client, app net.Conn, pt policy.Target, pc policy.Conn, j *job) {
-	tr := &tracked{
-		closer: closePair{client, app},
-		rec:    rec,
-		pol:    &inboundPolicy{target: pt, conn: pc},
-	}
+// policy re-evaluation (from rec). It takes both connections and j (see relay).
+func (p *Proxy) relayInbound(rec *record, client, app net.Conn, j *job) {
+	tr := &tracked{closer: closePair{client, app}, rec: rec}
 	p.conns.add(tr)
 	p.relay(rec, tr, client, app, j)
 }
@@ -165,7 +158,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
-	rec := &record{start: time.Now(), direction: "inbound", src: src, dst: dst}
+	rec := &record{start: now(), inbound: true, src: src, dst: dst}
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
 	rec.open(p.cfg.Metrics)
@@ -174,8 +167,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", dst.Addr()), metrics.FlagConnect, 0, 0)
 		return
 	}
-	pt := policy.Target{Namespace: rec.dstW.Namespace, Policies: rec.dstW.AuthorizationPolicies}
-	pc := policy.Conn{SrcIP: src.Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
+	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		c.Close()
 		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
@@ -189,7 +181,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)
 		return
 	}
-	p.relayInbound(rec, c, app, pt, pc, j)
+	p.relayInbound(rec, c, app, j)
 }
 
 // WatchPolicies re-evaluates live inbound connections whenever the store changes and closes

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -301,7 +300,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 			client.Close()
 		}
 	}()
-	rec := &record{start: time.Now(), direction: "outbound", src: src, dst: dst}
+	rec := &record{start: now(), src: src, dst: dst}
 	if p.isOwnPort(dst) || dst == addrPort(client.LocalAddr()) {
 		p.log.Warn("outbound: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
 		return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -19,8 +20,7 @@ import (
 // "connection complete" access log line when it ends. Owned by the connection's goroutine,
 // except lateDeny which policy re-evaluation may set concurrently.
 type record struct {
-	start     time.Time
-	direction string // "outbound" or "inbound"
+	start     monoTime // when the connection was accepted
 	src, dst  netip.AddrPort
 	hboneAddr netip.AddrPort // valid when the connection was tunnelled (outbound) or arrived over HBONE
 
@@ -29,6 +29,7 @@ type record struct {
 	srcID      ident // the source's verified (inbound) or own (outbound) identity
 	dstID      ident
 	mtls       bool
+	inbound    bool // the inbound side of a connection (else outbound)
 
 	m metrics.Conn // set by open; the zero Conn (never opened) counts nothing
 
@@ -40,6 +41,41 @@ type record struct {
 	lateDeny string   // set when a policy change closed the connection
 	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
 }
+
+// policyInputs returns what L4 policy evaluates for an inbound connection whose destination
+// workload is known: the workload's policies, and the connection's verified source identity
+// (zero on plaintext), source address and destination (the CONNECT target over HBONE, the
+// original destination otherwise). The first evaluation and every re-evaluation use it, so the
+// connection is judged by the same inputs each time, without keeping a copy of them.
+func (r *record) policyInputs() (policy.Target, policy.Conn) {
+	dst := r.dst
+	if r.hboneAddr.IsValid() {
+		dst = r.hboneAddr
+	}
+	return policy.Target{Namespace: r.dstW.Namespace, Policies: r.dstW.AuthorizationPolicies},
+		policy.Conn{SrcID: r.srcID.ID(), SrcIP: r.src.Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
+}
+
+// direction is the access log's direction field.
+func (r *record) direction() string {
+	if r.inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// monoTime is a reading of the monotonic clock, in nanoseconds since the process's epoch: the
+// 8 bytes of a time.Time (24) that a duration needs.
+type monoTime int64
+
+// epoch is monoTime's zero.
+var epoch = time.Now()
+
+// now returns the current monoTime.
+func now() monoTime { return monoTime(time.Since(epoch)) }
+
+// since returns the time elapsed since t.
+func (t monoTime) since() time.Duration { return time.Duration(now() - t) }
 
 // flush adds the bytes moved since the last flush to the metrics.
 func (r *record) flush() {
@@ -162,7 +198,7 @@ func orName(a, b string) string {
 // open counts the connection as opened.
 func (r *record) open(reg *metrics.Registry) {
 	reporter := metrics.ReporterSource
-	if r.direction == "inbound" {
+	if r.inbound {
 		reporter = metrics.ReporterDestination
 	}
 	r.m = reg.Open(r.labels(reporter))
@@ -194,7 +230,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	// ztunnel logs bytes from its own point of view towards the peer: the source side sent the
 	// request bytes, the destination side sent the response bytes.
 	sent, recv := toServer, toClient
-	if r.direction == "inbound" {
+	if r.inbound {
 		sent, recv = toClient, toServer
 	}
 	srcIDs, dstIDs := r.ids()
@@ -225,10 +261,10 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		attrs = append(attrs, slog.String("dst.identity", dstIDs))
 	}
 	attrs = append(attrs,
-		slog.String("direction", r.direction),
+		slog.String("direction", r.direction()),
 		slog.Int64("bytes_sent", sent),
 		slog.Int64("bytes_recv", recv),
-		slog.String("duration", strconv.FormatInt(time.Since(r.start).Milliseconds(), 10)+"ms"),
+		slog.String("duration", strconv.FormatInt(r.start.since().Milliseconds(), 10)+"ms"),
 	)
 	if flags != "" && flags != metrics.FlagNone {
 		attrs = append(attrs, slog.String("response_flags", flags))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"net/netip"
 	"strconv"
 	"testing"
 	"unsafe"
@@ -9,6 +10,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 )
 
@@ -67,15 +69,16 @@ func TestIDCache(t *testing.T) {
 	}
 }
 
-// TestRecordSize keeps a record (one per connection, for its life) in Go's 256-byte
+// TestRecordSize keeps a record (one per connection, for its life) in Go's 224-byte
 // allocation class: with its identities and their URIs inline it was 360 bytes (a 384-byte
-// allocation); they are now shared (ident).
+// allocation) until they were shared (ident), then 248 (a 256-byte allocation) while it kept
+// the direction as a string and the start as a time.Time.
 func TestRecordSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("SKIPPED: the size budget is for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(record{}); got > 256 {
-		t.Errorf("record is %d bytes, want at most 256 (64-bit)", got)
+	if got := unsafe.Sizeof(record{}); got > 224 {
+		t.Errorf("record is %d bytes, want at most 224 (64-bit)", got)
 	}
 }
 
@@ -88,5 +91,36 @@ func TestTrackedSize(t *testing.T) {
 	}
 	if got := unsafe.Sizeof(tracked{}); got > 48 {
 		t.Errorf("tracked is %d bytes, want at most 48 (64-bit)", got)
+	}
+}
+
+// TestPolicyInputs: policy judges an inbound connection by the CONNECT target over HBONE (the
+// record's dst is then the local 15008 address) and by the original destination on plaintext,
+// with the verified identity only over HBONE. Re-evaluation reads the same inputs from the
+// record, so a connection allowed when it opened is judged alike when policies change.
+func TestPolicyInputs(t *testing.T) {
+	target := netip.MustParseAddrPort("10.244.0.3:8080")
+	hbone := newTestRecord("inbound")
+	hbone.dst = netip.MustParseAddrPort("10.244.0.3:15008")
+	hbone.hboneAddr = target
+	plain := newTestRecord("inbound")
+	plain.srcID, plain.mtls = ident{}, false
+
+	for _, tc := range []struct {
+		name   string
+		rec    *record
+		wantID identity.ID
+	}{
+		{"hbone", hbone, recSrc},
+		{"plaintext", plain, identity.ID{}},
+	} {
+		pt, pc := tc.rec.policyInputs()
+		if pt.Namespace != recDstW.Namespace {
+			t.Errorf("%s: target namespace %q, want %q", tc.name, pt.Namespace, recDstW.Namespace)
+		}
+		want := policy.Conn{SrcID: tc.wantID, SrcIP: tc.rec.src.Addr(), DstIP: target.Addr(), DstPort: target.Port()}
+		if pc != want {
+			t.Errorf("%s: conn %+v, want %+v", tc.name, pc, want)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/ztunnel-go/ztunnel/config"
 	"github.com/ztunnel-go/ztunnel/logging"
@@ -34,7 +33,7 @@ var (
 // outbound.go and inbound.go fill it.
 func newTestRecord(direction string) *record {
 	r := &record{
-		start: time.Now(), direction: direction,
+		start: now(), inbound: direction == "inbound",
 		src:  netip.MustParseAddrPort("10.244.0.2:40312"),
 		dst:  netip.MustParseAddrPort("10.244.0.3:8080"),
 		srcW: recSrcW, dstW: recDstW, dstSvc: recSvc,
