@@ -488,6 +488,12 @@ func (c *conn) writeData(s *Stream, p []byte, end bool) error {
 	return nil
 }
 
+// noIndex reports header names whose values differ on every stream: Forwarded carries the
+// client's address and port. Indexed, each would take a place in both ends' HPACK dynamic
+// tables (with the map entries that index them) only to evict entries that do repeat, such as
+// the :authority of a busy destination. They go out as never-indexed literals.
+func noIndex(name string) bool { return name == "forwarded" }
+
 // writeHeadersLocked encodes fields (name, value pairs) and writes them as
 // HEADERS plus CONTINUATION frames. wmu must be held.
 func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
@@ -501,7 +507,8 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
 	}
 	c.hbuf.Reset()
 	for i := 0; i+1 < len(fields); i += 2 {
-		if err := c.henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}); err != nil {
+		f := hpack.HeaderField{Name: fields[i], Value: fields[i+1], Sensitive: noIndex(fields[i])}
+		if err := c.henc.WriteField(f); err != nil {
 			return fmt.Errorf("hbone: encode headers: %w", err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -675,5 +676,46 @@ func TestClientIdleFrameFloods(t *testing.T) {
 			}
 			<-connected
 		})
+	}
+}
+
+// TestForwardedNotIndexed: the Forwarded header, different on every stream (the client's
+// address and port), goes out as a never-indexed literal, so it takes no place in either end's
+// HPACK dynamic table; the other request fields stay indexable.
+func TestForwardedNotIndexed(t *testing.T) {
+	p := newRawServer(t)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80", Header: http.Header{"Forwarded": {`for="10.0.0.2:40000"`}}})
+		if err == nil {
+			s.Close()
+		}
+	}()
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the request: %v", err)
+		}
+		h, ok := f.(*http2.MetaHeadersFrame)
+		if !ok {
+			continue
+		}
+		var sawForwarded bool
+		for _, hf := range h.Fields {
+			switch {
+			case hf.Name == "forwarded":
+				sawForwarded = true
+				if !hf.Sensitive {
+					t.Errorf("forwarded went out indexable")
+				}
+			case hf.Sensitive:
+				t.Errorf("%s went out never-indexed", hf.Name)
+			}
+		}
+		if !sawForwarded {
+			t.Fatalf("no forwarded field in %v", h.Fields)
+		}
+		return
 	}
 }
