@@ -263,6 +263,11 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 
+	if d := a.cfg.MemoryTrimInterval; d > 0 {
+		t := &memTrim{interval: d, quietBytes: defaultTrimQuietBytes, minExcess: defaultTrimMinExcess, log: a.log}
+		wg.Go(func() { t.run(runCtx) }) // memtrim.go
+	}
+
 	if a.shared != nil {
 		return a.runShared(ctx, cancelRun) // shared.go
 	}

@@ -110,6 +110,11 @@ type Config struct {
 	// WorkerThreadsSet reports whether ZTUNNEL_WORKER_THREADS was set
 	// explicitly (as opposed to a computed default).
 	WorkerThreadsSet bool
+	// MemoryTrimInterval is ZTUNNEL_MEMORY_TRIM_INTERVAL (ours, not the
+	// Rust ztunnel's; default 10s, 0 disables): how often the process looks
+	// for a quiet spell after which to return the heap's free pages to the
+	// kernel (see app/memtrim.go).
+	MemoryTrimInterval time.Duration
 	// PreferredServiceNamespace is PREFERED_SERVICE_NAMESPACE (ztunnel's
 	// spelling): the namespace preferred after the local one when resolving
 	// a service hostname; "" for none.

@@ -50,6 +50,7 @@ const (
 	defaultKeepaliveTries  = 9
 	defaultTermDeadline    = 5 * time.Second
 	defaultWorkerThreads   = 2
+	defaultMemoryTrim      = 10 * time.Second
 	defaultAdminPort       = 15000
 	defaultStatsPort       = 15020
 	defaultReadinessPort   = 15021
@@ -373,6 +374,7 @@ func (s *source) build() (*Config, error) {
 	c.HTTP2.FrameSize = uint32(s.uint("HTTP2_FRAME_SIZE", 32, defaultFrameSize, minHTTP2Frame, maxHTTP2Frame))
 	c.Pool.MaxStreamsPerConnection = uint16(s.uint("POOL_MAX_STREAMS_PER_CONNECTION", 16, defaultPoolStreams, 1, math.MaxUint16))
 	c.Pool.UnusedReleaseTimeout = s.duration("POOL_UNUSED_RELEASE_TIMEOUT", defaultPoolRelease, 0)
+	c.MemoryTrimInterval = s.duration("ZTUNNEL_MEMORY_TRIM_INTERVAL", defaultMemoryTrim, 0)
 	c.Keepalive.Enabled = s.boolean("KEEPALIVE_ENABLED", true)
 	c.Keepalive.Time = s.duration("KEEPALIVE_TIME", defaultKeepaliveTime, time.Second)
 	c.Keepalive.Interval = s.duration("KEEPALIVE_INTERVAL", defaultKeepaliveIntvl, time.Second)

@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// memTrim returns the heap's free pages to the kernel when the proxy goes quiet after a spell
+// that left them behind (a burst of new connections that now sit idle, a large xDS push).
+//
+// Go's runtime keeps up to its heap goal resident: twice the heap live at the last collection
+// (GOGC=100), plus a tenth, until the next collection, and a proxy that allocates nothing (idle
+// connections, and bulk relays, allocate nothing) may not collect for two minutes, after which
+// the goal is still twice the live heap. So a node keeps about twice the memory its connections
+// hold. The Rust ztunnel's allocator behaves differently: jemalloc returns pages freed for ten
+// seconds (its dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell:
+// after an interval in which the process allocated less than quietBytes, if the heap holds at
+// least minExcess bytes of garbage and free pages, it runs one collection that returns every
+// free page (debug.FreeOSMemory). It then waits for an interval that allocates quietBytes or
+// more before it may trim again, so a steady load costs nothing and a load that comes and goes
+// costs at most one collection per two intervals. Measured in benchmarks/README.md ("Idle
+// memory trim").
+type memTrim struct {
+	interval   time.Duration // how often it looks; ZTUNNEL_MEMORY_TRIM_INTERVAL
+	quietBytes uint64        // allocations per interval under which the process is quiet
+	minExcess  uint64        // reclaimable heap bytes worth a collection
+	log        *slog.Logger
+
+	// onTrim, when set, is called after each trim with the bytes it expected to reclaim (tests).
+	onTrim func(excess uint64)
+}
+
+// Defaults of memTrim. A quiet interval allocates less than 1 MiB: an idle ztunnel allocates a
+// few kilobytes a second (metrics flushes, pool keepalives), one opening connections several
+// megabytes. Less than 4 MiB to reclaim is not worth a collection. The estimate of what a
+// collection would reclaim (what was allocated since the last one, plus free pages) is rough:
+// it counts objects allocated since the last collection that are still live, and it cannot
+// see objects that died without a collection since.
+const (
+	defaultTrimQuietBytes = 1 << 20
+	defaultTrimMinExcess  = 4 << 20
+)
+
+// The runtime/metrics samples memTrim reads, in this order.
+var trimMetrics = [...]string{
+	"/gc/heap/allocs:bytes",              // cumulative bytes allocated
+	"/memory/classes/heap/objects:bytes", // live and not yet swept dead objects
+	"/gc/heap/live:bytes",                // marked live by the last collection
+	"/memory/classes/heap/free:bytes",    // free, resident, not yet returned
+}
+
+// run looks every interval until ctx ends. It owns no other goroutine.
+func (t *memTrim) run(ctx context.Context) {
+	samples := make([]metrics.Sample, len(trimMetrics))
+	for i, name := range trimMetrics {
+		samples[i].Name = name
+	}
+	read := func() (allocs, excess uint64) {
+		metrics.Read(samples)
+		for _, s := range samples {
+			if s.Value.Kind() != metrics.KindUint64 {
+				return 0, 0 // not supported by this runtime: never trims
+			}
+		}
+		allocs = samples[0].Value.Uint64()
+		objects, live, free := samples[1].Value.Uint64(), samples[2].Value.Uint64(), samples[3].Value.Uint64()
+		if objects > live {
+			excess = objects - live
+		}
+		return allocs, excess + free
+	}
+	lastAllocs, _ := read()
+	armed := true // start-up's own release ran; what follows it may still leave garbage
+	tick := time.NewTicker(t.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		allocs, excess := read()
+		quiet := allocs-lastAllocs < t.quietBytes
+		lastAllocs = allocs
+		switch {
+		case !quiet:
+			armed = true
+		case armed && excess >= t.minExcess:
+			armed = false
+			start := time.Now()
+			debug.FreeOSMemory()
+			t.log.Debug("returned idle heap memory", "reclaimable_bytes", excess, "took", time.Since(start))
+			if t.onTrim != nil {
+				t.onTrim(excess)
+			}
+			lastAllocs, _ = read() // the collection's own allocations do not count as load
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
+)
+
+// released reads the heap bytes returned to the kernel so far.
+func released() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// sink keeps the test's allocations from being optimised away.
+var sink []byte
+
+// churn allocates n bytes of garbage in 64 KiB pieces.
+func churn(n int) {
+	for range n >> 16 {
+		sink = make([]byte, 64<<10)
+	}
+	sink = nil
+}
+
+// TestMemTrim: after an interval that allocates little, the heap's garbage and free pages go
+// back to the kernel, once; another trim needs a busy interval first.
+//
+// The collector is off for the test, so the garbage stays in the heap until memTrim collects
+// it (as in a proxy that allocates nothing and so does not collect), and the runtime's
+// background scavenger, which only returns pages above the heap goal, cannot be what returns
+// it.
+func TestMemTrim(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+
+	var trims atomic.Int32
+	var lastExcess atomic.Uint64
+	tr := &memTrim{
+		interval:   50 * time.Millisecond,
+		quietBytes: 1 << 20,
+		minExcess:  4 << 20,
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		onTrim: func(excess uint64) {
+			lastExcess.Store(excess)
+			trims.Add(1)
+		},
+	}
+
+	churn(64 << 20)
+	before := released()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	testwait.Until(t, "a trim after a quiet interval", 10*time.Second, func() bool { return trims.Load() == 1 })
+	if e := lastExcess.Load(); e < 48<<20 {
+		t.Errorf("the trim expected %d reclaimable bytes, want at least the 48 MiB of garbage left", e)
+	}
+	if got := released() - before; got < 32<<20 {
+		t.Errorf("%d bytes went back to the kernel, want at least 32 MiB of the 64 MiB of garbage", got)
+	}
+
+	// Quiet intervals after a trim do not trim again, even with new garbage under the
+	// quiet threshold per interval.
+	for range 6 {
+		churn(512 << 10)
+		time.Sleep(tr.interval)
+	}
+	if n := trims.Load(); n != 1 {
+		t.Fatalf("%d trims over quiet intervals after the first, want none", n-1)
+	}
+
+	// A busy interval re-arms it.
+	churn(16 << 20)
+	testwait.Until(t, "a second trim after a busy interval", 10*time.Second, func() bool { return trims.Load() == 2 })
+}
+
+// TestMemTrimSmallExcess: a quiet process with less to reclaim than minExcess is left alone.
+func TestMemTrimSmallExcess(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+
+	var trims atomic.Int32
+	tr := &memTrim{
+		interval:   20 * time.Millisecond,
+		quietBytes: 1 << 20,
+		minExcess:  1 << 40,
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		onTrim:     func(uint64) { trims.Add(1) },
+	}
+	churn(8 << 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*tr.interval)
+	defer cancel()
+	tr.run(ctx)
+	if n := trims.Load(); n != 0 {
+		t.Fatalf("%d trims with less to reclaim than minExcess, want none", n)
+	}
+}
