@@ -188,7 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	rep := &Report{Machine: machineInfo(), Settings: Settings{
 		Duration: opts.duration.String(), RRDuration: opts.rrDuration.String(), Reps: opts.reps,
-		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads,
+		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads, Settle: opts.settle.String(),
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
 		ZtunnelEnv: opts.ztunnelEnv,
 	}}

@@ -68,6 +68,9 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
 	}
+	if rep.Settings.Settle != "100ms" {
+		t.Errorf("settings record settle %q, want the 100ms asked for", rep.Settings.Settle)
+	}
 	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay}
 	if _, err := exec.LookPath("haproxy"); err == nil {
 		paths = append(paths, pathHAProxy)

@@ -89,13 +89,16 @@ type Machine struct {
 
 // Settings are the knobs the run used.
 type Settings struct {
-	Duration      string   `json:"duration"`
-	RRDuration    string   `json:"rr_duration"`
-	Reps          int      `json:"reps"`
-	IdleConns     int      `json:"idle_conns"`
-	IdleWorkloads int      `json:"idle_workloads"`
-	Scenarios     []string `json:"scenarios"`
-	Paths         []string `json:"paths"`
+	Duration      string `json:"duration"`
+	RRDuration    string `json:"rr_duration"`
+	Reps          int    `json:"reps"`
+	IdleConns     int    `json:"idle_conns"`
+	IdleWorkloads int    `json:"idle_workloads"`
+	// Settle is the wait before RSS is read (S5, idle RSS); absent in reports made before it
+	// was recorded (the default was then 1s too).
+	Settle    string   `json:"settle,omitempty"`
+	Scenarios []string `json:"scenarios"`
+	Paths     []string `json:"paths"`
 	// ZtunnelEnv is what -ztunnel-env added to the ztunnels' environment (none: the defaults).
 	ZtunnelEnv []string `json:"ztunnel_env,omitempty"`
 }
@@ -315,8 +318,12 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5); %d workloads (idle RSS).\n",
-		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, r.Settings.IdleWorkloads)
+	settle := ""
+	if r.Settings.Settle != "" {
+		settle = ", RSS read " + r.Settings.Settle + " after they settle"
+	}
+	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5%s); %d workloads (idle RSS).\n",
+		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
 	if len(r.Settings.ZtunnelEnv) > 0 {
