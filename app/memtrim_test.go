@@ -31,6 +31,15 @@ func churn(n int) {
 	sink = nil
 }
 
+// noGC turns the collector off for the test (see TestMemTrim).
+func noGC(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+}
+
+// discard is a logger that writes nothing.
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 // TestMemTrim: after an interval that allocates little, the heap's garbage and free pages go
 // back to the kernel, once; another trim needs a busy interval first.
 //
@@ -39,8 +48,7 @@ func churn(n int) {
 // background scavenger, which only returns pages above the heap goal, cannot be what returns
 // it.
 func TestMemTrim(t *testing.T) {
-	old := debug.SetGCPercent(-1)
-	t.Cleanup(func() { debug.SetGCPercent(old) })
+	noGC(t)
 
 	var trims atomic.Int32
 	var lastExcess atomic.Uint64
@@ -48,7 +56,7 @@ func TestMemTrim(t *testing.T) {
 		interval:   50 * time.Millisecond,
 		quietBytes: 1 << 20,
 		minExcess:  4 << 20,
-		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		log:        discard,
 		onTrim: func(excess uint64) {
 			lastExcess.Store(excess)
 			trims.Add(1)
@@ -93,15 +101,14 @@ func TestMemTrim(t *testing.T) {
 
 // TestMemTrimSmallExcess: a quiet process with less to reclaim than minExcess is left alone.
 func TestMemTrimSmallExcess(t *testing.T) {
-	old := debug.SetGCPercent(-1)
-	t.Cleanup(func() { debug.SetGCPercent(old) })
+	noGC(t)
 
 	var trims atomic.Int32
 	tr := &memTrim{
 		interval:   20 * time.Millisecond,
 		quietBytes: 1 << 20,
 		minExcess:  1 << 40,
-		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		log:        discard,
 		onTrim:     func(uint64) { trims.Add(1) },
 	}
 	churn(8 << 20)

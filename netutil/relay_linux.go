@@ -50,39 +50,38 @@ type rawDir struct {
 	inline bool
 }
 
-// rawConnOf returns the RawConn of c (the Link's a when a is true, else b),
-// making it on first use; nil when c is not a TCP socket or is closed.
-// Only Run's setup calls it, before any direction runs.
+// rawConnOf returns the RawConn of the Link's a (a true) or b, making it on
+// first use; nil when that connection is not a TCP socket or is closed. Only
+// Run's setup calls it, before any direction runs.
 func (l *Link) rawConnOf(a bool) syscall.RawConn {
+	if rc := l.rawOf(a); rc != nil {
+		return rc
+	}
 	c, rc := l.b, &l.rawB
 	if a {
 		c, rc = l.a, &l.rawA
 	}
-	if *rc == nil {
-		if tc, ok := c.(*net.TCPConn); ok {
-			if raw, err := tc.SyscallConn(); err == nil {
-				*rc = raw
-			}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			*rc = raw
 		}
 	}
 	return *rc
 }
 
-// srcRaw is the source's RawConn (set up by setupRaw).
-func (d *dirState) srcRaw() syscall.RawConn {
-	if d.aToB {
-		return d.l.rawA
+// rawOf returns the RawConn rawConnOf made for a (a true) or b.
+func (l *Link) rawOf(a bool) syscall.RawConn {
+	if a {
+		return l.rawA
 	}
-	return d.l.rawB
+	return l.rawB
 }
 
+// srcRaw is the source's RawConn (set up by setupRaw).
+func (d *dirState) srcRaw() syscall.RawConn { return d.l.rawOf(d.aToB) }
+
 // dstRaw is the destination's RawConn (set up by setupRaw or setupDeliver).
-func (d *dirState) dstRaw() syscall.RawConn {
-	if d.aToB {
-		return d.l.rawB
-	}
-	return d.l.rawA
-}
+func (d *dirState) dstRaw() syscall.RawConn { return d.l.rawOf(!d.aToB) }
 
 // rawOp is the state of one raw copy while bytes move: the pipe or buffer in
 // flight and what the last syscall.RawConn callback did. The callbacks are
