@@ -359,14 +359,18 @@ func (d *dirState) setup() {
 }
 
 // start begins a direction that Run does not run inline: parked on its
-// source's notification when that is possible and there is nothing to read,
-// otherwise on a goroutine of its own.
+// source's notification when that is possible and there is nothing to read;
+// with a notifying source that has bytes already (data an HBONE client sent
+// with its request), as if it had just notified: what can move without
+// waiting moves on the calling goroutine, before the other direction runs
+// there; otherwise on a goroutine of its own.
 func (d *dirState) start() {
 	if d.mode == modeNotified {
 		if d.notify() {
 			return // parked: d belongs to the notification
 		}
-		d.ready = true
+		d.Readable()
+		return
 	}
 	workers.Go(d.run) // owned by the Link: counted in running, reported by done
 }

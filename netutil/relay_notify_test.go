@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,4 +226,42 @@ func TestLinkDirectSink(t *testing.T) {
 		t.Fatal("the sink took nothing: the bytes went through Read")
 	}
 	t.Logf("sink took %d of %d bytes", offered, total)
+}
+
+// runWatchConn is a feedConn whose Read records whether it was called from
+// Link.Run's goroutine, inside Run.
+type runWatchConn struct {
+	*feedConn
+	inRun atomic.Bool
+}
+
+func (f *runWatchConn) Read(p []byte) (int, error) {
+	stack := make([]byte, 16<<10)
+	stack = stack[:runtime.Stack(stack, false)]
+	if bytes.Contains(stack, []byte("netutil.(*Link).Run(")) {
+		f.inRun.Store(true)
+	}
+	return f.feedConn.Read(p)
+}
+
+// TestLinkRunDeliversReadySource: when a ReadNotifier source already holds
+// bytes as the relay starts (data an HBONE client sent with its request),
+// Run moves them to a TCP destination on its own goroutine, without handing
+// them to a new one first.
+func TestLinkRunDeliversReadySource(t *testing.T) {
+	a, _ := tcpPair(t)
+	peer, far := tcpPair(t)
+	src := &runWatchConn{feedConn: newFeedConn(a)}
+	src.feed([]byte("early"))
+	l := netutil.NewLink(src, peer, nil, nil, nil)
+	go l.Run()
+	defer l.Close()
+	far.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(far, got); err != nil || string(got) != "early" {
+		t.Fatalf("relayed %q, %v; want \"early\"", got, err)
+	}
+	if !src.inRun.Load() {
+		t.Error("the source's bytes were read on another goroutine than Run's")
+	}
 }
