@@ -106,6 +106,16 @@ type Request struct {
 	// Header holds extra headers, e.g. "Forwarded", "Baggage",
 	// "Traceparent". Keys are canonicalised on the server side.
 	Header http.Header
+	// Early holds the first bytes of the tunnel, already read from the
+	// client, to send with the request instead of after its answer. As much
+	// of it as the peer's flow-control windows and frame size allow goes out
+	// as DATA in the same write as the HEADERS; the rest is written after a
+	// 200, before Connect returns. On any other answer it is dropped. The
+	// peer must hold DATA that arrives before it answers (RFC 9113 lets a
+	// client send it; HTTP/2 frames keep it inside the stream): ztunnels
+	// do, and never deliver it before they answer 200. Connect does not
+	// keep Early after it returns.
+	Early []byte
 }
 
 // StatusError is a non-200 answer to CONNECT.

@@ -461,18 +461,7 @@ func (c *conn) writeData(s *Stream, p []byte, end bool) error {
 			// The stream was reset: no DATA may follow the RST_STREAM.
 			skipped = true
 		} else {
-			h := &c.dataHdr
-			n := len(p)
-			h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
-			h[3] = byte(http2.FrameData)
-			h[4] = 0
-			if end {
-				h[4] = byte(http2.FlagDataEndStream)
-			}
-			binary.BigEndian.PutUint32(h[5:], s.id)
-			if _, err = c.bw.Write(h[:]); err == nil && n > 0 {
-				_, err = c.bw.Write(p)
-			}
+			err = c.writeDataLocked(s.id, p, end)
 		}
 	}
 	uerr := c.unlockWrite()
@@ -486,6 +475,26 @@ func (c *conn) writeData(s *Stream, p []byte, end bool) error {
 		return c.connErr()
 	}
 	return nil
+}
+
+// writeDataLocked writes one DATA frame of p on stream id to the write
+// buffer. wmu must be held, and the caller has reserved len(p) bytes of send
+// window.
+func (c *conn) writeDataLocked(id uint32, p []byte, end bool) error {
+	h := &c.dataHdr
+	n := len(p)
+	h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
+	h[3] = byte(http2.FrameData)
+	h[4] = 0
+	if end {
+		h[4] = byte(http2.FlagDataEndStream)
+	}
+	binary.BigEndian.PutUint32(h[5:], id)
+	_, err := c.bw.Write(h[:])
+	if err == nil && n > 0 {
+		_, err = c.bw.Write(p)
+	}
+	return err
 }
 
 // noIndex reports header names whose values differ on every stream: Forwarded carries the

@@ -1015,6 +1015,7 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 	}
 
 	// Ids must go out in increasing order: allocate under the write lock.
+	early := 0 // bytes of req.Early sent with the request
 	err := c.lockWrite()
 	if err == nil {
 		c.mu.Lock()
@@ -1035,7 +1036,10 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 		}
 		c.mu.Unlock()
 		if err == nil {
-			if err = c.writeHeadersLocked(s.id, false, fields...); err != nil {
+			if err = c.writeHeadersLocked(s.id, false, fields...); err == nil && len(req.Early) > 0 {
+				early, err = c.writeEarlyLocked(s, req.Early)
+			}
+			if err != nil {
 				c.unlockWrite()
 				c.fail(err)
 				return nil, c.connErr()
@@ -1075,6 +1079,13 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 		}
 	}
 	if status == http.StatusOK {
+		if rest := req.Early[early:]; len(rest) > 0 {
+			// The windows did not take it all with the request.
+			if _, err := s.Write(rest); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
 		return s, nil
 	}
 	s.resetLocal(http2.ErrCodeCancel) // no-op if the answer ended the stream
@@ -1082,6 +1093,22 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 		return nil, &StatusError{Code: status}
 	}
 	return nil, serr
+}
+
+// writeEarlyLocked writes as much of early as one DATA frame on the new
+// stream s may carry now (flow-control windows, the peer's frame size) and
+// returns how much that was. wmu must be held.
+func (c *conn) writeEarlyLocked(s *Stream, early []byte) (int, error) {
+	c.mu.Lock()
+	k := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame), maxDataFrame, int64(len(early)))
+	if k <= 0 {
+		c.mu.Unlock()
+		return 0, nil
+	}
+	s.sendWindow -= k
+	c.sendWindow -= k
+	c.mu.Unlock()
+	return int(k), c.writeDataLocked(s.id, early[:k], false)
 }
 
 // hopByHop lists connection-specific headers HTTP/2 forbids.
