@@ -115,6 +115,11 @@ type Config struct {
 	// for a quiet spell after which to return the heap's free pages to the
 	// kernel (see app/memtrim.go).
 	MemoryTrimInterval time.Duration
+	// HBONEEarlyData is ZTUNNEL_HBONE_EARLY_DATA (ours; default true): send
+	// the bytes a client has already written with the CONNECT request
+	// instead of after its 200, on tunnels that end at a workload's
+	// ztunnel (never to a waypoint). See proxy.Config.EarlyData.
+	HBONEEarlyData bool
 	// PreferredServiceNamespace is PREFERED_SERVICE_NAMESPACE (ztunnel's
 	// spelling): the namespace preferred after the local one when resolving
 	// a service hostname; "" for none.

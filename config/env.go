@@ -375,6 +375,7 @@ func (s *source) build() (*Config, error) {
 	c.Pool.MaxStreamsPerConnection = uint16(s.uint("POOL_MAX_STREAMS_PER_CONNECTION", 16, defaultPoolStreams, 1, math.MaxUint16))
 	c.Pool.UnusedReleaseTimeout = s.duration("POOL_UNUSED_RELEASE_TIMEOUT", defaultPoolRelease, 0)
 	c.MemoryTrimInterval = s.duration("ZTUNNEL_MEMORY_TRIM_INTERVAL", defaultMemoryTrim, 0)
+	c.HBONEEarlyData = s.boolean("ZTUNNEL_HBONE_EARLY_DATA", true)
 	c.Keepalive.Enabled = s.boolean("KEEPALIVE_ENABLED", true)
 	c.Keepalive.Time = s.duration("KEEPALIVE_TIME", defaultKeepaliveTime, time.Second)
 	c.Keepalive.Interval = s.duration("KEEPALIVE_INTERVAL", defaultKeepaliveIntvl, time.Second)

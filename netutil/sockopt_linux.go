@@ -193,6 +193,32 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	return ap, serr
 }
 
+// ReadReady reads into p what c has already received, without waiting: 0
+// and nil when nothing has arrived. An end of stream is not reported: a TCP
+// socket keeps returning it, so the next Read finds it. A pending socket
+// error (a reset) is, since reading consumes it.
+func ReadReady(c *net.TCPConn, p []byte) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), p)
+		return true // never wait
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == unix.EAGAIN || rerr == unix.EINTR:
+		return 0, nil
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
+	}
+	return max(n, 0), nil
+}
+
 // originalDst reads one of the two original-destination options. The kernel
 // copies a sockaddr_in (16 bytes) or sockaddr_in6 (28 bytes) and only checks
 // that the buffer is at least that large; IPv6MTUInfo is a 32-byte buffer x/sys

@@ -25,6 +25,10 @@ func Mark(c syscall.Conn) (uint32, error) { return 0, ErrUnsupported }
 // OriginalDst returns ErrUnsupported: SO_ORIGINAL_DST is Linux-only.
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, ErrUnsupported }
 
+// ReadReady reads nothing: without a raw read that never waits, early data
+// is not used.
+func ReadReady(c *net.TCPConn, p []byte) (int, error) { return 0, nil }
+
 // CurrentNetns returns ErrUnsupported: network namespaces are Linux-only.
 func CurrentNetns() (fd int, err error) { return -1, ErrUnsupported }
 

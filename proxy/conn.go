@@ -29,10 +29,12 @@ type closePair struct{ a, b net.Conn }
 
 func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) }
 
-// done is the relay's completion: untrack, write the record, end the job.
-func (tr *tracked) done(toServer, toClient int64, err error) {
+// done is the relay's completion: untrack, write the record, end the job. The byte totals
+// are the record's counters, which the relay added to as it wrote and which also hold what
+// went before it (early data sent with an HBONE request).
+func (tr *tracked) done(_, _ int64, err error) {
 	tr.p.conns.remove(tr)
-	tr.rec.finish(tr.p.access, benign(err), metrics.FlagNone, toServer, toClient)
+	tr.rec.finish(tr.p.access, benign(err), metrics.FlagNone, tr.rec.toServer.Load(), tr.rec.toClient.Load())
 	tr.j.end()
 }
 

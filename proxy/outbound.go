@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -353,15 +354,35 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 			rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
 			return
 		}
+		req := &hbone.Request{
+			Method:    http.MethodConnect,
+			Authority: rt.target.String(),
+			Header:    http.Header{"Forwarded": {forwarded(src, rt.dstSvc)}},
+		}
+		var early *[earlyMax]byte
+		if tc, ok := client.(*net.TCPConn); ok && p.cfg.EarlyData && !rt.waypoint {
+			early = earlyPool.Get().(*[earlyMax]byte)
+			n, rerr := netutil.ReadReady(tc, early[:])
+			if rerr != nil {
+				// The client reset before it was connected: as if it had during the relay.
+				earlyPool.Put(early)
+				cancel()
+				rec.finish(p.access, benign(rerr), metrics.FlagNone, 0, 0)
+				return
+			}
+			req.Early = early[:n]
+		}
 		upstream, err = p.pool.Connect(ctx, hbone.Key{
 			Source:   rec.srcID.URI(),
 			Expected: joinIDs(rt.expected),
 			Addr:     rt.hboneAddr,
-		}, &hbone.Request{
-			Method:    http.MethodConnect,
-			Authority: rt.target.String(),
-			Header:    http.Header{"Forwarded": {forwarded(src, rt.dstSvc)}},
-		})
+		}, req)
+		if err == nil {
+			rec.toServer.Add(int64(len(req.Early)))
+		}
+		if early != nil {
+			earlyPool.Put(early) // Connect keeps nothing of it
+		}
 	} else {
 		upstream, err = p.dialUpstream(ctx, netip.AddrPort{}, rt.target)
 	}
@@ -382,6 +403,14 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 	}
 	p.relay(rec, tr, client, upstream, j)
 }
+
+// earlyMax bounds the early data of one outbound connection (see Config.EarlyData): one DATA
+// frame of the smallest size a peer may allow, which a client's first flight (a TLS
+// ClientHello, an HTTP request's headers) usually fits.
+const earlyMax = 16 << 10
+
+// earlyPool holds *[earlyMax]byte, taken only while an outbound HBONE connection is opened.
+var earlyPool = sync.Pool{New: func() any { return new([earlyMax]byte) }}
 
 // forwarded is ztunnel's Forwarded header: for="ip:port", and ;host=<service hostname> when
 // the app addressed a service.

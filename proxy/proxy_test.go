@@ -137,6 +137,7 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 		Store: e.store, Certs: e.certs, Self: serverID,
 		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true, Ports: e.ports,
 		Socket:           netutil.SocketOptions{NoDelay: true},
+		EarlyData:        true, // ztunnel's default (ZTUNNEL_HBONE_EARLY_DATA)
 		TerminationGrace: 2 * time.Second,
 		AccessLog:        slog.New(slog.NewTextHandler(e.access, nil)),
 	}

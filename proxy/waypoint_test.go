@@ -48,6 +48,17 @@ type testWaypoint struct {
 
 	mu   sync.Mutex
 	reqs []waypointRequest // guarded by mu
+	// peek, when set, makes the server read for up to peek before it answers, and record in
+	// early how many bytes it got: data sent with the request. Guarded by mu.
+	peek  time.Duration
+	early []int
+}
+
+// earlyBytes returns what the server read before it answered, per request since peek was set.
+func (w *testWaypoint) earlyBytes() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.early)
 }
 
 func (w *testWaypoint) requests() []waypointRequest {
@@ -85,10 +96,22 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 				srv := &hbone.Server{Handler: hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
 					wp.mu.Lock()
 					wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer})
+					peek := wp.peek
 					wp.mu.Unlock()
+					var first [64]byte
+					n := 0
+					if peek > 0 {
+						s.SetReadDeadline(time.Now().Add(peek))
+						n, _ = s.Read(first[:])
+						s.SetReadDeadline(time.Time{})
+						wp.mu.Lock()
+						wp.early = append(wp.early, n)
+						wp.mu.Unlock()
+					}
 					if err := s.Respond(http.StatusOK); err != nil {
 						return
 					}
+					s.Write(first[:n])
 					io.Copy(s, s)
 					s.CloseWrite()
 				})}
