@@ -15,9 +15,9 @@ import (
 )
 
 // socksPipelined connects through the SOCKS5 port to dst, from src, writing the SOCKS
-// greeting, the request and payload in one write (the client does not wait for the replies),
-// so payload is in the proxy's socket before the outbound connection is handled. It returns
-// the connection after reading both replies.
+// greeting, the request and payload (may be empty) in one write (the client does not wait for
+// the replies), so payload is in the proxy's socket before the outbound connection is handled.
+// It returns the connection after reading both replies, with no deadline set.
 func (e *testEnv) socksPipelined(t *testing.T, src netip.Addr, dst netip.AddrPort, payload string) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
@@ -36,6 +36,7 @@ func (e *testEnv) socksPipelined(t *testing.T, src netip.Addr, dst netip.AddrPor
 	if _, err := io.ReadFull(c, resp); err != nil || resp[1] != 0 || resp[3] != 0 {
 		t.Fatalf("socks5 replies %v, %v", resp, err)
 	}
+	c.SetReadDeadline(time.Time{})
 	return c
 }
 

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
@@ -160,21 +159,7 @@ func (e *testEnv) echoService(gw *workload.GatewayAddress) *workload.Service {
 // socksDialFrom is socksDial from another source address.
 func (e *testEnv) socksDialFrom(t *testing.T, src netip.Addr, dst netip.AddrPort) net.Conn {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
-	c, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.SOCKS5).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := append([]byte{5, 1, 0, 5, 1, 0, 1}, dst.Addr().AsSlice()...)
-	req = binary.BigEndian.AppendUint16(req, dst.Port())
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	resp := make([]byte, 12)
-	if _, err := io.ReadFull(c, resp); err != nil || resp[1] != 0 {
-		t.Fatalf("socks5 reply %v, %v", resp, err)
-	}
-	return c
+	return e.socksPipelined(t, src, dst, "")
 }
 
 // roundTrip writes msg, half-closes and returns everything read back. Write errors are not
