@@ -38,6 +38,25 @@ func (cc *ClientConn) Connect(ctx context.Context, req *Request) (*Stream, error
 	return cc.c.connect(ctx, req, nil)
 }
 
+// Open opens a CONNECT stream for req and returns it as soon as the request
+// is written, without waiting for the answer, so the tunnel's first bytes
+// leave in the round trip of the request instead of after it. req.Early goes
+// out as with Connect, the part the windows did not take at once before
+// Open returns. Write may send more before the answer; Read waits for it
+// and fails with *StatusError on an answer other than 200 (Refusal then
+// tells a refused request from a later failure). ctx bounds the request's
+// sending; its deadline, if any, also bounds the wait for the answer: a
+// stream still unanswered then is reset and its Read fails with an error
+// matching os.ErrDeadlineExceeded. A refusal after Open returned is not
+// retried, even one matching ErrRefused: the stream may have sent bytes
+// that only its caller had.
+//
+// The peer holds what arrives before it answers (RFC 9113 lets a client
+// send DATA before the response; ztunnels deliver it only after a 200).
+func (cc *ClientConn) Open(ctx context.Context, req *Request) (*Stream, error) {
+	return cc.c.open(ctx, req, nil)
+}
+
 // CanTakeNewStream reports whether Connect may open a stream now: false
 // when the connection is closed or draining (GOAWAY), out of stream ids or
 // at the peer's SETTINGS_MAX_CONCURRENT_STREAMS.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -110,7 +111,8 @@ type Request struct {
 	// client, to send with the request instead of after its answer. As much
 	// of it as the peer's flow-control windows and frame size allow goes out
 	// as DATA in the same write as the HEADERS; the rest is written after a
-	// 200, before Connect returns. On any other answer it is dropped. The
+	// 200, before Connect returns (Open writes it at once). On any other
+	// answer it is dropped. The
 	// peer must hold DATA that arrives before it answers (RFC 9113 lets a
 	// client send it; HTTP/2 frames keep it inside the stream): ztunnels
 	// do, and never deliver it before they answer 200. Connect does not
@@ -167,6 +169,7 @@ var (
 	errStreamClosed = fmt.Errorf("hbone: stream closed: %w", net.ErrClosed)
 	errWriteClosed  = errors.New("hbone: write after CloseWrite")
 	errNotOpen      = errors.New("hbone: stream has no 200 response")
+	errNoAnswer     = fmt.Errorf("hbone: no answer to CONNECT by the deadline: %w", os.ErrDeadlineExceeded)
 	errConnClosed   = fmt.Errorf("hbone: connection closed: %w", net.ErrClosed)
 	errGoAwayDrain  = fmt.Errorf("hbone: connection drained after GOAWAY: %w", net.ErrClosed)
 	errPeerEOF      = fmt.Errorf("hbone: peer closed the connection: %w", io.ErrUnexpectedEOF)

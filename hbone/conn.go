@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,6 +239,15 @@ type conn struct {
 	closed         bool      // fail ran
 	err            error     // why the connection ended
 	streamErr      error     // err as seen by streams that were still open
+
+	// Client: streams opened by open with a deadline for their answer, in
+	// the order they were opened; an entry leaves when the answer comes, the
+	// stream goes, or the deadline passes (answerTick). answerTimer (made by
+	// the first such stream) fires at answerAt, the earliest deadline, as
+	// c.now(); 0 when it is not armed. Guarded by mu.
+	awaiting    []awaitEntry
+	answerTimer *time.Timer
+	answerAt    int64
 
 	wg       sync.WaitGroup // control writer and (client) read loop
 	handlers sync.WaitGroup // server: Handler goroutines
@@ -599,6 +609,10 @@ func (c *conn) fail(err error) {
 	}
 	clear(c.streams)
 	c.connWaiters = nil
+	c.awaiting = nil
+	if c.answerTimer != nil {
+		c.answerTimer.Stop()
+	}
 	serr := c.streamErr
 	c.mu.Unlock()
 	close(c.done)
@@ -674,6 +688,9 @@ func (c *conn) removeStream(s *Stream) {
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
 	}
+	if len(c.awaiting) > 0 {
+		c.dropAwaitingLocked(s)
+	}
 	drained := c.goingAway && len(c.streams) == 0 && !c.closed
 	c.mu.Unlock()
 	s.runOnDone()
@@ -718,5 +735,85 @@ func (c *conn) creditConn(n int64) {
 			c.enqueue(ctrlFrame{kind: ctrlWindowUpdate, val: uint32(u)})
 			return
 		}
+	}
+}
+
+// ---- answer deadlines of opened streams (client) ----
+
+// awaitEntry is a stream opened by open and the deadline of its answer, as
+// c.now().
+type awaitEntry struct {
+	s  *Stream
+	by int64
+}
+
+// awaitAnswer gives the opened stream s until dl for its answer.
+func (c *conn) awaitAnswer(s *Stream, dl time.Time) {
+	by := c.now() + int64(time.Until(dl))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return // the stream failed with the connection
+	}
+	c.awaiting = append(c.awaiting, awaitEntry{s: s, by: by})
+	if c.answerAt != 0 && c.answerAt <= by {
+		return // the timer fires first for an earlier deadline
+	}
+	c.answerAt = by
+	d := time.Duration(by - c.now())
+	if c.answerTimer == nil {
+		c.answerTimer = time.AfterFunc(d, c.answerTick)
+	} else {
+		c.answerTimer.Reset(d)
+	}
+}
+
+// answered removes s from the streams waiting for an answer (it has one).
+func (c *conn) answered(s *Stream) {
+	c.mu.Lock()
+	if len(c.awaiting) > 0 {
+		c.dropAwaitingLocked(s)
+	}
+	c.mu.Unlock()
+}
+
+// dropAwaitingLocked removes s's entry, if any. Answers come mostly in the
+// order of the requests, so the entry is usually the first. c.mu must be
+// held.
+func (c *conn) dropAwaitingLocked(s *Stream) {
+	for i, e := range c.awaiting {
+		if e.s == s {
+			c.awaiting = slices.Delete(c.awaiting, i, i+1) // clears the vacated entry
+			return
+		}
+	}
+}
+
+// answerTick runs on answerTimer: it resets the streams whose answer is
+// late and arms the timer for the next deadline.
+func (c *conn) answerTick() {
+	c.mu.Lock()
+	now := c.now()
+	var late []*Stream
+	keep, next := c.awaiting[:0], int64(0)
+	for _, e := range c.awaiting {
+		if e.by <= now {
+			late = append(late, e.s)
+			continue
+		}
+		keep = append(keep, e)
+		if next == 0 || e.by < next {
+			next = e.by
+		}
+	}
+	clear(c.awaiting[len(keep):])
+	c.awaiting = keep
+	c.answerAt = next
+	if next != 0 && !c.closed {
+		c.answerTimer.Reset(time.Duration(next - now))
+	}
+	c.mu.Unlock()
+	for _, s := range late {
+		s.answerTimedOut()
 	}
 }

@@ -100,12 +100,25 @@ const maxRefusedRetries = 3
 
 // Connect opens a CONNECT stream to k on a pooled connection.
 func (p *Pool) Connect(ctx context.Context, k Key, req *Request) (*Stream, error) {
+	return p.request(ctx, k, req, true)
+}
+
+// Open is ClientConn.Open on a pooled connection to k: it returns the stream
+// once the request is written. Streams the connection cannot take now (it
+// is draining or at the peer's limit) are retried on another connection, as
+// with Connect; a refusal that comes after Open returned is not.
+func (p *Pool) Open(ctx context.Context, k Key, req *Request) (*Stream, error) {
+	return p.request(ctx, k, req, false)
+}
+
+// request is Connect (wait true) and Open (wait false).
+func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*Stream, error) {
 	for attempt := 0; ; attempt++ {
 		pc, err := p.acquire(ctx, k)
 		if err != nil {
 			return nil, err
 		}
-		s, err := pc.cc.c.connect(ctx, req, func() { p.release(pc) })
+		s, err := pc.cc.c.request(ctx, req, func() { p.release(pc) }, wait)
 		if err == nil {
 			return s, nil
 		}

@@ -483,8 +483,23 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s.status = status
+	closed := s.localClosed
 	s.mu.Unlock()
-	s.signalR() // connect waits for the answer on wakeR
+	c.answered(s)
+	if closed {
+		// Closed while it waited for this answer (see Close): it ends now.
+		if f.StreamEnded() {
+			s.onRemoteEnd()
+		} else {
+			s.resetLocal(http2.ErrCodeCancel)
+		}
+		return nil
+	}
+	if status == http.StatusOK {
+		s.signalR() // connect waits for the answer on wakeR
+	} else {
+		s.wake() // an opened stream's reader learns of the refusal (Read fails)
+	}
 	if f.StreamEnded() {
 		s.onRemoteEnd()
 	}

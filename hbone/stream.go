@@ -280,6 +280,13 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, errStreamClosed
 		}
+		if s.deniedLocked() {
+			// An opened stream (ClientConn.Open) whose request was refused:
+			// whatever the answer carried is not tunnel data.
+			code := s.status
+			s.mu.Unlock()
+			return 0, &StatusError{Code: code}
+		}
 		if s.recv.n > 0 {
 			if len(p) == 0 {
 				s.mu.Unlock()
@@ -360,7 +367,7 @@ func (s *Stream) NotifyReadableWith(w ReadWaiter) bool {
 func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed {
+	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed || s.deniedLocked() {
 		return false
 	}
 	s.waiter, s.offers = w, offers
@@ -629,10 +636,73 @@ func (s *Stream) writableLocked() error {
 		return s.err
 	case s.wantEnd:
 		return errWriteClosed
-	case s.status != http.StatusOK:
+	case s.status != http.StatusOK && !(s.client && s.status == 0):
+		// A client stream may send before its answer (it was opened
+		// with Open, or this is early data); a refused one may not.
 		return errNotOpen
 	}
 	return nil
+}
+
+// deniedLocked reports whether a client stream was answered with a status
+// other than 200. s.mu must be held.
+func (s *Stream) deniedLocked() bool {
+	return s.client && s.status != 0 && s.status != http.StatusOK
+}
+
+// Refusal reports why a client stream's request failed: *StatusError when
+// it was answered with a status other than 200, or the error that ended the
+// stream before any answer came (the peer's reset, the connection's
+// failure, no answer by the deadline of Open). It returns nil for a stream
+// answered 200, one still waiting for its answer, one that Close ended
+// before its answer, and server streams.
+func (s *Stream) Refusal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.refusedLocked():
+		return nil
+	case s.status != 0:
+		return &StatusError{Code: s.status}
+	}
+	return s.err
+}
+
+// Refused reports whether Refusal would return an error, without making
+// one (netutil.Refuser: a relay resets its other side when the tunnel it
+// started on before the answer was refused).
+func (s *Stream) Refused() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refusedLocked()
+}
+
+// refusedLocked is Refused. s.mu must be held.
+func (s *Stream) refusedLocked() bool {
+	switch {
+	case !s.client || s.status == http.StatusOK:
+		return false
+	case s.status != 0:
+		return true
+	case s.err == nil:
+		return false
+	}
+	var re *ResetError
+	return !errors.As(s.err, &re) || re.Remote // not our own reset (Close)
+}
+
+// answerTimedOut resets an opened stream still waiting for its answer past
+// the deadline given to Open.
+func (s *Stream) answerTimedOut() {
+	s.mu.Lock()
+	waiting := s.status == 0 && !s.finished
+	if waiting && s.err == nil {
+		s.err = errNoAnswer
+	}
+	s.mu.Unlock()
+	if waiting {
+		s.resetLocal(http2.ErrCodeCancel)
+	}
 }
 
 func (s *Stream) writable() error {
@@ -821,7 +891,13 @@ func (s *Stream) Close() error {
 	s.recv.release()
 	s.closeDoneLocked()
 	finished := s.finished
-	canEnd := !finished && !s.wantEnd && s.err == nil && s.status == http.StatusOK
+	// An opened stream still waiting for its answer (ClientConn.Open) is not reset before
+	// the answer if it can end its request instead: a server counts streams reset before
+	// it answered against its defence from rapid resets (ours allows two per concurrent
+	// stream in 10 s), and clients that go away early must not cost the connection's other
+	// streams. It is reset when the answer comes (onResponseHeaders) or its deadline passes.
+	waiting := !finished && s.client && s.status == 0 && s.err == nil
+	canEnd := !finished && !s.wantEnd && s.err == nil && (s.status == http.StatusOK || waiting)
 	s.mu.Unlock()
 	s.c.creditConn(unread)
 	s.wake()
@@ -838,6 +914,14 @@ func (s *Stream) Close() error {
 			s.sendEnd()
 		}
 		s.releaseWrite()
+	}
+	if waiting {
+		s.mu.Lock()
+		later := s.sentEnd && s.status == 0 && !s.finished
+		s.mu.Unlock()
+		if later {
+			return nil
+		}
 	}
 	s.resetLocal(http2.ErrCodeCancel)
 	return nil
@@ -992,6 +1076,21 @@ var (
 // nil, runs exactly once when the stream is over (or at once on failure
 // before the stream existed).
 func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
+	return c.request(ctx, req, onDone, true)
+}
+
+// open opens a CONNECT stream on a client connection and returns it once the
+// request (with as much of req.Early as fits) is written, without waiting for
+// the answer: the rest of req.Early is written at once, Write may send more
+// before the answer, and Read waits for it (see ClientConn.Open). When ctx
+// has a deadline, an answer that has not come by then resets the stream.
+// onDone is as for connect.
+func (c *conn) open(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
+	return c.request(ctx, req, onDone, false)
+}
+
+// request is connect (wait true) and open (wait false).
+func (c *conn) request(ctx context.Context, req *Request, onDone func(), wait bool) (*Stream, error) {
 	s := newStream(c, 0, true)
 	s.onDone = onDone
 	if err := ctx.Err(); err != nil {
@@ -1054,6 +1153,18 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 			s.runOnDone()
 		}
 		return nil, err
+	}
+	if !wait {
+		if dl, ok := ctx.Deadline(); ok {
+			c.awaitAnswer(s, dl)
+		}
+		if rest := req.Early[early:]; len(rest) > 0 {
+			if _, err := s.Write(rest); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+		return s, nil
 	}
 
 	// Wait for the response or a failure; either wakes wakeR (made before
