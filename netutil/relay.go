@@ -83,6 +83,14 @@ type DirectNotifier interface {
 	NotifyReadableWith(w ReadWaiter) bool
 }
 
+// Refuser is a connection that may turn out never to have been established
+// after a relay started on it: an HBONE stream opened before its answer
+// (hbone.Stream is one). Refused reports whether it was refused or failed
+// before it was answered.
+type Refuser interface {
+	Refused() bool
+}
+
 // Link is one relay between two connections, a and b, that it owns from
 // NewLink on: bytes a->b and b->a until both directions have ended, then both
 // connections are closed and done reports the bytes written each way and the
@@ -93,8 +101,11 @@ type DirectNotifier interface {
 // Close otherwise), while the other direction keeps flowing. If either
 // direction fails (read or write error) both connections are closed at once,
 // which ends the other direction too, and that first error is reported
-// (wrapped errors classify with errors.Is; see IsDisconnect). A clean end of
-// both directions reports a nil error; Close reports net.ErrClosed.
+// (wrapped errors classify with errors.Is; see IsDisconnect). When one of the
+// connections is a Refuser refused after the relay wrote bytes to it (as the
+// counter of that direction says), the other is closed with a reset
+// (SO_LINGER 0) if it is TCP. A clean end of both directions reports a nil
+// error; Close reports net.ErrClosed.
 //
 // Between two *net.TCPConn the bytes move by splice(2) without entering user
 // space, through a pipe taken from a shared pool only while bytes are in
@@ -202,6 +213,16 @@ func (l *Link) closeBoth(err error) {
 	l.closeOnce.Do(func() {
 		l.flags.Or(linkClosing)
 		l.firstErr = err
+		if err != nil {
+			// A tunnel refused with bytes in it: their sender learns of it by a reset, as
+			// when a proxy that waited for the answer closes with those bytes unread.
+			if refusedAfter(l.b, l.aToB.count) {
+				resetOnClose(l.a)
+			}
+			if refusedAfter(l.a, l.bToA.count) {
+				resetOnClose(l.b)
+			}
+		}
 		l.a.Close()
 		l.b.Close()
 		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
@@ -210,6 +231,20 @@ func (l *Link) closeBoth(err error) {
 			}
 		}
 	})
+}
+
+// refusedAfter reports whether c is a Refuser that was refused after bytes were written to
+// it: count (the counter of the direction writing to c; nil: assume some) is not zero.
+func refusedAfter(c net.Conn, count *atomic.Int64) bool {
+	r, ok := c.(Refuser)
+	return ok && r.Refused() && (count == nil || count.Load() > 0)
+}
+
+// resetOnClose makes closing c, a TCP connection, send a reset (SO_LINGER 0).
+func resetOnClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 }
 
 // dirEnded accounts the end of one direction; the last one closes both
