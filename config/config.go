@@ -116,9 +116,9 @@ type Config struct {
 	// kernel (see app/memtrim.go).
 	MemoryTrimInterval time.Duration
 	// HBONEEarlyData is ZTUNNEL_HBONE_EARLY_DATA (ours; default true): send
-	// the bytes a client has already written with the CONNECT request
-	// instead of after its 200, on tunnels that end at a workload's
-	// ztunnel (never to a waypoint). See proxy.Config.EarlyData.
+	// a client's bytes with and after the CONNECT request instead of after
+	// its 200, on tunnels that end at a workload's ztunnel (never to a
+	// waypoint). See proxy.Config.EarlyData.
 	HBONEEarlyData bool
 	// PreferredServiceNamespace is PREFERED_SERVICE_NAMESPACE (ztunnel's
 	// spelling): the namespace preferred after the local one when resolving

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -22,6 +23,10 @@ type tracked struct {
 	rec    *record   // its telemetry, for byte flushes, late denials and policy; outbound: nil before the relay starts
 	p      *Proxy    // set by relay, for done
 	j      *job      // set by relay, for done
+	// opened is the HBONE stream of an outbound connection relayed before its answer
+	// (hbone.Pool.Open), for done to tell a refused request from a relay error; nil
+	// otherwise. Set before the relay starts.
+	opened *hbone.Stream
 }
 
 // closePair closes two connections: both legs of an inbound connection before its relay runs.
@@ -32,9 +37,22 @@ func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) 
 // done is the relay's completion: untrack, write the record, end the job. The byte totals
 // are the record's counters, which the relay added to as it wrote and which also hold what
 // went before it (early data sent with an HBONE request).
+//
+// A connection relayed before its HBONE answer whose request failed (refused, reset, or
+// unanswered by the connect timeout) is reported as a failed connect, as it is when the
+// answer is awaited first: the error names the target and no bytes count, since none reached
+// it.
 func (tr *tracked) done(_, _ int64, err error) {
 	tr.p.conns.remove(tr)
-	tr.rec.finish(tr.p.access, benign(err), metrics.FlagNone, tr.rec.toServer.Load(), tr.rec.toClient.Load())
+	rec := tr.rec
+	if tr.opened != nil {
+		if rerr := tr.opened.Refusal(); rerr != nil {
+			rec.finish(tr.p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr, rerr), metrics.FlagConnect, 0, 0)
+			tr.j.end()
+			return
+		}
+	}
+	rec.finish(tr.p.access, benign(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())
 	tr.j.end()
 }
 
@@ -155,6 +173,9 @@ func (j *job) end() {
 // its destination socket only as a netutil.DirectNotifier; the relay finds that by a type
 // assertion, so a signature drift would silently cost both. This keeps it a compile error.
 var _ netutil.DirectNotifier = (*hbone.Stream)(nil)
+
+// The relay resets the client of a tunnel refused after it started (see netutil.Refuser).
+var _ netutil.Refuser = (*hbone.Stream)(nil)
 
 // relay hands client and upstream to an asynchronous relay and returns once the relay runs on
 // goroutines of its own (its first direction parked or ended). The relay owns both connections

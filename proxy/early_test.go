@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,4 +119,68 @@ func TestInboundEarlyData(t *testing.T) {
 			t.Errorf("the app got %d connections and %d bytes of a denied client, want none", n, b)
 		}
 	})
+}
+
+// TestOutboundSendsBeforeAnswer: with EarlyData, bytes a client writes after its outbound
+// connection was handled (so not read with the request) still reach the destination's HBONE
+// server before it answers: the relay starts once the request is out. The server reads them
+// before it answers, and they count in bytes_sent.
+func TestOutboundSendsBeforeAnswer(t *testing.T) {
+	const payload = "written after the request left"
+	e := newEnvConfig(t, func(c *Config) { c.EarlyData = true })
+	peer := e.startWaypoint(t, netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE), waypointID)
+	peer.mu.Lock()
+	peer.peek = 3 * time.Second
+	peer.mu.Unlock()
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
+
+	c := e.socksPipelined(t, clientIP, netip.AddrPortFrom(waypointIP, 9), "")
+	local := c.LocalAddr().String()
+	// Wait until the request is at the server (its answer waits for the peek), so the
+	// payload cannot go with it.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(peer.requests()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the request did not reach the server")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if got := roundTrip(t, c, payload); got != payload {
+		t.Fatalf("echo = %q, want %q", got, payload)
+	}
+	if got := peer.earlyBytes(); !slices.Equal(got, []int{len(payload)}) {
+		t.Errorf("bytes the server read before answering = %v, want [%d]", got, len(payload))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the round trip took %v: the server answered at the end of its peek, without the bytes", took)
+	}
+	waitLog(t, e.access, "connection complete", "direction=outbound", "src.addr="+local,
+		"bytes_sent="+strconv.Itoa(len(payload)), "bytes_recv="+strconv.Itoa(len(payload)))
+}
+
+// TestOutboundRefusedBeforeAnswer: a connection relayed before its answer and then refused
+// by the destination's ztunnel (policy: 401) is logged and counted as a failed connect, as
+// when the answer is awaited: response_flags CONNECT, the status in the error, and no bytes,
+// although the client's bytes had left with and after the request. Either way the client is
+// reset, as the destination would have refused it, although its bytes were read.
+func TestOutboundRefusedBeforeAnswer(t *testing.T) {
+	const payload = "refused bytes"
+	denyClient := &policy.Authorization{Name: "deny-client", Namespace: "default", Scope: policy.ScopeNamespace,
+		Action: policy.ActionDeny, Rules: [][][]policy.Match{{{{Principals: []policy.StringMatch{policy.Exact("cluster.local/ns/default/sa/client")}}}}}}
+	for _, on := range []bool{true, false} {
+		t.Run("EarlyData="+strconv.FormatBool(on), func(t *testing.T) {
+			e := newEnvConfig(t, func(c *Config) { c.EarlyData = on }, denyClient)
+			c := e.socksPipelined(t, clientIP, netip.AddrPortFrom(serverIP, e.appPort), payload)
+			local := c.LocalAddr().String()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(c)
+			c.Close()
+			if len(got) != 0 || !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("a refused connection read %q, %v; want a reset", got, err)
+			}
+			waitLog(t, e.access, "connection complete", "direction=outbound", "src.addr="+local,
+				"bytes_sent=0", "bytes_recv=0", "response_flags=CONNECT", "answered 401")
+		})
+	}
 }

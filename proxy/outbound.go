@@ -348,6 +348,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	var upstream net.Conn
+	consumed := 0 // bytes read from the client before it was connected (early data)
 	if rt.hbone {
 		if rec.srcID.IsZero() {
 			cancel()
@@ -359,8 +360,13 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 			Authority: rt.target.String(),
 			Header:    http.Header{"Forwarded": {forwarded(src, rt.dstSvc)}},
 		}
+		// To a workload's ztunnel (never a waypoint), the client's bytes go with the request
+		// and after it without waiting for the answer (see Config.EarlyData): the relay starts
+		// once the request is out, and its completion tells a refused request from a relay
+		// error (tracked.done).
+		open := p.cfg.EarlyData && !rt.waypoint
 		var early *[earlyMax]byte
-		if tc, ok := client.(*net.TCPConn); ok && p.cfg.EarlyData && !rt.waypoint {
+		if tc, ok := client.(*net.TCPConn); ok && open {
 			early = earlyPool.Get().(*[earlyMax]byte)
 			n, rerr := netutil.ReadReady(tc, early[:])
 			if rerr != nil {
@@ -371,13 +377,22 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 				return
 			}
 			req.Early = early[:n]
+			consumed = n
 		}
-		upstream, err = p.pool.Connect(ctx, hbone.Key{
+		key := hbone.Key{
 			Source:   rec.srcID.URI(),
 			Expected: joinIDs(rt.expected),
 			Addr:     rt.hboneAddr,
-		}, req)
+		}
+		var s *hbone.Stream
+		if open {
+			s, err = p.pool.Open(ctx, key, req)
+			tr.opened = s
+		} else {
+			s, err = p.pool.Connect(ctx, key, req)
+		}
 		if err == nil {
+			upstream = s
 			rec.toServer.Add(int64(len(req.Early)))
 		}
 		if early != nil {
@@ -388,6 +403,12 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 	}
 	cancel()
 	if err != nil {
+		// A client whose first bytes were read (early data) learns of the failure by a reset,
+		// as it does when they stay unread in its socket (the kernel resets then). The relay
+		// does the same for a tunnel refused after it started (netutil.Refuser).
+		if tc, ok := client.(*net.TCPConn); ok && consumed > 0 {
+			tc.SetLinger(0)
+		}
 		flags := metrics.FlagConnect
 		var hsErr *handshakeError
 		if errors.As(err, &hsErr) {

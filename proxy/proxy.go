@@ -68,12 +68,15 @@ type Config struct {
 	Netns func(fn func() error) error
 	// OrigSrc makes inbound connections to the app come from the client's IP (IP_TRANSPARENT).
 	OrigSrc bool
-	// EarlyData sends what a client has written by the time its outbound connection is handled
-	// (at most earlyMax bytes, read without waiting) with the CONNECT request, as DATA in the
-	// same write, instead of after the 200: the destination's ztunnel holds it until it has
+	// EarlyData sends a client's bytes with and after the CONNECT request instead of after its
+	// 200: what the client has written by the time its outbound connection is handled (at most
+	// earlyMax bytes, read without waiting) goes as DATA in the same write as the request, and
+	// the relay starts as soon as the request is out (hbone.Pool.Open), so what the client
+	// writes next leaves at once too. The destination's ztunnel holds those bytes until it has
 	// authorized the connection and connected to the app, and a client that speaks first saves
-	// a round trip between the nodes. Only for tunnels to a workload's own ztunnel, never to a
-	// waypoint (ZTUNNEL_HBONE_EARLY_DATA).
+	// a round trip between the nodes. A refused request is still logged and counted as a failed
+	// connect. Only for tunnels to a workload's own ztunnel, never to a waypoint
+	// (ZTUNNEL_HBONE_EARLY_DATA).
 	EarlyData bool
 
 	// HBONE engine settings and pool limits.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -525,11 +526,13 @@ func TestOutboundWrongPeerIdentityIsTLSFailure(t *testing.T) {
 			tc.Close()
 		}
 	}()
-	c := e.socksDial(t, netip.AddrPortFrom(victim, 80))
+	// The client speaks first: the proxy reads its bytes to send them with the request (early
+	// data), and the failed connect still resets the client, as a refused one would.
+	c := e.socksPipelined(t, clientIP, netip.AddrPortFrom(victim, 80), "hello")
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, _ := c.Read(make([]byte, 1)); n != 0 {
-		t.Fatal("a connection to an impostor was relayed")
+	if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("a connection to an impostor read %d bytes, %v; want a reset", n, err)
 	}
 	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.workload=victim", "response_flags=TLS_FAILURE")
 }

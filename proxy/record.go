@@ -81,7 +81,9 @@ func (t monoTime) since() time.Duration { return time.Duration(now() - t) }
 func (r *record) flush() {
 	r.mu.Lock()
 	s, c := r.toServer.Load(), r.toClient.Load()
-	ds, dc := s-r.flushed[0], c-r.flushed[1]
+	// A refused connection's record is finished with no bytes, some of which a periodic flush
+	// may have counted already: counters never go back.
+	ds, dc := max(s-r.flushed[0], 0), max(c-r.flushed[1], 0)
 	r.flushed = [2]int64{s, c}
 	r.mu.Unlock()
 	r.m.AddBytes(ds, dc)
