@@ -28,22 +28,7 @@ func TestEarlyData(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			early := make([]byte, tt.size)
 			pattern(early, 0)
-			h := HandlerFunc(func(s *Stream, req *Request) {
-				s.SetReadDeadline(time.Now().Add(3 * time.Second))
-				first := make([]byte, 1)
-				if _, err := io.ReadFull(s, first); err != nil {
-					s.Reject(503) // no early data
-					return
-				}
-				s.SetReadDeadline(time.Time{})
-				if err := s.Respond(200); err != nil {
-					return
-				}
-				s.Write(first)
-				io.Copy(s, s)
-				s.CloseWrite()
-			})
-			ts := startServer(t, true, tt.cfg, h)
+			ts := startServer(t, true, tt.cfg, readThenEcho(1))
 			cc := ts.client(t, Config{})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -67,6 +52,25 @@ func TestEarlyData(t *testing.T) {
 	}
 }
 
+// readThenEcho is a Handler that reads n bytes before it answers (rejecting with 503 when
+// they do not come within 3 s), then answers 200, sends them back and echoes until EOF.
+func readThenEcho(n int) Handler {
+	return HandlerFunc(func(s *Stream, req *Request) {
+		s.SetReadDeadline(time.Now().Add(3 * time.Second))
+		first := make([]byte, n)
+		if _, err := io.ReadFull(s, first); err != nil {
+			s.Reject(503) // the bytes did not come before the answer
+			return
+		}
+		s.SetReadDeadline(time.Time{})
+		if err := s.Respond(200); err != nil {
+			return
+		}
+		s.Write(first)
+		echoBack(s)
+	})
+}
+
 // TestEarlyDataRejected checks that early data sent to a server that refuses the stream is
 // dropped without losing connection window: after more refused early bytes than the
 // connection's window holds, the connection still carries a stream.
@@ -76,9 +80,7 @@ func TestEarlyDataRejected(t *testing.T) {
 			s.Reject(401)
 			return
 		}
-		s.Respond(200)
-		io.Copy(s, s)
-		s.CloseWrite()
+		echo(s, req)
 	})
 	cfg := Config{StreamWindow: 64 << 10, ConnWindow: 64 << 10}
 	ts := startServer(t, true, cfg, h)

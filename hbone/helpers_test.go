@@ -216,11 +216,16 @@ var echo = HandlerFunc(func(s *Stream, req *Request) {
 	if err := s.Respond(200); err != nil {
 		return
 	}
+	echoBack(s)
+})
+
+// echoBack echoes an answered stream until EOF, then half-closes.
+func echoBack(s *Stream) {
 	if _, err := io.Copy(s, s); err != nil {
 		return
 	}
 	s.CloseWrite()
-})
+}
 
 // pattern fills b with a position-dependent pattern starting at offset off.
 func pattern(b []byte, off int) {

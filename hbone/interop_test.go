@@ -20,11 +20,6 @@ import (
 // HTTP/2 server over TLS with ALPN h2.
 func TestInteropClientWithXNetServer(t *testing.T) {
 	stls, ctls := testTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	gotAuthority := make(chan string, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
@@ -47,25 +42,9 @@ func TestInteropClientWithXNetServer(t *testing.T) {
 			}
 		}
 	})
-	h2srv := &http2.Server{}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		tc := tls.Server(c, stls)
-		if err := tc.Handshake(); err != nil {
-			c.Close()
-			return
-		}
-		h2srv.ServeConn(tc, &http2.ServeConnOpts{Handler: h})
-	}()
+	addr := serveXNet(t, stls, h)
 
-	tc, err := tls.Dial("tcp", ln.Addr().String(), ctls)
+	tc, err := tls.Dial("tcp", addr, ctls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +66,33 @@ func TestInteropClientWithXNetServer(t *testing.T) {
 	}
 	s.Close()
 	cc.Close()
+}
+
+// serveXNet listens on loopback and serves the first TLS connection with the x/net HTTP/2
+// server and h. It returns the address; the test's cleanup closes the listener and waits for
+// the server, which ends when the client closes.
+func serveXNet(t *testing.T, cfg *tls.Config, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	t.Cleanup(func() { ln.Close() })
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return
+		}
+		(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: h})
+	})
+	return ln.Addr().String()
 }
 
 // TestInteropXNetTransportWithServer drives our Server with the x/net

@@ -6,10 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,22 +19,7 @@ import (
 // With Connect the client would wait for the answer and the handler for the bytes.
 func TestOpenSendsBeforeAnswer(t *testing.T) {
 	const early, late = "with the request;", " after Open returned"
-	h := HandlerFunc(func(s *Stream, req *Request) {
-		s.SetReadDeadline(time.Now().Add(3 * time.Second))
-		first := make([]byte, len(early)+len(late))
-		if _, err := io.ReadFull(s, first); err != nil {
-			s.Reject(503) // the bytes did not come before the answer
-			return
-		}
-		s.SetReadDeadline(time.Time{})
-		if err := s.Respond(200); err != nil {
-			return
-		}
-		s.Write(first)
-		io.Copy(s, s)
-		s.CloseWrite()
-	})
-	ts := startServer(t, true, Config{}, h)
+	ts := startServer(t, true, Config{}, readThenEcho(len(early)+len(late)))
 	cc := ts.client(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	s, err := cc.Open(ctx, &Request{Authority: "10.0.0.1:80", Early: []byte(early)})
@@ -78,9 +61,7 @@ func TestOpenRefused(t *testing.T) {
 			s.Reject(403)
 			return
 		}
-		s.Respond(200)
-		io.Copy(s, s)
-		s.CloseWrite()
+		echo(s, req)
 	})
 	ts := startServer(t, true, Config{}, h)
 	cc := ts.client(t, Config{})
@@ -129,9 +110,7 @@ func TestOpenAnswerDeadline(t *testing.T) {
 	reset := make(chan error, 1)
 	h := HandlerFunc(func(s *Stream, req *Request) {
 		if req.Authority != "silent:1" {
-			s.Respond(200)
-			io.Copy(s, s)
-			s.CloseWrite()
+			echo(s, req)
 			return
 		}
 		// Never answer: wait for the client to give up.
@@ -177,12 +156,7 @@ func TestOpenAnswerDeadline(t *testing.T) {
 // TestOpenAnsweredStreamsLeaveDeadlines checks that answered streams do not pile up in the
 // connection's deadline list: after many opened and answered streams it is empty.
 func TestOpenAnsweredStreamsLeaveDeadlines(t *testing.T) {
-	h := HandlerFunc(func(s *Stream, req *Request) {
-		s.Respond(200)
-		io.Copy(s, s)
-		s.CloseWrite()
-	})
-	ts := startServer(t, true, Config{}, h)
+	ts := startServer(t, true, Config{}, echo)
 	cc := ts.client(t, Config{})
 	for range 50 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -213,11 +187,6 @@ func TestOpenAnsweredStreamsLeaveDeadlines(t *testing.T) {
 func TestOpenWithXNetServer(t *testing.T) {
 	const first = "sent before the answer"
 	stls, ctls := testTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, len(first))
 		if _, err := io.ReadFull(r.Body, buf); err != nil {
@@ -229,21 +198,7 @@ func TestOpenWithXNetServer(t *testing.T) {
 		w.(http.Flusher).Flush()
 		io.Copy(io.Discard, r.Body)
 	})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		tc := tls.Server(c, stls)
-		if err := tc.Handshake(); err != nil {
-			c.Close()
-			return
-		}
-		(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: h})
-	})
-	tc, err := tls.Dial("tcp", ln.Addr().String(), ctls)
+	tc, err := tls.Dial("tcp", serveXNet(t, stls, h), ctls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,9 +235,7 @@ func TestOpenCloseBeforeAnswer(t *testing.T) {
 	answer := make(chan struct{})
 	h := HandlerFunc(func(s *Stream, req *Request) {
 		if req.Authority != "closed:1" {
-			s.Respond(200)
-			io.Copy(s, s)
-			s.CloseWrite()
+			echo(s, req)
 			return
 		}
 		s.SetDeadline(time.Now().Add(5 * time.Second))

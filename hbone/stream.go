@@ -280,7 +280,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, errStreamClosed
 		}
-		if s.deniedLocked() {
+		if s.refusedByStatusLocked() {
 			// An opened stream (ClientConn.Open) whose request was refused:
 			// whatever the answer carried is not tunnel data.
 			code := s.status
@@ -367,7 +367,7 @@ func (s *Stream) NotifyReadableWith(w ReadWaiter) bool {
 func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed || s.deniedLocked() {
+	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed || s.refusedByStatusLocked() {
 		return false
 	}
 	s.waiter, s.offers = w, offers
@@ -644,9 +644,9 @@ func (s *Stream) writableLocked() error {
 	return nil
 }
 
-// deniedLocked reports whether a client stream was answered with a status
-// other than 200. s.mu must be held.
-func (s *Stream) deniedLocked() bool {
+// refusedByStatusLocked reports whether a client stream was answered with a
+// status other than 200. s.mu must be held.
+func (s *Stream) refusedByStatusLocked() bool {
 	return s.client && s.status != 0 && s.status != http.StatusOK
 }
 
@@ -677,14 +677,13 @@ func (s *Stream) Refused() bool {
 	return s.refusedLocked()
 }
 
-// refusedLocked is Refused. s.mu must be held.
+// refusedLocked is Refused: refused by status, or ended by an error of the
+// peer or the connection before any answer. s.mu must be held.
 func (s *Stream) refusedLocked() bool {
-	switch {
-	case !s.client || s.status == http.StatusOK:
-		return false
-	case s.status != 0:
+	if s.refusedByStatusLocked() {
 		return true
-	case s.err == nil:
+	}
+	if !s.client || s.status != 0 || s.err == nil {
 		return false
 	}
 	var re *ResetError
