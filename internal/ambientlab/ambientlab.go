@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
 	"github.com/ztunnel-go/ztunnel/internal/lab"
@@ -20,6 +21,8 @@ type Node struct {
 	Name   string
 	NS     *lab.Netns
 	Bridge netip.Prefix // the bridge's address: the pods' gateway and their subnet
+	// Bridge6 is the bridge's IPv6 address once AddIPv6 gave it one (dual stack).
+	Bridge6 netip.Prefix
 	Sock   string       // INPOD_UDS of this node's ztunnel
 	ZDS    *zdstest.Server
 
@@ -32,7 +35,10 @@ type Pod struct {
 	Name, Namespace, ServiceAccount, UID string
 	NS                                   *lab.Netns
 	IP                                   netip.Addr
+	IP6                                  netip.Addr // its IPv6 address once AddIPv6 gave it one
 	Node                                 *Node
+
+	dev string // its end of the veth pair to the bridge
 }
 
 // NewNode creates node name with bridge br0 at bridge (e.g. 10.244.1.1/24) and starts its
@@ -80,12 +86,37 @@ func (n *Node) AddPod(name, namespace, sa string, ip netip.Addr, meshed bool) *P
 		UID: fmt.Sprintf("cluster1//v1/Pod/%s/%s", namespace, name),
 		NS:  n.lab.Netns(name), IP: ip, Node: n,
 	}
-	n.lab.VethToBridge(p.NS, netip.PrefixFrom(ip, n.Bridge.Bits()), n.NS, "br0")
+	p.dev, _ = n.lab.VethToBridge(p.NS, netip.PrefixFrom(ip, n.Bridge.Bits()), n.NS, "br0")
 	p.NS.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), n.Bridge.Addr())
 	if meshed {
 		p.NS.InstallInpodRedirect(n.t)
 	}
 	return p
+}
+
+// AddIPv6 makes the node dual stack: bridge (e.g. fd00:10:244:1::1/64) on br0 and IPv6
+// forwarding on. Pods then take their IPv6 address with Pod.AddIPv6.
+func (n *Node) AddIPv6(bridge netip.Prefix) {
+	n.t.Helper()
+	n.NS.AddAddr("br0", bridge)
+	if _, err := n.NS.Run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"); err != nil {
+		n.t.Fatalf("ambientlab: IPv6 forwarding on %s: %v", n.Name, err)
+	}
+	n.Bridge6 = bridge
+}
+
+// AddIPv6 gives the pod its IPv6 address ip in the node's IPv6 subnet, with the default route
+// via the bridge; the node must have one (Node.AddIPv6). The in-pod redirection installed by
+// AddPod covers IPv6 already.
+func (p *Pod) AddIPv6(ip netip.Addr) {
+	p.Node.t.Helper()
+	if !p.Node.Bridge6.IsValid() {
+		p.Node.t.Fatalf("ambientlab: pod %s: node %s has no IPv6 bridge address", p.Name, p.Node.Name)
+	}
+	p.NS.AddAddr(p.dev, netip.PrefixFrom(ip, p.Node.Bridge6.Bits()))
+	p.NS.AddRoute(netip.MustParsePrefix("::/0"), p.Node.Bridge6.Addr())
+	p.IP6 = ip
+	waitReachable(p.Node.t, p.NS, p.Node.Bridge6.Addr())
 }
 
 // Enroll tells the node's istio-cni about the pod (a live Add to connected ztunnels, and part
@@ -101,21 +132,48 @@ func (p *Pod) Enroll() error {
 func (p *Pod) Unenroll() error { return p.Node.ZDS.Del(p.UID) }
 
 // LinkNodes joins two nodes with a veth pair (aAddr and bAddr in one small subnet) and routes
-// each node's pod subnet through it.
+// each node's pod subnet of that family through it. Dual-stack nodes take one link per
+// family.
 func LinkNodes(l *lab.Lab, a, b *Node, aAddr, bAddr netip.Prefix) {
 	l.Veth(a.NS, aAddr, b.NS, bAddr)
-	a.NS.AddRoute(b.Bridge.Masked(), bAddr.Addr())
-	b.NS.AddRoute(a.Bridge.Masked(), aAddr.Addr())
+	aPods, bPods := a.Bridge, b.Bridge
+	if aAddr.Addr().Is6() {
+		aPods, bPods = a.Bridge6, b.Bridge6
+	}
+	a.NS.AddRoute(bPods.Masked(), bAddr.Addr())
+	b.NS.AddRoute(aPods.Masked(), aAddr.Addr())
+	waitReachable(a.t, a.NS, bAddr.Addr())
+}
+
+// waitReachable waits until dst answers a ping from ns. A new link drops IPv6 neighbour
+// discovery until the kernel has processed its carrier (up to a second), where IPv4's ARP goes
+// through at once; waiting here keeps that second out of a test's first connection.
+func waitReachable(t lab.TB, ns *lab.Netns, dst netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := ns.Ping(dst, 100*time.Millisecond)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ambientlab: %s does not reach %s: %v", ns.Name(), dst, err)
+		}
+	}
 }
 
 // Workload renders the pod as a local-config (LOCAL_XDS_PATH) workload entry speaking HBONE.
 func (p *Pod) Workload() string {
+	ips := fmt.Sprintf("%q", p.IP.String())
+	if p.IP6.IsValid() {
+		ips += fmt.Sprintf(", %q", p.IP6.String())
+	}
 	return fmt.Sprintf(`- uid: %s
   name: %s
   namespace: %s
   serviceAccount: %s
-  workloadIps: [%q]
+  workloadIps: [%s]
   protocol: HBONE
   node: %s
-`, p.UID, p.Name, p.Namespace, p.ServiceAccount, p.IP.String(), p.Node.Name)
+`, p.UID, p.Name, p.Namespace, p.ServiceAccount, ips, p.Node.Name)
 }

@@ -199,6 +199,12 @@ func (l *Lab) VethToBridge(pod *Netns, podAddr netip.Prefix, node *Netns, bridge
 	return podIf, nodeIf
 }
 
+// AddAddr assigns p to dev in n (IPv6 without duplicate address detection).
+func (n *Netns) AddAddr(dev string, p netip.Prefix) {
+	n.lab.t.Helper()
+	n.lab.addAddr(n, dev, p)
+}
+
 // Name returns the namespace's full name (as `ip netns` knows it).
 func (n *Netns) Name() string { return n.name }
 
