@@ -70,7 +70,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		quit:    make(chan struct{}),
 	}
 
-	signer, err := newSigner(cfg)
+	signer, err := newSigner(cfg, out.Logger("ztunnel::tls::control"))
 	if err != nil {
 		return nil, err
 	}
@@ -163,8 +163,9 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	return a, nil
 }
 
-// newSigner picks the certificate source: FAKE_CA, LOCAL_CA_DIR, or (later) istiod.
-func newSigner(cfg *config.Config) (certs.Signer, error) {
+// newSigner picks the certificate source: FAKE_CA, LOCAL_CA_DIR, or istiod (logging the
+// control-plane TLS's root file changes to log).
+func newSigner(cfg *config.Config, log *slog.Logger) (certs.Signer, error) {
 	switch {
 	case cfg.CA.LocalDir != "":
 		ca, err := certs.LoadLocalCA(cfg.CA.LocalDir)
@@ -175,7 +176,7 @@ func newSigner(cfg *config.Config) (certs.Signer, error) {
 	case cfg.CA.FakeCA:
 		return certs.NewFakeCA(cfg.TrustDomain)
 	case cfg.CA.Address != "":
-		return newCASigner(cfg) // controlplane.go
+		return newCASigner(cfg, log) // controlplane.go
 	default:
 		return nil, errors.New("CA_ADDRESS: no certificate source; set FAKE_CA=true or LOCAL_CA_DIR")
 	}

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -36,7 +37,7 @@ func controlPlaneMark(cfg *config.Config) uint32 {
 
 // newCASigner is the istiod CA client (CA_ADDRESS). In shared mode it asks for
 // the pods' identities by impersonation.
-func newCASigner(cfg *config.Config) (*caclient.Client, error) {
+func newCASigner(cfg *config.Config, log *slog.Logger) (*caclient.Client, error) {
 	c, err := caclient.New(caclient.DialConfig{
 		Address:     cfg.CA.Address,
 		RootCert:    cfg.CA.RootCert,
@@ -44,6 +45,7 @@ func newCASigner(cfg *config.Config) (*caclient.Client, error) {
 		Auth:        cfg.Auth,
 		Headers:     cfg.CA.Headers,
 		Mark:        controlPlaneMark(cfg),
+		Log:         log,
 	}, cfg.Mode == config.ModeShared)
 	if err != nil {
 		return nil, fmt.Errorf("CA_ADDRESS: %w", err)
@@ -62,6 +64,7 @@ func (a *App) newXDS() error {
 		AltHostname: cfg.XDS.AltHostname,
 		Auth:        cfg.Auth,
 		Mark:        controlPlaneMark(cfg),
+		Log:         a.out.Logger("ztunnel::tls::control"),
 		MinBackoff:  xds.DefaultInitialBackoff,
 		MaxBackoff:  xds.DefaultMaxBackoff,
 	}).Dial()

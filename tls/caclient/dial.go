@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -42,6 +43,9 @@ type DialConfig struct {
 	// that a proxy running inside a pod's network namespace reaches istiod without being
 	// captured by its own redirection rules.
 	Mark uint32
+	// Log receives the warnings of a root certificate file that cannot be used after a
+	// change; nil means slog.Default().
+	Log *slog.Logger
 	// MinBackoff and MaxBackoff bound gRPC's reconnection backoff of the underlying
 	// connection. Zero means gRPC's defaults.
 	MinBackoff, MaxBackoff time.Duration
@@ -109,8 +113,20 @@ func (d *DialConfig) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	creds := credentials.NewTLS(tc)
+	if d.RootCert.Kind == config.RootCertFile {
+		// Read again at every handshake: a rotated root reaches the next connection.
+		log := d.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		tc.RootCAs = nil
+		if creds, err = newFileRootCreds(d.RootCert.Path, tc, log); err != nil {
+			return nil, err
+		}
+	}
 	all := []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithPerRPCCredentials(&tokenCreds{auth: d.Auth, headers: d.Headers}),
 	}
 	if d.Mark != 0 {

@@ -77,6 +77,13 @@ func Serve(tb testing.TB, l net.Listener, cert tls.Certificate, ca *certs.LocalC
 	return s
 }
 
+// Stop closes the listener and every connection at once (a restart of istiod, when another
+// Server is started on the same address). The test's cleanup stops it too; twice is harmless.
+func (s *Server) Stop() {
+	s.gs.Stop()
+	s.wg.Wait()
+}
+
 // Addr is the listening address.
 func (s *Server) Addr() string { return s.addr }
 
