@@ -207,6 +207,9 @@ type conn struct {
 	recvUnacked atomic.Int64 // bytes consumed but not yet returned by WINDOW_UPDATE
 
 	lastRead atomic.Int64 // time since epoch of the last frame read, in ns
+	// recvLoad counts received DATA (owned by the read loop), sendLoad sent DATA (owned by the
+	// holder of wmu); the pool reads both through conn.busy.
+	recvLoad, sendLoad loadMeter
 	// wlockedAt is when the current holder of wmu took it (time since
 	// epoch in ns), 0 when wmu is free. The keepalive tick closes a
 	// connection whose writer has been stuck on the socket for PingTimeout
@@ -493,6 +496,7 @@ func (c *conn) writeData(s *Stream, p []byte, end bool) error {
 func (c *conn) writeDataLocked(id uint32, p []byte, end bool) error {
 	h := &c.dataHdr
 	n := len(p)
+	c.sendLoad.add(c.wlockedAt.Load(), n) // wlockedAt: set by lockWrite, a clock reading of this turn
 	h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
 	h[3] = byte(http2.FrameData)
 	h[4] = 0

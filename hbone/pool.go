@@ -128,8 +128,12 @@ func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*St
 	}
 }
 
-// acquire reserves one stream on a connection of k, dialing if needed.
+// acquire reserves one stream on a connection of k, dialing if needed. It prefers a
+// connection that is not moving bulk DATA (conn.busy): while all of the key's connections are
+// busy and there are fewer than maxBusyConns, it waits for a new one rather than queue the
+// stream behind a bulk transfer; when that dial fails, a busy connection still serves.
 func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
+	avoidBusy := true
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -141,13 +145,28 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 			e = &poolKey{}
 			p.keys[k] = e
 		}
+		var pick, spare *poolConn // a calm connection with room; a busy one
 		for _, pc := range e.conns {
-			if pc.streams < p.cfg.MaxStreamsPerConn && pc.cc.CanTakeNewStream() {
-				pc.streams++
-				p.streams++
-				p.mu.Unlock()
-				return pc, nil
+			if pc.streams >= p.cfg.MaxStreamsPerConn || !pc.cc.CanTakeNewStream() {
+				continue
 			}
+			if avoidBusy && pc.cc.c.busy() {
+				if spare == nil {
+					spare = pc
+				}
+				continue
+			}
+			pick = pc
+			break
+		}
+		if pick == nil && spare != nil && (!avoidBusy || len(e.conns) >= maxBusyConns) {
+			pick = spare
+		}
+		if pick != nil {
+			pick.streams++
+			p.streams++
+			p.mu.Unlock()
+			return pick, nil
 		}
 		d := e.dial
 		if d == nil {
@@ -164,6 +183,10 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 		select {
 		case <-d.done:
 			if d.err != nil {
+				if spare != nil && avoidBusy {
+					avoidBusy = false // the busy connection is better than none
+					continue
+				}
 				return nil, d.err
 			}
 		case <-ctx.Done():

@@ -54,6 +54,7 @@ func (c *conn) serveFrames() error {
 		}
 		switch fh.Type {
 		case http2.FrameData:
+			c.recvLoad.add(now, int(fh.Length))
 			err = c.onData(fh)
 		case http2.FrameWindowUpdate:
 			err = c.onWindowUpdate(fh)

@@ -1,0 +1,200 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
+)
+
+// bulkOrHold serves "download:80" by sending until the client goes away, and holds every
+// other tunnel open, discarding what arrives (an upload, or an idle interactive stream).
+var bulkOrHold = HandlerFunc(func(s *Stream, req *Request) {
+	s.Respond(200)
+	if req.Authority != "download:80" {
+		io.Copy(io.Discard, s)
+		return
+	}
+	buf := make([]byte, 16<<10)
+	for {
+		if _, err := s.Write(buf); err != nil {
+			return
+		}
+	}
+})
+
+// bulkPool is a pool on a TCP server running bulkOrHold, counting its dials; after the first
+// failDialsAfter dials (0: never) every dial fails.
+func bulkPool(t *testing.T, failDialsAfter int32) (*Pool, *atomic.Int32) {
+	ts := startServer(t, false, Config{}, bulkOrHold)
+	var dials atomic.Int32
+	p := NewPool(PoolConfig{Dial: func(ctx context.Context, k Key) (net.Conn, error) {
+		if n := dials.Add(1); failDialsAfter > 0 && n > failDialsAfter {
+			return nil, errors.New("dial refused by the test")
+		}
+		return ts.dial(ctx)
+	}})
+	t.Cleanup(func() { p.Close() })
+	return p, &dials
+}
+
+// startBulk opens a stream on p that moves bulk DATA (download: the server sends and a
+// goroutine here reads; upload: a goroutine here sends) until the test ends, and waits until
+// its connection counts as busy.
+func startBulk(t *testing.T, p *Pool, download bool) *Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	authority := "upload:80"
+	if download {
+		authority = "download:80"
+	}
+	s, err := p.Connect(ctx, testKey, &Request{Authority: authority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if download {
+			io.Copy(io.Discard, s)
+			return
+		}
+		buf := make([]byte, 16<<10)
+		for {
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	testwait.Until(t, "the bulk stream's connection busy", 5*time.Second, s.c.busy)
+	return s
+}
+
+// open opens an interactive stream on p.
+func open(t *testing.T, p *Pool) *Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := p.Connect(ctx, testKey, &Request{Authority: "rr:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPoolKeepsStreamsOffBusyConns: a new stream does not join a connection that is moving bulk
+// DATA in either direction (its frames would queue behind the bulk bytes in the one TCP
+// stream); it gets a connection of its own, and later streams share that one while it is calm.
+func TestPoolKeepsStreamsOffBusyConns(t *testing.T) {
+	for _, download := range []bool{true, false} {
+		name := "upload"
+		if download {
+			name = "download"
+		}
+		t.Run(name, func(t *testing.T) {
+			p, dials := bulkPool(t, 0)
+			bulk := startBulk(t, p, download) // returns once the transfer made it busy
+			// From here its bulk transfer keeps it busy; pinned, it stays busy through the
+			// moments a loaded machine (the race detector, other tests) starves the transfer.
+			pinBusy(bulk.c)
+			rr := open(t, p)
+			if rr.c == bulk.c {
+				t.Fatal("the interactive stream shares the busy connection")
+			}
+			if got := dials.Load(); got != 2 {
+				t.Fatalf("dials = %d, want 2", got)
+			}
+			// The second connection is calm: the next stream joins it without a dial.
+			if rr2 := open(t, p); rr2.c != rr.c {
+				t.Error("a stream was not placed on the calm connection")
+			}
+			if got := dials.Load(); got != 2 {
+				t.Errorf("dials = %d after a third stream, want 2", got)
+			}
+		})
+	}
+}
+
+// pinBusy makes c count as busy from now on, whatever it moves: the placement tests below need
+// connections that stay busy however slowly a loaded machine runs their bulk transfers.
+func pinBusy(c *conn) { c.recvLoad.hot.Store(math.MaxInt64 / 2) }
+
+// TestPoolBusyConnsAreBounded: at most maxBusyConns connections per key are dialed to avoid busy
+// ones; past that, new streams share the busy connections, as they do when a dial fails.
+func TestPoolBusyConnsAreBounded(t *testing.T) {
+	t.Run("limit", func(t *testing.T) {
+		p, dials := bulkPool(t, 0)
+		seen := map[*conn]bool{}
+		for range maxBusyConns {
+			s := open(t, p)
+			seen[s.c] = true
+			pinBusy(s.c)
+		}
+		if got := dials.Load(); got != maxBusyConns || len(seen) != maxBusyConns {
+			t.Fatalf("dials = %d, connections %d with each busy before the next stream, want %d", got, len(seen), maxBusyConns)
+		}
+		if s := open(t, p); !seen[s.c] {
+			t.Error("a stream beyond the limit got a new connection")
+		}
+		if got := dials.Load(); got != maxBusyConns {
+			t.Errorf("dials = %d after a stream beyond the limit, want %d", got, maxBusyConns)
+		}
+	})
+	t.Run("dial fails", func(t *testing.T) {
+		p, dials := bulkPool(t, 1)
+		first := open(t, p)
+		pinBusy(first.c)
+		if s := open(t, p); s.c != first.c {
+			t.Error("the stream is not on the busy connection though no other could be dialed")
+		}
+		if got := dials.Load(); got != 2 {
+			t.Errorf("dials = %d, want 2 (one refused)", got)
+		}
+	})
+}
+
+// TestLoadMeter pins the meter's arithmetic on a clock of its own.
+func TestLoadMeter(t *testing.T) {
+	ms := int64(time.Millisecond)
+	var m loadMeter
+	now := int64(1)
+	if m.busy(now) {
+		t.Fatal("a new meter is busy")
+	}
+	for range 15 { // 15 x 16 KiB = 240 KiB in one window: below busyBytes
+		m.add(now, 16<<10)
+	}
+	if m.busy(now) {
+		t.Fatal("busy below busyBytes")
+	}
+	m.add(now+ms, 16<<10) // 256 KiB within 1 ms
+	if !m.busy(now + ms) {
+		t.Fatal("not busy at busyBytes in one window")
+	}
+	if !m.busy(now + 20*ms) {
+		t.Error("not busy 19 ms after the window that reached busyBytes")
+	}
+	if m.busy(now + 22*ms) {
+		t.Error("still busy 21 ms after the last busy window")
+	}
+	// The same bytes spread over two windows do not make it busy.
+	var slow loadMeter
+	for i := range 16 {
+		slow.add(int64(i)*ms, 16<<10) // 16 KiB per ms: 160 KiB per window
+	}
+	if slow.busy(16 * ms) {
+		t.Error("busy at 160 KiB per window")
+	}
+}
