@@ -23,8 +23,8 @@ type Node struct {
 	Bridge netip.Prefix // the bridge's address: the pods' gateway and their subnet
 	// Bridge6 is the bridge's IPv6 address once AddIPv6 gave it one (dual stack).
 	Bridge6 netip.Prefix
-	Sock   string       // INPOD_UDS of this node's ztunnel
-	ZDS    *zdstest.Server
+	Sock    string // INPOD_UDS of this node's ztunnel
+	ZDS     *zdstest.Server
 
 	lab *lab.Lab
 	t   lab.TB
