@@ -152,6 +152,22 @@ func TestPoolBusyConnsAreBounded(t *testing.T) {
 			t.Errorf("dials = %d after a stream beyond the limit, want %d", got, maxBusyConns)
 		}
 	})
+	t.Run("no streams left", func(t *testing.T) {
+		// A connection whose streams all ended carries no transfer, however busy its meter
+		// still reads: the next stream joins it.
+		p, dials := bulkPool(t, 0)
+		first := open(t, p)
+		c := first.c
+		pinBusy(c)
+		first.Close()
+		testwait.Until(t, "the stream released", 5*time.Second, func() bool { return p.Stats().Streams == 0 })
+		if s := open(t, p); s.c != c {
+			t.Error("a stream did not join the connection that has no streams")
+		}
+		if got := dials.Load(); got != 1 {
+			t.Errorf("dials = %d, want 1", got)
+		}
+	})
 	t.Run("dial fails", func(t *testing.T) {
 		p, dials := bulkPool(t, 1)
 		first := open(t, p)

@@ -150,7 +150,9 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 			if pc.streams >= p.cfg.MaxStreamsPerConn || !pc.cc.CanTakeNewStream() {
 				continue
 			}
-			if avoidBusy && pc.cc.c.busy() {
+			// A connection without streams carries nobody's transfer, whatever it moved
+			// just before its last stream ended.
+			if avoidBusy && pc.streams > 0 && pc.cc.c.busy() {
 				if spare == nil {
 					spare = pc
 				}
