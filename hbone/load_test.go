@@ -21,13 +21,18 @@ var bulkOrHold = HandlerFunc(func(s *Stream, req *Request) {
 		io.Copy(io.Discard, s)
 		return
 	}
+	writeUntilError(s)
+})
+
+// writeUntilError writes 16 KiB chunks to w until a write fails.
+func writeUntilError(w io.Writer) {
 	buf := make([]byte, 16<<10)
 	for {
-		if _, err := s.Write(buf); err != nil {
+		if _, err := w.Write(buf); err != nil {
 			return
 		}
 	}
-})
+}
 
 // bulkPool is a pool on a TCP server running bulkOrHold, counting its dials; after the first
 // failDialsAfter dials (0: never) every dial fails.
@@ -66,12 +71,7 @@ func startBulk(t *testing.T, p *Pool, download bool) *Stream {
 			io.Copy(io.Discard, s)
 			return
 		}
-		buf := make([]byte, 16<<10)
-		for {
-			if _, err := s.Write(buf); err != nil {
-				return
-			}
-		}
+		writeUntilError(s)
 	}()
 	t.Cleanup(func() {
 		s.Close()

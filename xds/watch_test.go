@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,30 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
-
-// syncBuffer is a log sink safe for the Run goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // config returns a one-workload local config with the given IP.
 func config(ip string) []byte {
@@ -101,7 +82,7 @@ func TestLocalSourceWatchesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := workload.NewStore()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	runSource(t, &LocalSource{Path: path, Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	waitFor(t, store, "10.0.0.1")
 

@@ -2,8 +2,6 @@ package caclient_test
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,18 +23,14 @@ const caHost = "istiod.istio-system.svc"
 func startCA(t *testing.T) (*catest.Server, caclient.DialConfig) {
 	t.Helper()
 	tlsCA := certtest.NewCA(t, "istiod TLS root")
-	srvCert := tlsCA.IssueLeafTemplate(t, &x509.Certificate{
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{caHost},
-	})
+	srvCert := servingCert(t, tlsCA)
 	signer, err := certs.NewFakeCA("cluster.local")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := catest.Start(t, "127.0.0.1:0", srvCert, signer)
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
-	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsCA.Cert.Raw}), 0o600); err != nil {
+	if err := os.WriteFile(rootFile, rootPEM(tlsCA), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")

@@ -76,10 +76,7 @@ func Target(address string) (target, host string, err error) {
 // TLSConfig builds the client TLS configuration: the roots of RootCert and the
 // server name AltHostname, else host.
 func (d *DialConfig) TLSConfig(host string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if d.AltHostname != "" {
-		cfg.ServerName = d.AltHostname
-	}
+	cfg := d.baseTLSConfig(host)
 	switch d.RootCert.Kind {
 	case config.RootCertSystem:
 		// nil RootCAs: the system pool.
@@ -102,6 +99,15 @@ func (d *DialConfig) TLSConfig(host string) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// baseTLSConfig is TLSConfig without the roots.
+func (d *DialConfig) baseTLSConfig(host string) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if d.AltHostname != "" {
+		cfg.ServerName = d.AltHostname
+	}
+	return cfg
+}
+
 // Dial returns a client connection to the address. It does not block: gRPC
 // connects on first use and reconnects by itself.
 func (d *DialConfig) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
@@ -109,21 +115,22 @@ func (d *DialConfig) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc, err := d.TLSConfig(host)
-	if err != nil {
-		return nil, err
-	}
-	creds := credentials.NewTLS(tc)
+	var creds credentials.TransportCredentials
 	if d.RootCert.Kind == config.RootCertFile {
-		// Read again at every handshake: a rotated root reaches the next connection.
+		// Read at every handshake: a rotated root reaches the next connection.
 		log := d.Log
 		if log == nil {
 			log = slog.Default()
 		}
-		tc.RootCAs = nil
-		if creds, err = newFileRootCreds(d.RootCert.Path, tc, log); err != nil {
+		if creds, err = newFileRootCreds(d.RootCert.Path, d.baseTLSConfig(host), log); err != nil {
 			return nil, err
 		}
+	} else {
+		tc, err := d.TLSConfig(host)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tc)
 	}
 	all := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

@@ -1,7 +1,6 @@
 package caclient_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient"
 	"github.com/ztunnel-go/ztunnel/tls/caclient/catest"
@@ -48,24 +47,6 @@ func rootPEM(ca *certtest.CA) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 }
 
-// lockedBuffer collects log output written from gRPC's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRootFileRotation rotates the root that istiod's serving certificate chains to, the way a
 // mesh root rotation does: istiod restarts with a certificate of the new root, and the root file
 // (the istio-ca-root-cert ConfigMap) now holds the new root. The client's reconnection must
@@ -83,7 +64,7 @@ func TestRootFileRotation(t *testing.T) {
 	addr := srv.Addr()
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
 	replaceFile(t, rootFile, rootPEM(root1))
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	c, err := caclient.New(caclient.DialConfig{
 		Address:     "https://" + addr,
 		RootCert:    config.RootCert{Kind: config.RootCertFile, Path: rootFile},
