@@ -315,23 +315,16 @@ func TestDrainLeavesNoGoroutines(t *testing.T) {
 		}
 	}
 	// A second proxy on fresh ports, measured from before its Listen; the helpers use it.
+	// New starts no goroutine, and a Listen that fails starts none either, so the baseline may
+	// be taken before the proxy is built.
 	cfg := e.proxy.cfg
-	cfg.Ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
-	cfg.Ports.RemoteHBONE = cfg.Ports.InboundHBONE
 	cfg.HandshakeTimeout = 200 * time.Millisecond
 	cfg.TerminationGrace = 500 * time.Millisecond
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := leakcheck.Baseline()
+	p := listenOnFreePorts(t, cfg)
 	orig, origPorts := e.proxy, e.ports
 	defer func() { e.proxy, e.ports = orig, origPorts }()
-	e.proxy, e.ports = p, cfg.Ports
-
-	base := leakcheck.Baseline()
-	if err := p.Listen(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	e.proxy, e.ports = p, p.cfg.Ports
 	e.echoOver(t, "one")
 	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
 	c.Write([]byte("two"))

@@ -14,13 +14,13 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
@@ -40,22 +40,7 @@ var (
 )
 
 // logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = syncbuf.Buffer
 
 type testEnv struct {
 	store    *workload.Store
@@ -78,6 +63,31 @@ func freePort(t testing.TB) uint16 {
 	}
 	defer l.Close()
 	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// listenOnFreePorts builds a proxy from cfg on four free loopback ports and binds them. A port
+// found free can be taken before the proxy binds it (by another test's listener or an outgoing
+// connection's ephemeral port, in this process or another package's), so a bind that finds its
+// port in use is retried on new ports; any other error fails the test.
+func listenOnFreePorts(t testing.TB, cfg Config) *Proxy {
+	t.Helper()
+	const attempts = 10
+	for i := 1; ; i++ {
+		cfg.Ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
+		cfg.Ports.RemoteHBONE = cfg.Ports.InboundHBONE
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.Listen(context.Background())
+		if err == nil {
+			return p
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || i == attempts {
+			t.Fatal(err)
+		}
+		t.Logf("retrying on new ports: %v", err)
+	}
 }
 
 // newEnv starts a proxy for the server workload with an echo app on 127.0.0.1.
@@ -132,11 +142,9 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
-	e.ports.RemoteHBONE = e.ports.InboundHBONE
 	cfg := Config{
 		Store: e.store, Certs: e.certs, Self: serverID,
-		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true, Ports: e.ports,
+		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true,
 		Socket:           netutil.SocketOptions{NoDelay: true},
 		EarlyData:        true, // ztunnel's default (ZTUNNEL_HBONE_EARLY_DATA)
 		TerminationGrace: 2 * time.Second,
@@ -145,13 +153,8 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 	if mod != nil {
 		mod(&cfg)
 	}
-	e.proxy, err = New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.proxy.Listen(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	e.proxy = listenOnFreePorts(t, cfg)
+	e.ports = e.proxy.cfg.Ports
 	ctx, cancel := context.WithCancel(context.Background())
 	go e.proxy.WatchPolicies(ctx)
 	t.Cleanup(func() {
