@@ -59,15 +59,19 @@ var errUnknownWaypoint = errors.New("unknown waypoint")
 //   - a mesh workload speaking HBONE is tunnelled, one speaking TCP and any other address are
 //     connected directly.
 //
+// Where services share a VIP, the client's namespace (srcID's) chooses among them, and a
+// service visible only in another namespace is not there for it (workload.ServiceByVIPFrom).
+//
 // To a waypoint, the route is always HBONE, the authority stays dst and the peer must present
 // the waypoint workload's identity (or its service's subjectAltNames).
 func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.ID, dst netip.AddrPort) (route, error) {
 	rt := route{dst: dst, target: dst}
 	network := p.cfg.Network
-	if svc := snap.ServiceByVIP(network, dst.Addr()); svc != nil {
+	ns := srcID.Namespace
+	if svc := snap.ServiceByVIPFrom(network, dst.Addr(), ns); svc != nil {
 		rt.dstSvc = svc
 		if gw := serviceWaypoint(svc); gw != nil {
-			return rt, p.viaWaypoint(snap, &rt, gw)
+			return rt, p.viaWaypoint(snap, &rt, gw, ns)
 		}
 		w, port, err := pickEndpoint(snap, svc, dst.Port(), false)
 		if err != nil {
@@ -78,7 +82,7 @@ func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.
 	} else if w := snap.WorkloadByAddr(network, dst.Addr()); w != nil {
 		rt.dstW = w
 		if w.Waypoint != nil && !fromWaypoint(snap, w.Waypoint, src, srcID) {
-			return rt, p.viaWaypoint(snap, &rt, w.Waypoint)
+			return rt, p.viaWaypoint(snap, &rt, w.Waypoint, ns)
 		}
 	}
 	if w := rt.dstW; w != nil && w.Protocol == workload.ProtocolHBONE {
@@ -124,9 +128,10 @@ func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
 
 // viaWaypoint points rt at the waypoint gw: HBONE to the waypoint workload's address, with the
 // authority left at the original destination. rt.dstSvc is kept (the service the app asked
-// for); rt.dstW becomes the waypoint, which is what the metrics and the access log name.
-func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress) error {
-	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr())
+// for); rt.dstW becomes the waypoint, which is what the metrics and the access log name. ns is
+// the client's namespace (see findWaypoint).
+func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string) error {
+	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr(), ns)
 	if err != nil {
 		return fmt.Errorf("waypoint %s: %w", gw.Destination, err)
 	}
@@ -151,13 +156,14 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 //     target port is dialed); otherwise the workload with that hostname, on hboneMtlsPort.
 //
 // orig is the destination the app asked for: the waypoint address of the same family is
-// preferred when the waypoint is named by hostname.
-func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
+// preferred when the waypoint is named by hostname. ns, the client's namespace, chooses among
+// services sharing the waypoint's VIP, as for any destination.
+func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
 	port := gw.HBONEMTLSPort
 	switch d := gw.Destination; {
 	case d.Address != nil:
 		orig = d.Address.Address
-		if svc = snap.ServiceByVIP(d.Address.Network, d.Address.Address); svc != nil {
+		if svc = snap.ServiceByVIPFrom(d.Address.Network, d.Address.Address, ns); svc != nil {
 			w, port, err = pickEndpoint(snap, svc, port, true)
 		} else if w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w == nil {
 			err = errUnknownWaypoint

@@ -119,29 +119,55 @@ func (s *Snapshot) ServicesByVIP(network string, ip netip.Addr) []*Service {
 	return svcs
 }
 
-// ServiceByVIP returns the service behind VIP ip in network, or nil: an
-// exact VIP first, else the CIDR VIP with the longest matching prefix.
-// Among services sharing the VIP a canonical one is preferred.
+// ServiceByVIP returns the service behind VIP ip in network, or nil, for a
+// client whose namespace is unknown: ServiceByVIPFrom with no namespace.
 func (s *Snapshot) ServiceByVIP(network string, ip netip.Addr) *Service {
-	if svc := bestService(s.ServicesByVIP(network, ip)); svc != nil {
-		return svc
-	}
-	return s.cidr.lookup(network, ip.Unmap().WithZone(""))
+	return s.ServiceByVIPFrom(network, ip, "")
 }
 
-func bestService(svcs []*Service) *Service {
-	switch len(svcs) {
-	case 0:
-		return nil
-	case 1:
-		return svcs[0]
+// ServiceByVIPFrom returns the service a client in namespace ns reaches at
+// VIP ip in network, or nil, choosing among services that share an address
+// as ztunnel does:
+//   - an exact VIP first: services not visible to ns are skipped; then a
+//     service in ns wins, else a canonical one (the last listed), else the
+//     first listed;
+//   - else the visible CIDR VIPs containing ip, ranked by being in ns, then
+//     by prefix length, then by being canonical (the first listed among
+//     equals), so a wide CIDR in the client's namespace beats a narrow one
+//     elsewhere.
+//
+// ns "" (the client's namespace is unknown) filters nothing and prefers no
+// namespace.
+func (s *Snapshot) ServiceByVIPFrom(network string, ip netip.Addr, ns string) *Service {
+	if svc := bestService(s.ServicesByVIP(network, ip), ns); svc != nil {
+		return svc
 	}
-	for i := len(svcs) - 1; i >= 0; i-- {
-		if svcs[i].Canonical {
-			return svcs[i]
+	return s.cidr.lookup(network, ip.Unmap().WithZone(""), ns)
+}
+
+// bestService picks among services sharing one exact VIP (see
+// ServiceByVIPFrom).
+func bestService(svcs []*Service, ns string) *Service {
+	var first, canonical *Service
+	for _, svc := range svcs {
+		if ns != "" {
+			if !svc.VisibleTo(ns) {
+				continue
+			}
+			if svc.Namespace == ns {
+				return svc
+			}
+		}
+		if svc.Canonical {
+			canonical = svc
+		} else if first == nil {
+			first = svc
 		}
 	}
-	return svcs[0]
+	if canonical != nil {
+		return canonical
+	}
+	return first
 }
 
 // NumWorkloads returns the number of workloads.
@@ -215,19 +241,45 @@ func newCIDRIndex(services map[string]*Service) *cidrIndex {
 	return ix
 }
 
-func (ix *cidrIndex) lookup(network string, ip netip.Addr) *Service {
+// lookup returns the best CIDR VIP service for ip as ServiceByVIPFrom ranks
+// them: every distinct prefix length is probed (there are few), and a
+// service replaces the best so far only when it ranks strictly higher, so
+// the first listed wins among equals.
+func (ix *cidrIndex) lookup(network string, ip netip.Addr, ns string) *Service {
 	lens := ix.lens6
 	if ip.Is4() {
 		lens = ix.lens4
 	}
+	type rank struct {
+		inNS      bool
+		bits      int
+		canonical bool
+	}
+	better := func(a, b rank) bool {
+		if a.inNS != b.inNS {
+			return a.inNS
+		}
+		if a.bits != b.bits {
+			return a.bits > b.bits
+		}
+		return a.canonical && !b.canonical
+	}
+	var best *Service
+	var bestRank rank
 	for _, l := range lens {
 		p, err := ip.Prefix(l)
 		if err != nil {
 			continue
 		}
-		if svc := bestService(ix.byPrefix[cidrKey{network, p}]); svc != nil {
-			return svc
+		for _, svc := range ix.byPrefix[cidrKey{network, p}] {
+			if ns != "" && !svc.VisibleTo(ns) {
+				continue
+			}
+			r := rank{inNS: ns != "" && svc.Namespace == ns, bits: l, canonical: svc.Canonical}
+			if best == nil || better(r, bestRank) {
+				best, bestRank = svc, r
+			}
 		}
 	}
-	return nil
+	return best
 }

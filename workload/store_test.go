@@ -586,3 +586,54 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestServiceByVIPFromNamespace: among services sharing an address, the client's namespace
+// chooses, and a namespace-scoped service exists only for clients in its own namespace, for
+// exact and CIDR VIPs alike (ztunnel's get_best_by_vip and its CIDR ranking).
+func TestServiceByVIPFromNamespace(t *testing.T) {
+	s := NewStore()
+	scoped := func(x *Service) *Service { x.Visibility = NamespaceVisible; return x }
+	canonical := func(x *Service) *Service { x.Canonical = true; return x }
+	mustApply(t, s, Update{Services: []*Service{
+		// 10.96.0.10: three namespaces, one canonical.
+		svc("ns1/shared.com", "/10.96.0.10"),
+		canonical(svc("ns2/shared.com", "/10.96.0.10")),
+		svc("ns3/shared.com", "/10.96.0.10"),
+		// 10.96.0.20: a public service and one scoped to ns1.
+		svc("pub/only.com", "/10.96.0.20"),
+		scoped(svc("ns1/only.com", "/10.96.0.20")),
+		// 10.96.0.30: only a scoped service; 10.96.0.0/24 covers it for everyone else.
+		scoped(svc("ns1/hidden.com", "/10.96.0.30")),
+		svc("pub/range.com", "/10.96.0.0/24"),
+		// 172.20.1.1: a wide CIDR in ns2 against a narrow one in pub.
+		svc("ns2/wide.com", "/172.16.0.0/12"),
+		svc("pub/narrow.com", "/172.20.1.0/24"),
+		// 10.60.1.1: two CIDRs of one prefix, the second canonical; a scoped narrower one.
+		svc("a/first.com", "/10.60.0.0/16"),
+		canonical(svc("b/canon.com", "/10.60.0.0/16")),
+		scoped(svc("ns1/narrow.com", "/10.60.1.0/24")),
+	}})
+	snap := s.Snapshot()
+	for _, tt := range []struct{ ip, ns, want string }{
+		{"10.96.0.10", "ns1", "ns1/shared.com"}, // own namespace beats canonical
+		{"10.96.0.10", "ns3", "ns3/shared.com"},
+		{"10.96.0.10", "other", "ns2/shared.com"}, // then canonical
+		{"10.96.0.10", "", "ns2/shared.com"},
+		{"10.96.0.20", "ns1", "ns1/only.com"},
+		{"10.96.0.20", "ns2", "pub/only.com"}, // the scoped one is not there for ns2
+		{"10.96.0.30", "ns1", "ns1/hidden.com"},
+		{"10.96.0.30", "ns2", "pub/range.com"},  // nothing visible at the VIP: the CIDR
+		{"10.96.0.30", "", "ns1/hidden.com"},    // unknown namespace: no filter
+		{"172.20.1.1", "ns2", "ns2/wide.com"},   // own namespace beats a longer prefix
+		{"172.20.1.1", "ns3", "pub/narrow.com"}, // else the longest prefix
+		{"172.20.1.1", "", "pub/narrow.com"},
+		{"10.60.1.1", "ns1", "ns1/narrow.com"},
+		{"10.60.1.1", "ns2", "b/canon.com"}, // scoped /24 hidden; canonical among equals
+		{"10.60.1.1", "a", "a/first.com"},
+		{"10.60.1.1", "", "ns1/narrow.com"},
+	} {
+		if got := keyOf(snap.ServiceByVIPFrom("", netip.MustParseAddr(tt.ip), tt.ns)); got != tt.want {
+			t.Errorf("ServiceByVIPFrom(%s, %q) = %s, want %s", tt.ip, tt.ns, got, tt.want)
+		}
+	}
+}
