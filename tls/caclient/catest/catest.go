@@ -14,6 +14,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,7 +56,16 @@ type Server struct {
 // signing with ca.
 func Start(tb testing.TB, addr string, cert tls.Certificate, ca *certs.LocalCA) *Server {
 	tb.Helper()
-	l, err := net.Listen("tcp", addr)
+	var l net.Listener
+	var err error
+	// A restart reuses the stopped server's port, which a socket of the old server or a
+	// reconnecting client may hold for a moment: retry a busy port for up to a second.
+	for range 50 {
+		if l, err = net.Listen("tcp", addr); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		tb.Fatalf("catest: %v", err)
 	}
