@@ -242,9 +242,9 @@ func newCIDRIndex(services map[string]*Service) *cidrIndex {
 }
 
 // lookup returns the best CIDR VIP service for ip as ServiceByVIPFrom ranks
-// them: every distinct prefix length is probed (there are few), and a
-// service replaces the best so far only when it ranks strictly higher, so
-// the first listed wins among equals.
+// them: the distinct prefix lengths are probed longest first, and a service
+// replaces the best so far only when it ranks strictly higher, so the first
+// listed wins among equals.
 func (ix *cidrIndex) lookup(network string, ip netip.Addr, ns string) *Service {
 	lens := ix.lens6
 	if ip.Is4() {
@@ -279,6 +279,11 @@ func (ix *cidrIndex) lookup(network string, ip netip.Addr, ns string) *Service {
 			if best == nil || better(r, bestRank) {
 				best, bestRank = svc, r
 			}
+		}
+		// Shorter prefixes rank lower unless they bring the client's namespace, so the
+		// search ends here when that cannot happen any more.
+		if best != nil && (ns == "" || bestRank.inNS) {
+			return best
 		}
 	}
 	return best
