@@ -2,6 +2,7 @@ package netutil
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,9 +21,10 @@ import (
 // TCP socket in two forms: as the *net.TCPConn the relay keeps today, and as a bare
 // descriptor, the form an idle direction could take if the relay detached its sockets from
 // Go's net package while parked (the netFD, its addresses, the netpoller descriptor and the
-// finalizer record are the difference). Each op starts a fresh process (this test binary,
-// footprintChildEnv set) that accepts footprintBatch connections dialed from here, so memory a
-// previous form left to the runtime's free lists is not reused; run it alone, e.g.
+// finalizer record are the difference). Each op starts a fresh process (this test binary with
+// footprintChildEnv set: see TestMain) that accepts footprintBatch() connections dialed from
+// here, so memory a previous form left to the runtime's free lists is not reused; run it
+// alone, e.g.
 // `go test -run '^$' -bench IdleSocketFootprint -benchtime 3x ./netutil`.
 func BenchmarkIdleSocketFootprint(b *testing.B) {
 	batch := footprintBatch()
@@ -69,7 +71,7 @@ func footprintBatch() int {
 // socket.
 func footprintOf(b *testing.B, form string, batch int) float64 {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleSocketFootprintChild$")
+	cmd := exec.Command(os.Args[0]) // TestMain runs the child
 	cmd.Env = append(os.Environ(), footprintChildEnv+"="+form, footprintBatchEnv+"="+strconv.Itoa(batch))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -114,32 +116,50 @@ func footprintOf(b *testing.B, form string, batch int) float64 {
 	return v
 }
 
-// TestIdleSocketFootprintChild is the child of BenchmarkIdleSocketFootprint; without its
-// variable it does nothing (it is not a test of its own). It prints its listener's address,
-// accepts the batch of connections asked and keeps each in the form asked, prints the RSS
-// added per socket, and waits for its stdin to close.
-func TestIdleSocketFootprintChild(t *testing.T) {
-	form := os.Getenv(footprintChildEnv)
-	if form == "" {
-		t.Skip("only run as BenchmarkIdleSocketFootprint's child")
+// TestMain runs the package's tests, or, with footprintChildEnv set, only the child of
+// BenchmarkIdleSocketFootprint.
+func TestMain(m *testing.M) {
+	if form := os.Getenv(footprintChildEnv); form != "" {
+		if err := footprintChild(form); err != nil {
+			fmt.Fprintln(os.Stderr, "footprint child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// footprintChild prints its listener's address, accepts the batch of connections asked and
+// keeps each in form, prints the RSS added per socket, and waits for its stdin to close.
+func footprintChild(form string) error {
 	batch, err := strconv.Atoi(os.Getenv(footprintBatchEnv))
 	if err != nil || batch <= 0 {
-		t.Fatalf("%s=%q: want a positive count", footprintBatchEnv, os.Getenv(footprintBatchEnv))
+		return fmt.Errorf("%s=%q: want a positive count", footprintBatchEnv, os.Getenv(footprintBatchEnv))
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer ln.Close()
-	before := settledRSS(t)
+	before, err := settledRSS()
+	if err != nil {
+		return err
+	}
 	fmt.Println(ln.Addr())
 	var keep []net.Conn
 	var fds []int
+	defer func() {
+		for _, c := range keep {
+			c.Close()
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
 	for range batch {
 		c, err := ln.Accept()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if form == "tcpconn" {
 			keep = append(keep, c)
@@ -149,45 +169,44 @@ func TestIdleSocketFootprintChild(t *testing.T) {
 		// its netpoller registration and objects but not the socket.
 		raw, err := c.(*net.TCPConn).SyscallConn()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		var fd int
 		var derr error
 		if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		c.Close()
 		if derr != nil {
-			t.Fatal(derr)
+			return derr
 		}
 		fds = append(fds, fd)
 	}
-	fmt.Println(float64(settledRSS(t)-before) / float64(batch))
-	io.Copy(io.Discard, os.Stdin)
-	runtime.KeepAlive(keep)
-	for _, fd := range fds {
-		unix.Close(fd)
+	after, err := settledRSS()
+	if err != nil {
+		return err
 	}
+	fmt.Println(float64(after-before) / float64(batch))
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
 }
 
 // settledRSS collects, returns free pages to the system and reads the process's VmRSS.
-func settledRSS(t testing.TB) int {
-	t.Helper()
+func settledRSS() (int, error) {
 	runtime.GC()
 	debug.FreeOSMemory()
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	for line := range strings.Lines(string(status)) {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 			if err != nil {
-				t.Fatal(err)
+				return 0, fmt.Errorf("VmRSS %q: %w", v, err)
 			}
-			return kb << 10
+			return kb << 10, nil
 		}
 	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	return 0, errors.New("no VmRSS in /proc/self/status")
 }
