@@ -2,7 +2,6 @@ package netutil
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ztunnel-go/ztunnel/internal/procfs"
 )
 
 // BenchmarkIdleSocketFootprint measures the resident memory a process holds per idle accepted
@@ -199,14 +200,6 @@ func settledRSS() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				return 0, fmt.Errorf("VmRSS %q: %w", v, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
+	rss, err := procfs.KBField(status, "/proc/self/status", "VmRSS:")
+	return int(rss), err
 }

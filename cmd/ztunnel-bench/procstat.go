@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/procfs"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every Linux
@@ -44,29 +46,7 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 
 // parseStatusRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
 func parseStatusRSS(b []byte) (int64, error) {
-	return kbField(b, "proc status", "VmRSS:")
-}
-
-// kbField returns the value of the first line of b starting with key, a size in kB as
-// /proc/<pid>/status and smaps_rollup write them ("Rss:   1234 kB"), in bytes. what names the
-// file in errors.
-func kbField(b []byte, what, key string) (int64, error) {
-	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
-		rest, ok := bytes.CutPrefix(line, []byte(key))
-		if !ok {
-			continue
-		}
-		f := bytes.Fields(rest)
-		if len(f) != 2 || string(f[1]) != "kB" {
-			return 0, fmt.Errorf("%s: malformed %s line %q", what, key, line)
-		}
-		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
-		if err != nil || kb < 0 || kb > 1<<40 {
-			return 0, fmt.Errorf("%s: %s %q", what, key, f[0])
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("%s: no %s line", what, key)
+	return procfs.KBField(b, "proc status", "VmRSS:")
 }
 
 // memSplit is a process's resident memory from /proc/<pid>/smaps_rollup, in bytes: anonymous
@@ -78,11 +58,11 @@ type memSplit struct {
 
 // parseRollup returns the split from the contents of /proc/<pid>/smaps_rollup.
 func parseRollup(b []byte) (memSplit, error) {
-	rss, err := kbField(b, "smaps_rollup", "Rss:")
+	rss, err := procfs.KBField(b, "smaps_rollup", "Rss:")
 	if err != nil {
 		return memSplit{}, err
 	}
-	anon, err := kbField(b, "smaps_rollup", "Anonymous:")
+	anon, err := procfs.KBField(b, "smaps_rollup", "Anonymous:")
 	if err != nil {
 		return memSplit{}, err
 	}
