@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
@@ -119,6 +120,12 @@ type Refuser interface {
 // becomes readable. Sources of other kinds (a net.Pipe, a TLS connection)
 // keep a goroutine in Read while idle.
 //
+// Once both directions are parked, the Link also lets go of Go's state of
+// its TCP sockets (about 900 bytes each) and keeps them as bare descriptors
+// until a direction resumes (see detach_linux.go): a, b and their RawConns
+// are then guarded by dmu, and only a running direction may use them
+// without it.
+//
 // Close the Link, never a or b directly, to end it from outside: a direction
 // parked in the epoll loop does not see a socket closed under it. The Link
 // sets the read deadlines of TCP sources itself (the idle timer): callers
@@ -130,13 +137,31 @@ type Link struct {
 	rawLink // the platform's raw sockets of a and b (relay_linux.go)
 
 	closeOnce sync.Once
-	firstErr  error // written once inside closeOnce, read after both directions ended
+	// inUse counts the directions that are not parked (an ended direction
+	// stays counted); guarded by dmu. It is 2 from NewLink on; a direction
+	// takes itself off when it has parked (parked) and puts itself back
+	// first thing when it resumes (resumed).
+	inUse    int32
+	firstErr error // written once inside closeOnce, read after both directions ended
 
 	// flags holds linkClosing, linkStarted and the fully-closed marks,
 	// together so that a Link (one per relayed connection, idle or not) fits
 	// a smaller allocation class.
 	flags   atomic.Uint32
 	running atomic.Int32 // directions not yet ended
+
+	// dmu guards inUse, attachedAt and the detached state: which of a and
+	// b are held as bare descriptors (dirState.bare) while both directions
+	// are parked, and a, b and their RawConns while one is (relay_linux.go).
+	// Parking directions, resuming directions, a parked direction's direct
+	// writes (Offer, deliver) and closeBoth take it; nothing is called
+	// under it that could take another lock of the relay's callers.
+	dmu sync.Mutex
+	// attachedAt is when the sockets were last attached again, in
+	// milliseconds of the package's clock (mono): a Link stays attached for
+	// attachHold at least, so a relay that parks and resumes in a quick
+	// rhythm does not pay a detach and an attach at every pause.
+	attachedAt uint32
 
 	// aToB and bToA are the directions' copy state, each owned by the
 	// goroutine running that direction, or by the epoll loop or the source's
@@ -157,6 +182,12 @@ const (
 	// end of stream.
 	linkFullyClosedA
 	linkFullyClosedB
+	// linkLost is set when a detached socket was closed (by closeBoth) or
+	// could not be attached again: resuming directions end at once.
+	linkLost
+	// linkDetachLater is set while a timer is to detach the Link once its
+	// attachHold has passed (set and cleared under dmu).
+	linkDetachLater
 )
 
 // closing reports whether closeBoth has begun.
@@ -171,6 +202,7 @@ func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, 
 	l.aToB.l, l.aToB.aToB, l.aToB.count = l, true, aToBCount
 	l.bToA.l, l.bToA.count = l, bToACount
 	l.running.Store(2)
+	l.inUse = 2
 	return l
 }
 
@@ -211,27 +243,107 @@ func (l *Link) Close() error {
 // closed.
 func (l *Link) closeBoth(err error) {
 	l.closeOnce.Do(func() {
-		l.flags.Or(linkClosing)
+		l.flags.Or(linkClosing) // from here on, no direction detaches
 		l.firstErr = err
-		if err != nil {
-			// A tunnel refused with bytes in it: their sender learns of it by a reset, as
-			// when a proxy that waited for the answer closes with those bytes unread.
-			if refusedAfter(l.b, l.aToB.count) {
-				resetOnClose(l.a)
+		l.dmu.Lock()
+		a, b := l.a, l.b // nil while detached
+		// A tunnel refused with bytes in it: their sender learns of it by a reset, as
+		// when a proxy that waited for the answer closes with those bytes unread.
+		resetA := err != nil && refusedAfter(b, l.aToB.count)
+		resetB := err != nil && refusedAfter(a, l.bToA.count)
+		l.closeDetached(resetA, resetB)
+		l.dmu.Unlock()
+		// Closed outside dmu: closing a ReadNotifier may run its waiter,
+		// whose direct write takes dmu.
+		for _, c := range [2]struct {
+			c     net.Conn
+			reset bool
+		}{{a, resetA}, {b, resetB}} {
+			if c.c == nil {
+				continue // detached: closeDetached closed it
 			}
-			if refusedAfter(l.a, l.bToA.count) {
-				resetOnClose(l.b)
+			if c.reset {
+				resetOnClose(c.c)
 			}
+			c.c.Close()
 		}
-		l.a.Close()
-		l.b.Close()
 		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
 			if unparkFromLoop(d) {
-				workers.Go(d.run) // owned by the Link, as every direction goroutine
+				workers.Go(d.resume) // owned by the Link, as every direction goroutine
 			}
 		}
 	})
 }
+
+// parked takes a direction that has just parked off inUse. The last one
+// detaches the Link's sockets (see detach), unless the Link is closing; if
+// they were attached less than attachHold ago, a timer detaches them when
+// the hold has passed, if the Link is still idle then.
+func (l *Link) parked() {
+	l.dmu.Lock()
+	l.inUse--
+	l.maybeDetach()
+	l.dmu.Unlock()
+}
+
+// maybeDetach detaches an idle Link now or schedules it (under dmu).
+func (l *Link) maybeDetach() {
+	if l.inUse != 0 || !detachIdle.Load() || l.closing() || l.flags.Load()&linkDetachLater != 0 {
+		return
+	}
+	held := time.Duration(mono()-l.attachedAt) * time.Millisecond
+	if hold := time.Duration(attachHold.Load()); held < hold {
+		l.flags.Or(linkDetachLater)
+		time.AfterFunc(hold-held, l.detachLater)
+		return
+	}
+	l.detach()
+}
+
+// detachLater is the timer maybeDetach set.
+func (l *Link) detachLater() {
+	l.dmu.Lock()
+	l.flags.And(^linkDetachLater)
+	l.maybeDetach()
+	l.dmu.Unlock()
+}
+
+// attachHold is the least time a Link stays attached after it attached its
+// sockets again (in nanoseconds; tests change it). A detach and an attach
+// cost about 7 us together (BenchmarkLinkWakeParked against
+// BenchmarkLinkWakeParkedAttached); the hold bounds that to a few per second
+// on a connection whose directions pause often, as a bulk transfer's
+// notified direction does between chunks.
+var attachHold atomic.Int64
+
+// detachIdle turns detaching on; tests turn it off to measure what it saves.
+var detachIdle atomic.Bool
+
+func init() {
+	attachHold.Store(int64(25 * time.Millisecond))
+	detachIdle.Store(true)
+}
+
+// resumed puts a direction that resumes back on inUse and attaches the
+// Link's detached sockets again, before the direction uses them. An error
+// means the sockets are gone (closed while detached, or the attach failed):
+// the direction must end without touching them.
+func (l *Link) resumed() error {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	l.inUse++
+	if l.flags.Load()&linkLost != 0 {
+		return net.ErrClosed
+	}
+	return l.attach()
+}
+
+// monoStart is the origin of mono.
+var monoStart = time.Now()
+
+// mono is a coarse monotonic clock in milliseconds for attachedAt; it wraps
+// after 49 days, which at worst delays one detach.
+func mono() uint32 { return uint32(time.Since(monoStart) / time.Millisecond) }
 
 // refusedAfter reports whether c is a Refuser that was refused after bytes were written to
 // it: count (the counter of the direction writing to c; nil: assume some) is not zero.
@@ -300,6 +412,17 @@ type dirState struct {
 	mode   uint8 // the copy mode (modeUnset until setup)
 	ready  bool  // NotifyReadable just said src is readable (to its owner): read once
 	direct bool  // src is a DirectNotifier and dst takes direct writes (Offer)
+	// bare is 1 + the descriptor of src, a TCP socket, while the Link holds
+	// it detached from Go's net package; 0 otherwise. Guarded by l.dmu.
+	bare int32
+}
+
+// other is the Link's reverse direction.
+func (d *dirState) other() *dirState {
+	if d.aToB {
+		return &d.l.bToA
+	}
+	return &d.l.aToB
 }
 
 // src is the direction's source. The direction's connections and their
@@ -348,9 +471,24 @@ func (d *dirState) run() {
 			return
 		}
 		if d.park() {
+			d.l.parked()
 			return // d now belongs to whoever resumes it
 		}
 	}
+}
+
+// resume is the body of a goroutine that takes a parked direction over
+// (from the epoll loop, the source's notification or closeBoth): it attaches
+// the Link's sockets if they were detached, then runs the direction.
+func (d *dirState) resume() {
+	if err := d.l.resumed(); err != nil {
+		// The sockets are gone: end without finish, which would
+		// half-close a destination that is no longer there.
+		d.l.closeBoth(err)
+		d.l.dirEnded()
+		return
+	}
+	d.run()
 }
 
 // move copies in the direction's mode until the end (nil at EOF), an error or
@@ -401,8 +539,11 @@ func (d *dirState) setup() {
 // there; otherwise on a goroutine of its own.
 func (d *dirState) start() {
 	if d.mode == modeNotified {
+		// Parked from here on: the notification, or Readable below, owns d
+		// (the other direction, run inline, keeps inUse above zero).
+		d.l.parked()
 		if d.notify() {
-			return // parked: d belongs to the notification
+			return // d belongs to the notification
 		}
 		d.Readable()
 		return
@@ -444,7 +585,7 @@ func (d *dirState) Readable() {
 	if d.deliver() {
 		return
 	}
-	workers.Go(d.run) // owned by the Link, as every direction goroutine
+	workers.Go(d.resume) // owned by the Link, as every direction goroutine
 }
 
 // finish passes the end of the direction on and accounts it.

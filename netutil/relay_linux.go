@@ -350,7 +350,7 @@ func (d *dirState) Offer(b []byte) int {
 	}
 	o := takeOp(d)
 	o.wbuf = b
-	d.dstRaw().Write(o.writeNowFn)
+	d.writeDstNow(o)
 	n := int(o.wdone)
 	o.release()
 	d.wrote(n)
@@ -369,7 +369,7 @@ func (d *dirState) deliver() bool {
 	}
 	o := takeOp(d)
 	defer o.release()
-	src, dst := d.src(), d.dstRaw()
+	src := d.src()
 	for moved := 0; moved < deliverMax; {
 		// A notification does not prove the source is readable now: the
 		// goroutine that ran the direction may have read those bytes and
@@ -386,7 +386,7 @@ func (d *dirState) deliver() bool {
 			return false
 		}
 		o.wbuf, o.wdone, o.err = bp[:n], 0, nil
-		werr := dst.Write(o.writeNowFn)
+		werr := d.writeDstNow(o)
 		d.wrote(int(o.wdone))
 		if werr != nil || o.err != nil || int(o.wdone) < n {
 			// The goroutine writes the rest, waiting if it must, and meets
@@ -400,6 +400,26 @@ func (d *dirState) deliver() bool {
 		moved += n
 	}
 	return false
+}
+
+// writeDstNow writes o.wbuf to the destination without waiting (writeNow),
+// for a direction parked on its notification: through its RawConn while the
+// Link's sockets are attached, to the bare descriptor while they are
+// detached. It holds l.dmu, so the destination is not detached or attached
+// again under the write.
+func (d *dirState) writeDstNow(o *rawOp) error {
+	l := d.l
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	if fd := d.other().bare; fd != 0 {
+		o.writeNow(uintptr(fd - 1))
+		return nil
+	}
+	rc := d.dstRaw()
+	if rc == nil {
+		return net.ErrClosed // lost while detached
+	}
+	return rc.Write(o.writeNowFn)
 }
 
 // writeNow is dst's write callback for deliver and Offer: it writes o.wbuf
@@ -510,7 +530,7 @@ func (lp *loop) run(rc syscall.RawConn) {
 	resume := func(n int) {
 		for i := range n {
 			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
-				workers.Go(d.run) // owned by the direction's Link
+				workers.Go(d.resume) // owned by the direction's Link
 			}
 		}
 	}

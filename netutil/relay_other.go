@@ -27,3 +27,8 @@ func (d *dirState) setupDeliver() {}
 
 // deliver has no raw sockets to write to off Linux: a goroutine does it.
 func (d *dirState) deliver() bool { return false }
+
+// Sockets are never detached off Linux.
+func (l *Link) detach()                           {}
+func (l *Link) attach() error                     { return nil }
+func (l *Link) closeDetached(resetA, resetB bool) {}

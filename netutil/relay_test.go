@@ -8,11 +8,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
@@ -22,6 +22,15 @@ type plainConn struct{ *net.TCPConn }
 
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t testing.TB) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	c, s := dialAccept(t)
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
+}
+
+// dialAccept is tcpPair without the cleanup: the caller closes both ends
+// (or hands them to a Link), and nothing else refers to them.
+func dialAccept(t testing.TB) (dialed, accepted *net.TCPConn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -37,7 +46,6 @@ func tcpPair(t testing.TB) (dialed, accepted *net.TCPConn) {
 		c.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(); s.Close() })
 	return c, s
 }
 
@@ -401,7 +409,7 @@ func BenchmarkRelayRead(b *testing.B) { benchmarkRelay(b, modeMixed, false) }
 // TestRelayNoGoroutineLeak: every goroutine Relay starts has ended when it
 // returns.
 func TestRelayNoGoroutineLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := leakcheck.Baseline()
 	for range 20 {
 		for _, p := range paths {
 			func() {
@@ -421,11 +429,5 @@ func TestRelayNoGoroutineLeak(t *testing.T) {
 			}()
 		}
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if after := runtime.NumGoroutine(); after > before {
-		t.Fatalf("%d goroutines before 40 relays, %d after", before, after)
-	}
+	leakcheck.Wait(t, before)
 }
