@@ -105,23 +105,7 @@ func TestLinkDetachesIdleSockets(t *testing.T) {
 
 	// A half-close reaching a detached relay ends its direction cleanly.
 	waitDetached(t, rigs)
-	half := rigs[0]
-	half.client.CloseWrite()
-	half.server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(half.server); err != nil || len(b) != 0 {
-		t.Fatalf("server after the client's FIN: read %q, %v; want EOF", b, err)
-	}
-	if _, err := half.server.Write([]byte("late")); err != nil {
-		t.Fatal(err)
-	}
-	half.server.CloseWrite()
-	half.client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(half.client); err != nil || string(b) != "late" {
-		t.Fatalf("client after the server's FIN: read %q, %v; want \"late\"", b, err)
-	}
-	if res := half.result(t); res.err != nil || res.aToB != 3 || res.bToA != 7 {
-		t.Fatalf("half-closed relay reported %+v, want 3 and 7 bytes, no error", res)
-	}
+	rigs[0].halfCloseBoth(t, 3)
 
 	// Close ends detached relays: they report net.ErrClosed, their peers
 	// read an orderly end, and every descriptor is closed.
@@ -141,13 +125,7 @@ func TestLinkDetachesIdleSockets(t *testing.T) {
 		r.client.Close()
 		r.server.Close()
 	}
-	testwait.Until(t, "every descriptor to be closed", 5*time.Second, func() bool {
-		_, fds := countFDs(t)
-		return fds <= fds0
-	})
-	if got := waitGoroutines(base, 5*time.Second); got > base {
-		t.Fatalf("%d goroutines after every relay ended, want %d", got, base)
-	}
+	waitReleased(t, fds0, base)
 }
 
 // TestLinkDetachSavesMemory: detaching frees most of the Go state of a
@@ -418,13 +396,7 @@ func TestLinkDetachRaces(t *testing.T) {
 		r.client.Close()
 		r.server.Close()
 	}
-	testwait.Until(t, "every descriptor to be closed", 5*time.Second, func() bool {
-		_, fds := countFDs(t)
-		return fds <= fds0
-	})
-	if got := waitGoroutines(base, 5*time.Second); got > base {
-		t.Fatalf("%d goroutines after every relay ended, want %d", got, base)
-	}
+	waitReleased(t, fds0, base)
 }
 
 // pingPong sends a byte each way per pause, pausing between, and closes the

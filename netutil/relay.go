@@ -254,19 +254,10 @@ func (l *Link) closeBoth(err error) {
 		l.closeDetached(resetA, resetB)
 		l.dmu.Unlock()
 		// Closed outside dmu: closing a ReadNotifier may run its waiter,
-		// whose direct write takes dmu.
-		for _, c := range [2]struct {
-			c     net.Conn
-			reset bool
-		}{{a, resetA}, {b, resetB}} {
-			if c.c == nil {
-				continue // detached: closeDetached closed it
-			}
-			if c.reset {
-				resetOnClose(c.c)
-			}
-			c.c.Close()
-		}
+		// whose direct write takes dmu. A nil one was detached, and
+		// closeDetached closed it.
+		closeAttached(a, resetA)
+		closeAttached(b, resetB)
 		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
 			if unparkFromLoop(d) {
 				workers.Go(d.resume) // owned by the Link, as every direction goroutine
@@ -344,6 +335,17 @@ var monoStart = time.Now()
 // mono is a coarse monotonic clock in milliseconds for attachedAt; it wraps
 // after 49 days, which at worst delays one detach.
 func mono() uint32 { return uint32(time.Since(monoStart) / time.Millisecond) }
+
+// closeAttached closes c unless it is nil, with a reset when asked.
+func closeAttached(c net.Conn, reset bool) {
+	if c == nil {
+		return
+	}
+	if reset {
+		resetOnClose(c)
+	}
+	c.Close()
+}
 
 // refusedAfter reports whether c is a Refuser that was refused after bytes were written to
 // it: count (the counter of the direction writing to c; nil: assume some) is not zero.

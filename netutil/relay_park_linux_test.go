@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
@@ -64,6 +65,43 @@ func (r *linkRig) echoOnce(t testing.TB, b byte) {
 	}
 }
 
+// halfCloseBoth half-closes the client's side, then the server's after it
+// sent "late", and checks that each end reads the other's end of stream and
+// that the relay reports a clean end with echoed bytes a->b and echoed+4
+// b->a (echoed: the bytes echoOnce moved each way before).
+func (r *linkRig) halfCloseBoth(t testing.TB, echoed int64) {
+	t.Helper()
+	r.client.CloseWrite()
+	r.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(r.server); err != nil || len(b) != 0 {
+		t.Fatalf("server after the client's FIN: read %q, %v; want EOF", b, err)
+	}
+	if _, err := r.server.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	r.server.CloseWrite()
+	r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(r.client); err != nil || string(b) != "late" {
+		t.Fatalf("client after the server's FIN: read %q, %v; want \"late\"", b, err)
+	}
+	if res := r.result(t); res.err != nil || res.aToB != echoed || res.bToA != echoed+4 {
+		t.Fatalf("half-closed relay reported %+v, want %d and %d bytes, no error", res, echoed, echoed+4)
+	}
+}
+
+// waitReleased waits until the process holds no more descriptors than fds0
+// and no more goroutines than base (leakcheck.Baseline).
+func waitReleased(t testing.TB, fds0, base int) {
+	t.Helper()
+	testwait.Until(t, "every descriptor to be closed", 5*time.Second, func() bool {
+		_, fds := countFDs(t)
+		return fds <= fds0
+	})
+	if got := waitGoroutines(base, 5*time.Second); got > base {
+		t.Fatalf("%d goroutines after every relay ended, want %d", got, base)
+	}
+}
+
 // waitGoroutines waits until at most want goroutines run, and returns the
 // last count. Like base counts (leakcheck.Baseline), it leaves out the
 // goroutines that live as long as the process: the epoll loop and idle
@@ -116,23 +154,7 @@ func TestLinkIdleHoldsNoGoroutine(t *testing.T) {
 			}
 
 			// A half-close reaching a parked direction ends it cleanly.
-			half := rigs[0]
-			half.client.CloseWrite()
-			half.server.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if b, err := io.ReadAll(half.server); err != nil || len(b) != 0 {
-				t.Fatalf("server after the client's FIN: read %q, %v; want EOF", b, err)
-			}
-			if _, err := half.server.Write([]byte("late")); err != nil {
-				t.Fatal(err)
-			}
-			half.server.CloseWrite()
-			half.client.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if b, err := io.ReadAll(half.client); err != nil || string(b) != "late" {
-				t.Fatalf("client after the server's FIN: read %q, %v; want \"late\"", b, err)
-			}
-			if res := half.result(t); res.err != nil || res.aToB != 2 || res.bToA != 6 {
-				t.Fatalf("half-closed relay reported %+v, want 2 and 6 bytes, no error", res)
-			}
+			rigs[0].halfCloseBoth(t, 2)
 
 			// Close ends parked relays, which report net.ErrClosed.
 			for _, r := range rigs[1:] {
