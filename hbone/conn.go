@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
 // Sizes of the per-connection buffers and socket tuning; see "HBONE engine"
@@ -196,11 +198,18 @@ type conn struct {
 	ctrlSpare    []ctrlFrame // the control queue's second buffer, swapped with ctrlQ
 	closeReq     bool        // a ctrlClose was written: close after the flush
 
-	// Control queue, guarded by cmu.
+	// Control queue, guarded by cmu. The control writer (flushCtrl) is not a
+	// goroutine of its own: a worker runs it while frames wait, so an idle
+	// connection holds no stack for it. ctrlRun is set while one is
+	// scheduled or running, ctrlOpen from start until fail; a worker is
+	// counted in wg before ctrlOpen can be cleared, so wg.Wait (which runs
+	// after fail) covers it.
 	cmu      sync.Mutex
 	ctrlQ    []ctrlFrame
-	ctrlN    atomic.Int32  // len(ctrlQ), read without cmu as a hint
-	ctrlWake chan struct{} // capacity 1: wakes the control writer
+	ctrlN    atomic.Int32 // len(ctrlQ), read without cmu as a hint
+	ctrlRun  bool
+	ctrlOpen bool
+	ctrlTask func() // c.flushCtrl, bound once so that starting it allocates nothing
 
 	// Receive-side connection flow control.
 	recvWindow  atomic.Int64 // bytes the peer may still send us on the connection
@@ -252,7 +261,7 @@ type conn struct {
 	answerTimer *time.Timer
 	answerAt    int64
 
-	wg       sync.WaitGroup // control writer and (client) read loop
+	wg       sync.WaitGroup // the control writer while it runs, and (client) the read loop
 	handlers sync.WaitGroup // server: Handler goroutines
 }
 
@@ -268,7 +277,6 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		epoch:          time.Now(),
 		ctx:            context.Background(),
 		done:           make(chan struct{}),
-		ctrlWake:       make(chan struct{}, 1),
 		wmu:            make(chan struct{}, 1),
 		streams:        make(map[uint32]*Stream),
 		nextID:         1,
@@ -289,6 +297,7 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		c.bw = bufio.NewWriterSize(nc, writeBufSize)
 		c.flusher = findFlusher(nc)
 	}
+	c.ctrlTask = c.flushCtrl
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
 	c.hdec = hpack.NewDecoder(4096, nil)
@@ -311,11 +320,16 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	return c
 }
 
-// start launches the control writer goroutine and arms the keepalive
-// timer.
+// start lets the control writer run (frames queued by newConn go out now)
+// and arms the keepalive timer.
 func (c *conn) start() {
-	c.wg.Add(1)
-	go c.writeLoop()
+	c.cmu.Lock()
+	c.ctrlOpen = true
+	run := c.ctrlWorkerLocked()
+	c.cmu.Unlock()
+	if run {
+		workers.Go(c.ctrlTask)
+	}
 	c.kaLastPing = c.now()
 	// Made unarmed and then armed, so that the tick (on the timer's
 	// goroutine) sees kaTimer set: Reset happens before the tick it arms.
@@ -437,26 +451,47 @@ func (c *conn) enqueue(f ctrlFrame) bool {
 	}
 	c.ctrlQ = append(c.ctrlQ, f)
 	c.ctrlN.Store(int32(len(c.ctrlQ)))
+	run := c.ctrlWorkerLocked()
 	c.cmu.Unlock()
-	signal(c.ctrlWake)
+	if run {
+		workers.Go(c.ctrlTask)
+	}
 	return true
 }
 
-// writeLoop is the control writer goroutine.
-func (c *conn) writeLoop() {
+// ctrlWorkerLocked reports whether the caller must start the control writer
+// (workers.Go(c.ctrlTask)): frames wait, the connection is started and not
+// failed, and no writer is scheduled. It counts the writer in wg. cmu must be
+// held.
+func (c *conn) ctrlWorkerLocked() bool {
+	if c.ctrlRun || !c.ctrlOpen || len(c.ctrlQ) == 0 {
+		return false
+	}
+	c.ctrlRun = true
+	c.wg.Add(1)
+	return true
+}
+
+// flushCtrl is the control writer: it takes the write lock, which writes the
+// queued control frames first (lockWrite), until the queue stays empty. A
+// writer of DATA that takes the lock first writes them as well, and the turn
+// here then finds nothing to do.
+func (c *conn) flushCtrl() {
 	defer c.wg.Done()
 	for {
-		select {
-		case <-c.ctrlWake:
-		case <-c.done:
-			return
-		}
 		err := c.lockWrite()
 		if uerr := c.unlockWrite(); err == nil {
 			err = uerr
 		}
 		if err != nil {
 			c.fail(err)
+			return
+		}
+		c.cmu.Lock()
+		more := c.ctrlOpen && len(c.ctrlQ) > 0
+		c.ctrlRun = more
+		c.cmu.Unlock()
+		if !more {
 			return
 		}
 	}
@@ -619,6 +654,9 @@ func (c *conn) fail(err error) {
 	}
 	serr := c.streamErr
 	c.mu.Unlock()
+	c.cmu.Lock()
+	c.ctrlOpen = false // no control writer starts from now on
+	c.cmu.Unlock()
 	close(c.done)
 	if c.kaTimer != nil {
 		// A tick already past its check of done may re-arm the timer once;

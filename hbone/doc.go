@@ -20,8 +20,9 @@
 //
 // # Connection internals
 //
-// Every connection (client or server) has exactly two goroutines, both
-// owned by the connection and waited for when it ends, and a timer:
+// Every connection (client or server) has one goroutine of its own, a
+// control writer that runs only while it has work, and a timer; the
+// connection owns them and waits for them when it ends:
 //
 //   - the read loop (ClientConn: started by NewClientConn; Server: the
 //     goroutine that called ServeConn) reads frames, copies DATA payloads
@@ -30,7 +31,9 @@
 //     the stream's receive buffer) and never writes to the socket itself;
 //   - the control writer writes frames queued without blocking by the read
 //     loop and by stream readers (SETTINGS, PING, WINDOW_UPDATE, RST_STREAM,
-//     GOAWAY);
+//     GOAWAY). The first frame queued while none runs starts it on an
+//     internal/workers goroutine, and it ends when the queue is empty, so an
+//     idle connection holds one goroutine stack, not two;
 //   - a keepalive timer (no goroutine of its own while it waits) queues
 //     PINGs and drops a silent peer.
 //

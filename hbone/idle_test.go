@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 )
 
 // openIdle opens a stream on cc, moves one byte each way the way a relay
@@ -111,26 +113,19 @@ func BenchmarkIdleStreams(b *testing.B) {
 	b.ReportMetric(perPair, "B/stream-pair")
 }
 
-// TestConnGoroutines: a connection costs two goroutines at each end (the
-// read loop and the control writer); keepalive is a timer. A node holds a
-// pooled connection per peer node and direction, so each goroutine (and its
-// stack) counts.
+// TestConnGoroutines: an idle connection costs one goroutine at each end,
+// its read loop. The control writer runs on a worker goroutine only while
+// frames wait (leakcheck does not count idle workers), and keepalive is a
+// timer. A node holds a pooled connection per peer node and direction, and
+// each goroutine holds a stack (about 8 KiB once grown).
 func TestConnGoroutines(t *testing.T) {
 	ts := startServer(t, true, Config{}, echo)
 	const pairs = 20
-	// Goroutines of earlier tests may still be ending: count from a steady base.
-	base := runtime.NumGoroutine()
-	for range 100 {
-		time.Sleep(20 * time.Millisecond)
-		n := runtime.NumGoroutine()
-		if n == base {
-			break
-		}
-		base = n
-	}
+	base := leakcheck.Baseline()
 	for range pairs {
 		cc := ts.client(t, Config{})
-		// A round trip proves both ends are up before counting.
+		// A round trip proves both ends are up before counting; the
+		// WINDOW_UPDATEs it causes run the control writers.
 		s := connect(t, cc, "10.0.0.1:80")
 		if _, err := s.Write([]byte("x")); err != nil {
 			t.Fatal(err)
@@ -142,17 +137,17 @@ func TestConnGoroutines(t *testing.T) {
 		io.Copy(io.Discard, s)
 		s.Close()
 	}
-	want := base + 4*pairs
+	want := base + 2*pairs
 	var got int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if got = runtime.NumGoroutine(); got == want || time.Now().After(deadline) {
+		if got = leakcheck.Count(); got == want || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if got != want {
-		t.Errorf("%d connection pairs run %d goroutines, want %d (two per end)", pairs, got-base, want-base)
+		t.Errorf("%d idle connection pairs run %d goroutines, want %d (one per end)", pairs, got-base, want-base)
 	}
 }
 

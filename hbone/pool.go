@@ -81,6 +81,10 @@ type poolConn struct {
 	streams   int           // checked-out streams; guarded by Pool.mu
 	idleSince time.Time     // when streams dropped to 0; guarded by Pool.mu
 	kick      chan struct{} // capacity 1: streams dropped to 0
+	// release is the completion hook of every stream on this connection,
+	// p.release(pc), made once here rather than once per stream (a stream
+	// keeps its hook for as long as it is open).
+	release func()
 }
 
 // NewPool returns a pool. Close it to release its connections.
@@ -118,7 +122,7 @@ func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*St
 		if err != nil {
 			return nil, err
 		}
-		s, err := pc.cc.c.request(ctx, req, func() { p.release(pc) }, wait)
+		s, err := pc.cc.c.request(ctx, req, pc.release, wait)
 		if err == nil {
 			return s, nil
 		}
@@ -219,6 +223,7 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 		}
 	} else {
 		pc := &poolConn{key: k, cc: cc, idleSince: time.Now(), kick: make(chan struct{}, 1)}
+		pc.release = func() { p.release(pc) }
 		e.conns = append(e.conns, pc)
 		p.conns++
 		p.wg.Add(1)

@@ -127,6 +127,9 @@ type Registry struct {
 
 	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
 	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
+	// Their Dec methods, bound once: SocketOpened hands one to every accepted
+	// socket, which keeps it as long as the socket is open.
+	outboundClosed, inboundClosed func()
 
 	cache     *boundedmap.Map[Labels, *series] // normalized label sets to their series (cache.go)
 	newSeries func(Labels) *series             // r.makeSeries, bound once
@@ -152,6 +155,7 @@ func New(component, version string) *Registry {
 	r.reg.MustRegister(sockets)
 	r.socketsOutbound = sockets.WithLabelValues(ReporterSource)
 	r.socketsInbound = sockets.WithLabelValues(ReporterDestination)
+	r.outboundClosed, r.inboundClosed = r.socketsOutbound.Dec, r.socketsInbound.Dec
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -169,14 +173,15 @@ func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
 }
 
-// SocketOpened counts an accepted socket as open until the returned func is called.
+// SocketOpened counts an accepted socket as open until the returned func is called. It
+// allocates nothing: the funcs are made once per Registry.
 func (r *Registry) SocketOpened(reporter string) (closed func()) {
-	g := r.socketsOutbound
 	if reporter == ReporterDestination {
-		g = r.socketsInbound
+		r.socketsInbound.Inc()
+		return r.inboundClosed
 	}
-	g.Inc()
-	return g.Dec
+	r.socketsOutbound.Inc()
+	return r.outboundClosed
 }
 
 // Conn is the metrics of one open connection. Byte counts are attributed to the labels the

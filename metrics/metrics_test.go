@@ -235,6 +235,47 @@ func TestConnAllocs(t *testing.T) {
 	zero.Close(FlagDeny)
 }
 
+// closedSink makes the func SocketOpened returns escape to the heap, as it does in the proxy.
+var closedSink func()
+
+// TestSocketOpenedAllocs: counting an accepted socket open and closed allocates nothing. The
+// func SocketOpened returns is kept for as long as the socket is open, so an allocation here
+// would be held by every idle connection.
+func TestSocketOpenedAllocs(t *testing.T) {
+	r := New("ztunnel", "test")
+	for _, reporter := range []string{ReporterSource, ReporterDestination} {
+		got := testing.AllocsPerRun(200, func() {
+			closedSink = r.SocketOpened(reporter) // kept, as a connection keeps it
+			closedSink()
+		})
+		if got != 0 {
+			t.Errorf("%s: %v allocations per socket, want 0", reporter, got)
+		}
+	}
+	open := func() (outbound, inbound string) {
+		rec := httptest.NewRecorder()
+		r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, `istio_tcp_sockets_open{reporter="source"} `); ok {
+				outbound = v
+			}
+			if v, ok := strings.CutPrefix(line, `istio_tcp_sockets_open{reporter="destination"} `); ok {
+				inbound = v
+			}
+		}
+		return outbound, inbound
+	}
+	out, in := r.SocketOpened(ReporterSource), r.SocketOpened(ReporterDestination)
+	in()
+	if o, i := open(); o != "1" || i != "0" {
+		t.Errorf("sockets open (source, destination) = %q, %q; want 1, 0", o, i)
+	}
+	out()
+	if o, i := open(); o != "0" || i != "0" {
+		t.Errorf("sockets open after both closed = %q, %q; want 0, 0", o, i)
+	}
+}
+
 func BenchmarkConnCached(b *testing.B) {
 	r := New("ztunnel", "bench")
 	l := testLabels(ReporterSource, "echo")
