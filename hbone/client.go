@@ -22,11 +22,8 @@ func NewClientConn(nc net.Conn, cfg Config) (*ClientConn, error) {
 	}
 	c := newConn(nc, cfg, false, nil)
 	c.start()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.afterReadLoop(c.serveFrames())
-	}()
+	c.wg.Add(1)     // the read loop's, until readEnded
+	go c.readLoop() // owned by the connection; it parks while the peer is silent
 	return &ClientConn{c: c}, nil
 }
 

@@ -14,12 +14,14 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/ztunnel-go/ztunnel/internal/workers"
+	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
 // Sizes of the per-connection buffers and socket tuning; see "HBONE engine"
@@ -78,6 +80,27 @@ const (
 	// kept between blocks; larger ones are dropped after use.
 	keepDecodeBuf = 16 << 10
 )
+
+// readParkAfter is how long the read loop waits for the next frame on its
+// own goroutine before it gives the goroutine up (see parkRead). Shorter
+// parks sooner, freeing the stack of an idle pooled connection's read loop
+// (8-16 KiB at each end); longer saves the park and the resume (a system call
+// and a goroutine hand-off before the next frame) on connections that pause
+// briefly. Connections that never pause that long never park. A variable for
+// the tests.
+var readParkAfter = 100 * time.Millisecond
+
+// errParked ends serveFrames when the read loop parked: the connection lives
+// on, and readTask runs the loop again once the socket is readable.
+var errParked = errors.New("hbone: read loop parked")
+
+// readWaiter is a connection whose reader can wait for input with a time
+// limit and leave the waiting to an epoll set (tls/record.Conn). The read
+// loop of a connection built on one parks while the peer is silent.
+type readWaiter interface {
+	WaitReadable(idle time.Duration) bool
+	Socket() syscall.RawConn
+}
 
 // frameReader is what the read loop reads frames from: a bufio.Reader
 // around the connection, or the connection itself when it buffers its own
@@ -153,7 +176,14 @@ type conn struct {
 	done  chan struct{} // closed by fail
 
 	// Owned by the read loop.
-	br          frameReader
+	br frameReader
+	// waiter is br when the read loop may park (a readWaiter over a socket
+	// that epoll takes), else nil; sock is its socket. rpark is where the
+	// loop parks, readTask (c.readLoop, bound once) what resumes it.
+	waiter      readWaiter
+	sock        syscall.RawConn
+	rpark       netutil.ReadPark
+	readTask    func()
 	rfr         *http2.Framer // read side only; returns raw HEADERS/CONTINUATION
 	scratch     [8]byte
 	sawSettings bool
@@ -249,6 +279,7 @@ type conn struct {
 	closing        bool      // ctrlClose queued
 	closeErr       error     // reason given to closeGraceful
 	closed         bool      // fail ran
+	endHook        func()    // run by fail, once, after it released every lock (onEnd)
 	err            error     // why the connection ended
 	streamErr      error     // err as seen by streams that were still open
 
@@ -263,6 +294,11 @@ type conn struct {
 
 	wg       sync.WaitGroup // the control writer while it runs, and (client) the read loop
 	handlers sync.WaitGroup // server: Handler goroutines
+
+	// Server side: what ends the connection's service once the read loop
+	// ended (see Server.Serve), set before the read loop starts.
+	stopCtx func() bool
+	served  func(error)
 }
 
 func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
@@ -292,12 +328,18 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		// straight into its buffers, sealed at the flush.
 		sb.BufferWrites()
 		c.br, c.bw = sb, sb
+		if w, ok := nc.(readWaiter); ok {
+			if raw := w.Socket(); raw != nil {
+				c.waiter, c.sock = w, raw
+			}
+		}
 	} else {
 		c.br = bufio.NewReaderSize(nc, readBufSize)
 		c.bw = bufio.NewWriterSize(nc, writeBufSize)
 		c.flusher = findFlusher(nc)
 	}
 	c.ctrlTask = c.flushCtrl
+	c.readTask = c.readLoop
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
 	c.hdec = hpack.NewDecoder(4096, nil)
@@ -653,6 +695,7 @@ func (c *conn) fail(err error) {
 		c.answerTimer.Stop()
 	}
 	serr := c.streamErr
+	hook := c.endHook
 	c.mu.Unlock()
 	c.cmu.Lock()
 	c.ctrlOpen = false // no control writer starts from now on
@@ -664,12 +707,42 @@ func (c *conn) fail(err error) {
 		c.kaTimer.Stop()
 	}
 	c.nc.Close()
+	if c.rpark.Cancel() {
+		// The read loop was parked: epoll forgets a closed socket, so
+		// nothing would resume it. It runs now, finds the socket closed
+		// and ends the connection's service.
+		workers.Go(c.readTask) // owned by the connection, as its read loop
+	}
 	if !isBenign(err) {
 		c.log.Debug("hbone: connection failed", "remote", c.nc.RemoteAddr(), "err", err)
 	}
 	for _, s := range streams {
 		s.connFailed(serr)
 	}
+	if hook != nil {
+		hook()
+	}
+}
+
+// onEnd makes f run once the connection has failed: at once on this
+// goroutine if it already has, otherwise on the goroutine that fails it,
+// after fail released its locks. One hook per connection (the pool's).
+func (c *conn) onEnd(f func()) {
+	c.mu.Lock()
+	if !c.closed {
+		c.endHook = f
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	f()
+}
+
+// isClosed reports whether fail ran.
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // closeGraceful closes the connection once every frame queued or written

@@ -20,22 +20,30 @@
 //
 // # Connection internals
 //
-// Every connection (client or server) has one goroutine of its own, a
-// control writer that runs only while it has work, and a timer; the
-// connection owns them and waits for them when it ends:
+// Every connection (client or server) has a read loop, a control writer
+// and a timer; the connection owns them and waits for them when it ends.
+// None of them holds a goroutine while the connection is idle:
 //
-//   - the read loop (ClientConn: started by NewClientConn; Server: the
-//     goroutine that called ServeConn) reads frames, copies DATA payloads
-//     straight from its bufio.Reader into the buffer of a Read waiting on
-//     the stream (or, when none waits or bytes are already buffered, into
-//     the stream's receive buffer) and never writes to the socket itself;
+//   - the read loop (ClientConn: started by NewClientConn; Server: begun on
+//     the goroutine that called Serve or ServeConn) reads frames, copies
+//     DATA payloads straight from its bufio.Reader into the buffer of a Read
+//     waiting on the stream (or, when none waits or bytes are already
+//     buffered, into the stream's receive buffer) and never writes to the
+//     socket itself. Over a connection that can wait for input with a time
+//     limit (tls/record's Conn on a socket), the loop parks once the peer
+//     has been silent for 100 ms between frames: its socket goes to
+//     netutil's epoll loop (netutil.ReadPark) and its goroutine ends, and a
+//     new one runs the loop when the socket becomes readable. A connection
+//     that fails while its loop is parked takes the loop back and runs it to
+//     its end. Serve returns once the loop parks or the connection ends;
+//     ServeConn waits for the end;
 //   - the control writer writes frames queued without blocking by the read
 //     loop and by stream readers (SETTINGS, PING, WINDOW_UPDATE, RST_STREAM,
 //     GOAWAY). The first frame queued while none runs starts it on an
-//     internal/workers goroutine, and it ends when the queue is empty, so an
-//     idle connection holds one goroutine stack, not two;
+//     internal/workers goroutine, and it ends when the queue is empty;
 //   - a keepalive timer (no goroutine of its own while it waits) queues
-//     PINGs and drops a silent peer.
+//     PINGs and drops a silent peer. The peer's PINGs and their answers wake
+//     a parked read loop, which parks again after them.
 //
 // Application goroutines (Stream.Write, Connect, Respond) write DATA and
 // HEADERS frames themselves under the connection's write lock, into a

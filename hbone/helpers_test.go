@@ -107,12 +107,18 @@ func startServer(t testing.TB, useTLS bool, cfg Config, h Handler) *testServer {
 					}
 					c = tc
 				}
-				if err := ts.srv.ServeConn(context.Background(), c); err != nil {
-					select {
-					case ts.errs <- err:
-					default:
+				// Serve, as the proxy does: the connection holds no
+				// goroutine of this test while the peer is silent.
+				ts.wg.Add(1)
+				ts.srv.Serve(context.Background(), c, func(err error) {
+					defer ts.wg.Done()
+					if err != nil {
+						select {
+						case ts.errs <- err:
+						default:
+						}
 					}
-				}
+				})
 			}()
 		}
 	}()

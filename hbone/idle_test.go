@@ -113,19 +113,20 @@ func BenchmarkIdleStreams(b *testing.B) {
 	b.ReportMetric(perPair, "B/stream-pair")
 }
 
-// TestConnGoroutines: an idle connection costs one goroutine at each end,
-// its read loop. The control writer runs on a worker goroutine only while
-// frames wait (leakcheck does not count idle workers), and keepalive is a
-// timer. A node holds a pooled connection per peer node and direction, and
-// each goroutine holds a stack (about 8 KiB once grown).
+// TestConnGoroutines: an idle connection over TLS and TCP holds no
+// goroutine at either end. The read loops park in netutil's epoll loop once
+// the peer has been silent for readParkAfter, the control writer runs on a
+// worker only while frames wait, keepalive is a timer (leakcheck counts
+// neither the epoll loop nor idle workers). A node holds a pooled connection
+// per peer node and identity, and each goroutine would hold a stack of 8-16
+// KiB once grown. Parked connections then carry streams and PINGs as before,
+// and closing them ends everything they started.
 func TestConnGoroutines(t *testing.T) {
 	ts := startServer(t, true, Config{}, echo)
 	const pairs = 20
 	base := leakcheck.Baseline()
-	for range pairs {
-		cc := ts.client(t, Config{})
-		// A round trip proves both ends are up before counting; the
-		// WINDOW_UPDATEs it causes run the control writers.
+	roundTrip := func(cc *ClientConn) {
+		t.Helper()
 		s := connect(t, cc, "10.0.0.1:80")
 		if _, err := s.Write([]byte("x")); err != nil {
 			t.Fatal(err)
@@ -137,18 +138,67 @@ func TestConnGoroutines(t *testing.T) {
 		io.Copy(io.Discard, s)
 		s.Close()
 	}
-	want := base + 2*pairs
-	var got int
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if got = leakcheck.Count(); got == want || time.Now().After(deadline) {
-			break
+	conns := make([]*ClientConn, pairs)
+	for i := range conns {
+		conns[i] = ts.client(t, Config{})
+		// A round trip proves both ends are up before counting; the
+		// WINDOW_UPDATEs it causes run the control writers.
+		roundTrip(conns[i])
+	}
+	waitGoroutines := func(want int) {
+		t.Helper()
+		var got int
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if got = leakcheck.Count(); got == want || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
+		if got != want {
+			t.Fatalf("%d idle connection pairs run %d goroutines, want %d", pairs, got-base, want-base)
+		}
 	}
-	if got != want {
-		t.Errorf("%d idle connection pairs run %d goroutines, want %d (one per end)", pairs, got-base, want-base)
+	waitGoroutines(base)
+
+	// Parked, they still serve streams, and park again.
+	for _, cc := range conns {
+		roundTrip(cc)
 	}
+	waitGoroutines(base)
+
+	// Closing parked connections ends them at both ends.
+	for _, cc := range conns {
+		cc.Close()
+	}
+	leakcheck.Wait(t, base)
+	ts.srv.mu.Lock()
+	left := len(ts.srv.conns)
+	ts.srv.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("the server still has %d connections after the clients closed", left)
+	}
+}
+
+// TestParkedKeepalive: parked read loops wake for the peer's PINGs and their
+// answers, so keepalive holds a silent connection up through many parks: with
+// PINGs every 150 ms and a 450 ms timeout, a loop that missed them would end
+// the connection within the second this test waits.
+func TestParkedKeepalive(t *testing.T) {
+	cfg := Config{PingInterval: 150 * time.Millisecond, PingTimeout: 450 * time.Millisecond}
+	ts := startServer(t, true, cfg, echo)
+	cc := ts.client(t, cfg)
+	s := connect(t, cc, "10.0.0.1:80")
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatalf("Write after a second of keepalive only: %v", err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+		t.Fatalf("Read after a second of keepalive only: %v", err)
+	}
+	s.CloseWrite()
+	io.Copy(io.Discard, s)
+	s.Close()
 }
 
 // TestStreamSize keeps a Stream (one per tunnelled connection at each end,

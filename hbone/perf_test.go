@@ -175,3 +175,25 @@ func BenchmarkConnectRoundTrip(b *testing.B) {
 		s.Close()
 	}
 }
+
+// BenchmarkStreamRoundTripTLS is S4 on one connection pair: a 1-byte
+// request and its echo on one stream over tls/record and loopback TCP. Each
+// round trip wakes the read loop at both ends once, so it prices the read
+// loop's wait for the next frame (with its idle deadline for parking).
+func BenchmarkStreamRoundTripTLS(b *testing.B) {
+	ts := startServer(b, true, Config{}, echo)
+	cc := ts.client(b, Config{})
+	s := connect(b, cc, "10.0.0.1:80")
+	defer s.Close()
+	one := []byte{'x'}
+	buf := make([]byte, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Write(one); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -62,7 +62,7 @@ type Pool struct {
 	conns   int
 	streams int
 
-	wg sync.WaitGroup // dial goroutines and per-connection watchers
+	wg sync.WaitGroup // dial goroutines, and idle closes under way
 }
 
 type poolKey struct {
@@ -75,12 +75,20 @@ type poolDial struct {
 	err  error         // set before done is closed
 }
 
+// poolConn is one pooled connection. It has no goroutine of its own: its
+// idle timer checks it now and then, and its end (whatever the cause)
+// removes it from the pool through the connection's end hook.
 type poolConn struct {
 	key       Key
 	cc        *ClientConn
-	streams   int           // checked-out streams; guarded by Pool.mu
-	idleSince time.Time     // when streams dropped to 0; guarded by Pool.mu
-	kick      chan struct{} // capacity 1: streams dropped to 0
+	streams   int       // checked-out streams; guarded by Pool.mu
+	idleSince time.Time // when streams dropped to 0; guarded by Pool.mu
+	// idle runs p.idleCheck(pc) IdleTimeout after the connection was made;
+	// a check that finds streams open looks again IdleTimeout later, one
+	// that finds the connection idle for less than IdleTimeout looks again
+	// when it will have been. So the connection closes IdleTimeout after its
+	// last stream ended, and releasing a stream costs nothing.
+	idle *time.Timer
 	// release is the completion hook of every stream on this connection,
 	// p.release(pc), made once here rather than once per stream (a stream
 	// keeps its hook for as long as it is open).
@@ -206,6 +214,7 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 	defer p.wg.Done()
 	defer cancel()
 	var cc *ClientConn
+	var added *poolConn
 	nc, err := p.cfg.Dial(ctx, k)
 	if err == nil {
 		cc, err = NewClientConn(nc, p.cfg.Config)
@@ -222,15 +231,20 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 			delete(p.keys, k)
 		}
 	} else {
-		pc := &poolConn{key: k, cc: cc, idleSince: time.Now(), kick: make(chan struct{}, 1)}
+		pc := &poolConn{key: k, cc: cc, idleSince: time.Now()}
 		pc.release = func() { p.release(pc) }
 		e.conns = append(e.conns, pc)
 		p.conns++
-		p.wg.Add(1)
-		go p.watch(pc)
+		pc.idle = time.AfterFunc(p.cfg.IdleTimeout, func() { p.idleCheck(pc) })
+		added = pc
 	}
 	close(d.done)
 	p.mu.Unlock()
+	if added != nil {
+		// A connection that ends (peer gone, GOAWAY drained, keepalive)
+		// leaves the pool at once.
+		cc.c.onEnd(func() { p.ended(added) })
+	}
 }
 
 // release returns a stream reservation; it is the stream's completion hook.
@@ -238,58 +252,44 @@ func (p *Pool) release(pc *poolConn) {
 	p.mu.Lock()
 	pc.streams--
 	p.streams--
-	idle := pc.streams == 0
-	if idle {
+	if pc.streams == 0 {
 		pc.idleSince = time.Now()
 	}
 	p.mu.Unlock()
-	if idle {
-		signal(pc.kick)
-	}
 }
 
-// watch runs in a goroutine owned by the pool, one per connection: it
-// removes the connection when it dies, when it stayed idle for IdleTimeout
-// or when the pool closes.
-func (p *Pool) watch(pc *poolConn) {
-	defer p.wg.Done()
+// idleCheck runs on pc's idle timer: it closes a connection that carried no
+// stream for IdleTimeout, and otherwise looks again when that could be true.
+func (p *Pool) idleCheck(pc *poolConn) {
 	idle := p.cfg.IdleTimeout
-	t := time.NewTimer(idle)
-	defer t.Stop()
-	for {
-		select {
-		case <-pc.cc.Done():
-			p.remove(pc)
-			pc.cc.Close()
-			return
-		case <-p.ctx.Done():
-			pc.cc.Close()
-			return
-		case <-pc.kick:
-			p.mu.Lock()
-			wait := idle - time.Since(pc.idleSince)
-			armed := pc.streams == 0
-			p.mu.Unlock()
-			if armed {
-				t.Reset(max(wait, 0))
-			}
-		case <-t.C:
-			p.mu.Lock()
-			expired := pc.streams == 0 && time.Since(pc.idleSince) >= idle
-			wait := idle - time.Since(pc.idleSince)
-			if expired {
-				p.removeLocked(pc)
-			}
-			p.mu.Unlock()
-			if expired {
-				pc.cc.Close()
-				return
-			}
-			if wait > 0 {
-				t.Reset(wait)
-			}
-		}
+	p.mu.Lock()
+	if p.closed || pc.cc.c.isClosed() {
+		p.mu.Unlock()
+		return
 	}
+	if pc.streams > 0 {
+		p.mu.Unlock()
+		pc.idle.Reset(idle)
+		return
+	}
+	if wait := idle - time.Since(pc.idleSince); wait > 0 {
+		p.mu.Unlock()
+		pc.idle.Reset(wait)
+		return
+	}
+	p.removeLocked(pc)
+	p.wg.Add(1) // Close waits for this close
+	p.mu.Unlock()
+	pc.cc.Close()
+	p.wg.Done()
+}
+
+// ended is pc's end hook: the connection is gone, so it leaves the pool.
+// It runs on the goroutine that ended the connection and only forgets it
+// (ClientConn.Close, which waits for the read loop, is for its owners).
+func (p *Pool) ended(pc *poolConn) {
+	pc.idle.Stop()
+	p.remove(pc)
 }
 
 func (p *Pool) remove(pc *poolConn) {
@@ -320,8 +320,16 @@ func (p *Pool) removeLocked(pc *poolConn) {
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	var conns []*poolConn
+	for _, e := range p.keys {
+		conns = append(conns, e.conns...)
+	}
 	p.mu.Unlock()
-	p.cancel()
+	p.cancel() // dials in flight
+	for _, pc := range conns {
+		pc.idle.Stop()
+		pc.cc.Close()
+	}
 	p.wg.Wait()
 	p.mu.Lock()
 	clear(p.keys)

@@ -3,6 +3,7 @@ package hbone
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // hold is a Handler that opens the tunnel and keeps it until the client
@@ -267,5 +271,63 @@ func TestKeepaliveKeepsLivePeer(t *testing.T) {
 		}
 		cc.Close()
 		<-done
+	})
+}
+
+// TestPoolIdleConnsHoldNoGoroutine: pooled connections over TLS and TCP to
+// several keys, idle after their streams, hold no goroutine at either end
+// (the pool keeps a timer and an end hook per connection, not a watcher).
+// A connection the peer ends leaves the pool by its end hook, and Close
+// ends the rest at both ends.
+func TestPoolIdleConnsHoldNoGoroutine(t *testing.T) {
+	ts := startServer(t, true, Config{}, echo)
+	p := NewPool(PoolConfig{Dial: func(ctx context.Context, k Key) (net.Conn, error) { return ts.dial(ctx) }})
+	base := leakcheck.Baseline()
+	const keys = 5
+	for i := range keys {
+		k := testKey
+		k.Source = fmt.Sprintf("spiffe://td/ns/a/sa/k%d", i)
+		s, err := p.Connect(context.Background(), k, &Request{Authority: "10.0.0.1:80"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte("x"))
+		io.ReadFull(s, make([]byte, 1))
+		s.CloseWrite()
+		io.Copy(io.Discard, s)
+		s.Close()
+	}
+	// A stream leaves the pool when both ends are done with it, which
+	// may be just after Close returns.
+	testwait.Until(t, "the streams to leave the pool", 10*time.Second, func() bool {
+		return p.Stats() == PoolStats{Conns: keys}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for leakcheck.Count() != base && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := leakcheck.Count(); got != base {
+		t.Fatalf("%d idle pooled connections run %d goroutines, want none", keys, got-base)
+	}
+
+	// The server ends one connection: the pool forgets it without a watcher.
+	ts.srv.mu.Lock()
+	var victim *conn
+	for c := range ts.srv.conns {
+		victim = c
+		break
+	}
+	ts.srv.mu.Unlock()
+	victim.fail(errors.New("test: server drops the connection"))
+	testwait.Until(t, "the pool to drop the connection the peer closed", 10*time.Second, func() bool {
+		return p.Stats().Conns == keys-1
+	})
+
+	p.Close()
+	leakcheck.Wait(t, base)
+	testwait.Until(t, "the server's connections to end", 10*time.Second, func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return len(ts.srv.conns) == 0
 	})
 }

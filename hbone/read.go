@@ -40,6 +40,9 @@ func (c *conn) readPreface() error {
 // complete.
 func (c *conn) serveFrames() error {
 	for {
+		if c.waiter != nil && !c.waiter.WaitReadable(readParkAfter) && c.parkRead() {
+			return errParked
+		}
 		fh, err := c.rfr.ReadFrameHeader()
 		if err != nil {
 			return classifyReadErr(err)
@@ -99,6 +102,50 @@ func (c *conn) serveFrames() error {
 		if err := c.idle("stream error flood"); err != nil {
 			return err
 		}
+	}
+}
+
+// readLoop runs the read loop until it parks or the connection ends, and
+// then ends the connection's service (readEnded). It runs first on the
+// goroutine that started the connection, then on a new one each time the
+// parked loop's socket becomes readable (readTask).
+func (c *conn) readLoop() {
+	err := c.serveFrames()
+	if err == errParked {
+		return
+	}
+	c.readEnded(err)
+}
+
+// readEnded ends the connection's service once its read loop ended: the
+// client's read loop leaves the WaitGroup, the server's connection leaves
+// its Server.
+func (c *conn) readEnded(err error) {
+	c.afterReadLoop(err)
+	if c.server {
+		c.srv.connEnded(c)
+		return
+	}
+	c.wg.Done()
+}
+
+// parkRead gives up the read loop's goroutine while the peer is silent:
+// the socket goes to netutil's epoll loop, which runs readTask once it is
+// readable. It reports false when the loop must go on reading here (the
+// socket cannot be parked, or the connection failed meanwhile). Frames are
+// never cut: the loop parks only between frames with nothing buffered.
+func (c *conn) parkRead() bool {
+	if !c.rpark.Park(c.sock, c.readTask) {
+		c.waiter = nil // epoll refuses this socket: wait in Read from now on
+		return false
+	}
+	select {
+	case <-c.done:
+		// fail may have looked for the parked loop before it was parked;
+		// whoever takes it back runs it.
+		return !c.rpark.Cancel()
+	default:
+		return true
 	}
 }
 

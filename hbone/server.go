@@ -44,17 +44,33 @@ type Server struct {
 // after every Handler it started has returned. A connection that ended
 // normally (peer closed, drained, shut down) returns nil.
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn) error {
+	res := make(chan error, 1)
+	srv.Serve(ctx, nc, func(err error) { res <- err })
+	return <-res
+}
+
+// Serve is ServeConn without holding the calling goroutine for the
+// connection's life: it returns once the connection is set up and its read
+// loop waits for the peer, and done runs with what ServeConn would return
+// when the connection has ended and every Handler it started has returned.
+// done runs exactly once, on whichever goroutine ends the connection (the
+// caller's, if it ends before Serve returns). While the peer is silent, the
+// connection holds no goroutine (see hbone's doc, "Goroutines").
+func (srv *Server) Serve(ctx context.Context, nc net.Conn, done func(error)) {
 	if srv.Handler == nil {
 		nc.Close()
-		return errors.New("hbone: Server without Handler")
+		done(errors.New("hbone: Server without Handler"))
+		return
 	}
 	c := newConn(nc, srv.Config, true, srv)
 	c.ctx = ctx
+	c.served = done
 	srv.mu.Lock()
 	if srv.shutdown {
 		srv.mu.Unlock()
 		nc.Close()
-		return ErrServerClosed
+		done(ErrServerClosed)
+		return
 	}
 	if srv.conns == nil {
 		srv.conns = make(map[*conn]struct{})
@@ -62,34 +78,36 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	srv.conns[c] = struct{}{}
 	srv.serving.Add(1)
 	srv.mu.Unlock()
-	defer func() {
-		srv.mu.Lock()
-		delete(srv.conns, c)
-		srv.mu.Unlock()
-		srv.serving.Done()
-	}()
 
-	stop := context.AfterFunc(ctx, func() {
+	c.stopCtx = context.AfterFunc(ctx, func() {
 		c.fail(fmt.Errorf("hbone: serve context done: %w", context.Cause(ctx)))
 	})
-	defer stop()
-
 	c.start()
-	err := c.readPreface()
-	if err == nil {
-		err = c.serveFrames()
+	if err := c.readPreface(); err != nil {
+		c.readEnded(err)
+		return
 	}
-	c.afterReadLoop(err)
+	c.readLoop()
+}
+
+// connEnded is the end of a connection's service, after its read loop
+// ended: it waits for the control writer and the Handlers, forgets the
+// connection and reports to Serve's caller.
+func (srv *Server) connEnded(c *conn) {
+	c.stopCtx()
 	c.wg.Wait()
 	c.handlers.Wait()
-
 	c.mu.Lock()
-	err = c.err
+	err := c.err
 	c.mu.Unlock()
 	if isBenign(err) || errors.Is(err, errGoAwayDrain) {
-		return nil
+		err = nil
 	}
-	return err
+	srv.mu.Lock()
+	delete(srv.conns, c)
+	srv.mu.Unlock()
+	srv.serving.Done()
+	c.served(err)
 }
 
 // Shutdown drains every connection: GOAWAY with the last accepted stream,

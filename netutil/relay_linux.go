@@ -477,14 +477,29 @@ type loop struct {
 	epfd int
 	file *os.File // epfd, registered in Go's netpoller; kept for the process's life
 
-	mu    sync.Mutex
-	slots []loopSlot // guarded by mu
-	free  []uint32   // free indexes in slots; guarded by mu
+	mu     sync.Mutex
+	slots  []loopSlot // guarded by mu
+	free   []uint32   // free indexes in slots; guarded by mu
+	rslots []readSlot // parked ReadParks; guarded by mu
+	rfree  []uint32   // free indexes in rslots; guarded by mu
 }
+
+// An epoll event names its slot by index (Fd) and generation (Pad). The top
+// bit of Pad says which table the slot is in: set for rslots (a ReadPark),
+// clear for slots (a relay direction). Generations wrap within the other 31.
+const (
+	readSlotBit = 1 << 31
+	genMask     = readSlotBit - 1
+)
 
 type loopSlot struct {
 	d   *dirState // nil when free
 	gen uint32    // bumped at every park, so a stale event cannot resume a later occupant
+}
+
+type readSlot struct {
+	p   *ReadPark // nil when free
+	gen uint32    // as loopSlot's
 }
 
 var (
@@ -529,7 +544,14 @@ func (lp *loop) run(rc syscall.RawConn) {
 	var evs [128]unix.EpollEvent
 	resume := func(n int) {
 		for i := range n {
-			if d := lp.takeSlot(uint32(evs[i].Fd), uint32(evs[i].Pad)); d != nil {
+			idx, gen := uint32(evs[i].Fd), uint32(evs[i].Pad)
+			if gen&readSlotBit != 0 {
+				if p := lp.takeReadSlot(idx, gen&genMask); p != nil {
+					workers.Go(p.resume) // owned by whoever parked p
+				}
+				continue
+			}
+			if d := lp.takeSlot(idx, gen); d != nil {
 				workers.Go(d.resume) // owned by the direction's Link
 			}
 		}
@@ -576,7 +598,7 @@ func (lp *loop) park(d *dirState) bool {
 		idx = uint32(len(lp.slots))
 		lp.slots = append(lp.slots, loopSlot{})
 	}
-	lp.slots[idx].gen++
+	lp.slots[idx].gen = (lp.slots[idx].gen + 1) & genMask
 	lp.slots[idx].d = d
 	gen := lp.slots[idx].gen
 	r.slot = idx + 1
@@ -584,15 +606,7 @@ func (lp *loop) park(d *dirState) bool {
 
 	var cerr error
 	err := d.srcRaw().Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(gen)}
-		if wasRegistered {
-			if cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev); cerr != unix.ENOENT {
-				return
-			}
-		}
-		if cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); cerr == unix.EEXIST {
-			cerr = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
-		}
+		cerr = lp.arm(int(fd), wasRegistered, idx, gen)
 	})
 	if err != nil || cerr != nil {
 		// Nothing will fire for this registration: take d back, unless
@@ -612,6 +626,23 @@ func (lp *loop) park(d *dirState) bool {
 		return false
 	}
 	return true
+}
+
+// arm asks epoll for one readable event on fd, naming the slot idx at
+// generation gen (with readSlotBit for rslots). A descriptor registered
+// before (its one-shot event spent) is modified, others added.
+func (lp *loop) arm(fd int, registered bool, idx, gen uint32) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(gen)}
+	if registered {
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != unix.ENOENT {
+			return err
+		}
+	}
+	err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+	if err == unix.EEXIST {
+		err = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	}
+	return err
 }
 
 // take removes d from slots if it is parked; true makes the caller its owner.

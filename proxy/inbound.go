@@ -46,10 +46,14 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
 	ctx = context.WithValue(context.Background(), peerKey{}, peerInfo{
 		id: peer, local: addrPort(c.LocalAddr()), remote: addrPort(c.RemoteAddr()),
 	})
-	if err := benign(p.server.ServeConn(ctx, tc)); err != nil {
-		p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)
-	}
-	tc.Close()
+	// Serve returns once the connection waits for the peer: this goroutine
+	// (the accept worker) is free, and the connection holds none while idle.
+	p.server.Serve(ctx, tc, func(err error) {
+		if err := benign(err); err != nil {
+			p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)
+		}
+		tc.Close()
+	})
 }
 
 // serveHBONE handles one CONNECT stream: validate the authority, find the destination workload,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -114,6 +115,10 @@ type Conn struct {
 	readFn  func(uintptr) bool // c.readFD, made once
 	rawN    int                // result of readFD
 	rawErr  error              // result of readFD
+	// idleDL is the read deadline WaitReadable set, in Unix nanoseconds; 0
+	// when the socket's deadline is not WaitReadable's (SetReadDeadline
+	// clears it, from any goroutine).
+	idleDL atomic.Int64
 
 	// Write side, guarded by wmu.
 	wmu       sync.Mutex
@@ -166,10 +171,13 @@ func (c *Conn) ConnectionState() tls.ConnectionState { return c.state }
 // NetConn returns the conn given to Handshake.
 func (c *Conn) NetConn() net.Conn { return c.conn }
 
-func (c *Conn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *Conn) LocalAddr() net.Addr           { return c.conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr          { return c.conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error { c.idleDL.Store(0); return c.conn.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.idleDL.Store(0)
+	return c.conn.SetReadDeadline(t)
+}
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
 // ---- read side ----
@@ -408,25 +416,22 @@ func (c *Conn) readSocketLocked() error {
 	}
 	if c.in == nil && c.raw != nil {
 		err := c.raw.Read(c.readFn)
-		n, rerr := c.rawN, c.rawErr
-		switch {
-		case err != nil:
-			return err
-		case rerr != nil:
-			return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
-		case n == 0:
-			// The peer closed without close_notify; like crypto/tls we
-			// take that as the end at a record boundary.
-			return io.EOF
+		if err != nil && c.idleExpired(err) {
+			err = c.raw.Read(c.readFn)
 		}
-		c.inR, c.inW = 0, n
-		return nil
+		if err != nil {
+			return err
+		}
+		return c.tookRaw()
 	}
 	if c.in == nil {
 		c.in = inPool.Get().(*[inSize]byte)
 		c.inR, c.inW = 0, 0
 	}
 	n, err := c.rconn.Read(c.in[c.inW:])
+	if n == 0 && err != nil && c.idleExpired(err) {
+		n, err = c.rconn.Read(c.in[c.inW:])
+	}
 	c.inW += n
 	if n > 0 {
 		return nil
@@ -437,9 +442,37 @@ func (c *Conn) readSocketLocked() error {
 	return err
 }
 
-// readFD is the RawConn.Read callback of readSocketLocked: it takes a
-// buffer only when the socket has bytes, leaving rawN and rawErr. A method
-// value made once (readFn), so a read allocates nothing.
+// tookRaw takes the result readFD left: the ciphertext buffer's fill, or
+// the socket's error or end.
+func (c *Conn) tookRaw() error {
+	n, rerr := c.rawN, c.rawErr
+	switch {
+	case rerr != nil:
+		return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
+	case n == 0:
+		// The peer closed without close_notify; like crypto/tls we
+		// take that as the end at a record boundary.
+		return io.EOF
+	}
+	c.inR, c.inW = 0, n
+	return nil
+}
+
+// idleExpired reports whether err is WaitReadable's idle deadline passing
+// under a read that is not a WaitReadable (the reader was busy reading a
+// record, not idle); it then clears the deadline, and the caller reads again.
+func (c *Conn) idleExpired(err error) bool {
+	if c.idleDL.Load() == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	c.idleDL.Store(0)
+	c.rconn.SetReadDeadline(time.Time{})
+	return true
+}
+
+// readFD is the RawConn.Read callback of readSocketLocked and WaitReadable:
+// it takes a buffer only when the socket has bytes, leaving rawN and rawErr.
+// A method value made once (readFn), so a read allocates nothing.
 func (c *Conn) readFD(fd uintptr) bool {
 	buf := inPool.Get().(*[inSize]byte)
 	for {
@@ -455,6 +488,49 @@ func (c *Conn) readFD(fd uintptr) bool {
 	c.in = buf
 	return true
 }
+
+// WaitReadable waits until Read has something to return without waiting
+// (decrypted or encrypted bytes, or the end of reading), or until the socket
+// has been silent for between idle/2 and idle; it reports false then. Bytes
+// that came are kept for Read. Like Read it holds no buffer while it waits,
+// and it returns at once when bytes are already buffered.
+//
+// The wait's limit is the socket's read deadline, which WaitReadable moves
+// only once less than idle/2 of it is left, so a busy reader sets a timer a
+// few times per idle rather than at every wait; a later read that the
+// deadline interrupts reads again. A caller of WaitReadable therefore sets no
+// read deadline of its own while it uses it (SetReadDeadline takes the
+// deadline back). Without a raw socket to wait on (see Socket) it reports
+// true at once.
+func (c *Conn) WaitReadable(idle time.Duration) bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rerr != nil || c.ptW > c.ptR || c.in != nil || c.raw == nil {
+		return true
+	}
+	now := time.Now()
+	if dl := c.idleDL.Load(); dl == 0 || dl-now.UnixNano() < int64(idle/2) {
+		dl = now.Add(idle).UnixNano()
+		c.idleDL.Store(dl)
+		c.rconn.SetReadDeadline(time.Unix(0, dl))
+	}
+	err := c.raw.Read(c.readFn)
+	switch {
+	case err != nil && c.idleExpired(err):
+		return false
+	case err != nil:
+		return true // closed: Read says so
+	}
+	if err := c.tookRaw(); err != nil {
+		c.rerr = err // the end or an error, for Read to report
+	}
+	return true
+}
+
+// Socket returns the RawConn of the socket that reads come from, so that a
+// reader can wait for it elsewhere (an epoll set), or nil when reads go
+// through a connection without one.
+func (c *Conn) Socket() syscall.RawConn { return c.raw }
 
 // failRead makes err the sticky read error and tells the peer why with an
 // alert, if the socket takes it at once.

@@ -797,3 +797,107 @@ func TestFallbackTLS12(t *testing.T) {
 	}
 	exchange(t, c, r.c, 300_000, 50_000)
 }
+
+// TestWaitReadable: with the peer silent, WaitReadable reports false after
+// its idle time, holding no buffer and leaving no deadline (a later Read
+// waits longer than idle); bytes that come are kept for Read; buffered bytes
+// and the peer's end answer at once.
+func TestWaitReadable(t *testing.T) {
+	c, peer, w := rawPeer(t)
+	const idle = 30 * time.Millisecond
+	start := time.Now()
+	if c.WaitReadable(idle) {
+		t.Fatal("WaitReadable reported true with the peer silent")
+	}
+	if waited := time.Since(start); waited < idle {
+		t.Fatalf("WaitReadable gave up after %v, before its idle time %v", waited, idle)
+	}
+	c.rmu.Lock()
+	held := c.in != nil || c.pt != nil
+	c.rmu.Unlock()
+	if held {
+		t.Fatal("WaitReadable holds a buffer after the idle time")
+	}
+
+	// No deadline is left behind: this Read waits for bytes sent later than idle.
+	go func() {
+		time.Sleep(3 * idle)
+		peer.Write(sealRecord(nil, w, typeAppData, []byte("late")))
+	}()
+	buf := make([]byte, 16)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "late" {
+		t.Fatalf("Read after WaitReadable: %q, %v", buf[:n], err)
+	}
+
+	// Bytes that come during the wait end it and stay for Read. The
+	// deadline it set stays, and a Read that outlasts it reads on.
+	go func() {
+		time.Sleep(idle / 3)
+		peer.Write(sealRecord(nil, w, typeAppData, []byte("during")))
+	}()
+	if !c.WaitReadable(idle) {
+		t.Fatal("WaitReadable reported false although the peer wrote")
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "during" {
+		t.Fatalf("Read after WaitReadable: %q, %v", buf[:n], err)
+	}
+	go func() {
+		time.Sleep(3 * idle)
+		peer.Write(sealRecord(nil, w, typeAppData, []byte("after")))
+	}()
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "after" {
+		t.Fatalf("Read past WaitReadable's deadline: %q, %v", buf[:n], err)
+	}
+
+	// Decrypted bytes already buffered answer at once.
+	peer.Write(sealRecord(nil, w, typeAppData, []byte("twoparts")))
+	if n, err := c.Read(buf[:3]); err != nil || n != 3 {
+		t.Fatalf("Read: %d, %v", n, err)
+	}
+	if !c.WaitReadable(time.Minute) {
+		t.Fatal("WaitReadable reported false with decrypted bytes buffered")
+	}
+	if n, _ := c.Read(buf); string(buf[:n]) != "parts" {
+		t.Fatalf("Read: %q", buf[:n])
+	}
+
+	// Part of a record answers at once too: the reader must not park with
+	// a record half read, and the rest comes without a deadline.
+	// The deadline set by the wait that saw the first part passes while
+	// Read waits for the rest: Read reads on.
+	two := sealRecord(sealRecord(nil, w, typeAppData, []byte("first")), w, typeAppData, []byte("second"))
+	half := len(two) - 10
+	go func() {
+		time.Sleep(idle / 3)
+		peer.Write(two[:half])
+	}()
+	if !c.WaitReadable(idle) {
+		t.Fatal("WaitReadable reported false although the peer wrote")
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("Read: %q, %v", buf[:n], err)
+	}
+	start = time.Now()
+	if !c.WaitReadable(idle) || time.Since(start) > idle/2 {
+		t.Fatal("WaitReadable waited with part of a record buffered")
+	}
+	go func() {
+		time.Sleep(3 * idle)
+		peer.Write(two[half:])
+	}()
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "second" {
+		t.Fatalf("Read of the record's rest: %q, %v", buf[:n], err)
+	}
+
+	// The peer's end answers, and Read then reports it.
+	peer.Close()
+	if !c.WaitReadable(time.Minute) {
+		t.Fatal("WaitReadable reported false after the peer closed")
+	}
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("Read after the peer closed: %v, want io.EOF", err)
+	}
+	if c.Socket() == nil {
+		t.Fatal("a Conn over TCP has no Socket")
+	}
+}
