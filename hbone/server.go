@@ -50,12 +50,14 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 }
 
 // Serve is ServeConn without holding the calling goroutine for the
-// connection's life: it returns once the connection is set up and its read
-// loop waits for the peer, and done runs with what ServeConn would return
-// when the connection has ended and every Handler it started has returned.
-// done runs exactly once, on whichever goroutine ends the connection (the
-// caller's, if it ends before Serve returns). While the peer is silent, the
-// connection holds no goroutine (see hbone's doc, "Goroutines").
+// connection's life: it returns once the connection's read loop parks (the
+// peer silent for 100 ms, over a connection that can park: tls/record's Conn
+// on a socket) or the connection ended, and done runs with what ServeConn
+// would return when the connection has ended and every Handler it started
+// has returned. done runs exactly once, on whichever goroutine ends the
+// connection (the caller's, if it ends before Serve returns). Over a
+// connection that cannot park, Serve returns only at the end, as ServeConn.
+// A parked connection holds no goroutine (see the package doc).
 func (srv *Server) Serve(ctx context.Context, nc net.Conn, done func(error)) {
 	if srv.Handler == nil {
 		nc.Close()

@@ -46,8 +46,9 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
 	ctx = context.WithValue(context.Background(), peerKey{}, peerInfo{
 		id: peer, local: addrPort(c.LocalAddr()), remote: addrPort(c.RemoteAddr()),
 	})
-	// Serve returns once the connection waits for the peer: this goroutine
-	// (the accept worker) is free, and the connection holds none while idle.
+	// Serve returns once the connection's read loop parks (the peer went
+	// quiet): this goroutine (the accept worker) is free, and the connection
+	// holds none while idle.
 	p.server.Serve(ctx, tc, func(err error) {
 		if err := benign(err); err != nil {
 			p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)

@@ -171,9 +171,12 @@ func (c *Conn) ConnectionState() tls.ConnectionState { return c.state }
 // NetConn returns the conn given to Handshake.
 func (c *Conn) NetConn() net.Conn { return c.conn }
 
-func (c *Conn) LocalAddr() net.Addr           { return c.conn.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr          { return c.conn.RemoteAddr() }
-func (c *Conn) SetDeadline(t time.Time) error { c.idleDL.Store(0); return c.conn.SetDeadline(t) }
+func (c *Conn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.idleDL.Store(0) // the read deadline is the caller's now
+	return c.conn.SetDeadline(t)
+}
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.idleDL.Store(0)
 	return c.conn.SetReadDeadline(t)
