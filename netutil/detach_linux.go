@@ -250,13 +250,12 @@ func (lp *loop) rearm(d *dirState, fd int) (resume bool) {
 		return false // not parked, or its event is being handled
 	}
 	idx := r.slot - 1
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(lp.slots[idx].gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(lp.dirs.slots[idx].gen)}
 	if unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev) == nil {
 		r.registered = true
 		return false
 	}
-	lp.slots[idx].d = nil
-	lp.free = append(lp.free, idx)
+	lp.dirs.remove(idx, d)
 	r.slot = 0
 	return true
 }

@@ -16,7 +16,7 @@ import (
 // the loop's event (whoever takes the ReadPark out of the loop wins).
 type ReadPark struct {
 	resume func()
-	slot   uint32 // 1 + index in loop.rslots while parked, 0 otherwise; guarded by loop.mu
+	slot   uint32 // 1 + index in loop.reads while parked, 0 otherwise; guarded by loop.mu
 	// registered: the socket is in the loop's epoll set (perhaps disarmed
 	// after its one-shot event): the next Park modifies it. Owned by the
 	// ReadPark's owner.
@@ -35,21 +35,10 @@ func (p *ReadPark) Park(rc syscall.RawConn, resume func()) bool {
 		return false
 	}
 	wasRegistered := p.registered
-	p.registered = true // written before p is published in rslots
+	p.registered = true // written before p is published in the loop
 	p.resume = resume
 	lp.mu.Lock()
-	var idx uint32
-	if n := len(lp.rfree); n > 0 {
-		idx = lp.rfree[n-1]
-		lp.rfree = lp.rfree[:n-1]
-	} else {
-		idx = uint32(len(lp.rslots))
-		lp.rslots = append(lp.rslots, readSlot{})
-	}
-	s := &lp.rslots[idx]
-	s.gen = (s.gen + 1) & genMask
-	s.p = p
-	gen := s.gen
+	idx, gen := lp.reads.put(p)
 	p.slot = idx + 1
 	lp.mu.Unlock()
 
@@ -82,12 +71,9 @@ func (p *ReadPark) Cancel() bool {
 	if p.slot == 0 {
 		return false
 	}
-	idx := p.slot - 1
-	if lp.rslots[idx].p != p {
+	if !lp.reads.remove(p.slot-1, p) {
 		return false
 	}
-	lp.rslots[idx].p = nil
-	lp.rfree = append(lp.rfree, idx)
 	p.slot = 0
 	return true
 }
@@ -96,16 +82,10 @@ func (p *ReadPark) Cancel() bool {
 func (lp *loop) takeReadSlot(idx, gen uint32) *ReadPark {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	if idx >= uint32(len(lp.rslots)) {
+	p, ok := lp.reads.takeAt(idx, gen)
+	if !ok {
 		return nil
 	}
-	s := &lp.rslots[idx]
-	if s.p == nil || s.gen != gen {
-		return nil
-	}
-	p := s.p
-	s.p = nil
-	lp.rfree = append(lp.rfree, idx)
 	p.slot = 0
 	return p
 }

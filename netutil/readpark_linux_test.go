@@ -1,26 +1,35 @@
 package netutil_test
 
 import (
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
-// TestReadPark parks the reader of an idle socket: resume runs once the peer
-// writes, not before, and the same ReadPark parks again (its descriptor is
-// then modified in the epoll set, not added).
-func TestReadPark(t *testing.T) {
-	a, b := dialAccept(t)
-	defer a.Close()
-	defer b.Close()
+// parkRig is a loopback TCP pair whose a end is to be parked: its RawConn,
+// and a resume func that signals woke.
+func parkRig(t *testing.T) (a, b *net.TCPConn, rc syscall.RawConn, woke chan struct{}, resume func()) {
+	t.Helper()
+	a, b = dialAccept(t)
+	t.Cleanup(func() { b.Close() })
 	rc, err := a.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
+	woke = make(chan struct{}, 1)
+	return a, b, rc, woke, func() { woke <- struct{}{} }
+}
+
+// TestReadPark parks the reader of an idle socket: resume runs once the peer
+// writes, not before, and the same ReadPark parks again (its descriptor is
+// then modified in the epoll set, not added).
+func TestReadPark(t *testing.T) {
+	a, b, rc, woke, resume := parkRig(t)
+	defer a.Close()
 	var p netutil.ReadPark
-	woke := make(chan struct{}, 1)
-	resume := func() { woke <- struct{}{} }
 	buf := make([]byte, 8)
 	for round := range 3 {
 		if !p.Park(rc, resume) {
@@ -76,15 +85,8 @@ func TestReadPark(t *testing.T) {
 // TestReadParkCancel takes a parked reader back: the caller owns it again and
 // resume does not run when bytes come later. A closed socket cannot park.
 func TestReadParkCancel(t *testing.T) {
-	a, b := dialAccept(t)
-	defer b.Close()
-	rc, err := a.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, rc, woke, resume := parkRig(t)
 	var p netutil.ReadPark
-	woke := make(chan struct{}, 1)
-	resume := func() { woke <- struct{}{} }
 	if !p.Park(rc, resume) {
 		t.Fatal("Park refused an idle TCP socket")
 	}

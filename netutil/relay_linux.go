@@ -477,29 +477,74 @@ type loop struct {
 	epfd int
 	file *os.File // epfd, registered in Go's netpoller; kept for the process's life
 
-	mu     sync.Mutex
-	slots  []loopSlot // guarded by mu
-	free   []uint32   // free indexes in slots; guarded by mu
-	rslots []readSlot // parked ReadParks; guarded by mu
-	rfree  []uint32   // free indexes in rslots; guarded by mu
+	mu    sync.Mutex
+	dirs  slotTable[*dirState] // parked relay directions; guarded by mu
+	reads slotTable[*ReadPark] // parked ReadParks; guarded by mu
 }
 
 // An epoll event names its slot by index (Fd) and generation (Pad). The top
-// bit of Pad says which table the slot is in: set for rslots (a ReadPark),
-// clear for slots (a relay direction). Generations wrap within the other 31.
+// bit of Pad says which table the slot is in: set for reads (a ReadPark),
+// clear for dirs (a relay direction). Generations wrap within the other 31.
 const (
 	readSlotBit = 1 << 31
 	genMask     = readSlotBit - 1
 )
 
-type loopSlot struct {
-	d   *dirState // nil when free
-	gen uint32    // bumped at every park, so a stale event cannot resume a later occupant
+// slotTable holds the parked occupants of one kind (nil: a free slot) under
+// an index and a generation, which travel in their epoll event. Whoever
+// removes an occupant (remove, or takeAt for an event) owns it. The loop's
+// mu guards it.
+type slotTable[T comparable] struct {
+	slots []slotEntry[T]
+	free  []uint32 // indexes of free slots
 }
 
-type readSlot struct {
-	p   *ReadPark // nil when free
-	gen uint32    // as loopSlot's
+type slotEntry[T comparable] struct {
+	v   T
+	gen uint32 // bumped at every put, so a stale event cannot take a later occupant
+}
+
+// put stores v in a free slot and returns its index and generation.
+func (t *slotTable[T]) put(v T) (idx, gen uint32) {
+	if n := len(t.free); n > 0 {
+		idx = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		idx = uint32(len(t.slots))
+		t.slots = append(t.slots, slotEntry[T]{})
+	}
+	e := &t.slots[idx]
+	e.gen = (e.gen + 1) & genMask
+	e.v = v
+	return idx, e.gen
+}
+
+// remove frees slot idx if v is still its occupant.
+func (t *slotTable[T]) remove(idx uint32, v T) bool {
+	if t.slots[idx].v != v {
+		return false
+	}
+	var zero T
+	t.slots[idx].v = zero
+	t.free = append(t.free, idx)
+	return true
+}
+
+// takeAt removes and returns the occupant an event names, if the event is
+// current (the slot holds something put at generation gen).
+func (t *slotTable[T]) takeAt(idx, gen uint32) (v T, ok bool) {
+	if idx >= uint32(len(t.slots)) {
+		return v, false
+	}
+	e := &t.slots[idx]
+	var zero T
+	if e.v == zero || e.gen != gen {
+		return v, false
+	}
+	v = e.v
+	e.v = zero
+	t.free = append(t.free, idx)
+	return v, true
 }
 
 var (
@@ -590,17 +635,7 @@ func (lp *loop) park(d *dirState) bool {
 	wasRegistered := r.registered
 	r.registered = true // written before d is published in slots
 	lp.mu.Lock()
-	var idx uint32
-	if n := len(lp.free); n > 0 {
-		idx = lp.free[n-1]
-		lp.free = lp.free[:n-1]
-	} else {
-		idx = uint32(len(lp.slots))
-		lp.slots = append(lp.slots, loopSlot{})
-	}
-	lp.slots[idx].gen = (lp.slots[idx].gen + 1) & genMask
-	lp.slots[idx].d = d
-	gen := lp.slots[idx].gen
+	idx, gen := lp.dirs.put(d)
 	r.slot = idx + 1
 	lp.mu.Unlock()
 
@@ -629,7 +664,7 @@ func (lp *loop) park(d *dirState) bool {
 }
 
 // arm asks epoll for one readable event on fd, naming the slot idx at
-// generation gen (with readSlotBit for rslots). A descriptor registered
+// generation gen (with readSlotBit for reads). A descriptor registered
 // before (its one-shot event spent) is modified, others added.
 func (lp *loop) arm(fd int, registered bool, idx, gen uint32) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(idx), Pad: int32(gen)}
@@ -653,12 +688,9 @@ func (lp *loop) take(d *dirState) bool {
 	if r.slot == 0 {
 		return false
 	}
-	idx := r.slot - 1
-	if lp.slots[idx].d != d {
+	if !lp.dirs.remove(r.slot-1, d) {
 		return false
 	}
-	lp.slots[idx].d = nil
-	lp.free = append(lp.free, idx)
 	r.slot = 0
 	return true
 }
@@ -667,16 +699,10 @@ func (lp *loop) take(d *dirState) bool {
 func (lp *loop) takeSlot(idx, gen uint32) *dirState {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	if idx >= uint32(len(lp.slots)) {
+	d, ok := lp.dirs.takeAt(idx, gen)
+	if !ok {
 		return nil
 	}
-	s := &lp.slots[idx]
-	if s.d == nil || s.gen != gen {
-		return nil
-	}
-	d := s.d
-	s.d = nil
-	lp.free = append(lp.free, idx)
 	d.raw.slot = 0
 	return d
 }
