@@ -17,21 +17,32 @@ var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
 // recvBuf is a FIFO of pooled chunks. It is not safe for concurrent use: its
 // owner (Stream) guards it with Stream.mu. Its size is bounded by the
-// stream's receive window, which the read loop enforces before writing.
+// stream's receive window, which the read loop enforces before writing, and
+// so is n (int32 is ample: the window is at most 2^31-1).
+//
+// The list of one chunk, what a stream buffers almost always, is kept in
+// the recvBuf itself (inline): a list of its own would be an 8-byte
+// allocation that a stream keeps for its life once it has buffered anything,
+// idle or not, and such small long-lived objects scattered among the
+// garbage of connection set-up keep whole pages of the heap resident.
 type recvBuf struct {
 	chunks []*chunk // FIFO; reading at chunks[0][r:], writing at chunks[last][w:]
-	r, w   int
-	n      int // bytes buffered
+	r, w   int32
+	n      int32     // bytes buffered
+	inline [1]*chunk // chunks' first array
 }
 
 // write appends p, taking chunks from the pool as needed.
 func (b *recvBuf) write(p []byte) {
 	for len(p) > 0 {
 		if len(b.chunks) == 0 || b.w == chunkSize {
+			if b.chunks == nil {
+				b.chunks = b.inline[:0]
+			}
 			b.chunks = append(b.chunks, chunkPool.Get().(*chunk))
 			b.w = 0
 		}
-		k := copy(b.chunks[len(b.chunks)-1][b.w:], p)
+		k := int32(copy(b.chunks[len(b.chunks)-1][b.w:], p))
 		b.w += k
 		b.n += k
 		p = p[k:]
@@ -44,13 +55,13 @@ func (b *recvBuf) read(p []byte) int {
 	n := 0
 	for len(p) > 0 && b.n > 0 {
 		c := b.chunks[0]
-		end := chunkSize
+		end := int32(chunkSize)
 		if len(b.chunks) == 1 {
 			end = b.w
 		}
 		k := copy(p, c[b.r:end])
-		b.r += k
-		b.n -= k
+		b.r += int32(k)
+		b.n -= int32(k)
 		n += k
 		p = p[k:]
 		if b.r < end {

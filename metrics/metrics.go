@@ -127,9 +127,6 @@ type Registry struct {
 
 	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
 	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
-	// Their Dec methods, bound once: SocketOpened hands one to every accepted
-	// socket, which keeps it as long as the socket is open.
-	outboundClosed, inboundClosed func()
 
 	cache     *boundedmap.Map[Labels, *series] // normalized label sets to their series (cache.go)
 	newSeries func(Labels) *series             // r.makeSeries, bound once
@@ -155,7 +152,6 @@ func New(component, version string) *Registry {
 	r.reg.MustRegister(sockets)
 	r.socketsOutbound = sockets.WithLabelValues(ReporterSource)
 	r.socketsInbound = sockets.WithLabelValues(ReporterDestination)
-	r.outboundClosed, r.inboundClosed = r.socketsOutbound.Dec, r.socketsInbound.Dec
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -173,15 +169,19 @@ func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
 }
 
-// SocketOpened counts an accepted socket as open until the returned func is called. It
-// allocates nothing: the funcs are made once per Registry.
-func (r *Registry) SocketOpened(reporter string) (closed func()) {
+// SocketOpened counts an accepted socket as open (istio_tcp_sockets_open) until SocketClosed
+// is called with the same reporter. Neither allocates.
+func (r *Registry) SocketOpened(reporter string) { r.sockets(reporter).Inc() }
+
+// SocketClosed counts a socket SocketOpened counted as closed.
+func (r *Registry) SocketClosed(reporter string) { r.sockets(reporter).Dec() }
+
+// sockets is the istio_tcp_sockets_open series of reporter.
+func (r *Registry) sockets(reporter string) prometheus.Gauge {
 	if reporter == ReporterDestination {
-		r.socketsInbound.Inc()
-		return r.inboundClosed
+		return r.socketsInbound
 	}
-	r.socketsOutbound.Inc()
-	return r.outboundClosed
+	return r.socketsOutbound
 }
 
 // Conn is the metrics of one open connection. Byte counts are attributed to the labels the

@@ -227,7 +227,7 @@ func TestLinkDirectWriteWhileDetached(t *testing.T) {
 	src := &directFeedConn{feedConn: newFeedConn(a)}
 	var toSrc atomic.Int64
 	done := make(chan relayResult, 1)
-	l := netutil.NewLink(src, peer, nil, &toSrc, func(x, y int64, err error) { done <- relayResult{x, y, err} })
+	l := netutil.NewLink(src, peer, nil, &toSrc, netutil.EndFunc(func(x, y int64, err error) { done <- relayResult{x, y, err} }))
 	go l.Run()
 	defer l.Close()
 	detached := func() bool { _, b := netutil.Detached(l); return b }
@@ -332,7 +332,7 @@ func TestLinkCloseDetachedRefused(t *testing.T) {
 	tunnel := refusedFeedConn{newFeedConn(x)}
 	var toTunnel atomic.Int64
 	done := make(chan relayResult, 1)
-	l := netutil.NewLink(a, tunnel, &toTunnel, nil, func(x, y int64, err error) { done <- relayResult{x, y, err} })
+	l := netutil.NewLink(a, tunnel, &toTunnel, nil, netutil.EndFunc(func(x, y int64, err error) { done <- relayResult{x, y, err} }))
 	go l.Run()
 	if _, err := client.Write([]byte("hello")); err != nil {
 		t.Fatal(err)

@@ -72,7 +72,7 @@ func TestLinkResetsClientOfRefusedTunnel(t *testing.T) {
 			}
 			var toTunnel atomic.Int64
 			done := make(chan error, 1)
-			l := netutil.NewLink(accepted, tunnel, &toTunnel, nil, func(_, _ int64, err error) { done <- err })
+			l := netutil.NewLink(accepted, tunnel, &toTunnel, nil, netutil.EndFunc(func(_, _ int64, err error) { done <- err }))
 			go l.Run()
 			select {
 			case err := <-done:

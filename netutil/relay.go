@@ -39,10 +39,10 @@ func Relay(a, b net.Conn) (aToB, bToA int64, err error) {
 // splice into the pipe moved, at most the pipe's size).
 func RelayCounted(a, b net.Conn, aToBCount, bToACount *atomic.Int64) (aToB, bToA int64, err error) {
 	done := make(chan struct{})
-	l := NewLink(a, b, aToBCount, bToACount, func(x, y int64, e error) {
+	l := NewLink(a, b, aToBCount, bToACount, EndFunc(func(x, y int64, e error) {
 		aToB, bToA, err = x, y, e
 		close(done)
-	})
+	}))
 	l.Run()
 	<-done
 	return aToB, bToA, err
@@ -132,7 +132,7 @@ type Refuser interface {
 // must not use them.
 type Link struct {
 	a, b net.Conn
-	done func(aToB, bToA int64, err error) // called once, by the last direction to end
+	done Ender // told once, by the last direction to end
 
 	rawLink // the platform's raw sockets of a and b (relay_linux.go)
 
@@ -144,11 +144,11 @@ type Link struct {
 	inUse    int32
 	firstErr error // written once inside closeOnce, read after both directions ended
 
-	// flags holds linkClosing, linkStarted and the fully-closed marks,
-	// together so that a Link (one per relayed connection, idle or not) fits
-	// a smaller allocation class.
-	flags   atomic.Uint32
-	running atomic.Int32 // directions not yet ended
+	// flags holds linkClosing, linkStarted, the fully-closed marks and the
+	// count of directions not yet ended (linkRunning), together so that a
+	// Link (one per relayed connection, idle or not) fits Go's 256-byte
+	// allocation class with an Ender (an interface, two words) for done.
+	flags atomic.Uint32
 
 	// dmu guards inUse, attachedAt and the detached state: which of a and
 	// b are held as bare descriptors (dirState.bare) while both directions
@@ -190,18 +190,41 @@ const (
 	linkDetachLater
 )
 
+// The directions not yet ended are counted in flags, in units of
+// linkRunning under linkRunningMask (2 from NewLink on, down to 0).
+const (
+	linkRunning     uint32 = 1 << 8
+	linkRunningMask uint32 = 3 << 8
+)
+
+// Ender is told once that a Link has ended, with the bytes each direction
+// wrote (a to b, b to a) and the relay's error (see Link). An owner that
+// keeps one state per connection implements it there, so the relay's
+// completion costs no allocation of its own (a func value bound to the
+// state would be one, held for the life of the connection); EndFunc adapts
+// a function.
+type Ender interface {
+	Ended(aToB, bToA int64, err error)
+}
+
+// EndFunc is a function used as an Ender.
+type EndFunc func(aToB, bToA int64, err error)
+
+// Ended calls f.
+func (f EndFunc) Ended(aToB, bToA int64, err error) { f(aToB, bToA, err) }
+
 // closing reports whether closeBoth has begun.
 func (l *Link) closing() bool { return l.flags.Load()&linkClosing != 0 }
 
 // NewLink prepares a relay of a and b, counting into aToBCount and bToACount
-// (either may be nil) as RelayCounted does; done is called once with the
-// totals when it has ended. The Link owns a and b from now on. Nothing moves
-// until Run.
-func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done func(aToB, bToA int64, err error)) *Link {
+// (either may be nil) as RelayCounted does; done (if not nil) is told once,
+// with the totals, when it has ended. The Link owns a and b from now on.
+// Nothing moves until Run.
+func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done Ender) *Link {
 	l := &Link{a: a, b: b, done: done}
 	l.aToB.l, l.aToB.aToB, l.aToB.count = l, true, aToBCount
 	l.bToA.l, l.bToA.count = l, bToACount
-	l.running.Store(2)
+	l.flags.Store(2 * linkRunning)
 	l.inUse = 2
 	return l
 }
@@ -364,12 +387,12 @@ func resetOnClose(c net.Conn) {
 // dirEnded accounts the end of one direction; the last one closes both
 // connections and reports.
 func (l *Link) dirEnded() {
-	if l.running.Add(-1) != 0 {
+	if l.flags.Add(^(linkRunning-1))&linkRunningMask != 0 { // minus linkRunning
 		return
 	}
 	l.closeBoth(nil)
 	if l.done != nil {
-		l.done(l.aToB.total, l.bToA.total, l.firstErr)
+		l.done.Ended(l.aToB.total, l.bToA.total, l.firstErr)
 	}
 }
 
@@ -550,7 +573,7 @@ func (d *dirState) start() {
 		d.Readable()
 		return
 	}
-	workers.Go(d.run) // owned by the Link: counted in running, reported by done
+	workers.Go(d.run) // owned by the Link: counted in linkRunning, reported by done
 }
 
 // park gives up the goroutine until the source is readable. It reports false

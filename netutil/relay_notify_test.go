@@ -110,7 +110,7 @@ func TestLinkLateNotification(t *testing.T) {
 	peer, far := tcpPair(t)
 	src := newFeedConn(a)
 	done := make(chan relayResult, 1)
-	l := netutil.NewLink(src, peer, nil, nil, func(x, y int64, err error) { done <- relayResult{x, y, err} })
+	l := netutil.NewLink(src, peer, nil, nil, netutil.EndFunc(func(x, y int64, err error) { done <- relayResult{x, y, err} }))
 	go l.Run()
 	waitRegistered := func() {
 		t.Helper()
@@ -196,7 +196,7 @@ func TestLinkDirectSink(t *testing.T) {
 	peer, far := tcpPair(t)
 	src := &directFeedConn{feedConn: newFeedConn(a)}
 	done := make(chan relayResult, 1)
-	l := netutil.NewLink(src, peer, nil, nil, func(x, y int64, err error) { done <- relayResult{x, y, err} })
+	l := netutil.NewLink(src, peer, nil, nil, netutil.EndFunc(func(x, y int64, err error) { done <- relayResult{x, y, err} }))
 	go l.Run()
 	defer l.Close()
 

@@ -31,9 +31,9 @@ func newLinkRig(t testing.TB, mode relayMode) *linkRig {
 	t.Cleanup(func() { client.Close(); server.Close() })
 	ra, rb := mode.wrap(a, b)
 	r := &linkRig{client: client, server: server, done: make(chan relayResult, 1)}
-	r.link = netutil.NewLink(ra, rb, &r.ab, &r.ba, func(ab, ba int64, err error) {
+	r.link = netutil.NewLink(ra, rb, &r.ab, &r.ba, netutil.EndFunc(func(ab, ba int64, err error) {
 		r.done <- relayResult{ab, ba, err}
-	})
+	}))
 	t.Cleanup(func() { r.link.Close() }) // closes a and b, run or not
 	return r
 }

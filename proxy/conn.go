@@ -14,67 +14,110 @@ import (
 	"github.com/ztunnel-go/ztunnel/policy"
 )
 
-// tracked is one live connection known to the tracker, and the completion callback of its
-// relay (done). closer ends it: the accepted connection (or both legs) until the relay runs,
-// then the relay's Link. Policy re-evaluates inbound connections from their record
-// (record.policyInputs). It is kept small on purpose: a node holds one per open connection.
-type tracked struct {
-	closer io.Closer // guarded by tracker.mu once added
-	rec    *record   // its telemetry, for byte flushes, late denials and policy; outbound: nil before the relay starts
-	p      *Proxy    // set by relay, for done
-	j      *job      // set by relay, for done
+// connState is what the proxy keeps of one connection it serves, an accepted socket or an
+// HBONE stream, from its arrival to the end of its relay: its job (see end), its place in the
+// tracker, its record and the relay's completion (Ended). They live exactly as long as each
+// other, so they are one allocation: a node holds one per open connection, idle or not, and
+// as four small objects (a job, a tracker entry, a record and a bound func) they cost more
+// than their sizes, each small one keeping heap pages resident among the garbage of
+// connection set-up (benchmarks/README.md, "One allocation per connection").
+//
+// The accept loop (or serveHBONE for a stream) makes it and hands it to the handler, which
+// owns it until it hands it to a relay (kept); the relay's completion owns it then.
+type connState struct {
+	p *Proxy
+
+	// closer ends the connection for the tracker: the accepted connection (or both legs)
+	// until the relay runs, then the relay's Link. Guarded by tracker.mu once tracked.
+	closer io.Closer
 	// opened is the HBONE stream of an outbound connection relayed before its answer
-	// (hbone.Pool.Open), for done to tell a refused request from a relay error; nil
+	// (hbone.Pool.Open), for Ended to tell a refused request from a relay error; nil
 	// otherwise. Set before the relay starts.
 	opened *hbone.Stream
+
+	limited bool        // holds a slot of p.cfg.Limit
+	socket  socketGauge // the istio_tcp_sockets_open gauge it counts in, if any
+	kept    bool        // handed to a relay; written only by the handler's goroutine
+	// relaying: the relay counts into rec and policy may judge it (rec is complete);
+	// guarded by tracker.mu. Flushes and re-evaluation skip a connection until then.
+	relaying bool
+
+	rec record
 }
+
+// socketGauge says which istio_tcp_sockets_open series an accepted socket counts in.
+type socketGauge uint8
+
+const (
+	noSocket          socketGauge = iota // an HBONE stream: its connection is the socket
+	sourceSocket                         // reporter="source" (outbound listeners)
+	destinationSocket                    // reporter="destination" (inbound listeners)
+)
 
 // closePair closes two connections: both legs of an inbound connection before its relay runs.
 type closePair struct{ a, b net.Conn }
 
 func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) }
 
-// done is the relay's completion: untrack, write the record, end the job. The byte totals
-// are the record's counters, which the relay added to as it wrote and which also hold what
-// went before it (early data sent with an HBONE request).
+// Ended is the relay's completion (a netutil.Ender): untrack, write the record, end the job.
+// The byte totals are the record's counters, which the relay added to as it wrote and which
+// also hold what went before it (early data sent with an HBONE request).
 //
 // A connection relayed before its HBONE answer whose request failed (refused, reset, or
 // unanswered by the connect timeout) is reported as a failed connect, as it is when the
 // answer is awaited first: the error names the target and no bytes count, since none reached
 // it.
-func (tr *tracked) done(_, _ int64, err error) {
-	tr.p.conns.remove(tr)
-	rec := tr.rec
-	if tr.opened != nil {
-		if rerr := tr.opened.Refusal(); rerr != nil {
-			rec.finish(tr.p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr, rerr), metrics.FlagConnect, 0, 0)
-			tr.j.end()
+func (st *connState) Ended(_, _ int64, err error) {
+	p, rec := st.p, &st.rec
+	p.conns.remove(st)
+	if st.opened != nil {
+		if rerr := st.opened.Refusal(); rerr != nil {
+			rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr, rerr), metrics.FlagConnect, 0, 0)
+			st.end()
 			return
 		}
 	}
-	rec.finish(tr.p.access, benign(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())
-	tr.j.end()
+	rec.finish(p.access, benign(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())
+	st.end()
+}
+
+// end releases the connection's job, exactly once: its place in p.wg and, for a socket the
+// accept loop took, its connection-limit slot and its istio_tcp_sockets_open count. The
+// accept loop calls it when the handler returns, unless the handler kept the connection for
+// an asynchronous relay (kept), whose completion (Ended) calls it.
+func (st *connState) end() {
+	p := st.p
+	switch st.socket {
+	case sourceSocket:
+		p.cfg.Metrics.SocketClosed(metrics.ReporterSource)
+	case destinationSocket:
+		p.cfg.Metrics.SocketClosed(metrics.ReporterDestination)
+	}
+	if st.limited {
+		p.cfg.Limit.release()
+	}
+	p.wg.Done()
 }
 
 // tracker is the set of live connections of a proxy, for drain, policy re-evaluation and
-// periodic byte flushes. A tracked's close and rec may be set after add, under mu.
+// periodic byte flushes. A connection's closer and relaying may be set after add, under mu.
 type tracker struct {
 	mu    sync.Mutex
-	conns map[*tracked]struct{}
+	conns map[*connState]struct{}
 	empty chan struct{} // closed and replaced when conns becomes empty; guarded by mu
 }
 
 func newTracker() *tracker {
-	return &tracker{conns: make(map[*tracked]struct{})}
+	return &tracker{conns: make(map[*connState]struct{})}
 }
 
-func (t *tracker) add(c *tracked) {
+func (t *tracker) add(c *connState) {
 	t.mu.Lock()
 	t.conns[c] = struct{}{}
 	t.mu.Unlock()
 }
 
-func (t *tracker) remove(c *tracked) {
+func (t *tracker) remove(c *connState) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	if len(t.conns) == 0 && t.empty != nil {
@@ -121,7 +164,7 @@ func (t *tracker) flushBytes() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		if c.rec != nil {
+		if c.relaying {
 			c.rec.flush()
 		}
 	}
@@ -132,7 +175,7 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
 	var closers []io.Closer
 	for c := range t.conns {
-		if c.rec == nil || !c.rec.inbound {
+		if !c.relaying || !c.rec.inbound {
 			continue
 		}
 		target, conn := c.rec.policyInputs()
@@ -148,27 +191,6 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 	return len(closers)
 }
 
-// job is the bookkeeping of one connection the proxy serves: its place in p.wg and, for a socket
-// the accept loop took, its connection-limit slot and its istio_tcp_sockets_open gauge. end
-// releases them, exactly once: the accept loop calls it when the handler returns, unless the
-// handler kept the job for an asynchronous relay (kept), whose completion calls it.
-type job struct {
-	p       *Proxy
-	limited bool   // holds a slot of p.cfg.Limit
-	closed  func() // ends the socket gauge; nil for an HBONE stream
-	kept    bool   // handed to a relay; written only by the handler's goroutine
-}
-
-func (j *job) end() {
-	if j.closed != nil {
-		j.closed()
-	}
-	if j.limited {
-		j.p.cfg.Limit.release()
-	}
-	j.p.wg.Done()
-}
-
 // An HBONE stream relays without a goroutine while idle and takes arriving bytes straight to
 // its destination socket only as a netutil.DirectNotifier; the relay finds that by a type
 // assertion, so a signature drift would silently cost both. This keeps it a compile error.
@@ -179,16 +201,15 @@ var _ netutil.Refuser = (*hbone.Stream)(nil)
 
 // relay hands client and upstream to an asynchronous relay and returns once the relay runs on
 // goroutines of its own (its first direction parked or ended). The relay owns both connections
-// and the job from here on; tr (already tracked) aborts it through the Link, and its completion
-// untracks tr, writes the record and ends the job. The caller must not touch rec, the
-// connections or j afterwards.
-func (p *Proxy) relay(rec *record, tr *tracked, client, upstream net.Conn, j *job) {
-	j.kept = true
-	tr.p, tr.j = p, j
-	l := netutil.NewLink(client, upstream, &rec.toServer, &rec.toClient, tr.done)
+// and st from here on; st (already tracked) aborts it through the Link, and its completion
+// (st.Ended) untracks st, writes the record and ends the job. The caller must not touch st or
+// the connections afterwards.
+func (p *Proxy) relay(st *connState, client, upstream net.Conn) {
+	st.kept = true
+	l := netutil.NewLink(client, upstream, &st.rec.toServer, &st.rec.toClient, st)
 	p.conns.mu.Lock()
-	tr.closer = l
-	tr.rec = rec
+	st.closer = l
+	st.relaying = true
 	p.conns.mu.Unlock()
 	l.Run()
 }

@@ -26,7 +26,7 @@ type peerInfo struct {
 type peerKey struct{}
 
 // handleInboundHBONE terminates mTLS on a connection accepted on 15008 and serves its streams.
-func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
+func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 	// As in dialHBONE: tls/record after crypto/tls's handshake, the write
 	// buffer for when crypto/tls keeps the connection.
 	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
@@ -48,12 +48,15 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, _ *job) {
 	})
 	// Serve returns once the connection's read loop parks (the peer went
 	// quiet): this goroutine (the accept worker) is free, and the connection
-	// holds none while idle.
+	// holds none while idle. The connection keeps its job (its socket count,
+	// its connection-limit slot, its place in p.wg) until it ends.
+	st.kept = true
 	p.server.Serve(ctx, tc, func(err error) {
 		if err := benign(err); err != nil {
 			p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)
 		}
 		tc.Close()
+		st.end()
 	})
 }
 
@@ -79,7 +82,9 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
-	rec := &record{
+	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
+	rec := &st.rec
+	*rec = record{
 		start: now(), inbound: true, src: pi.remote, dst: pi.local, hboneAddr: target,
 		srcID: identOf(pi.id), mtls: true,
 	}
@@ -119,15 +124,15 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	}
 	s.Detach()
 	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
-	p.relayInbound(rec, s, app, &job{p: p})
+	p.relayInbound(st, s, app)
 }
 
 // relayInbound relays an accepted inbound connection to the app while tracking it for drain and
-// policy re-evaluation (from rec). It takes both connections and j (see relay).
-func (p *Proxy) relayInbound(rec *record, client, app net.Conn, j *job) {
-	tr := &tracked{closer: closePair{client, app}, rec: rec}
-	p.conns.add(tr)
-	p.relay(rec, tr, client, app, j)
+// policy re-evaluation (from st.rec). It takes both connections and st (see relay).
+func (p *Proxy) relayInbound(st *connState, client, app net.Conn) {
+	st.closer = closePair{client, app}
+	p.conns.add(st)
+	p.relay(st, client, app)
 }
 
 // dialApp connects to the local app, from the client's own IP when OrigSrc is on and the kernel
@@ -144,7 +149,7 @@ func (p *Proxy) dialApp(ctx context.Context, client netip.Addr, target netip.Add
 }
 
 // handleInboundPlain serves a plaintext connection captured on 15006.
-func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
+func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		c.Close()
@@ -163,7 +168,8 @@ func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
-	rec := &record{start: now(), inbound: true, src: src, dst: dst}
+	rec := &st.rec
+	rec.start, rec.inbound, rec.src, rec.dst = now(), true, src, dst
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
 	rec.open(p.cfg.Metrics)
@@ -186,7 +192,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, j *job) {
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)
 		return
 	}
-	p.relayInbound(rec, c, app, j)
+	p.relayInbound(st, c, app)
 }
 
 // WatchPolicies re-evaluates live inbound connections whenever the store changes and closes

@@ -284,7 +284,7 @@ func workloadIP(w *workload.Workload) netip.Addr {
 }
 
 // handleOutbound serves one connection captured on 15001.
-func (p *Proxy) handleOutbound(c net.Conn, j *job) {
+func (p *Proxy) handleOutbound(c net.Conn, st *connState) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		c.Close()
@@ -296,18 +296,19 @@ func (p *Proxy) handleOutbound(c net.Conn, j *job) {
 		c.Close()
 		return
 	}
-	p.outbound(c, addrPort(c.RemoteAddr()), dst, j)
+	p.outbound(c, addrPort(c.RemoteAddr()), dst, st)
 }
 
 // outbound proxies client (already accepted, from src) to dst. It owns client, and hands it
-// and j to the relay (see relay) once connected.
-func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
+// and st to the relay (see relay) once connected.
+func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState) {
 	defer func() {
-		if !j.kept {
+		if !st.kept {
 			client.Close()
 		}
 	}()
-	rec := &record{start: now(), src: src, dst: dst}
+	rec := &st.rec
+	rec.start, rec.src, rec.dst = now(), src, dst
 	if p.isOwnPort(dst) || dst == addrPort(client.LocalAddr()) {
 		p.log.Warn("outbound: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
 		return
@@ -344,11 +345,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
 	}
-	tr := &tracked{closer: client}
-	p.conns.add(tr)
+	st.closer = client
+	p.conns.add(st)
 	defer func() {
-		if !j.kept {
-			p.conns.remove(tr)
+		if !st.kept {
+			p.conns.remove(st)
 		}
 	}()
 
@@ -369,7 +370,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		// To a workload's ztunnel (never a waypoint), the client's bytes go with the request
 		// and after it without waiting for the answer (see Config.EarlyData): the relay starts
 		// once the request is out, and its completion tells a refused request from a relay
-		// error (tracked.done).
+		// error (connState.Ended).
 		open := p.cfg.EarlyData && !rt.waypoint
 		var early *[earlyMax]byte
 		if tc, ok := client.(*net.TCPConn); ok && open {
@@ -393,7 +394,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		var s *hbone.Stream
 		if open {
 			s, err = p.pool.Open(ctx, key, req)
-			tr.opened = s
+			st.opened = s
 		} else {
 			s, err = p.pool.Connect(ctx, key, req)
 		}
@@ -428,7 +429,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, j *job) {
 		rec.finish(p.access, err, flags, 0, 0)
 		return
 	}
-	p.relay(rec, tr, client, upstream, j)
+	p.relay(st, client, upstream)
 }
 
 // earlyMax bounds the early data of one outbound connection (see Config.EarlyData): one DATA

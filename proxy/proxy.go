@@ -260,8 +260,12 @@ func (p *Proxy) flushLoop() {
 // acceptLoop accepts until the listener closes, backing off on temporary errors such as
 // file-descriptor exhaustion so established connections keep flowing. Each accepted socket
 // counts in istio_tcp_sockets_open, and holds a connection-limit slot, until its job ends: when
-// its handler returns, or when the relay it handed the connection to ends.
-func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *job)) func(net.Listener) {
+// its handler returns, or when the relay it handed the connection to ends (connState.end).
+func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) func(net.Listener) {
+	socket := sourceSocket
+	if reporter == metrics.ReporterDestination {
+		socket = destinationSocket
+	}
 	return func(l net.Listener) {
 		var delay time.Duration
 		for {
@@ -289,11 +293,12 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *job)) func(ne
 				continue
 			}
 			p.wg.Add(1)
-			j := &job{p: p, limited: true, closed: p.cfg.Metrics.SocketOpened(reporter)}
-			workers.Go(func() { // owned by p.wg, through j
-				handle(c, j)
-				if !j.kept {
-					j.end()
+			p.cfg.Metrics.SocketOpened(reporter)
+			st := &connState{p: p, limited: true, socket: socket}
+			workers.Go(func() { // owned by p.wg, through st
+				handle(c, st)
+				if !st.kept {
+					st.end()
 				}
 			})
 		}

@@ -26,7 +26,7 @@ const (
 )
 
 // handleSOCKS5 negotiates one SOCKS5 CONNECT and hands the connection to the outbound path.
-func (p *Proxy) handleSOCKS5(c net.Conn, j *job) {
+func (p *Proxy) handleSOCKS5(c net.Conn, st *connState) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	dst, err := p.socksHandshake(c)
 	if err != nil {
@@ -35,7 +35,7 @@ func (p *Proxy) handleSOCKS5(c net.Conn, j *job) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	p.outbound(c, addrPort(c.RemoteAddr()), dst, j)
+	p.outbound(c, addrPort(c.RemoteAddr()), dst, st)
 }
 
 func (p *Proxy) socksHandshake(c net.Conn) (netip.AddrPort, error) {

@@ -2,7 +2,6 @@ package record
 
 import (
 	"bufio"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -95,7 +94,6 @@ type Conn struct {
 	conn  net.Conn        // as given to Handshake: writes, deadlines, addresses, Close
 	rconn net.Conn        // the socket under conn, where reads go
 	raw   syscall.RawConn // rconn's, to wait for input without a buffer; nil if none
-	state tls.ConnectionState
 	// server is the side we play; only a client may receive tickets.
 	server bool
 	closed atomic.Bool
@@ -164,9 +162,6 @@ func socketOf(c net.Conn) net.Conn {
 	}
 	return c
 }
-
-// ConnectionState returns the state negotiated by the handshake.
-func (c *Conn) ConnectionState() tls.ConnectionState { return c.state }
 
 // NetConn returns the conn given to Handshake.
 func (c *Conn) NetConn() net.Conn { return c.conn }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -899,5 +900,48 @@ func TestWaitReadable(t *testing.T) {
 	}
 	if c.Socket() == nil {
 		t.Fatal("a Conn over TCP has no Socket")
+	}
+}
+
+// TestStateNotKept: once the caller drops the state Handshake returned, the
+// peer's parsed certificate is garbage while the connection lives on: a
+// *Conn keeps no copy of it (with its certificate chain and the handshake's
+// secrets it was about 4 KiB in some 50 objects per connection).
+func TestStateNotKept(t *testing.T) {
+	p := newPKI(t)
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		tc := tls.Server(b, p.server)
+		tc.HandshakeContext(ctx)
+		io.Copy(io.Discard, tc)
+	}()
+	c, cs, err := Handshake(ctx, a, p.client, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("got %T, want this package's Conn", c)
+	}
+	freed := make(chan struct{})
+	runtime.AddCleanup(cs.PeerCertificates[0], func(ch chan struct{}) { close(ch) }, freed)
+	cs = tls.ConnectionState{}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-freed:
+			if _, err := c.Write([]byte("still usable")); err != nil {
+				t.Fatalf("write after the state was dropped: %v", err)
+			}
+			runtime.KeepAlive(c)
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's certificate is still reachable from the connection")
+		}
 	}
 }
