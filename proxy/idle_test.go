@@ -23,29 +23,15 @@ import (
 func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 	e := newEnv(t)
 	const n = 30
-	buf := make([]byte, 1)
-	echo := func(c net.Conn, b byte) {
-		t.Helper()
-		if _, err := c.Write([]byte{b}); err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != b {
-			t.Fatalf("echo: read %v, %v; want %d", buf, err, b)
-		}
-	}
 	// Certificates and the pooled HBONE connection (with their goroutines) exist from here on.
-	warm := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	echo(warm, 1)
-	warm.Close()
-	waitLog(t, e.access, "connection complete", "direction=inbound")
+	e.echoOnce(t)
 	time.Sleep(50 * time.Millisecond) // the warm-up connection's app goroutine ends
 	base := leakcheck.Count()
 	conns := make([]net.Conn, n)
 	for i := range conns {
 		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
 		defer conns[i].Close()
-		echo(conns[i], byte(i))
+		echo(t, conns[i], byte(i))
 	}
 	// The test's echo app keeps one goroutine per connection; the proxy may keep none.
 	want := base + n
@@ -56,7 +42,7 @@ func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 	}
 	waitIdle("after the first echo")
 	for i, c := range conns {
-		echo(c, byte(i+100))
+		echo(t, c, byte(i+100))
 	}
 	waitIdle("after the second echo")
 	for _, c := range conns {
@@ -123,21 +109,7 @@ func TestIdleConnectionObjects(t *testing.T) {
 	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
 	runtime.MemProfileRate = 1
 	e := newEnv(t)
-	echo := func(c net.Conn, b byte) {
-		t.Helper()
-		buf := []byte{b}
-		if _, err := c.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != b {
-			t.Fatalf("echo: read %v, %v; want %d", buf, err, b)
-		}
-	}
-	warm := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	echo(warm, 1)
-	warm.Close()
-	waitLog(t, e.access, "connection complete", "direction=inbound")
+	e.echoOnce(t)
 
 	const n = 60
 	before := proxyHeapObjects()
@@ -146,7 +118,7 @@ func TestIdleConnectionObjects(t *testing.T) {
 	for i := range conns {
 		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
 		defer conns[i].Close()
-		echo(conns[i], byte(i))
+		echo(t, conns[i], byte(i))
 	}
 	testwait.Until(t, "the connections to go idle", 5*time.Second, func() bool { return leakcheck.Count() <= base+n })
 	after := proxyHeapObjects()
@@ -208,17 +180,7 @@ outer:
 // keeps its place in the proxy's drain until it ends.
 func TestParkedHBONEConnectionKeepsItsJob(t *testing.T) {
 	e := newEnv(t)
-	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	buf := []byte{7}
-	if _, err := c.Write(buf); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	waitLog(t, e.access, "connection complete", "direction=inbound")
+	e.echoOnce(t)
 	// The pooled HBONE connection stays; its read loops park after 100 ms of silence.
 	time.Sleep(400 * time.Millisecond)
 	body := e.metricsText(t)
@@ -228,4 +190,28 @@ func TestParkedHBONEConnectionKeepsItsJob(t *testing.T) {
 	if got := promtext.Sum(body, "istio_tcp_sockets_open", `reporter="source"`); got != 0 {
 		t.Errorf("open source sockets after the client closed = %v, want 0", got)
 	}
+}
+
+// echo writes b on c and reads it back from the test's echo app.
+func echo(t *testing.T, c net.Conn, b byte) {
+	t.Helper()
+	buf := []byte{b}
+	if _, err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || buf[0] != b {
+		t.Fatalf("echo: read %v, %v; want %d", buf, err, b)
+	}
+}
+
+// echoOnce runs one connection through the whole path (SOCKS5, outbound, pooled HBONE,
+// inbound, app) and closes it once its inbound side has logged its end: certificates and the
+// pooled HBONE connection exist from then on.
+func (e *testEnv) echoOnce(t *testing.T) {
+	t.Helper()
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	echo(t, c, 1)
+	c.Close()
+	waitLog(t, e.access, "connection complete", "direction=inbound")
 }
