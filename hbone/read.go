@@ -530,7 +530,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		return nil
 	}
-	s.status = status
+	s.status = int32(status) // 100..999, checked above
 	closed := s.localClosed
 	s.mu.Unlock()
 	c.answered(s)

@@ -81,9 +81,12 @@ func (srv *Server) Serve(ctx context.Context, nc net.Conn, done func(error)) {
 	srv.serving.Add(1)
 	srv.mu.Unlock()
 
-	c.stopCtx = context.AfterFunc(ctx, func() {
-		c.fail(fmt.Errorf("hbone: serve context done: %w", context.Cause(ctx)))
-	})
+	c.stopCtx = neverStopped
+	if ctx.Done() != nil { // a context that can end (the proxy's cannot: two objects fewer)
+		c.stopCtx = context.AfterFunc(ctx, func() {
+			c.fail(fmt.Errorf("hbone: serve context done: %w", context.Cause(ctx)))
+		})
+	}
 	c.start()
 	if err := c.readPreface(); err != nil {
 		c.readEnded(err)
@@ -91,6 +94,9 @@ func (srv *Server) Serve(ctx context.Context, nc net.Conn, done func(error)) {
 	}
 	c.readLoop()
 }
+
+// neverStopped is stopCtx for a context that never ends.
+func neverStopped() bool { return false }
 
 // connEnded is the end of a connection's service, after its read loop
 // ended: it waits for the control writer and the Handlers, forgets the

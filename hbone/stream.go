@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -25,7 +26,7 @@ import (
 // answer with Respond(200) (tunnel open) or Reject(code).
 type Stream struct {
 	// Fields are ordered so that the Stream (one per relayed HBONE
-	// connection at each end) fills Go's 256-byte allocation class with no
+	// connection at each end) fills Go's 240-byte allocation class with no
 	// padding; TestStreamSize keeps it there.
 
 	// Immutable after creation.
@@ -60,11 +61,13 @@ type Stream struct {
 	// it put there. Only the reader that set rwait clears it; the read loop
 	// writes to it only under mu, so the buffer is never touched once its
 	// Read returned.
-	rwait      []byte
-	rgot       int
-	recvWindow int64 // bytes the peer may still send on this stream
-	unacked    int64 // bytes consumed, not yet returned by WINDOW_UPDATE
-	status     int   // client: response status received; server: status sent
+	rwait []byte
+	rgot  int32 // rwait holds at most math.MaxInt32 bytes
+	// status: client: response status received; server: status sent.
+	status int32
+	// The stream's receive window, in int32 as HTTP/2 bounds it (2^31-1).
+	recvWindow int32 // bytes the peer may still send on this stream
+	unacked    int32 // bytes consumed, not yet returned by WINDOW_UPDATE
 	err        error // terminal error (reset, connection failure)
 	// waiter is the one ReadWaiter NotifyReadable keeps, told and cleared by
 	// the next wake. notifySet mirrors waiter != nil so wakes of streams
@@ -147,7 +150,7 @@ func newStream(c *conn, id uint32, client bool) *Stream {
 		c:          c,
 		id:         id,
 		client:     client,
-		recvWindow: int64(c.cfg.StreamWindow),
+		recvWindow: int32(c.cfg.StreamWindow), // at most maxWindow (withDefaults)
 	}
 }
 
@@ -259,7 +262,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		s.mu.Lock()
 		if lent {
 			lent = false
-			n := s.rgot
+			n := int(s.rgot)
 			s.rwait, s.rgot = nil, 0
 			if n > 0 {
 				// Bytes the read loop delivered (already credited); top up
@@ -283,7 +286,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if s.refusedByStatusLocked() {
 			// An opened stream (ClientConn.Open) whose request was refused:
 			// whatever the answer carried is not tunnel data.
-			code := s.status
+			code := int(s.status)
 			s.mu.Unlock()
 			return 0, &StatusError{Code: code}
 		}
@@ -309,7 +312,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			return 0, nil
 		}
 		if s.rwait == nil {
-			s.rwait, s.rgot, lent = p, 0, true
+			s.rwait, s.rgot, lent = p[:min(len(p), math.MaxInt32)], 0, true
 		}
 		wake := s.readWake()
 		if wake == nil {
@@ -442,14 +445,14 @@ func (s *Stream) readBufferedLocked(p []byte, n int) (int, error) {
 // creditLocked accounts n consumed bytes and returns the stream
 // WINDOW_UPDATE increment to send now (0: not yet). s.mu must be held.
 func (s *Stream) creditLocked(n int64) int64 {
-	s.unacked += n
-	if s.recvEnd || s.unacked < int64(s.c.cfg.StreamWindow)/2 {
+	s.unacked += int32(n) // n is at most what the window let in
+	if s.recvEnd || int64(s.unacked) < int64(s.c.cfg.StreamWindow)/2 {
 		return 0
 	}
 	u := s.unacked
 	s.unacked = 0
 	s.recvWindow += u
-	return u
+	return int64(u)
 }
 
 // onData is called by the read loop for a DATA frame of this stream whose
@@ -464,7 +467,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 	switch {
 	case s.recvEnd:
 		serr = streamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed}
-	case int64(frameLen) > s.recvWindow:
+	case int64(frameLen) > int64(s.recvWindow):
 		serr = streamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
 	}
 	if serr != nil {
@@ -476,7 +479,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 		}
 		return serr
 	}
-	s.recvWindow -= int64(frameLen)
+	s.recvWindow -= int32(frameLen) // at most recvWindow, checked above
 	drop := s.localClosed
 	s.mu.Unlock()
 
@@ -497,11 +500,11 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			s.mu.Lock()
 			drop = s.localClosed
 			if !drop {
-				if s.rwait != nil && s.recv.n == 0 && s.rgot < len(s.rwait) {
+				if s.rwait != nil && s.recv.n == 0 && int(s.rgot) < len(s.rwait) {
 					// A reader waits and nothing is buffered before these
 					// bytes: hand them over without the receive buffer.
 					m := copy(s.rwait[s.rgot:], b)
-					s.rgot += m
+					s.rgot += int32(m)
 					b = b[m:]
 					direct = int64(m)
 				} else if s.offers {
@@ -663,7 +666,7 @@ func (s *Stream) Refusal() error {
 	case !s.refusedLocked():
 		return nil
 	case s.status != 0:
-		return &StatusError{Code: s.status}
+		return &StatusError{Code: int(s.status)}
 	}
 	return s.err
 }
@@ -1028,7 +1031,7 @@ func (s *Stream) respond(status int, end bool) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.status = status
+	s.status = int32(status)
 	s.wantEnd = end
 	s.mu.Unlock()
 
@@ -1176,7 +1179,7 @@ func (c *conn) request(ctx context.Context, req *Request, onDone func(), wait bo
 	var serr error
 	for {
 		s.mu.Lock()
-		status, serr = s.status, s.err
+		status, serr = int(s.status), s.err
 		s.mu.Unlock()
 		if status != 0 || serr != nil {
 			break

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -303,5 +304,37 @@ func TestWriteDeadlineWakesBlockedWriters(t *testing.T) {
 	s.SetWriteDeadline(time.Time{})
 	if _, err := s.Write([]byte("after")); err != nil {
 		t.Fatalf("Write after the deadline was cleared: %v", err)
+	}
+}
+
+// TestServeContextEnds: a connection served with a context that ends is closed when it ends,
+// and ServeConn says why. (The proxy serves with a context that never ends, for which Serve
+// registers nothing.)
+func TestServeContextEnds(t *testing.T) {
+	c1, c2 := net.Pipe()
+	srv := &Server{Handler: echo}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- srv.ServeConn(ctx, c2) }()
+	cc, err := NewClientConn(c1, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	echoOK(t, cc)
+	cancel()
+	select {
+	case err := <-res:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("ServeConn = %v, want the context's end", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeConn still serving 10 s after its context ended")
+	}
+	select {
+	case <-cc.c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's connection is still open after the server's context ended")
 	}
 }

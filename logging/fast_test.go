@@ -33,6 +33,9 @@ func TestAddrFormatting(t *testing.T) {
 		{"invalid addrport pointer", &netip.AddrPort{}, "invalid AddrPort"},
 		{"invalid addr", netip.Addr{}, "invalid IP"},
 		{"prefix", netip.MustParsePrefix("10.0.0.0/8"), "10.0.0.0/8"},
+		{"other address type", packedAddr{ap}, "10.0.0.1:4000"},
+		{"other address type pointer", &packedAddr{ap}, "10.0.0.1:4000"},
+		{"other address type invalid", packedAddr{}, "invalid AddrPort"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
@@ -57,7 +60,18 @@ func TestAddrFormatting(t *testing.T) {
 	if _, ok := appendAddr(nil, nilAP); ok {
 		t.Error("appendAddr accepted a nil *netip.AddrPort")
 	}
+	if _, ok := appendAddr(nil, (*packedAddr)(nil)); ok {
+		t.Error("appendAddr accepted a nil pointer to an address type")
+	}
 }
+
+// packedAddr stands for a caller's own address type (the proxy's records pack theirs): it
+// implements addrText with value methods, and String.
+type packedAddr struct{ ap netip.AddrPort }
+
+func (a packedAddr) IsValid() bool            { return a.ap.IsValid() }
+func (a packedAddr) AppendTo(b []byte) []byte { return a.ap.AppendTo(b) }
+func (a packedAddr) String() string           { return a.ap.String() }
 
 func TestAppendQuoted(t *testing.T) {
 	for _, s := range []string{"", "sleep", "a b", `a"b`, `a\b`, "tab\there", "new\nline", "\x7f", "é", "\xff", "spiffe://cluster.local/ns/default/sa/x"} {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -213,9 +214,18 @@ func emitWith(a slog.Attr, emit func(key string, v slog.Value)) {
 	emit(a.Key, a.Value.Resolve())
 }
 
+// addrText is an address that appends its text form as netip's types do (AppendTo), and says
+// whether it is valid; a caller's compact address type can implement it to be logged without a
+// string.
+type addrText interface {
+	IsValid() bool
+	AppendTo(b []byte) []byte
+}
+
 // appendAddr appends the text form of a valid netip.Addr or netip.AddrPort (or a pointer to
-// one) to b without the string String would allocate; the bytes are the same. ok is false for
-// any other value, and for invalid addresses, whose String differs from their AppendTo.
+// one), or of another valid addrText, to b without the string String would allocate; the bytes
+// are the same. ok is false for any other value, and for invalid addresses, whose String
+// differs from their AppendTo.
 func appendAddr(b []byte, x any) (_ []byte, ok bool) {
 	switch x := x.(type) {
 	case netip.AddrPort:
@@ -232,6 +242,13 @@ func appendAddr(b []byte, x any) (_ []byte, ok bool) {
 		}
 	case *netip.Addr:
 		if x != nil && x.IsValid() {
+			return x.AppendTo(b), true
+		}
+	case addrText:
+		if v := reflect.ValueOf(x); v.Kind() == reflect.Pointer && v.IsNil() {
+			return b, false // a nil pointer to an address type with value methods
+		}
+		if x.IsValid() {
 			return x.AppendTo(b), true
 		}
 	}

@@ -85,9 +85,9 @@ func (t *tcpOpts) write(fd int) error {
 // nil for both while it is detached.
 func (d *dirState) setSrc(c net.Conn, rc syscall.RawConn) {
 	if d.aToB {
-		d.l.a, d.l.rawA = c, rc
+		d.link().a, d.link().rawA = c, rc
 	} else {
-		d.l.b, d.l.rawB = c, rc
+		d.link().b, d.link().rawB = c, rc
 	}
 }
 

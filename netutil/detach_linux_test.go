@@ -274,8 +274,8 @@ func TestLinkDetachesAfterHold(t *testing.T) {
 	go r.link.Run()
 	r.echoOnce(t, 1)
 	waitDetached(t, []*linkRig{r}) // a new Link was never attached: no hold
+	attached := time.Now()         // no later than the attach
 	r.echoOnce(t, 2)               // attaches
-	attached := time.Now()
 	testwait.Until(t, "both directions to park again", 5*time.Second, func() bool {
 		return netutil.Parked(r.link) == 2
 	})

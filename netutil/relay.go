@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
@@ -146,7 +147,7 @@ type Link struct {
 
 	// flags holds linkClosing, linkStarted, the fully-closed marks and the
 	// count of directions not yet ended (linkRunning), together so that a
-	// Link (one per relayed connection, idle or not) fits Go's 256-byte
+	// Link (one per relayed connection, idle or not) fits Go's 240-byte
 	// allocation class with an Ender (an interface, two words) for done.
 	flags atomic.Uint32
 
@@ -222,8 +223,8 @@ func (l *Link) closing() bool { return l.flags.Load()&linkClosing != 0 }
 // Nothing moves until Run.
 func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done Ender) *Link {
 	l := &Link{a: a, b: b, done: done}
-	l.aToB.l, l.aToB.aToB, l.aToB.count = l, true, aToBCount
-	l.bToA.l, l.bToA.count = l, bToACount
+	l.aToB.aToB, l.aToB.count = true, aToBCount
+	l.bToA.count = bToACount
 	l.flags.Store(2 * linkRunning)
 	l.inUse = 2
 	return l
@@ -305,7 +306,9 @@ func (l *Link) maybeDetach() {
 	if l.inUse != 0 || !detachIdle.Load() || l.closing() || l.flags.Load()&linkDetachLater != 0 {
 		return
 	}
-	held := time.Duration(mono()-l.attachedAt) * time.Millisecond
+	// mono ticks in whole milliseconds, so n ticks since the attach may be as little as n-1 ms
+	// of real time: count one tick less, and the hold is never cut short.
+	held := time.Duration(max(mono()-l.attachedAt, 1)-1) * time.Millisecond
 	if hold := time.Duration(attachHold.Load()); held < hold {
 		l.flags.Or(linkDetachLater)
 		time.AfterFunc(hold-held, l.detachLater)
@@ -420,7 +423,6 @@ const (
 // epoll loop, the source's notification or Close), which starts a goroutine
 // to run it again.
 type dirState struct {
-	l     *Link
 	count *atomic.Int64 // may be nil
 	total int64         // bytes written to the destination
 
@@ -442,12 +444,23 @@ type dirState struct {
 	bare int32
 }
 
+// link returns the Link the direction belongs to. A dirState exists only as
+// a Link's aToB or bToA, so its Link starts a fixed distance before it: no
+// back pointer (8 bytes a direction), and a Link fits the 240-byte class.
+func (d *dirState) link() *Link {
+	off := unsafe.Offsetof(Link{}.bToA)
+	if d.aToB {
+		off = unsafe.Offsetof(Link{}.aToB)
+	}
+	return (*Link)(unsafe.Add(unsafe.Pointer(d), -int(off)))
+}
+
 // other is the Link's reverse direction.
 func (d *dirState) other() *dirState {
 	if d.aToB {
-		return &d.l.bToA
+		return &d.link().bToA
 	}
-	return &d.l.aToB
+	return &d.link().aToB
 }
 
 // src is the direction's source. The direction's connections and their
@@ -455,17 +468,17 @@ func (d *dirState) other() *dirState {
 // (a Link per idle connection is what a node holds most of).
 func (d *dirState) src() net.Conn {
 	if d.aToB {
-		return d.l.a
+		return d.link().a
 	}
-	return d.l.b
+	return d.link().b
 }
 
 // dst is the direction's destination.
 func (d *dirState) dst() net.Conn {
 	if d.aToB {
-		return d.l.b
+		return d.link().b
 	}
-	return d.l.a
+	return d.link().a
 }
 
 // dstClosedBit is the Link flag set when dst had to be fully closed in place
@@ -483,7 +496,7 @@ func (d *dirState) srcClosed() bool {
 	if d.aToB {
 		bit = linkFullyClosedA
 	}
-	return d.l.flags.Load()&bit != 0
+	return d.link().flags.Load()&bit != 0
 }
 
 // run moves bytes until the direction parks or ends. It is the body of every
@@ -496,7 +509,7 @@ func (d *dirState) run() {
 			return
 		}
 		if d.park() {
-			d.l.parked()
+			d.link().parked()
 			return // d now belongs to whoever resumes it
 		}
 	}
@@ -506,11 +519,11 @@ func (d *dirState) run() {
 // (from the epoll loop, the source's notification or closeBoth): it attaches
 // the Link's sockets if they were detached, then runs the direction.
 func (d *dirState) resume() {
-	if err := d.l.resumed(); err != nil {
+	if err := d.link().resumed(); err != nil {
 		// The sockets are gone: end without finish, which would
 		// half-close a destination that is no longer there.
-		d.l.closeBoth(err)
-		d.l.dirEnded()
+		d.link().closeBoth(err)
+		d.link().dirEnded()
 		return
 	}
 	d.run()
@@ -566,7 +579,7 @@ func (d *dirState) start() {
 	if d.mode == modeNotified {
 		// Parked from here on: the notification, or Readable below, owns d
 		// (the other direction, run inline, keeps inUse above zero).
-		d.l.parked()
+		d.link().parked()
 		if d.notify() {
 			return // d belongs to the notification
 		}
@@ -620,18 +633,18 @@ func (d *dirState) finish(err error) {
 	}
 	switch {
 	case err != nil:
-		d.l.closeBoth(err)
+		d.link().closeBoth(err)
 	default:
 		if cw, ok := d.dst().(interface{ CloseWrite() error }); ok {
 			if err := cw.CloseWrite(); err != nil && !isClosedOrGone(err) {
-				d.l.closeBoth(err)
+				d.link().closeBoth(err)
 			}
 		} else {
-			d.l.flags.Or(d.dstClosedBit())
+			d.link().flags.Or(d.dstClosedBit())
 			d.dst().Close()
 		}
 	}
-	d.l.dirEnded()
+	d.link().dirEnded()
 }
 
 // wrote accounts n bytes written to the destination.

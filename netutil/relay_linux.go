@@ -78,10 +78,10 @@ func (l *Link) rawOf(a bool) syscall.RawConn {
 }
 
 // srcRaw is the source's RawConn (set up by setupRaw).
-func (d *dirState) srcRaw() syscall.RawConn { return d.l.rawOf(d.aToB) }
+func (d *dirState) srcRaw() syscall.RawConn { return d.link().rawOf(d.aToB) }
 
 // dstRaw is the destination's RawConn (set up by setupRaw or setupDeliver).
-func (d *dirState) dstRaw() syscall.RawConn { return d.l.rawOf(!d.aToB) }
+func (d *dirState) dstRaw() syscall.RawConn { return d.link().rawOf(!d.aToB) }
 
 // rawOp is the state of one raw copy while bytes move: the pipe or buffer in
 // flight and what the last syscall.RawConn callback did. The callbacks are
@@ -139,11 +139,11 @@ func (o *rawOp) release() {
 // setupRaw prepares a TCP source for the raw paths and picks splice (TCP
 // destination) or read(2). It reports false when src is not a TCP socket.
 func (d *dirState) setupRaw() bool {
-	if d.l.rawConnOf(d.aToB) == nil {
+	if d.link().rawConnOf(d.aToB) == nil {
 		return false // not TCP, or closed already: copyConn's Read reports it
 	}
 	d.raw.canPark = theLoop() != nil
-	if d.l.rawConnOf(!d.aToB) != nil {
+	if d.link().rawConnOf(!d.aToB) != nil {
 		d.mode = modeSplice
 		return true
 	}
@@ -330,7 +330,7 @@ const deliverMax = 16 << 10
 // setupDeliver enables deliver for a ReadNotifier source and a TCP
 // destination.
 func (d *dirState) setupDeliver() {
-	if d.l.rawConnOf(!d.aToB) == nil {
+	if d.link().rawConnOf(!d.aToB) == nil {
 		return
 	}
 	d.raw.inline = true
@@ -408,7 +408,7 @@ func (d *dirState) deliver() bool {
 // detached. It holds l.dmu, so the destination is not detached or attached
 // again under the write.
 func (d *dirState) writeDstNow(o *rawOp) error {
-	l := d.l
+	l := d.link()
 	l.dmu.Lock()
 	defer l.dmu.Unlock()
 	if fd := d.other().bare; fd != 0 {
@@ -657,7 +657,7 @@ func (lp *loop) park(d *dirState) bool {
 	}
 	// A close that began before the registration may have looked for d
 	// before it was there: look again.
-	if d.l.closing() && lp.take(d) {
+	if d.link().closing() && lp.take(d) {
 		return false
 	}
 	return true

@@ -72,7 +72,7 @@ func (st *connState) Ended(_, _ int64, err error) {
 	p.conns.remove(st)
 	if st.opened != nil {
 		if rerr := st.opened.Refusal(); rerr != nil {
-			rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr, rerr), metrics.FlagConnect, 0, 0)
+			rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr.AddrPort(), rerr), metrics.FlagConnect, 0, 0)
 			st.end()
 			return
 		}

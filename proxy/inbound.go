@@ -85,7 +85,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
 	rec := &st.rec
 	*rec = record{
-		start: now(), inbound: true, src: pi.remote, dst: pi.local, hboneAddr: target,
+		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(target),
 		srcID: identOf(pi.id), mtls: true,
 	}
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
@@ -169,7 +169,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	}
 	snap := p.cfg.Store.Snapshot()
 	rec := &st.rec
-	rec.start, rec.inbound, rec.src, rec.dst = now(), true, src, dst
+	rec.start, rec.inbound, rec.src, rec.dst = now(), true, packAddr(src), packAddr(dst)
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
 	rec.open(p.cfg.Metrics)

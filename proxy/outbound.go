@@ -308,7 +308,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		}
 	}()
 	rec := &st.rec
-	rec.start, rec.src, rec.dst = now(), src, dst
+	rec.start, rec.src, rec.dst = now(), packAddr(src), packAddr(dst)
 	if p.isOwnPort(dst) || dst == addrPort(client.LocalAddr()) {
 		p.log.Warn("outbound: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
 		return
@@ -336,8 +336,8 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		// address inside the tunnel (the original destination when going to a waypoint), and
 		// dst.identity the identity of the workload reached (the waypoint's).
 		rec.mtls = true
-		rec.dst = rt.hboneAddr
-		rec.hboneAddr = rt.target
+		rec.dst = packAddr(rt.hboneAddr)
+		rec.hboneAddr = packAddr(rt.target)
 		rec.dstID = identOf(rt.expected[0])
 	}
 	rec.open(p.cfg.Metrics)

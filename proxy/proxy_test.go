@@ -69,11 +69,23 @@ func freePort(t testing.TB) uint16 {
 // found free can be taken before the proxy binds it (by another test's listener or an outgoing
 // connection's ephemeral port, in this process or another package's), so a bind that finds its
 // port in use is retried on new ports; any other error fails the test.
+//
+// The ports of a failed attempt are not tried again: the kernel may offer the same port for a
+// throwaway listener (SO_REUSEADDR) while a socket that rules out the proxy's bind holds it.
 func listenOnFreePorts(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	const attempts = 10
+	tried := make(map[uint16]bool)
+	fresh := func() uint16 {
+		for {
+			if p := freePort(t); !tried[p] {
+				tried[p] = true
+				return p
+			}
+		}
+	}
 	for i := 1; ; i++ {
-		cfg.Ports = Ports{Outbound: freePort(t), InboundPlain: freePort(t), InboundHBONE: freePort(t), SOCKS5: freePort(t)}
+		cfg.Ports = Ports{Outbound: fresh(), InboundPlain: fresh(), InboundHBONE: fresh(), SOCKS5: fresh()}
 		cfg.Ports.RemoteHBONE = cfg.Ports.InboundHBONE
 		p, err := New(cfg)
 		if err != nil {

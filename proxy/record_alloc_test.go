@@ -69,28 +69,53 @@ func TestIDCache(t *testing.T) {
 	}
 }
 
-// TestRecordSize keeps a record (one per connection, for its life) in Go's 224-byte
-// allocation class: with its identities and their URIs inline it was 360 bytes (a 384-byte
-// allocation) until they were shared (ident), then 248 (a 256-byte allocation) while it kept
-// the direction as a string and the start as a time.Time.
+// TestRecordSize keeps a record (one per connection, for its life, inside its connState) at 184
+// bytes: with its identities and their URIs inline it was 360 bytes (a 384-byte allocation)
+// until they were shared (ident), then 248 (a 256-byte allocation) while it kept the direction
+// as a string and the start as a time.Time, then 216 until its addresses were packed (addr).
 func TestRecordSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("SKIPPED: the size budget is for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(record{}); got > 224 {
-		t.Errorf("record is %d bytes, want at most 224 (64-bit)", got)
+	if got := unsafe.Sizeof(record{}); got > 184 {
+		t.Errorf("record is %d bytes, want at most 184 (64-bit)", got)
 	}
 }
 
-// TestConnStateSize keeps what the proxy holds per connection in Go's 256-byte allocation
+// TestConnStateSize keeps what the proxy holds per connection in Go's 224-byte allocation
 // class: the record with the job, the tracker's entry and the relay's completion around it. As
-// separate objects they were 224 + 32 + 48 + 16 bytes (the last a func bound to the entry).
+// separate objects they were 224 + 32 + 48 + 16 bytes (the last a func bound to the entry);
+// together, 256 bytes until the record's three addresses were packed (addr, 20 bytes each
+// instead of netip.AddrPort's 32).
 func TestConnStateSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("SKIPPED: the size budget is for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(connState{}); got > 256 {
-		t.Errorf("connState is %d bytes, want at most 256 (64-bit)", got)
+	if got := unsafe.Sizeof(connState{}); got > 224 {
+		t.Errorf("connState is %d bytes, want at most 224 (64-bit)", got)
+	}
+}
+
+// TestAddrPacking: a packed address gives back the netip.AddrPort it was made from, IPv4,
+// IPv6 and IPv4-mapped IPv6 alike, and formats as it does; the zero value stays invalid. Only an
+// IPv6 zone is dropped.
+func TestAddrPacking(t *testing.T) {
+	for _, s := range []string{"10.244.0.3:15008", "[fd00::3]:8080", "[::ffff:10.0.0.1]:80", "0.0.0.0:0", "[::]:1"} {
+		ap := netip.MustParseAddrPort(s)
+		a := packAddr(ap)
+		if got := a.AddrPort(); got != ap || !a.IsValid() {
+			t.Errorf("%s: packed and back = %v (valid %v)", s, got, a.IsValid())
+		}
+		if got := string(a.AppendTo(nil)); got != s || a.String() != s {
+			t.Errorf("%s: AppendTo %q, String %q", s, got, a.String())
+		}
+	}
+	if a := packAddr(netip.AddrPort{}); a.IsValid() || a.AddrPort() != (netip.AddrPort{}) || a != (addr{}) {
+		t.Errorf("the invalid address packed to %+v", a)
+	}
+	zoned := netip.AddrPortFrom(netip.MustParseAddr("fe80::1%eth0"), 80)
+	if got, want := packAddr(zoned).AddrPort(), netip.MustParseAddrPort("[fe80::1]:80"); got != want {
+		t.Errorf("zoned: %v, want %v", got, want)
 	}
 }
 
@@ -101,8 +126,8 @@ func TestConnStateSize(t *testing.T) {
 func TestPolicyInputs(t *testing.T) {
 	target := netip.MustParseAddrPort("10.244.0.3:8080")
 	hbone := newTestRecord("inbound")
-	hbone.dst = netip.MustParseAddrPort("10.244.0.3:15008")
-	hbone.hboneAddr = target
+	hbone.dst = packAddr(netip.MustParseAddrPort("10.244.0.3:15008"))
+	hbone.hboneAddr = packAddr(target)
 	plain := newTestRecord("inbound")
 	plain.srcID, plain.mtls = ident{}, false
 
@@ -118,7 +143,7 @@ func TestPolicyInputs(t *testing.T) {
 		if pt.Namespace != recDstW.Namespace {
 			t.Errorf("%s: target namespace %q, want %q", tc.name, pt.Namespace, recDstW.Namespace)
 		}
-		want := policy.Conn{SrcID: tc.wantID, SrcIP: tc.rec.src.Addr(), DstIP: target.Addr(), DstPort: target.Port()}
+		want := policy.Conn{SrcID: tc.wantID, SrcIP: tc.rec.src.AddrPort().Addr(), DstIP: target.Addr(), DstPort: target.Port()}
 		if pc != want {
 			t.Errorf("%s: conn %+v, want %+v", tc.name, pc, want)
 		}

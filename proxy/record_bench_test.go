@@ -34,13 +34,13 @@ var (
 func newTestRecord(direction string) *record {
 	r := &record{
 		start: now(), inbound: direction == "inbound",
-		src:  netip.MustParseAddrPort("10.244.0.2:40312"),
-		dst:  netip.MustParseAddrPort("10.244.0.3:8080"),
+		src:  packAddr(netip.MustParseAddrPort("10.244.0.2:40312")),
+		dst:  packAddr(netip.MustParseAddrPort("10.244.0.3:8080")),
 		srcW: recSrcW, dstW: recDstW, dstSvc: recSvc,
 		srcID: identOf(recSrc), dstID: identOf(recDst), mtls: true,
 	}
 	if direction == "outbound" {
-		r.hboneAddr = netip.MustParseAddrPort("10.244.0.3:15008")
+		r.hboneAddr = packAddr(netip.MustParseAddrPort("10.244.0.3:15008"))
 	}
 	return r
 }

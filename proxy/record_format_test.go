@@ -29,8 +29,8 @@ type recordCase struct {
 func recordCases() []recordCase {
 	passthrough := func() *record {
 		r := newTestRecord("outbound")
-		r.dstW, r.dstSvc, r.dstID, r.mtls, r.hboneAddr = nil, nil, ident{}, false, netip.AddrPort{}
-		r.dst = netip.MustParseAddrPort("10.244.0.4:9000")
+		r.dstW, r.dstSvc, r.dstID, r.mtls, r.hboneAddr = nil, nil, ident{}, false, addr{}
+		r.dst = packAddr(netip.MustParseAddrPort("10.244.0.4:9000"))
 		return r
 	}
 	certOnly := func() *record {
@@ -40,9 +40,9 @@ func recordCases() []recordCase {
 	}
 	ipv6 := func() *record {
 		r := newTestRecord("outbound")
-		r.src = netip.MustParseAddrPort("[fd00::2]:40312")
-		r.dst = netip.MustParseAddrPort("[fd00::3]:8080")
-		r.hboneAddr = netip.MustParseAddrPort("[fd00::3]:15008")
+		r.src = packAddr(netip.MustParseAddrPort("[fd00::2]:40312"))
+		r.dst = packAddr(netip.MustParseAddrPort("[fd00::3]:8080"))
+		r.hboneAddr = packAddr(netip.MustParseAddrPort("[fd00::3]:15008"))
 		return r
 	}
 	return []recordCase{

@@ -805,7 +805,9 @@ func TestFallbackTLS12(t *testing.T) {
 // and the peer's end answer at once.
 func TestWaitReadable(t *testing.T) {
 	c, peer, w := rawPeer(t)
-	const idle = 30 * time.Millisecond
+	// idle is for the waits that must time out; patience for those that must
+	// see the peer's bytes, which a loaded machine may send late.
+	const idle, patience = 30 * time.Millisecond, 10 * time.Second
 	start := time.Now()
 	if c.WaitReadable(idle) {
 		t.Fatal("WaitReadable reported true with the peer silent")
@@ -830,16 +832,27 @@ func TestWaitReadable(t *testing.T) {
 		t.Fatalf("Read after WaitReadable: %q, %v", buf[:n], err)
 	}
 
-	// Bytes that come during the wait end it and stay for Read. The
-	// deadline it set stays, and a Read that outlasts it reads on.
+	// Bytes that come during the wait end it and stay for Read. (The wait
+	// is long: on a loaded machine the writer may run late.)
 	go func() {
 		time.Sleep(idle / 3)
 		peer.Write(sealRecord(nil, w, typeAppData, []byte("during")))
 	}()
-	if !c.WaitReadable(idle) {
+	if !c.WaitReadable(patience) {
 		t.Fatal("WaitReadable reported false although the peer wrote")
 	}
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "during" {
+		t.Fatalf("Read after WaitReadable: %q, %v", buf[:n], err)
+	}
+
+	// The deadline a wait sets stays, and a Read that outlasts it reads on.
+	// The bytes are there before the wait, so it sees them whatever the
+	// machine's load.
+	peer.Write(sealRecord(nil, w, typeAppData, []byte("before")))
+	if !c.WaitReadable(idle) {
+		t.Fatal("WaitReadable reported false with the peer's bytes waiting")
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "before" {
 		t.Fatalf("Read after WaitReadable: %q, %v", buf[:n], err)
 	}
 	go func() {
@@ -868,12 +881,9 @@ func TestWaitReadable(t *testing.T) {
 	// Read waits for the rest: Read reads on.
 	two := sealRecord(sealRecord(nil, w, typeAppData, []byte("first")), w, typeAppData, []byte("second"))
 	half := len(two) - 10
-	go func() {
-		time.Sleep(idle / 3)
-		peer.Write(two[:half])
-	}()
+	peer.Write(two[:half])
 	if !c.WaitReadable(idle) {
-		t.Fatal("WaitReadable reported false although the peer wrote")
+		t.Fatal("WaitReadable reported false with the peer's bytes waiting")
 	}
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "first" {
 		t.Fatalf("Read: %q, %v", buf[:n], err)
