@@ -8,13 +8,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"github.com/ztunnel-go/ztunnel/tls/record"
 	"io"
 	"math/big"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
+	"github.com/ztunnel-go/ztunnel/tls/record"
 )
 
 // testTLS returns server and client TLS configs sharing a self-signed
@@ -184,6 +186,18 @@ func (ts *testServer) client(t testing.TB, cfg Config) *ClientConn {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc
+}
+
+// waitConnsEnded waits until the server has forgotten every connection: a
+// parked one holds no goroutine, so goroutine counts can settle before the
+// epoll loop has passed each peer's close on to its connection.
+func (ts *testServer) waitConnsEnded(t testing.TB) {
+	t.Helper()
+	testwait.Until(t, "the server's connections to end", 10*time.Second, func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return len(ts.srv.conns) == 0
+	})
 }
 
 func (ts *testServer) close() {

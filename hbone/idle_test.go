@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
-	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
 // openIdle opens a stream on cc, moves one byte each way the way a relay
@@ -161,13 +160,7 @@ func TestConnGoroutines(t *testing.T) {
 		cc.Close()
 	}
 	leakcheck.Wait(t, base)
-	// A parked server connection holds no goroutine, so the count above can be back to base
-	// before the epoll loop has passed every client's close on to its connection.
-	testwait.Until(t, "the server's connections to end after the clients closed", 10*time.Second, func() bool {
-		ts.srv.mu.Lock()
-		defer ts.srv.mu.Unlock()
-		return len(ts.srv.conns) == 0
-	})
+	ts.waitConnsEnded(t)
 }
 
 // TestParkedKeepalive: parked read loops wake for the peer's PINGs and their

@@ -320,9 +320,5 @@ func TestPoolIdleConnsHoldNoGoroutine(t *testing.T) {
 
 	p.Close()
 	leakcheck.Wait(t, base)
-	testwait.Until(t, "the server's connections to end", 10*time.Second, func() bool {
-		ts.srv.mu.Lock()
-		defer ts.srv.mu.Unlock()
-		return len(ts.srv.conns) == 0
-	})
+	ts.waitConnsEnded(t)
 }
