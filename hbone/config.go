@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -104,9 +105,11 @@ type Request struct {
 	Method string
 	// Authority is the tunnel target, "ip:port" (or "hostname:port").
 	Authority string
-	// Header holds extra headers, e.g. "Forwarded", "Baggage",
-	// "Traceparent". Keys are canonicalised on the server side.
-	Header http.Header
+	// Header holds the other fields, e.g. "forwarded", "baggage",
+	// "traceparent". A client's names are sent in lower case (HTTP/2's
+	// form), without the connection-specific ones; a server's Request has
+	// them as they arrived, in order.
+	Header Header
 	// Early holds the first bytes of the tunnel, already read from the
 	// client, to send with the request instead of after its answer. As much
 	// of it as the peer's flow-control windows and frame size allow goes out
@@ -118,6 +121,24 @@ type Request struct {
 	// do, and never deliver it before they answer 200. Connect does not
 	// keep Early after it returns.
 	Early []byte
+}
+
+// Field is one header field.
+type Field struct{ Name, Value string }
+
+// Header is a request's header fields other than the pseudo-headers. It is
+// a list rather than a map: an HBONE request carries one to three fields.
+type Header []Field
+
+// Get returns the value of the first field named name (compared without
+// regard to case), or "".
+func (h Header) Get(name string) string {
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
 }
 
 // StatusError is a non-200 answer to CONNECT.

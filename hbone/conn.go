@@ -76,9 +76,6 @@ const (
 	// fragment: the pad length byte, up to 255 bytes of padding and the
 	// 5-byte priority fields.
 	headerPadSlack = 1 + 255 + 5
-	// keepDecodeBuf is the size up to which the header block buffers are
-	// kept between blocks; larger ones are dropped after use.
-	keepDecodeBuf = 16 << 10
 )
 
 // readParkAfter is how long the read loop waits for the next frame on its
@@ -188,19 +185,11 @@ type conn struct {
 	scratch     [8]byte
 	sawSettings bool
 
-	// Header block assembly, owned by the read loop. Fragments of HEADERS
-	// and CONTINUATION frames are gathered in hblock behind a 9-byte frame
-	// header; the finished block is decoded as one synthetic HEADERS frame
-	// by dfr (which holds the connection's HPACK decoder), so the x/net
-	// validation of header fields applies while we keep count of frames and
-	// bytes.
-	hblock   []byte
-	hstream  uint32 // stream of the block being gathered; 0: none
-	hframes  int    // frames of the block so far
-	hend     bool   // the block's HEADERS had END_STREAM
+	// Header block decoding (headers.go), owned by the read loop: the
+	// block in progress and the connection's HPACK decoder, whose emit
+	// function is onField.
+	hdr      hdrBlock
 	hdec     *hpack.Decoder
-	dfr      *http2.Framer
-	hreader  bytes.Reader
 	maxBlock int // largest encoded header block accepted (MaxHeaderListSize)
 
 	// Abuse accounting (see the limits above), owned by the read loop.
@@ -342,8 +331,8 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	c.readTask = c.readLoop
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
-	c.hdec = hpack.NewDecoder(4096, nil)
-	c.dfr = c.newDecodeFramer()
+	c.hdec = hpack.NewDecoder(4096, c.onField)
+	c.hdec.SetMaxStringLength(int(cfg.MaxHeaderListSize))
 	c.maxBlock = int(cfg.MaxHeaderListSize)
 	c.maxResets = max(minPrematureResets, 2*int(min(cfg.MaxConcurrentStreams, 1<<20)))
 	c.wfr = http2.NewFramer(c.bw, nil)

@@ -8,7 +8,6 @@ import (
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -191,7 +190,9 @@ func TestHeaderBlockLimits(t *testing.T) {
 		cont  []byte // each CONTINUATION fragment
 	}{
 		{"empty CONTINUATION flood", encode(":method", "CONNECT")[:1], nil},
-		{"1-byte CONTINUATION flood", encode(":method", "CONNECT")[:1], []byte{0x82}},
+		// Each fragment decodes (a repeated :method: the message is
+		// malformed, but the block goes on), so only the frame count stops it.
+		{"1-byte CONTINUATION flood", encode(":method", "CONNECT"), []byte{0x82}},
 		{"16 KiB CONTINUATIONs past 64 KiB", encode(":method", "CONNECT"), big},
 		{"one HEADERS frame over 64 KiB", bytes.Repeat([]byte{0x82}, 200<<10), nil},
 	}
@@ -687,7 +688,7 @@ func TestForwardedNotIndexed(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80", Header: http.Header{"Forwarded": {`for="10.0.0.2:40000"`}}})
+		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80", Header: Header{{Name: "forwarded", Value: `for="10.0.0.2:40000"`}}})
 		if err == nil {
 			s.Close()
 		}
@@ -717,5 +718,79 @@ func TestForwardedNotIndexed(t *testing.T) {
 			t.Fatalf("no forwarded field in %v", h.Fields)
 		}
 		return
+	}
+}
+
+// TestMalformedResponseHeaders answers requests with header blocks that
+// break RFC 9113's rules for responses: each such stream fails alone with
+// PROTOCOL_ERROR, the connection goes on, and a last answer made of fields
+// the malformed blocks put in the HPACK table shows the client's decoder
+// kept its table in step.
+func TestMalformedResponseHeaders(t *testing.T) {
+	p := newRawServer(t)
+	var hbuf bytes.Buffer
+	henc := hpack.NewEncoder(&hbuf) // one table for the whole connection
+	tests := []struct {
+		name   string
+		fields []string
+		ok     bool
+	}{
+		{"valid", []string{":status", "200"}, true},
+		{"request pseudo-header", []string{":status", "200", ":method", "CONNECT"}, false},
+		{"upper-case name", []string{":status", "200", "Server", "x"}, false},
+		{"pseudo-header after a regular field", []string{"server", "x", ":status", "200"}, false},
+		{"repeated :status", []string{":status", "200", ":status", "200"}, false},
+		{"status not a number", []string{":status", "2x0"}, false},
+		{"no status", []string{"server", "x"}, false},
+		{"control character in value", []string{":status", "200", "server", "a\x01b"}, false},
+		{"valid again, from the table", []string{":status", "200", "server", "x"}, true},
+	}
+	// The frames from the client are read all along (net.Pipe has no
+	// buffer: a client stuck writing would end the connection).
+	requests := make(chan uint32, len(tests))
+	go func() {
+		for {
+			f, err := p.fr.ReadFrame()
+			if err != nil {
+				close(requests)
+				return
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				requests <- h.StreamID
+			}
+		}
+	}()
+	for i, tt := range tests {
+		connected := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80"})
+			if err == nil {
+				s.Close()
+			}
+			connected <- err
+		}()
+		id, ok := <-requests
+		if want := uint32(2*i + 1); !ok || id != want {
+			t.Fatalf("%s: request on stream %d (%v), want %d", tt.name, id, ok, want)
+		}
+		hbuf.Reset()
+		for j := 0; j+1 < len(tt.fields); j += 2 {
+			henc.WriteField(hpack.HeaderField{Name: tt.fields[j], Value: tt.fields[j+1]})
+		}
+		if err := p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		err := <-connected
+		if got := err == nil; got != tt.ok {
+			t.Errorf("%s: Connect error %v, want success %v", tt.name, err, tt.ok)
+		}
+		if !tt.ok && !strings.Contains(fmt.Sprint(err), "PROTOCOL_ERROR") {
+			t.Errorf("%s: Connect error %v, want a PROTOCOL_ERROR reset", tt.name, err)
+		}
+	}
+	if err := p.cc.Err(); err != nil {
+		t.Errorf("ClientConn failed: %v", err)
 	}
 }

@@ -88,8 +88,9 @@
 //     GOAWAY(ENHANCE_YOUR_CALM). Legitimate peers send a handful of these
 //     per window (a keepalive PING every 10 s).
 //   - Header blocks: the encoded block (HEADERS plus CONTINUATION fragments,
-//     gathered by the read loop) may not exceed Config.MaxHeaderListSize
-//     (64 KiB, as ztunnel; a sensible encoder never makes a block larger
+//     each decoded in place as it arrives: headers.go) may not exceed
+//     Config.MaxHeaderListSize (64 KiB, as ztunnel; a sensible encoder
+//     never makes a block larger
 //     than the list it carries, whose size counts 32 bytes per field on top
 //     of names and values) nor span more than 16 frames
 //     (maxHeaderFrames; a 64 KiB block needs 5 frames of the smallest size).
@@ -98,7 +99,12 @@
 //     or CONTINUATION frame larger than the limit is refused from its frame
 //     header, before its payload is read. A small block that decodes to
 //     more than MaxHeaderListSize (indexed fields repeated) is answered 431
-//     on its stream. So a CONTINUATION flood costs at most 64 KiB of buffer.
+//     on its stream. So a CONTINUATION flood costs at most the HPACK
+//     decoder's buffer of one unfinished field, bounded by the same 64 KiB.
+//   - Malformed messages (RFC 9113 8.2, 8.3: invalid names or values,
+//     pseudo-headers misplaced, unknown or repeated, connection-specific
+//     fields in a request) reset their stream with PROTOCOL_ERROR; the
+//     rest of the block is still decoded to keep the HPACK table in step.
 //   - Control frames: SETTINGS, PING, RST_STREAM, GOAWAY, PRIORITY and
 //     PUSH_PROMISE larger than 16 KiB (maxCtrlFrameLen) are GOAWAY
 //     (FRAME_SIZE_ERROR) from their frame header, so no MaxFrameSize (1 MiB)

@@ -110,6 +110,71 @@ func isStatus(id uint32) func(http2.Frame) bool {
 
 func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
 
+// TestMalformedRequestHeaders sends requests whose header blocks break
+// RFC 9113's rules for fields (8.2, 8.3) on one connection: each malformed
+// one is reset with PROTOCOL_ERROR alone, the others are answered, and a
+// last request made of fields the malformed blocks put in the HPACK table
+// shows the decoder kept its table in step through all of them.
+func TestMalformedRequestHeaders(t *testing.T) {
+	h := HandlerFunc(func(s *Stream, req *Request) { s.Respond(200) })
+	p := newRawPeer(t, Config{}, h)
+	p.handshake()
+	ok := []string{":method", "CONNECT", ":authority", "1.1.1.1:80"}
+	with := func(kv ...string) []string { return append(append([]string(nil), ok...), kv...) }
+	tests := []struct {
+		name   string
+		fields []string
+		want   string // "rst PROTOCOL_ERROR" or "status NNN"
+	}{
+		{"valid", ok, "status 200"},
+		{"upper-case name", with("Forwarded", "for=x"), "rst PROTOCOL_ERROR"},
+		{"name not a token", with("a b", "x"), "rst PROTOCOL_ERROR"},
+		{"empty name", with("", "x"), "rst PROTOCOL_ERROR"},
+		{"control character in value", with("baggage", "a\x00b"), "rst PROTOCOL_ERROR"},
+		{"pseudo-header after a regular field", []string{":method", "CONNECT", "baggage", "k=v", ":authority", "1.1.1.1:80"}, "rst PROTOCOL_ERROR"},
+		{"unknown pseudo-header", with(":foo", "x"), "rst PROTOCOL_ERROR"},
+		{"repeated :method", []string{":method", "CONNECT", ":method", "CONNECT", ":authority", "1.1.1.1:80"}, "rst PROTOCOL_ERROR"},
+		{"response pseudo-header", with(":status", "200"), "rst PROTOCOL_ERROR"},
+		{"no :method", []string{":authority", "1.1.1.1:80"}, "rst PROTOCOL_ERROR"},
+		{"connection-specific field", with("connection", "close"), "rst PROTOCOL_ERROR"},
+		{"transfer-encoding", with("transfer-encoding", "chunked"), "rst PROTOCOL_ERROR"},
+		{"te other than trailers", with("te", "gzip"), "rst PROTOCOL_ERROR"},
+		{"te: trailers", with("te", "trailers"), "status 200"},
+		{"not CONNECT", []string{":method", "GET", ":authority", "1.1.1.1:80", ":scheme", "https", ":path", "/"}, "status 400"},
+		{"no authority", []string{":method", "CONNECT"}, "status 400"},
+		{"authority from host", []string{":method", "CONNECT", "host", "1.1.1.1:80"}, "status 200"},
+		// Fields the encoder indexed in the blocks above, sent as indices.
+		{"valid again, from the table", with("baggage", "k=v", "forwarded", "for=x"), "status 200"},
+	}
+	id := uint32(1)
+	for _, tt := range tests {
+		p.headers(id, false, tt.fields...)
+		var got string
+		switch f := p.read(func(f http2.Frame) bool { return isRST(id)(f) || isStatus(id)(f) }).(type) {
+		case *http2.RSTStreamFrame:
+			got = "rst " + f.ErrCode.String()
+		case *http2.MetaHeadersFrame:
+			got = "status " + f.PseudoValue("status")
+		}
+		if got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+		id += 2
+	}
+	// A HEADERS frame with padding and priority fields around its block.
+	p.hbuf.Reset()
+	for i := 0; i < len(ok); i += 2 {
+		p.henc.WriteField(hpack.HeaderField{Name: ok[i], Value: ok[i+1]})
+	}
+	if err := p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: p.hbuf.Bytes(), EndHeaders: true,
+		PadLength: 7, Priority: http2.PriorityParam{StreamDep: 1, Weight: 9}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.read(isStatus(id)).(*http2.MetaHeadersFrame).PseudoValue("status"); got != "200" {
+		t.Errorf("padded HEADERS with priority: status %q, want 200", got)
+	}
+}
+
 func TestRefusedStreamBeyondLimit(t *testing.T) {
 	var mu sync.Mutex
 	var held []*Stream
@@ -202,6 +267,14 @@ func TestConnectionErrorsSendGoAway(t *testing.T) {
 			hpack.NewEncoder(&b).WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
 			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: b.Bytes(), EndHeaders: true})
 		}, http2.ErrCodeProtocol},
+		// x/net makes this a stream error; the block is not decoded, so
+		// the HPACK state is lost and the connection must go (RFC 9113 6.2).
+		{"HEADERS padding exceeds payload", func(fr *http2.Framer) {
+			fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersPadded|http2.FlagHeadersEndHeaders, 3, []byte{5, 0x82})
+		}, http2.ErrCodeProtocol},
+		{"HEADERS too short for its priority", func(fr *http2.Framer) {
+			fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersPriority|http2.FlagHeadersEndHeaders, 3, []byte{0, 0, 0})
+		}, http2.ErrCodeFrameSize},
 		{"frame too large", func(fr *http2.Framer) {
 			fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 17<<10))
 		}, http2.ErrCodeFrameSize},

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -65,10 +63,7 @@ func (c *conn) serveFrames() error {
 			if int(fh.Length) > c.maxBlock+headerPadSlack {
 				return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header frame larger than MaxHeaderListSize"}
 			}
-			var f http2.Frame
-			if f, err = c.rfr.ReadFrameForHeader(fh); err == nil {
-				err = c.onHeaderFragment(f)
-			}
+			err = c.onHeaderFrame(fh)
 		case http2.FrameSettings, http2.FramePing, http2.FrameRSTStream, http2.FrameGoAway,
 			http2.FramePriority, http2.FramePushPromise:
 			if fh.Length > maxCtrlFrameLen {
@@ -157,95 +152,6 @@ func (c *conn) idle(what string) error {
 		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: what}
 	}
 	return nil
-}
-
-// onHeaderFragment gathers the fragment of a HEADERS or CONTINUATION frame
-// (the Framer already checked that a CONTINUATION follows its HEADERS) and
-// handles the block once it is complete.
-func (c *conn) onHeaderFragment(f http2.Frame) error {
-	var frag []byte
-	var ended bool
-	switch f := f.(type) {
-	case *http2.HeadersFrame:
-		c.hblock = append(c.hblock[:0], make([]byte, 9)...)
-		c.hstream, c.hframes, c.hend = f.StreamID, 0, f.StreamEnded()
-		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
-	case *http2.ContinuationFrame:
-		if f.StreamID != c.hstream || c.hstream == 0 {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
-		}
-		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
-	default:
-		return nil
-	}
-	c.hframes++
-	switch {
-	case c.hframes > maxHeaderFrames:
-		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "CONTINUATION flood"}
-	case len(c.hblock)-9+len(frag) > c.maxBlock:
-		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header block larger than MaxHeaderListSize"}
-	}
-	c.hblock = append(c.hblock, frag...)
-	if !ended {
-		return nil
-	}
-	mh, err := c.decodeBlock()
-	if err != nil {
-		return err
-	}
-	if c.server {
-		return c.onRequestHeaders(mh)
-	}
-	return c.onResponseHeaders(mh)
-}
-
-// decodeBlock decodes the gathered header block as one HEADERS frame with
-// END_HEADERS through the decoding Framer, which applies MaxHeaderListSize
-// (Truncated) and the field validity checks of x/net.
-func (c *conn) decodeBlock() (*http2.MetaHeadersFrame, error) {
-	b := c.hblock
-	n := len(b) - 9
-	b[0], b[1], b[2] = byte(n>>16), byte(n>>8), byte(n)
-	b[3] = byte(http2.FrameHeaders)
-	b[4] = byte(http2.FlagHeadersEndHeaders)
-	if c.hend {
-		b[4] |= byte(http2.FlagHeadersEndStream)
-	}
-	binary.BigEndian.PutUint32(b[5:9], c.hstream)
-	c.hstream = 0
-	fr := c.dfr
-	if n > keepDecodeBuf {
-		// A one-off Framer, so its payload buffer is not kept.
-		fr = c.newDecodeFramer()
-	}
-	c.hreader.Reset(b)
-	f, err := fr.ReadFrame()
-	c.hreader.Reset(nil)
-	if cap(c.hblock) > keepDecodeBuf {
-		c.hblock = nil
-	}
-	if err != nil {
-		var ce http2.ConnectionError
-		if errors.As(err, &ce) {
-			return nil, connError{Code: http2.ErrCode(ce), Reason: "header block rejected"}
-		}
-		return nil, err
-	}
-	mh, ok := f.(*http2.MetaHeadersFrame)
-	if !ok {
-		return nil, connError{Code: http2.ErrCodeInternal, Reason: "header block decoded to an unexpected frame"}
-	}
-	return mh, nil
-}
-
-// newDecodeFramer returns a Framer that decodes assembled header blocks
-// from c.hreader with the connection's HPACK decoder.
-func (c *conn) newDecodeFramer() *http2.Framer {
-	fr := http2.NewFramer(nil, &c.hreader)
-	fr.SetMaxReadFrameSize(maxFrameSizeCap)
-	fr.ReadMetaHeaders = c.hdec
-	fr.MaxHeaderListSize = c.cfg.MaxHeaderListSize
-	return fr
 }
 
 // classifyReadErr maps Framer errors to connection errors.
@@ -501,8 +407,9 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 }
 
 // onResponseHeaders handles HEADERS on the client side.
-func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
-	s, opened := c.lookup(f.StreamID)
+func (c *conn) onResponseHeaders(id uint32) error {
+	ended := c.hdr.end
+	s, opened := c.lookup(id)
 	if s == nil {
 		if !opened {
 			return connError{Code: http2.ErrCodeProtocol, Reason: "HEADERS on idle stream"}
@@ -512,21 +419,21 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	s.mu.Lock()
 	if s.status != 0 { // trailers
 		s.mu.Unlock()
-		if !f.StreamEnded() {
-			return streamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+		if !ended {
+			return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 		}
 		s.onRemoteEnd()
 		return nil
 	}
-	status, err := strconv.Atoi(f.PseudoValue("status"))
-	if err != nil || status < 100 || status > 999 || f.Truncated {
+	status, ok := c.hdr.responseStatus()
+	if !ok {
 		s.mu.Unlock()
-		return streamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+		return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	if status < 200 { // informational: wait for the final answer
 		s.mu.Unlock()
-		if f.StreamEnded() {
-			return streamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+		if ended {
+			return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 		}
 		return nil
 	}
@@ -536,7 +443,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	c.answered(s)
 	if closed {
 		// Closed while it waited for this answer (see Close): it ends now.
-		if f.StreamEnded() {
+		if ended {
 			s.onRemoteEnd()
 		} else {
 			s.resetLocal(http2.ErrCodeCancel)
@@ -548,7 +455,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	} else {
 		s.wake() // an opened stream's reader learns of the refusal (Read fails)
 	}
-	if f.StreamEnded() {
+	if ended {
 		s.onRemoteEnd()
 	}
 	return nil
@@ -556,15 +463,15 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 
 // onRequestHeaders handles HEADERS on the server side: a new request, or
 // trailers ending one.
-func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *conn) onRequestHeaders(id uint32) error {
+	ended := c.hdr.end
 	if id%2 == 0 {
 		return connError{Code: http2.ErrCodeProtocol, Reason: "client opened an even stream"}
 	}
 	c.mu.Lock()
 	if s := c.streams[id]; s != nil {
 		c.mu.Unlock()
-		if !f.StreamEnded() {
+		if !ended {
 			return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 		}
 		s.onRemoteEnd()
@@ -585,12 +492,12 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Unlock()
 
-	req, status, ok := parseRequest(f)
+	req, status, ok := c.hdr.takeRequest()
 	if !ok {
 		return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	s := newStream(c, id, false)
-	s.recvEnd = f.StreamEnded()
+	s.recvEnd = ended
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -634,54 +541,4 @@ func (c *conn) runHandler(s *Stream, req *Request, status int) {
 		s.Close()
 	}()
 	c.srv.Handler.ServeHBONE(s, req)
-}
-
-// parseRequest builds a Request from request HEADERS. ok=false means the
-// request is malformed (stream error); status!=0 means it is well-formed
-// HTTP/2 but must be answered with that status instead of the Handler.
-func parseRequest(f *http2.MetaHeadersFrame) (req *Request, status int, ok bool) {
-	req = &Request{Header: make(http.Header)}
-	var seen [4]bool // method, authority, scheme, path
-	for _, hf := range f.Fields {
-		if !strings.HasPrefix(hf.Name, ":") {
-			req.Header.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
-			continue
-		}
-		var i int
-		switch hf.Name {
-		case ":method":
-			i = 0
-			req.Method = hf.Value
-		case ":authority":
-			i = 1
-			req.Authority = hf.Value
-		case ":scheme":
-			i = 2
-		case ":path":
-			i = 3
-		case ":protocol":
-			continue
-		default:
-			return nil, 0, false
-		}
-		if seen[i] {
-			return nil, 0, false
-		}
-		seen[i] = true
-	}
-	if !seen[0] {
-		return nil, 0, false
-	}
-	if req.Authority == "" {
-		req.Authority = req.Header.Get("Host")
-	}
-	switch {
-	case f.Truncated:
-		status = http.StatusRequestHeaderFieldsTooLarge
-	case req.Method != http.MethodConnect:
-		status = http.StatusBadRequest
-	case req.Authority == "":
-		status = http.StatusBadRequest
-	}
-	return req, status, true
 }

@@ -1103,16 +1103,14 @@ func (c *conn) request(ctx context.Context, req *Request, onDone func(), wait bo
 	if method == "" {
 		method = http.MethodConnect
 	}
-	fields := make([]string, 0, 4+2*len(req.Header))
-	fields = append(fields, ":method", method, ":authority", req.Authority)
-	for k, vs := range req.Header {
-		lk := strings.ToLower(k)
-		if hopByHop[lk] {
+	var fieldBuf [8]string // on the stack for up to two more fields
+	fields := append(fieldBuf[:0], ":method", method, ":authority", req.Authority)
+	for _, f := range req.Header {
+		name := strings.ToLower(f.Name) // no copy when already lower case
+		if hopByHop[name] || strings.HasPrefix(name, ":") {
 			continue
 		}
-		for _, v := range vs {
-			fields = append(fields, lk, v)
-		}
+		fields = append(fields, name, f.Value)
 	}
 
 	// Ids must go out in increasing order: allocate under the write lock.

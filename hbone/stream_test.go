@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -207,15 +208,20 @@ func TestHeadersReachHandler(t *testing.T) {
 		s.Reject(503)
 	})
 	cc, _ := pipePair(t, Config{}, Config{}, h)
-	req := &Request{Authority: "10.1.2.3:8080", Header: map[string][]string{
-		"Forwarded": {`for="10.0.0.9:1234"`},
-		"Baggage":   {"k8s.namespace.name=default"},
+	req := &Request{Authority: "10.1.2.3:8080", Header: Header{
+		{"Forwarded", `for="10.0.0.9:1234"`},
+		{"Connection", "close"}, // connection-specific: not sent
+		{"baggage", "k8s.namespace.name=default"},
+		{":path", "/"}, // not a pseudo-header of the caller's: not sent
 	}}
 	cc.Connect(context.Background(), req)
 	r := <-got
-	if r.Method != "CONNECT" || r.Authority != "10.1.2.3:8080" ||
-		r.Header.Get("Forwarded") != `for="10.0.0.9:1234"` || r.Header.Get("Baggage") != "k8s.namespace.name=default" {
-		t.Errorf("handler got %+v", r)
+	want := Header{{"forwarded", `for="10.0.0.9:1234"`}, {"baggage", "k8s.namespace.name=default"}}
+	if r.Method != "CONNECT" || r.Authority != "10.1.2.3:8080" || !slices.Equal(r.Header, want) {
+		t.Errorf("handler got %+v, want header %q", r, want)
+	}
+	if r.Header.Get("Forwarded") != `for="10.0.0.9:1234"` || r.Header.Get("missing") != "" {
+		t.Errorf("Header.Get: %q, %q", r.Header.Get("Forwarded"), r.Header.Get("missing"))
 	}
 }
 

@@ -226,19 +226,19 @@ func TestSpoofedHeadersDoNotChangePolicyInputs(t *testing.T) {
 	cases := []struct {
 		name   string
 		policy *policy.Authorization
-		header http.Header
+		header hbone.Header
 		want   int
 	}{
 		{"control: allow the real source IP", allow("real-ip", policy.Match{SourceIPs: pfx("127.0.0.3/32")}),
-			http.Header{"Forwarded": {lyingForwarded}}, http.StatusOK},
+			hbone.Header{{Name: "forwarded", Value: lyingForwarded}}, http.StatusOK},
 		{"allow only the IP forwarded claims", allow("claimed-ip", policy.Match{SourceIPs: pfx("127.0.0.9/32")}),
-			http.Header{"Forwarded": {lyingForwarded}, "X-Forwarded-For": {"127.0.0.9"}}, http.StatusUnauthorized},
+			hbone.Header{{Name: "forwarded", Value: lyingForwarded}, {Name: "x-forwarded-for", Value: "127.0.0.9"}}, http.StatusUnauthorized},
 		{"deny the real IP, forwarded claims another", deny("real-ip", policy.Match{SourceIPs: pfx("127.0.0.3/32")}),
-			http.Header{"Forwarded": {lyingForwarded}}, http.StatusUnauthorized},
+			hbone.Header{{Name: "forwarded", Value: lyingForwarded}}, http.StatusUnauthorized},
 		{"allow only the namespace baggage claims", allow("claimed-ns", policy.Match{Namespaces: []policy.StringMatch{policy.Exact("kube-system")}}),
-			http.Header{"Baggage": {lyingBaggage}, "Forwarded": {lyingForwarded}}, http.StatusUnauthorized},
+			hbone.Header{{Name: "baggage", Value: lyingBaggage}, {Name: "forwarded", Value: lyingForwarded}}, http.StatusUnauthorized},
 		{"allow only the principal baggage claims", allow("claimed-principal", policy.Match{Principals: []policy.StringMatch{policy.Exact("cluster.local/ns/kube-system/sa/admin")}}),
-			http.Header{"Baggage": {lyingBaggage}}, http.StatusUnauthorized},
+			hbone.Header{{Name: "baggage", Value: lyingBaggage}}, http.StatusUnauthorized},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -365,7 +365,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		req := &hbone.Request{
 			Method:    http.MethodConnect,
 			Authority: rt.target.String(),
-			Header:    http.Header{"Forwarded": {forwarded(src, rt.dstSvc)}},
+			Header:    hbone.Header{{Name: "forwarded", Value: forwarded(src, rt.dstSvc)}},
 		}
 		// To a workload's ztunnel (never a waypoint), the client's bytes go with the request
 		// and after it without waiting for the answer (see Config.EarlyData): the relay starts
