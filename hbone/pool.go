@@ -123,6 +123,31 @@ func (p *Pool) Open(ctx context.Context, k Key, req *Request) (*Stream, error) {
 	return p.request(ctx, k, req, false)
 }
 
+// OpenBy is Open bounded by a deadline instead of a context. It makes no
+// context or timer while a pooled connection of k has room, which is the
+// common case; a caller that must wait for a dial gets one then.
+func (p *Pool) OpenBy(deadline time.Time, k Key, req *Request) (*Stream, error) {
+	return p.request(deadlineCtx(deadline.UnixNano()), k, req, false)
+}
+
+// deadlineCtx is a context with a deadline (Unix nanoseconds) and no Done
+// channel. It exists only inside this package, on the path of an Open
+// (OpenBy), whose every wait the deadline bounds by other means: acquire
+// makes a real context before it waits for a dial, the dial gets a real
+// context with the deadline, and an opened stream's answer is awaited
+// until the deadline (awaitAnswer). It is never handed outside the package.
+type deadlineCtx int64
+
+func (d deadlineCtx) Deadline() (time.Time, bool) { return time.Unix(0, int64(d)), true }
+func (d deadlineCtx) Done() <-chan struct{}       { return nil }
+func (d deadlineCtx) Value(any) any               { return nil }
+func (d deadlineCtx) Err() error {
+	if time.Now().UnixNano() >= int64(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // request is Connect (wait true) and Open (wait false).
 func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*Stream, error) {
 	for attempt := 0; ; attempt++ {
@@ -194,18 +219,34 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 			go p.dial(dctx, cancel, k, e, d)
 		}
 		p.mu.Unlock()
-		select {
-		case <-d.done:
-			if d.err != nil {
-				if spare != nil && avoidBusy {
-					avoidBusy = false // the busy connection is better than none
-					continue
-				}
-				return nil, d.err
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("hbone: waiting for connection to %v: %w", k.Addr, context.Cause(ctx))
+		if err := waitDial(ctx, d); err != nil {
+			return nil, fmt.Errorf("hbone: waiting for connection to %v: %w", k.Addr, err)
 		}
+		if d.err != nil {
+			if spare != nil && avoidBusy {
+				avoidBusy = false // the busy connection is better than none
+				continue
+			}
+			return nil, d.err
+		}
+	}
+}
+
+// waitDial waits for d to end, or for ctx to end first (its cause). A
+// deadlineCtx has no Done channel: a timer-backed context is made for it
+// here, on the slow path only.
+func waitDial(ctx context.Context, d *poolDial) error {
+	if dc, ok := ctx.(deadlineCtx); ok {
+		dl, _ := dc.Deadline()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(context.Background(), dl)
+		defer cancel()
+	}
+	select {
+	case <-d.done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
 }
 

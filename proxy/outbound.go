@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -353,12 +354,13 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		}
 	}()
 
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	// An Open on a pooled connection with room needs no context or timer (Pool.OpenBy); the
+	// other ways to connect make one from the deadline.
+	deadline := time.Now().Add(p.cfg.ConnectTimeout)
 	var upstream net.Conn
 	consumed := 0 // bytes read from the client before it was connected (early data)
 	if rt.hbone {
 		if rec.srcID.IsZero() {
-			cancel()
 			rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
 			return
 		}
@@ -379,7 +381,6 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 			if rerr != nil {
 				// The client reset before it was connected: as if it had during the relay.
 				earlyPool.Put(early)
-				cancel()
 				rec.finish(p.access, benign(rerr), metrics.FlagNone, 0, 0)
 				return
 			}
@@ -393,10 +394,12 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		}
 		var s *hbone.Stream
 		if open {
-			s, err = p.pool.Open(ctx, key, req)
+			s, err = p.pool.OpenBy(deadline, key, req)
 			st.opened = s
 		} else {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			s, err = p.pool.Connect(ctx, key, req)
+			cancel()
 		}
 		if err == nil {
 			upstream = s
@@ -406,9 +409,10 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 			earlyPool.Put(early) // Connect keeps nothing of it
 		}
 	} else {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		upstream, err = p.dialUpstream(ctx, netip.AddrPort{}, rt.target)
+		cancel()
 	}
-	cancel()
 	if err != nil {
 		// A client whose first bytes were read (early data) learns of the failure by a reset,
 		// as it does when they stay unread in its socket (the kernel resets then). The relay
@@ -452,18 +456,20 @@ func forwarded(src netip.AddrPort, svc *workload.Service) string {
 
 // dialUpstream makes a TCP connection carrying the proxy's socket options, from src when valid.
 func (p *Proxy) dialUpstream(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
-	opts := p.cfg.Socket
+	d, laddr := p.dialer, netip.AddrPort{}
 	if src.IsValid() {
-		opts.Transparent, opts.Freebind = true, true
+		d, laddr = p.dialerFrom, netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	}
-	d := opts.Dialer(src)
-	var laddr netip.AddrPort
-	if src.IsValid() {
-		laddr = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	// DialTCP takes the addresses as they are: no string to format and no resolver to parse it.
+	if p.cfg.Netns == nil {
+		tc, err := d.DialTCP(ctx, "tcp", laddr, dst)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return tc, nil
 	}
 	var c net.Conn
-	err := p.inNetns(func() error {
-		// DialTCP takes the address as it is: no string to format and no resolver to parse it.
+	err := p.cfg.Netns(func() error {
 		tc, err := d.DialTCP(ctx, "tcp", laddr, dst)
 		if err != nil {
 			return err

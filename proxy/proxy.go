@@ -123,6 +123,11 @@ type Proxy struct {
 	server *hbone.Server
 	conns  *tracker
 
+	// dialer and dialerFrom (transparent, for a foreign local address) carry the socket
+	// options of every upstream dial; built once, shared by all (net.Dialer is safe for
+	// concurrent use), the local address is DialTCP's argument.
+	dialer, dialerFrom *net.Dialer
+
 	// Owned by Listen/Drain under mu.
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -168,6 +173,9 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.TerminationGrace = 5 * time.Second
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{})}
+	from := cfg.Socket
+	from.Transparent, from.Freebind = true, true
+	p.dialer, p.dialerFrom = cfg.Socket.Dialer(netip.AddrPort{}), from.Dialer(netip.AddrPort{})
 	p.handshakes, p.cancelHandshake = context.WithCancel(context.Background())
 	p.pool = hbone.NewPool(hbone.PoolConfig{
 		Dial:              p.dialHBONE,
