@@ -190,7 +190,8 @@ type conn struct {
 	// function is onField.
 	hdr      hdrBlock
 	hdec     *hpack.Decoder
-	maxBlock int // largest encoded header block accepted (MaxHeaderListSize)
+	hchunk   [128]byte // fragment bytes on their way to hdec (decodeFragment)
+	maxBlock int       // largest encoded header block accepted (MaxHeaderListSize)
 
 	// Abuse accounting (see the limits above), owned by the read loop.
 	calmStart  int64 // start of the current window, as c.now()

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -138,19 +139,27 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 }
 
 // decodeFragment writes the next n bytes of the read buffer to the HPACK
-// decoder, as much as is buffered at a time.
+// decoder. They go through hchunk, a small array of the connection's: the
+// decoder keeps a (zero-length) slice of the last bytes it was given, and
+// a slice of the read buffer would keep that buffer alive after a TLS
+// connection returned it to its pool. A request's block is about 100
+// bytes, so the copy costs next to nothing.
 func (c *conn) decodeFragment(n int) error {
 	for n > 0 {
-		k := min(n, max(c.br.Buffered(), 1))
+		k := min(n, len(c.hchunk), max(c.br.Buffered(), 1))
 		p, err := c.br.Peek(k)
 		if len(p) < k {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
 			return err
 		}
-		if _, err := c.hdec.Write(p); err != nil {
-			return connError{Code: http2.ErrCodeCompression, Reason: "header block does not decode"}
-		}
+		copy(c.hchunk[:], p)
 		if err := c.discard(k); err != nil {
 			return err
+		}
+		if _, err := c.hdec.Write(c.hchunk[:k]); err != nil {
+			return connError{Code: http2.ErrCodeCompression, Reason: "header block does not decode"}
 		}
 		n -= k
 	}
