@@ -605,6 +605,22 @@ func newRawServer(t *testing.T) *rawServer {
 	return p
 }
 
+// connect opens a stream from the ClientConn (and closes it once open) in a
+// goroutine; the channel gets Connect's error.
+func (p *rawServer) connect() <-chan error {
+	connected := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80"})
+		if err == nil {
+			s.Close()
+		}
+		connected <- err
+	}()
+	return connected
+}
+
 // TestClientIdleFrameFloods: a server flooding a ClientConn with frames that
 // make no progress gets GOAWAY ENHANCE_YOUR_CALM and the ClientConn ends.
 func TestClientIdleFrameFloods(t *testing.T) {
@@ -620,16 +636,7 @@ func TestClientIdleFrameFloods(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newRawServer(t)
-			connected := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80"})
-				if err == nil {
-					s.Close()
-				}
-				connected <- err
-			}()
+			connected := p.connect()
 			for {
 				f, err := p.fr.ReadFrame()
 				if err != nil {
@@ -761,16 +768,7 @@ func TestMalformedResponseHeaders(t *testing.T) {
 		}
 	}()
 	for i, tt := range tests {
-		connected := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80"})
-			if err == nil {
-				s.Close()
-			}
-			connected <- err
-		}()
+		connected := p.connect()
 		id, ok := <-requests
 		if want := uint32(2*i + 1); !ok || id != want {
 			t.Fatalf("%s: request on stream %d (%v), want %d", tt.name, id, ok, want)

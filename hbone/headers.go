@@ -122,19 +122,16 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 	if err := c.hdec.Close(); err != nil {
 		return connError{Code: http2.ErrCodeCompression, Reason: "header block ends inside a field"}
 	}
-	id := h.stream
-	h.stream = 0
-	if h.bad {
-		h.header = nil
-		return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
-	}
 	var err error
-	if c.server {
-		err = c.onRequestHeaders(id)
-	} else {
-		err = c.onResponseHeaders(id)
+	switch {
+	case h.bad:
+		err = streamError{StreamID: h.stream, Code: http2.ErrCodeProtocol}
+	case c.server:
+		err = c.onRequestHeaders(h.stream)
+	default:
+		err = c.onResponseHeaders(h.stream)
 	}
-	*h = hdrBlock{} // nothing of the block stays referenced
+	*h = hdrBlock{} // no block in progress; nothing of this one stays referenced
 	return err
 }
 

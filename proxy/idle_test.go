@@ -27,12 +27,7 @@ func TestIdleConnectionsHoldNoGoroutines(t *testing.T) {
 	e.echoOnce(t)
 	time.Sleep(50 * time.Millisecond) // the warm-up connection's app goroutine ends
 	base := leakcheck.Count()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-		defer conns[i].Close()
-		echo(t, conns[i], byte(i))
-	}
+	conns := e.openEchoed(t, n)
 	// The test's echo app keeps one goroutine per connection; the proxy may keep none.
 	want := base + n
 	waitIdle := func(stage string) {
@@ -114,12 +109,7 @@ func TestIdleConnectionObjects(t *testing.T) {
 	const n = 60
 	before := proxyHeapObjects()
 	base := leakcheck.Count()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-		defer conns[i].Close()
-		echo(t, conns[i], byte(i))
-	}
+	e.openEchoed(t, n)
 	testwait.Until(t, "the connections to go idle", 5*time.Second, func() bool { return leakcheck.Count() <= base+n })
 	after := proxyHeapObjects()
 	var total int64
@@ -214,4 +204,17 @@ func (e *testEnv) echoOnce(t *testing.T) {
 	echo(t, c, 1)
 	c.Close()
 	waitLog(t, e.access, "connection complete", "direction=inbound")
+}
+
+// openEchoed opens n connections through both legs to the echo app, makes one round trip on
+// each, and closes them when the test ends.
+func (e *testEnv) openEchoed(t *testing.T, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+		t.Cleanup(func() { conns[i].Close() })
+		echo(t, conns[i], byte(i))
+	}
+	return conns
 }

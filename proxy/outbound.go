@@ -461,23 +461,23 @@ func (p *Proxy) dialUpstream(ctx context.Context, src, dst netip.AddrPort) (net.
 		d, laddr = p.dialerFrom, netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	}
 	// DialTCP takes the addresses as they are: no string to format and no resolver to parse it.
-	if p.cfg.Netns == nil {
-		tc, err := d.DialTCP(ctx, "tcp", laddr, dst)
-		if err != nil {
-			return nil, err // not a typed nil in the interface
-		}
-		return tc, nil
+	if p.cfg.Netns == nil { // no closure and no captured variables to allocate
+		return asConn(d.DialTCP(ctx, "tcp", laddr, dst))
 	}
 	var c net.Conn
-	err := p.cfg.Netns(func() error {
-		tc, err := d.DialTCP(ctx, "tcp", laddr, dst)
-		if err != nil {
-			return err
-		}
-		c = tc
-		return nil
+	err := p.cfg.Netns(func() (err error) {
+		c, err = asConn(d.DialTCP(ctx, "tcp", laddr, dst))
+		return err
 	})
 	return c, err
+}
+
+// asConn returns a dial's result as a net.Conn, nil (not a typed nil) on error.
+func asConn(tc *net.TCPConn, err error) (net.Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
 }
 
 // dialHBONE is the pool's dialer: TCP with the proxy's mark, then the mTLS handshake as the
