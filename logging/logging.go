@@ -5,6 +5,10 @@
 // Every logger carries a scope (ztunnel calls it the target): "access" for connection logs,
 // "xds", "proxy", and so on. Handlers are cheap values sharing one *Output, which owns the writer,
 // the format and the current levels.
+//
+// A hot path whose lines carry many fields (the access log) writes them through a Line
+// (Begin, then one call per field, then End), which formats into a pooled buffer without a
+// slog.Record.
 package logging
 
 import (
@@ -138,52 +142,93 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	t := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	b := o.buf[:0]
-	if o.format == JSON {
-		b = h.appendJSON(b, t, r)
-	} else {
-		b = h.appendText(b, t, r)
+	w := fields{b: o.buf[:0], format: o.format}
+	w.head(t, r.Level, h.scope, r.Message)
+	for _, a := range h.attrs {
+		emitWith(a, &w)
 	}
-	o.buf = b
-	_, err := o.w.Write(b)
+	r.Attrs(func(a slog.Attr) bool {
+		emitAttr(h.group, a, &w)
+		return true
+	})
+	w.tail()
+	o.buf = w.b
+	_, err := o.w.Write(w.b)
 	return err
 }
 
 const timeFormat = "2006-01-02T15:04:05.000000Z"
 
-func (h *Handler) appendText(b []byte, t time.Time, r slog.Record) []byte {
-	b = t.UTC().AppendFormat(b, timeFormat)
-	b = append(b, '\t')
-	b = append(b, LevelName(r.Level)...)
-	b = append(b, '\t')
-	b = append(b, h.scope...)
-	b = append(b, '\t')
-	b = append(b, r.Message...)
-	first := true
-	emit := func(key string, v slog.Value) {
-		if first {
-			b = append(b, '\t')
-			first = false
-		} else {
-			b = append(b, ' ')
-		}
-		b = append(b, key...)
-		b = append(b, '=')
-		b = appendTextValue(b, v)
-	}
-	for _, a := range h.attrs {
-		emitWith(a, emit)
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		emitAttr(h.group, a, emit)
-		return true
-	})
-	return append(b, '\n')
+// fields appends one line in a format: head, then each field, then tail. It is a value on its
+// writer's stack; b is borrowed from the caller.
+type fields struct {
+	b      []byte
+	format Format
+	n      int // fields written so far
 }
 
-// emitAttr resolves a and passes it to emit with its key prefixed, or, for a group, each of
-// its members with dotted keys. Empty attributes are skipped, as slog asks of handlers.
-func emitAttr(prefix string, a slog.Attr, emit func(key string, v slog.Value)) {
+// head appends the time, level, scope and message.
+func (w *fields) head(t time.Time, l slog.Level, scope, msg string) {
+	if w.format == JSON {
+		w.b = append(w.b, `{"level":`...)
+		w.b = appendJSONString(w.b, LevelName(l))
+		w.b = append(w.b, `,"time":"`...)
+		w.b = t.UTC().AppendFormat(w.b, timeFormat)
+		w.b = append(w.b, `","scope":`...)
+		w.b = appendJSONString(w.b, scope)
+		w.b = append(w.b, `,"message":`...)
+		w.b = appendJSONString(w.b, msg)
+		return
+	}
+	w.b = t.UTC().AppendFormat(w.b, timeFormat)
+	w.b = append(w.b, '\t')
+	w.b = append(w.b, LevelName(l)...)
+	w.b = append(w.b, '\t')
+	w.b = append(w.b, scope...)
+	w.b = append(w.b, '\t')
+	w.b = append(w.b, msg...)
+}
+
+// key appends the separator before a field and its key.
+func (w *fields) key(key string) {
+	if w.format == JSON {
+		w.b = append(w.b, ',')
+		w.b = appendJSONString(w.b, key)
+		w.b = append(w.b, ':')
+	} else {
+		if w.n == 0 {
+			w.b = append(w.b, '\t')
+		} else {
+			w.b = append(w.b, ' ')
+		}
+		w.b = append(w.b, key...)
+		w.b = append(w.b, '=')
+	}
+	w.n++
+}
+
+// add appends one field.
+func (w *fields) add(key string, v slog.Value) {
+	w.key(key)
+	if w.format == JSON {
+		w.b = appendJSONValue(w.b, v)
+	} else {
+		w.b = appendTextValue(w.b, v)
+	}
+}
+
+// tail ends the line.
+func (w *fields) tail() {
+	if w.format == JSON {
+		w.b = append(w.b, "}\n"...)
+	} else {
+		w.b = append(w.b, '\n')
+	}
+}
+
+// emitAttr resolves a and adds it to w with its key prefixed, or, for a group, each of its
+// members with dotted keys. Empty attributes are skipped, as slog asks of handlers.
+func emitAttr(prefix string, a slog.Attr, w *fields) {
 	v := a.Value.Resolve()
 	if v.Kind() != slog.KindGroup {
 		key := a.Key
@@ -193,7 +238,7 @@ func emitAttr(prefix string, a slog.Attr, emit func(key string, v slog.Value)) {
 		if key == "" && v.Equal(slog.Value{}) {
 			return
 		}
-		emit(key, v)
+		w.add(key, v)
 		return
 	}
 	p := prefix
@@ -201,17 +246,17 @@ func emitAttr(prefix string, a slog.Attr, emit func(key string, v slog.Value)) {
 		p = prefix + a.Key + "."
 	}
 	for _, g := range v.Group() {
-		emitAttr(p, g, emit)
+		emitAttr(p, g, w)
 	}
 }
 
-// emitWith passes an attribute of the handler (from WithAttrs, already prefixed) to emit as it
-// is: its groups are not flattened.
-func emitWith(a slog.Attr, emit func(key string, v slog.Value)) {
+// emitWith adds an attribute of the handler (from WithAttrs, already prefixed) to w as it is:
+// its groups are not flattened.
+func emitWith(a slog.Attr, w *fields) {
 	if a.Equal(slog.Attr{}) {
 		return
 	}
-	emit(a.Key, a.Value.Resolve())
+	w.add(a.Key, a.Value.Resolve())
 }
 
 // addrText is an address that appends its text form as netip's types do (AppendTo), and says
@@ -308,31 +353,6 @@ func appendTextValue(b []byte, v slog.Value) []byte {
 		}
 		return strconv.AppendQuote(b, fmt.Sprint(v.Any()))
 	}
-}
-
-func (h *Handler) appendJSON(b []byte, t time.Time, r slog.Record) []byte {
-	b = append(b, `{"level":`...)
-	b = appendJSONString(b, LevelName(r.Level))
-	b = append(b, `,"time":"`...)
-	b = t.UTC().AppendFormat(b, timeFormat)
-	b = append(b, `","scope":`...)
-	b = appendJSONString(b, h.scope)
-	b = append(b, `,"message":`...)
-	b = appendJSONString(b, r.Message)
-	emit := func(key string, v slog.Value) {
-		b = append(b, ',')
-		b = appendJSONString(b, key)
-		b = append(b, ':')
-		b = appendJSONValue(b, v)
-	}
-	for _, a := range h.attrs {
-		emitWith(a, emit)
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		emitAttr(h.group, a, emit)
-		return true
-	})
-	return append(b, "}\n"...)
 }
 
 func appendJSONValue(b []byte, v slog.Value) []byte {

@@ -1,15 +1,14 @@
 package proxy
 
 import (
-	"context"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
+	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
@@ -269,56 +268,55 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if err != nil {
 		level = slog.LevelError
 	}
-	if !log.Enabled(context.Background(), level) {
-		return
-	}
 	// ztunnel logs bytes from its own point of view towards the peer: the source side sent the
 	// request bytes, the destination side sent the response bytes.
 	sent, recv := toServer, toClient
 	if r.inbound {
 		sent, recv = toClient, toServer
 	}
+	ln := logging.Begin(log, level, "connection complete")
+	if ln == nil {
+		return
+	}
 	srcIDs, dstIDs := r.ids()
-	// Addresses go in as fmt.Stringers: ztunnel writes them bare, strings quoted. They go in by
-	// pointer (the record outlives the call): boxing a netip.AddrPort would allocate, and the
-	// handler formats pointed-to addresses without a String call.
-	attrs := make([]slog.Attr, 0, 18)
-	attrs = append(attrs, slog.Any("src.addr", &r.src))
+	// Addresses go in as values with AppendTo: ztunnel writes them bare, strings quoted. They go
+	// in by pointer (the record outlives the line): boxing an addr would allocate.
+	ln.Any("src.addr", &r.src)
 	if r.srcW != nil {
-		attrs = append(attrs, slog.String("src.workload", r.srcW.Name), slog.String("src.namespace", r.srcW.Namespace))
+		ln.Str("src.workload", r.srcW.Name)
+		ln.Str("src.namespace", r.srcW.Namespace)
 	} else if !r.srcID.IsZero() {
-		attrs = append(attrs, slog.String("src.namespace", r.srcID.ID().Namespace))
+		ln.Str("src.namespace", r.srcID.ID().Namespace)
 	}
 	if r.mtls && !r.srcID.IsZero() {
-		attrs = append(attrs, slog.String("src.identity", srcIDs))
+		ln.Str("src.identity", srcIDs)
 	}
-	attrs = append(attrs, slog.Any("dst.addr", &r.dst))
+	ln.Any("dst.addr", &r.dst)
 	if r.hboneAddr.IsValid() {
-		attrs = append(attrs, slog.Any("dst.hbone_addr", &r.hboneAddr))
+		ln.Any("dst.hbone_addr", &r.hboneAddr)
 	}
 	if r.dstSvc != nil {
-		attrs = append(attrs, slog.String("dst.service", r.dstSvc.Hostname))
+		ln.Str("dst.service", r.dstSvc.Hostname)
 	}
 	if r.dstW != nil {
-		attrs = append(attrs, slog.String("dst.workload", r.dstW.Name), slog.String("dst.namespace", r.dstW.Namespace))
+		ln.Str("dst.workload", r.dstW.Name)
+		ln.Str("dst.namespace", r.dstW.Namespace)
 	}
 	if r.mtls && !r.dstID.IsZero() {
-		attrs = append(attrs, slog.String("dst.identity", dstIDs))
+		ln.Str("dst.identity", dstIDs)
 	}
-	attrs = append(attrs,
-		slog.String("direction", r.direction()),
-		slog.Int64("bytes_sent", sent),
-		slog.Int64("bytes_recv", recv),
-		slog.String("duration", strconv.FormatInt(r.start.since().Milliseconds(), 10)+"ms"),
-	)
+	ln.Str("direction", r.direction())
+	ln.Int("bytes_sent", sent)
+	ln.Int("bytes_recv", recv)
+	ln.Millis("duration", r.start.since())
 	if flags != "" && flags != metrics.FlagNone {
-		attrs = append(attrs, slog.String("response_flags", flags))
+		ln.Str("response_flags", flags)
 	}
 	if r.lateDeny != "" {
-		attrs = append(attrs, slog.String("reason", r.lateDeny))
+		ln.Str("reason", r.lateDeny)
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String("error", err.Error()))
+		ln.Str("error", err.Error())
 	}
-	log.LogAttrs(context.Background(), level, "connection complete", attrs...)
+	ln.End()
 }
