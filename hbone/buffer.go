@@ -18,7 +18,7 @@ var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 // recvBuf is a FIFO of pooled chunks. It is not safe for concurrent use: its
 // owner (Stream) guards it with Stream.mu. Its size is bounded by the
 // stream's receive window, which the read loop enforces before writing, and
-// so is n (int32 is ample: the window is at most 2^31-1).
+// so is len (int32 is ample: the window is at most 2^31-1).
 //
 // The list of one chunk, what a stream buffers almost always, is kept in
 // the recvBuf itself (inline): a list of its own would be an 8-byte
@@ -28,8 +28,16 @@ var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 type recvBuf struct {
 	chunks []*chunk // FIFO; reading at chunks[0][r:], writing at chunks[last][w:]
 	r, w   int32
-	n      int32     // bytes buffered
 	inline [1]*chunk // chunks' first array
+}
+
+// len returns the bytes buffered: every chunk but the last is full, and the
+// first was read up to r. (Kept as a count it cost the Stream 8 bytes.)
+func (b *recvBuf) len() int32 {
+	if len(b.chunks) == 0 {
+		return 0
+	}
+	return int32(len(b.chunks)-1)*chunkSize + b.w - b.r
 }
 
 // write appends p, taking chunks from the pool as needed.
@@ -44,7 +52,6 @@ func (b *recvBuf) write(p []byte) {
 		}
 		k := int32(copy(b.chunks[len(b.chunks)-1][b.w:], p))
 		b.w += k
-		b.n += k
 		p = p[k:]
 	}
 }
@@ -53,7 +60,7 @@ func (b *recvBuf) write(p []byte) {
 // chunks to the pool.
 func (b *recvBuf) read(p []byte) int {
 	n := 0
-	for len(p) > 0 && b.n > 0 {
+	for len(p) > 0 && b.len() > 0 {
 		c := b.chunks[0]
 		end := int32(chunkSize)
 		if len(b.chunks) == 1 {
@@ -61,7 +68,6 @@ func (b *recvBuf) read(p []byte) int {
 		}
 		k := copy(p, c[b.r:end])
 		b.r += int32(k)
-		b.n -= int32(k)
 		n += k
 		p = p[k:]
 		if b.r < end {
@@ -87,7 +93,7 @@ func (b *recvBuf) release() {
 		b.chunks[i] = nil
 	}
 	b.chunks = b.chunks[:0]
-	b.r, b.w, b.n = 0, 0, 0
+	b.r, b.w = 0, 0
 }
 
 // deadline is a settable deadline whose expiry closes a channel, so that

@@ -26,32 +26,36 @@ import (
 // answer with Respond(200) (tunnel open) or Reject(code).
 type Stream struct {
 	// Fields are ordered so that the Stream (one per relayed HBONE
-	// connection at each end) fills Go's 240-byte allocation class with no
-	// padding; TestStreamSize keeps it there.
+	// connection at each end) fills Go's 224-byte allocation class;
+	// TestStreamSize keeps it there.
 
 	// Immutable after creation.
 	c      *conn
-	onDone func() // run once when the stream leaves its connection
+	onDone func() // run once (onDoneRun) when the stream leaves its connection
 	id     uint32
 	client bool
 
 	// connWaiting: the stream is in c.connWaiters; guarded by c.mu.
 	connWaiting bool
 
-	doneOnce sync.Once
-
 	// rstSent is set before we queue RST_STREAM or learn of a reset;
 	// writeData checks it under c.wmu so no DATA follows a reset.
 	rstSent atomic.Bool
 
-	// sendWindow is the stream's send window; guarded by c.mu.
-	sendWindow int64
-
 	// wbusy is held (true) by the one writer of DATA, END_STREAM or the
 	// response HEADERS at a time. Writers that find it taken count
 	// themselves in wwaiters and wait on wwake (see acquireWrite).
-	wbusy    atomic.Bool
+	wbusy atomic.Bool
+
+	// sendWindow is the stream's send window; guarded by c.mu.
+	sendWindow int64
+
 	wwaiters atomic.Int32
+
+	// onDoneRun is set by the one runOnDone call that runs onDone. The
+	// stream leaves its connection once, so there is no second caller to
+	// make wait; a sync.Once would be 8 bytes more.
+	onDoneRun atomic.Bool
 
 	mu   sync.Mutex // guards the fields below, down to offers
 	recv recvBuf
@@ -267,7 +271,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			if n > 0 {
 				// Bytes the read loop delivered (already credited); top up
 				// from what was buffered after them.
-				if n < len(p) && s.recv.n > 0 {
+				if n < len(p) && s.recv.len() > 0 {
 					return s.readBufferedLocked(p, n)
 				}
 				s.mu.Unlock()
@@ -290,7 +294,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, &StatusError{Code: code}
 		}
-		if s.recv.n > 0 {
+		if s.recv.len() > 0 {
 			if len(p) == 0 {
 				s.mu.Unlock()
 				return 0, nil
@@ -370,7 +374,7 @@ func (s *Stream) NotifyReadableWith(w ReadWaiter) bool {
 func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.recv.n > 0 || s.recvEnd || s.err != nil || s.localClosed || s.refusedByStatusLocked() {
+	if s.recv.len() > 0 || s.recvEnd || s.err != nil || s.localClosed || s.refusedByStatusLocked() {
 		return false
 	}
 	s.waiter, s.offers = w, offers
@@ -384,7 +388,7 @@ func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 // waiter to tell (Readable) once s.mu is released (the registration is then
 // gone). s.mu is held on entry and on return, released around the write.
 func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
-	if !s.offers || s.recv.n > 0 || s.rwait != nil || len(b) == 0 {
+	if !s.offers || s.recv.len() > 0 || s.rwait != nil || len(b) == 0 {
 		return 0, nil
 	}
 	w := s.waiter
@@ -393,7 +397,7 @@ func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
 	s.mu.Unlock()
 	took = w.Offer(b)
 	s.mu.Lock()
-	if took == len(b) && s.recv.n == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.notifySet.Load() {
+	if took == len(b) && s.recv.len() == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.notifySet.Load() {
 		s.waiter, s.offers = w, true // still parked
 		s.notifySet.Store(true)
 		return took, nil
@@ -429,7 +433,7 @@ func (s *Stream) Detach() { s.detached.Store(true) }
 // already filled and credited), credits what it moved and unlocks s.mu.
 func (s *Stream) readBufferedLocked(p []byte, n int) (int, error) {
 	k := s.recv.read(p[n:])
-	more := s.recv.n > 0
+	more := s.recv.len() > 0
 	wu := s.creditLocked(int64(k))
 	s.mu.Unlock()
 	if wu > 0 {
@@ -500,7 +504,7 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			s.mu.Lock()
 			drop = s.localClosed
 			if !drop {
-				if s.rwait != nil && s.recv.n == 0 && int(s.rgot) < len(s.rwait) {
+				if s.rwait != nil && s.recv.len() == 0 && int(s.rgot) < len(s.rwait) {
 					// A reader waits and nothing is buffered before these
 					// bytes: hand them over without the receive buffer.
 					m := copy(s.rwait[s.rgot:], b)
@@ -606,11 +610,9 @@ func (s *Stream) closeDoneLocked() {
 }
 
 func (s *Stream) runOnDone() {
-	s.doneOnce.Do(func() {
-		if s.onDone != nil {
-			s.onDone()
-		}
-	})
+	if s.onDoneRun.CompareAndSwap(false, true) && s.onDone != nil {
+		s.onDone()
+	}
 }
 
 // termErr is the error of a stream that cannot write any more.
@@ -889,7 +891,7 @@ func (s *Stream) Close() error {
 	s.localClosed = true
 	// Buffered bytes nobody will read go back to the connection window, which every stream of
 	// the connection shares (the stream's own window dies with it).
-	unread := int64(s.recv.n)
+	unread := int64(s.recv.len())
 	s.recv.release()
 	s.closeDoneLocked()
 	finished := s.finished

@@ -266,7 +266,7 @@ func TestWriterBlocksOnWindow(t *testing.T) {
 		t.Errorf("bytes accepted before blocking: got %d, want %d (the stream window)", total, window)
 	}
 	srvStream.mu.Lock()
-	buffered := srvStream.recv.n
+	buffered := srvStream.recv.len()
 	srvStream.mu.Unlock()
 	if buffered > window {
 		t.Errorf("receiver buffered %d bytes, more than the %d window", buffered, window)

@@ -38,7 +38,7 @@ func TestCloseWithUnreadDataReturnsConnectionWindow(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			s.mu.Lock()
-			n := s.recv.n
+			n := s.recv.len()
 			s.mu.Unlock()
 			if n == chunk {
 				break

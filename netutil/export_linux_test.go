@@ -49,9 +49,9 @@ func SetAttachHold(d time.Duration) (restore func()) {
 	return func() { attachHold.Store(old) }
 }
 
-// Parked is the number of l's directions parked now (2 - inUse).
+// Parked is the number of l's directions parked now (2 - linkInUse's count).
 func Parked(l *Link) int {
 	l.dmu.Lock()
 	defer l.dmu.Unlock()
-	return 2 - int(l.inUse)
+	return 2 - int(l.flags.Load()&linkInUseMask/linkInUse)
 }

@@ -137,21 +137,16 @@ type Link struct {
 
 	rawLink // the platform's raw sockets of a and b (relay_linux.go)
 
-	closeOnce sync.Once
-	// inUse counts the directions that are not parked (an ended direction
-	// stays counted); guarded by dmu. It is 2 from NewLink on; a direction
-	// takes itself off when it has parked (parked) and puts itself back
-	// first thing when it resumes (resumed).
-	inUse    int32
-	firstErr error // written once inside closeOnce, read after both directions ended
+	firstErr error // written once by closeBoth's first caller, read after linkClosed
 
-	// flags holds linkClosing, linkStarted, the fully-closed marks and the
-	// count of directions not yet ended (linkRunning), together so that a
-	// Link (one per relayed connection, idle or not) fits Go's 240-byte
-	// allocation class with an Ender (an interface, two words) for done.
+	// flags holds linkClosing, linkStarted, the fully-closed marks, the
+	// count of directions not yet ended (linkRunning) and the count of
+	// directions not parked (linkInUse), together so that a Link (one per
+	// relayed connection, idle or not) fits Go's 224-byte allocation class
+	// with an Ender (an interface, two words) for done.
 	flags atomic.Uint32
 
-	// dmu guards inUse, attachedAt and the detached state: which of a and
+	// dmu guards linkInUse, attachedAt and the detached state: which of a and
 	// b are held as bare descriptors (dirState.bare) while both directions
 	// are parked, and a, b and their RawConns while one is (relay_linux.go).
 	// Parking directions, resuming directions, a parked direction's direct
@@ -172,9 +167,15 @@ type Link struct {
 
 // Link.flags bits.
 const (
-	// linkClosing is set first thing by closeBoth: parking directions
-	// re-check it.
+	// linkClosing is set first thing by closeBoth's first caller, which
+	// alone closes the connections: parking directions re-check it.
 	linkClosing uint32 = 1 << iota
+	// linkClosed is set by that caller once the connections are closed.
+	linkClosed
+	// linkEndPending is set by the last direction to end. Whichever of
+	// linkClosed and linkEndPending is set second reports the end (report),
+	// so done hears of it once, after both connections were closed.
+	linkEndPending
 	// linkStarted is set by Run.
 	linkStarted
 	// linkFullyClosedA and linkFullyClosedB record that a direction could
@@ -192,10 +193,16 @@ const (
 )
 
 // The directions not yet ended are counted in flags, in units of
-// linkRunning under linkRunningMask (2 from NewLink on, down to 0).
+// linkRunning under linkRunningMask (2 from NewLink on, down to 0). The
+// directions not parked (an ended direction stays counted) are counted in
+// units of linkInUse under linkInUseMask, changed only under dmu: 2 from
+// NewLink on; a direction takes itself off when it has parked (parked) and
+// puts itself back first thing when it resumes (resumed).
 const (
 	linkRunning     uint32 = 1 << 8
 	linkRunningMask uint32 = 3 << 8
+	linkInUse       uint32 = 1 << 10
+	linkInUseMask   uint32 = 3 << 10
 )
 
 // Ender is told once that a Link has ended, with the bytes each direction
@@ -225,8 +232,7 @@ func NewLink(a, b net.Conn, aToBCount, bToACount *atomic.Int64, done Ender) *Lin
 	l := &Link{a: a, b: b, done: done}
 	l.aToB.aToB, l.aToB.count = true, aToBCount
 	l.bToA.count = bToACount
-	l.flags.Store(2 * linkRunning)
-	l.inUse = 2
+	l.flags.Store(2*linkRunning + 2*linkInUse)
 	return l
 }
 
@@ -255,7 +261,9 @@ func (l *Link) Run() {
 // directions are woken to see it, and done reports net.ErrClosed unless the
 // relay had already failed. It may be called at any time, from any
 // goroutine, any number of times; before Run, the relay ends as soon as it
-// runs. It returns nil (it has the shape of io.Closer so that owners can
+// runs. Only the first call (or the relay's own end, if it came first)
+// closes the connections: a later call returns at once, perhaps before they
+// are closed; done is told only after they are. It returns nil (it has the shape of io.Closer so that owners can
 // hold a Link and a connection alike).
 func (l *Link) Close() error {
 	l.closeBoth(net.ErrClosed)
@@ -264,46 +272,52 @@ func (l *Link) Close() error {
 
 // closeBoth closes both connections once; the first caller's err is kept.
 // A direction parked in the epoll loop is resumed, so it finds its source
-// closed.
+// closed. Later callers return at once, perhaps before the first has
+// closed the connections: what must follow the close (the report to done)
+// waits for linkClosed.
 func (l *Link) closeBoth(err error) {
-	l.closeOnce.Do(func() {
-		l.flags.Or(linkClosing) // from here on, no direction detaches
-		l.firstErr = err
-		l.dmu.Lock()
-		a, b := l.a, l.b // nil while detached
-		// A tunnel refused with bytes in it: their sender learns of it by a reset, as
-		// when a proxy that waited for the answer closes with those bytes unread.
-		resetA := err != nil && refusedAfter(b, l.aToB.count)
-		resetB := err != nil && refusedAfter(a, l.bToA.count)
-		l.closeDetached(resetA, resetB)
-		l.dmu.Unlock()
-		// Closed outside dmu: closing a ReadNotifier may run its waiter,
-		// whose direct write takes dmu. A nil one was detached, and
-		// closeDetached closed it.
-		closeAttached(a, resetA)
-		closeAttached(b, resetB)
-		for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
-			if unparkFromLoop(d) {
-				workers.Go(d.resume) // owned by the Link, as every direction goroutine
-			}
+	if l.flags.Or(linkClosing)&linkClosing != 0 {
+		return
+	}
+	// From here on, no direction detaches.
+	l.firstErr = err
+	l.dmu.Lock()
+	a, b := l.a, l.b // nil while detached
+	// A tunnel refused with bytes in it: their sender learns of it by a reset, as
+	// when a proxy that waited for the answer closes with those bytes unread.
+	resetA := err != nil && refusedAfter(b, l.aToB.count)
+	resetB := err != nil && refusedAfter(a, l.bToA.count)
+	l.closeDetached(resetA, resetB)
+	l.dmu.Unlock()
+	// Closed outside dmu: closing a ReadNotifier may run its waiter,
+	// whose direct write takes dmu. A nil one was detached, and
+	// closeDetached closed it.
+	closeAttached(a, resetA)
+	closeAttached(b, resetB)
+	if l.flags.Or(linkClosed)&linkEndPending != 0 {
+		l.report() // both directions ended while the connections closed
+	}
+	for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
+		if unparkFromLoop(d) {
+			workers.Go(d.resume) // owned by the Link, as every direction goroutine
 		}
-	})
+	}
 }
 
-// parked takes a direction that has just parked off inUse. The last one
+// parked takes a direction that has just parked off linkInUse. The last one
 // detaches the Link's sockets (see detach), unless the Link is closing; if
 // they were attached less than attachHold ago, a timer detaches them when
 // the hold has passed, if the Link is still idle then.
 func (l *Link) parked() {
 	l.dmu.Lock()
-	l.inUse--
+	l.flags.Add(^(linkInUse - 1)) // minus linkInUse
 	l.maybeDetach()
 	l.dmu.Unlock()
 }
 
 // maybeDetach detaches an idle Link now or schedules it (under dmu).
 func (l *Link) maybeDetach() {
-	if l.inUse != 0 || !detachIdle.Load() || l.closing() || l.flags.Load()&linkDetachLater != 0 {
+	if f := l.flags.Load(); f&linkInUseMask != 0 || f&(linkClosing|linkDetachLater) != 0 || !detachIdle.Load() {
 		return
 	}
 	// mono ticks in whole milliseconds, so n ticks since the attach may be as little as n-1 ms
@@ -341,15 +355,14 @@ func init() {
 	detachIdle.Store(true)
 }
 
-// resumed puts a direction that resumes back on inUse and attaches the
+// resumed puts a direction that resumes back on linkInUse and attaches the
 // Link's detached sockets again, before the direction uses them. An error
 // means the sockets are gone (closed while detached, or the attach failed):
 // the direction must end without touching them.
 func (l *Link) resumed() error {
 	l.dmu.Lock()
 	defer l.dmu.Unlock()
-	l.inUse++
-	if l.flags.Load()&linkLost != 0 {
+	if l.flags.Add(linkInUse)&linkLost != 0 {
 		return net.ErrClosed
 	}
 	return l.attach()
@@ -388,12 +401,21 @@ func resetOnClose(c net.Conn) {
 }
 
 // dirEnded accounts the end of one direction; the last one closes both
-// connections and reports.
+// connections (unless another caller of closeBoth has) and reports the end
+// once they are closed (see linkEndPending).
 func (l *Link) dirEnded() {
 	if l.flags.Add(^(linkRunning-1))&linkRunningMask != 0 { // minus linkRunning
 		return
 	}
 	l.closeBoth(nil)
+	if l.flags.Or(linkEndPending)&linkClosed != 0 {
+		l.report()
+	}
+}
+
+// report tells done that the Link has ended. It runs once: on whichever of
+// the last direction's end and closeBoth's close comes second.
+func (l *Link) report() {
 	if l.done != nil {
 		l.done.Ended(l.aToB.total, l.bToA.total, l.firstErr)
 	}
@@ -446,7 +468,7 @@ type dirState struct {
 
 // link returns the Link the direction belongs to. A dirState exists only as
 // a Link's aToB or bToA, so its Link starts a fixed distance before it: no
-// back pointer (8 bytes a direction), and a Link fits the 240-byte class.
+// back pointer (8 bytes a direction), and a Link fits the 224-byte class.
 func (d *dirState) link() *Link {
 	off := unsafe.Offsetof(Link{}.bToA)
 	if d.aToB {
@@ -578,7 +600,7 @@ func (d *dirState) setup() {
 func (d *dirState) start() {
 	if d.mode == modeNotified {
 		// Parked from here on: the notification, or Readable below, owns d
-		// (the other direction, run inline, keeps inUse above zero).
+		// (the other direction, run inline, keeps linkInUse above zero).
 		d.link().parked()
 		if d.notify() {
 			return // d belongs to the notification

@@ -254,3 +254,62 @@ func BenchmarkLinkWakeParkedAttached(b *testing.B) { benchmarkWake(b, 0, false) 
 // BenchmarkLinkWakeActive is BenchmarkLinkWakeParked with directions that
 // never park (they wait in Go's netpoller).
 func BenchmarkLinkWakeActive(b *testing.B) { benchmarkWake(b, time.Hour, true) }
+
+// closeRecorder is a connection that records that it was closed.
+type closeRecorder struct {
+	*net.TCPConn
+	closed atomic.Bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.closed.Store(true)
+	return c.TCPConn.Close()
+}
+
+// TestLinkReportsOnceAfterClose ends relays from both sides at once, many times: the
+// directions end (the peers closed) while Close runs from outside. Every Link reports exactly
+// once, and only after it closed both of its connections, whichever of its two closers came
+// first.
+func TestLinkReportsOnceAfterClose(t *testing.T) {
+	const n = 300
+	reports := make([]atomic.Int32, n)
+	var early atomic.Int32 // reports made while a connection was still open
+	for i := range n {
+		client, a := dialAccept(t)
+		b, server := dialAccept(t)
+		ra, rb := &closeRecorder{TCPConn: a}, &closeRecorder{TCPConn: b}
+		done := make(chan struct{}, 1)
+		l := netutil.NewLink(ra, rb, nil, nil, netutil.EndFunc(func(_, _ int64, _ error) {
+			if !ra.closed.Load() || !rb.closed.Load() {
+				early.Add(1)
+			}
+			reports[i].Add(1)
+			done <- struct{}{}
+		}))
+		go l.Run()
+		if _, err := client.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		go l.Close()
+		client.Close()
+		server.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("relay %d did not report its end", i)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // room for a second report, which must not come
+	for i := range reports {
+		if got := reports[i].Load(); got != 1 {
+			t.Errorf("relay %d reported %d times, want once", i, got)
+		}
+	}
+	if got := early.Load(); got != 0 {
+		t.Errorf("%d of %d relays reported their end before both connections were closed", got, n)
+	}
+}

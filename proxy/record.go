@@ -22,13 +22,14 @@ type record struct {
 	start     monoTime // when the connection was accepted
 	src, dst  addr
 	hboneAddr addr // valid when the connection was tunnelled (outbound) or arrived over HBONE
+	// The flags fill the word the three 20-byte addresses end in.
+	mtls    bool
+	inbound bool // the inbound side of a connection (else outbound)
 
 	srcW, dstW *workload.Workload
 	dstSvc     *workload.Service
 	srcID      ident // the source's verified (inbound) or own (outbound) identity
 	dstID      ident
-	mtls       bool
-	inbound    bool // the inbound side of a connection (else outbound)
 
 	m metrics.Conn // set by open; the zero Conn (never opened) counts nothing
 
@@ -36,8 +37,10 @@ type record struct {
 	// copies, read by the flusher.
 	toServer, toClient atomic.Int64
 
-	mu       sync.Mutex
-	lateDeny string   // set when a policy change closed the connection
+	mu sync.Mutex
+	// lateDeny is the reason, set when a policy change closed the connection: a pointer, as
+	// few connections have one and a string would take 8 more bytes of every record.
+	lateDeny *string
 	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
 }
 
@@ -56,7 +59,7 @@ func (r *record) policyInputs() (policy.Target, policy.Conn) {
 }
 
 // addr is a record's netip.AddrPort in 20 bytes instead of 32, which keeps a connState (one per
-// connection, idle or not) in the 224-byte allocation class: the address's 16 bytes, the port
+// connection, idle or not) in the 208-byte allocation class: the address's 16 bytes, the port
 // and the family. It keeps no IPv6 zone; addresses of pods and nodes have none. The zero addr
 // is invalid, as the zero netip.AddrPort is.
 type addr struct {
@@ -134,7 +137,7 @@ func (r *record) flush() {
 // deny records that a policy change closed the connection, and why.
 func (r *record) deny(reason string) {
 	r.mu.Lock()
-	r.lateDeny = reason
+	r.lateDeny = &reason
 	r.mu.Unlock()
 }
 
@@ -252,10 +255,14 @@ func (r *record) open(reg *metrics.Registry) {
 // (client to server), toClient the response direction.
 func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
 	r.mu.Lock()
-	if r.lateDeny != "" {
-		flags = metrics.FlagDeny
+	var lateDeny string
+	if r.lateDeny != nil {
+		lateDeny = *r.lateDeny
 	}
 	r.mu.Unlock()
+	if lateDeny != "" {
+		flags = metrics.FlagDeny
+	}
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect
 	}
@@ -312,8 +319,8 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if flags != "" && flags != metrics.FlagNone {
 		ln.Str("response_flags", flags)
 	}
-	if r.lateDeny != "" {
-		ln.Str("reason", r.lateDeny)
+	if lateDeny != "" {
+		ln.Str("reason", lateDeny)
 	}
 	if err != nil {
 		ln.Str("error", err.Error())

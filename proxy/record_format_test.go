@@ -72,7 +72,9 @@ func finishAll(t *testing.T, reg *metrics.Registry, f logging.Format) string {
 	log := accessLogger(&buf, f, "info").Logger("access")
 	for _, c := range recordCases() {
 		r := c.rec()
-		r.lateDeny = c.lateDeny
+		if c.lateDeny != "" {
+			r.deny(c.lateDeny)
+		}
 		r.open(reg)
 		r.toServer.Add(c.toServer / 2)
 		r.flush()
