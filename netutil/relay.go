@@ -170,7 +170,8 @@ const (
 	// linkClosing is set first thing by closeBoth's first caller, which
 	// alone closes the connections: parking directions re-check it.
 	linkClosing uint32 = 1 << iota
-	// linkClosed is set by that caller once the connections are closed.
+	// linkClosed is set by that caller once it has closed the connections
+	// and woken the parked directions.
 	linkClosed
 	// linkEndPending is set by the last direction to end. Whichever of
 	// linkClosed and linkEndPending is set second reports the end (report),
@@ -263,8 +264,9 @@ func (l *Link) Run() {
 // goroutine, any number of times; before Run, the relay ends as soon as it
 // runs. Only the first call (or the relay's own end, if it came first)
 // closes the connections: a later call returns at once, perhaps before they
-// are closed; done is told only after they are. It returns nil (it has the shape of io.Closer so that owners can
-// hold a Link and a connection alike).
+// are closed; done is told only after they are. It returns nil (it has the
+// shape of io.Closer so that owners can hold a Link and a connection
+// alike).
 func (l *Link) Close() error {
 	l.closeBoth(net.ErrClosed)
 	return nil
@@ -294,13 +296,13 @@ func (l *Link) closeBoth(err error) {
 	// closeDetached closed it.
 	closeAttached(a, resetA)
 	closeAttached(b, resetB)
-	if l.flags.Or(linkClosed)&linkEndPending != 0 {
-		l.report() // both directions ended while the connections closed
-	}
 	for _, d := range [2]*dirState{&l.aToB, &l.bToA} {
 		if unparkFromLoop(d) {
 			workers.Go(d.resume) // owned by the Link, as every direction goroutine
 		}
+	}
+	if l.flags.Or(linkClosed)&linkEndPending != 0 {
+		l.report() // both directions ended while this call closed the connections
 	}
 }
 
