@@ -97,14 +97,22 @@ func FuzzAppendQuoted(f *testing.F) {
 func TestLineAllocs(t *testing.T) {
 	src := netip.MustParseAddrPort("10.0.0.1:4000")
 	dst := netip.MustParseAddrPort("[fd00::2]:8080")
+	checkNoAllocs(t, func(log *slog.Logger) {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "connection complete",
+			slog.Any("src.addr", &src), slog.Any("dst.addr", &dst), slog.String("src.workload", "sleep"),
+			slog.Int64("bytes_sent", 12), slog.String("direction", "inbound"))
+	})
+}
+
+// checkNoAllocs fails t when write, given an access logger of either format, allocates.
+func checkNoAllocs(t *testing.T, write func(log *slog.Logger)) {
+	t.Helper()
 	for _, f := range []Format{Text, JSON} {
 		var buf bytes.Buffer
 		log := fixedOutput(&buf, f, "info").Logger("access")
 		got := testing.AllocsPerRun(100, func() {
 			buf.Reset()
-			log.LogAttrs(context.Background(), slog.LevelInfo, "connection complete",
-				slog.Any("src.addr", &src), slog.Any("dst.addr", &dst), slog.String("src.workload", "sleep"),
-				slog.Int64("bytes_sent", 12), slog.String("direction", "inbound"))
+			write(log)
 		})
 		if got != 0 {
 			t.Errorf("format %d: %v allocations per line, want 0", f, got)
