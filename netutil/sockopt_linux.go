@@ -64,6 +64,20 @@ func (o SocketOptions) apply(fd int, network string, listener bool) error {
 			return sockoptErr("set", name, err)
 		}
 	}
+	// A dialed socket may be bound before it connects: to a chosen source
+	// address (the client's own, for an inbound connection to an
+	// application), or to the zero address, which net.Dialer.DialTCP binds
+	// when it is given no local address. Without IP_BIND_ADDRESS_NO_PORT a
+	// bind to port 0 takes a port of that address for the socket's whole
+	// life, TIME_WAIT included, whatever the destination: all destinations
+	// share one ephemeral range, and each bind searches it, slower the
+	// fuller it is. With it, connect picks the port, and any port will do
+	// whose 4-tuple is free.
+	if stream && !listener {
+		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			return sockoptErr("set", "IP_BIND_ADDRESS_NO_PORT", err)
+		}
+	}
 	// Dialed connections get TCP_NODELAY from Go itself, right after
 	// connect; a listener's is inherited by what it accepts.
 	if o.NoDelay && stream && listener {

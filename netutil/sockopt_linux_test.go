@@ -285,6 +285,9 @@ func TestSocketOptions(t *testing.T) {
 		{"dialed TCP_KEEPIDLE", dc, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 180},
 		{"dialed TCP_KEEPINTVL", dc, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 180},
 		{"dialed TCP_KEEPCNT", dc, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+		{"dialed IP_BIND_ADDRESS_NO_PORT", dc, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1},
+		{"listener IP_BIND_ADDRESS_NO_PORT (dialed only)", tl, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0},
+		{"zero options: IP_BIND_ADDRESS_NO_PORT", noKA.(*net.TCPConn), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1},
 		{"zero options: no mark", noKA.(*net.TCPConn), unix.SOL_SOCKET, unix.SO_MARK, 0},
 		{"zero options: keepalive off", noKA.(*net.TCPConn), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0},
 	}
@@ -527,6 +530,66 @@ func TestInNetnsNoThreadLeak(t *testing.T) {
 		}
 		if st.Ino != orig {
 			t.Errorf("%s is in netns %d, want %d", p, st.Ino, orig)
+		}
+	}
+}
+
+// TestDialLeavesPortToConnect: a dialed socket bound to port 0 gets its port
+// from connect, unique per destination, not from bind, unique per address. In
+// a namespace with ten ephemeral ports, fifteen connections to two listeners
+// must all succeed, from an explicit source address (an inbound connection
+// from the client's IP) and from none (net.Dialer.DialTCP binds the zero
+// address when no local address is given). A dialer without the option runs
+// out at the eleventh, which shows that the namespace is as narrow as meant.
+// Each case has a namespace of its own: closed connections keep their ports
+// in TIME_WAIT.
+func TestDialLeavesPortToConnect(t *testing.T) {
+	opts := netutil.SocketOptions{Mark: 0x2a}
+	for _, fam := range []string{"127.0.0.1", "::1"} {
+		lo := netip.MustParseAddr(fam)
+		for _, tc := range []struct {
+			name  string
+			d     *net.Dialer
+			laddr netip.AddrPort
+			want  int // connections that must succeed; 0: the dialer must fail by the eleventh
+		}{
+			{"source address", opts.Dialer(netip.AddrPort{}), netip.AddrPortFrom(lo, 0), 15},
+			{"no source address", opts.Dialer(netip.AddrPort{}), netip.AddrPort{}, 15},
+			{"plain dialer, source address", &net.Dialer{}, netip.AddrPortFrom(lo, 0), 0},
+		} {
+			t.Run(fam+" "+tc.name, func(t *testing.T) {
+				ns := lab.New(t).Netns("ports")
+				// One range for both families: the ipv4 sysctl is the only one.
+				ns.MustRun(t, "sh", "-c", "echo 40000 40009 > /proc/sys/net/ipv4/ip_local_port_range")
+				var dsts [2]netip.AddrPort
+				for i := range dsts {
+					ln := ns.Listen(t, "tcp", netip.AddrPortFrom(lo, uint16(8080+i)).String())
+					dsts[i] = ln.Addr().(*net.TCPAddr).AddrPort()
+				}
+				tc.d.Timeout = 5 * time.Second
+				var conns []net.Conn
+				defer func() {
+					for _, c := range conns {
+						c.Close()
+					}
+				}()
+				err := ns.Do(func() error {
+					for i := range 15 {
+						c, err := tc.d.DialTCP(context.Background(), "tcp", tc.laddr, dsts[i%2])
+						if err != nil {
+							return err
+						}
+						conns = append(conns, c)
+					}
+					return nil
+				})
+				switch {
+				case tc.want > 0 && err != nil:
+					t.Errorf("%d connections in a 10-port range, then %v; want %d (ports shared across destinations)", len(conns), err, tc.want)
+				case tc.want == 0 && (err == nil || len(conns) > 10):
+					t.Errorf("made %d connections in a 10-port range (err %v); want the eleventh to fail", len(conns), err)
+				}
+			})
 		}
 	}
 }
