@@ -90,9 +90,11 @@ func (o SocketOptions) ListenConfig() net.ListenConfig {
 // to it (port 0 picks an ephemeral port); with Transparent (and Freebind) the
 // address may be foreign, which is how an inbound connection to an application
 // is made from the client's own IP. A 4in6 local address is unmapped first.
-// On Linux a local port of 0 (in local, or in a DialTCP laddr, valid or not)
-// is chosen by connect, not by bind (IP_BIND_ADDRESS_NO_PORT): a source port
-// then only has to be unique per destination.
+// On Linux, without Transparent, a local port of 0 (in local, or in a DialTCP
+// laddr, valid or not) is chosen by connect, not by bind
+// (IP_BIND_ADDRESS_NO_PORT): a source port then only has to be unique per
+// destination. A transparent dialer's port is chosen by bind, at random, so
+// that it does not repeat the port of the client it speaks for.
 // The dialer has no timeout: set Timeout or pass a context with a deadline.
 func (o SocketOptions) Dialer(local netip.AddrPort) *net.Dialer {
 	d := &net.Dialer{

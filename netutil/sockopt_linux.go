@@ -64,16 +64,22 @@ func (o SocketOptions) apply(fd int, network string, listener bool) error {
 			return sockoptErr("set", name, err)
 		}
 	}
-	// A dialed socket may be bound before it connects: to a chosen source
-	// address (the client's own, for an inbound connection to an
-	// application), or to the zero address, which net.Dialer.DialTCP binds
-	// when it is given no local address. Without IP_BIND_ADDRESS_NO_PORT a
-	// bind to port 0 takes a port of that address for the socket's whole
-	// life, TIME_WAIT included, whatever the destination: all destinations
-	// share one ephemeral range, and each bind searches it, slower the
-	// fuller it is. With it, connect picks the port, and any port will do
-	// whose 4-tuple is free.
-	if stream && !listener {
+	// A dialed socket may be bound before it connects: net.Dialer.DialTCP
+	// binds the zero address when it is given no local address. Without
+	// IP_BIND_ADDRESS_NO_PORT a bind to port 0 takes a port of that address
+	// for the socket's whole life, TIME_WAIT included, whatever the
+	// destination: all destinations share one ephemeral range, and each bind
+	// searches it, slower the fuller it is. With it, connect picks the port,
+	// and any port will do whose 4-tuple is free.
+	//
+	// Not for a transparent socket, which binds the address of a client
+	// whose own connection may pass through this namespace (a plaintext
+	// connection captured on the way to the application). Connect's choice
+	// is a function of the 4-tuple's addresses and destination port, which
+	// are the client's own, so it would pick the client's port again, and
+	// the two connections would share one conntrack entry. Bind's choice is
+	// random, as the Rust ztunnel's is.
+	if stream && !listener && !o.Transparent {
 		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
 			return sockoptErr("set", "IP_BIND_ADDRESS_NO_PORT", err)
 		}

@@ -285,7 +285,7 @@ func TestSocketOptions(t *testing.T) {
 		{"dialed TCP_KEEPIDLE", dc, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 180},
 		{"dialed TCP_KEEPINTVL", dc, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 180},
 		{"dialed TCP_KEEPCNT", dc, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
-		{"dialed IP_BIND_ADDRESS_NO_PORT", dc, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1},
+		{"dialed IP_BIND_ADDRESS_NO_PORT (not transparent ones)", dc, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0},
 		{"listener IP_BIND_ADDRESS_NO_PORT (dialed only)", tl, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0},
 		{"zero options: IP_BIND_ADDRESS_NO_PORT", noKA.(*net.TCPConn), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1},
 		{"zero options: no mark", noKA.(*net.TCPConn), unix.SOL_SOCKET, unix.SO_MARK, 0},
@@ -537,12 +537,12 @@ func TestInNetnsNoThreadLeak(t *testing.T) {
 // TestDialLeavesPortToConnect: a dialed socket bound to port 0 gets its port
 // from connect, unique per destination, not from bind, unique per address. In
 // a namespace with ten ephemeral ports, fifteen connections to two listeners
-// must all succeed, from an explicit source address (an inbound connection
-// from the client's IP) and from none (net.Dialer.DialTCP binds the zero
-// address when no local address is given). A dialer without the option runs
-// out at the eleventh, which shows that the namespace is as narrow as meant.
-// Each case has a namespace of its own: closed connections keep their ports
-// in TIME_WAIT.
+// must all succeed, from a source address and from none (net.Dialer.DialTCP
+// binds the zero address when it is given no local address). A plain dialer
+// runs out at the eleventh, which shows that the namespace is as narrow as
+// meant; so does a transparent one, whose port bind chooses on purpose (see
+// SocketOptions.Dialer). Each case has a namespace of its own: closed
+// connections keep their ports in TIME_WAIT.
 func TestDialLeavesPortToConnect(t *testing.T) {
 	opts := netutil.SocketOptions{Mark: 0x2a}
 	for _, fam := range []string{"127.0.0.1", "::1"} {
@@ -556,6 +556,7 @@ func TestDialLeavesPortToConnect(t *testing.T) {
 			{"source address", opts.Dialer(netip.AddrPort{}), netip.AddrPortFrom(lo, 0), 15},
 			{"no source address", opts.Dialer(netip.AddrPort{}), netip.AddrPort{}, 15},
 			{"plain dialer, source address", &net.Dialer{}, netip.AddrPortFrom(lo, 0), 0},
+			{"transparent dialer, source address", netutil.SocketOptions{Mark: 0x2a, Transparent: true}.Dialer(netip.AddrPort{}), netip.AddrPortFrom(lo, 0), 0},
 		} {
 			t.Run(fam+" "+tc.name, func(t *testing.T) {
 				ns := lab.New(t).Netns("ports")
