@@ -94,7 +94,7 @@ func (o SocketOptions) ListenConfig() net.ListenConfig {
 // laddr, valid or not) is chosen by connect, not by bind
 // (IP_BIND_ADDRESS_NO_PORT): a source port then only has to be unique per
 // destination. A transparent dialer's port is chosen by bind, at random, so
-// that it does not repeat the port of the client it speaks for.
+// that it does not take ports from the stretch the client it speaks for uses.
 // The dialer has no timeout: set Timeout or pass a context with a deadline.
 func (o SocketOptions) Dialer(local netip.AddrPort) *net.Dialer {
 	d := &net.Dialer{

@@ -73,12 +73,14 @@ func (o SocketOptions) apply(fd int, network string, listener bool) error {
 	// and any port will do whose 4-tuple is free.
 	//
 	// Not for a transparent socket, which binds the address of a client
-	// whose own connection may pass through this namespace (a plaintext
-	// connection captured on the way to the application). Connect's choice
-	// is a function of the 4-tuple's addresses and destination port, which
-	// are the client's own, so it would pick the client's port again, and
-	// the two connections would share one conntrack entry. Bind's choice is
-	// random, as the Rust ztunnel's is.
+	// whose own connections may pass through this namespace (plaintext ones,
+	// captured on their way to the application). Connect's choice starts
+	// from a hash of the addresses and the destination port, the client's
+	// own, and moves on from there as the client's own connects do: the two
+	// take ports from one short stretch, and a later connection of the
+	// client can get a port that such a dial holds here, whose SYN then
+	// meets the application's end of the dial and is reset. Bind's choice
+	// is random over the range, as the Rust ztunnel's is.
 	if stream && !listener && !o.Transparent {
 		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
 			return sockoptErr("set", "IP_BIND_ADDRESS_NO_PORT", err)

@@ -463,7 +463,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, src, dst netip.AddrPort) (net.
 	// DialTCP takes the addresses as they are: no string to format and no resolver to parse it.
 	// Given no local address it binds the zero one; p.dialer's sockets leave the port of that
 	// bind to connect (netutil: IP_BIND_ADDRESS_NO_PORT), so it reserves nothing. p.dialerFrom's
-	// port is chosen by bind, so that it does not repeat the client's (netutil.SocketOptions.Dialer).
+	// port is chosen by bind, away from the ports the client itself uses (netutil.SocketOptions.Dialer).
 	if p.cfg.Netns == nil { // no closure and no captured variables to allocate
 		return asConn(d.DialTCP(ctx, "tcp", laddr, dst))
 	}
