@@ -249,6 +249,7 @@ func selected(all []string, set map[string]bool) []string {
 // context ending stops everything.
 func (h *harness) measure(ctx context.Context, rep *Report) error {
 	for i := 1; i <= h.opts.reps; i++ {
+		rep.startRep(i)
 		for _, scen := range allScenarios {
 			if !h.opts.scenarios[scen] {
 				continue

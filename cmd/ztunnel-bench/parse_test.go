@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"math"
 	"os"
@@ -259,6 +260,66 @@ func TestTargets(t *testing.T) {
 	}
 	if !strings.HasPrefix(md.String(), "| scenario | metric | unit | direct | hbone | tls-relay | ztunnel |\n") {
 		t.Errorf("markdown header:\n%s", md.String())
+	}
+}
+
+// TestTargetsPaired checks that a comparison is made within each repetition: the machine's
+// speed moves between repetitions, and a ratio of two medians mixes repetitions.
+func TestTargetsPaired(t *testing.T) {
+	r := &Report{}
+	// S3: HBONE and passthrough are 0.5x each other in every repetition while the machine
+	// speeds up 4x; the medians' ratio would read 1x. Repetition 2's passthrough run failed,
+	// so its HBONE value has no partner.
+	hbone := map[int]float64{1: 100, 2: 150, 3: 400, 4: 800}
+	pass := map[int]float64{1: 200, 3: 800, 4: 1600}
+	for i := 1; i <= 4; i++ {
+		r.startRep(i)
+		r.add(scenS3, metRate, pathHBONE, hbone[i])
+		if v, ok := pass[i]; ok {
+			r.add(scenS3, metRate, pathPassthrough, v)
+		}
+		r.add(scenS4, metP50, pathHBONE, []float64{50, 90, 60, 70}[i-1])
+		r.add(scenS4, metP50, pathDirect, []float64{20, 30, 40, 10}[i-1]) // differences 30, 60, 20, 60
+	}
+	r.summarize()
+	got := map[string]Target{}
+	for _, tg := range r.Targets {
+		got[tg.Name] = tg
+	}
+	s3 := got["S3 connection rate, HBONE / passthrough"]
+	if s3.Pairs != 3 || s3.Measured != 0.5 || s3.Min != 0.5 || s3.Max != 0.5 || s3.Met {
+		t.Errorf("S3 target = %+v, want 0.5 from 3 pairs, missed", s3)
+	}
+	if m := median([]float64{100, 150, 400, 800}) / median([]float64{200, 800, 1600}); math.Abs(m-0.34375) > 1e-9 {
+		t.Fatalf("the medians' ratio is %v: the case no longer tells the two apart", m)
+	}
+	s4 := got["S4 p50 added by HBONE over direct"]
+	if s4.Pairs != 4 || s4.Measured != 45 || s4.Min != 20 || s4.Max != 60 || s4.Met {
+		t.Errorf("S4 target = %+v, want 45 [20-60] from 4 pairs, missed", s4)
+	}
+	var table, md bytes.Buffer
+	if err := r.writeTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.writeMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"0.500 [0.500-0.500] x", "45.0 [20.0-60.0] us", "median [min-max] of its value in each repetition"} {
+		if !strings.Contains(table.String(), sub) || !strings.Contains(md.String(), sub) {
+			t.Errorf("table or markdown lacks %q:\n%s\n%s", sub, table.String(), md.String())
+		}
+	}
+
+	// A report saved before values carried their repetition compares the medians.
+	var old Report
+	if err := json.Unmarshal([]byte(`{"results": [
+		{"scenario": "s3", "metric": "rate", "path": "hbone", "values": [100, 150, 400, 800]},
+		{"scenario": "s3", "metric": "rate", "path": "passthrough", "values": [200, 800, 1600]}]}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	old.summarize()
+	if len(old.Targets) != 1 || old.Targets[0].Pairs != 0 || math.Abs(old.Targets[0].Measured-0.34375) > 1e-9 {
+		t.Errorf("old report's targets = %+v, want the medians' ratio 0.34375", old.Targets)
 	}
 }
 

@@ -61,15 +61,26 @@ type Series struct {
 	Unit     string    `json:"unit"`
 	Path     string    `json:"path"` // "ztunnel" for the idle-RSS check
 	Values   []float64 `json:"values"`
-	Median   float64   `json:"median"`
-	Min      float64   `json:"min"`
-	Max      float64   `json:"max"`
+	// Reps is the repetition each value was measured in (1-based), beside Values: a failed run
+	// leaves a gap, so the n-th values of two series need not come from the same repetition.
+	// Reports saved before it was recorded have none.
+	Reps   []int   `json:"reps,omitempty"`
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
 }
 
-// Target is one goal of issue 6, checked against the medians of this run.
+// Target is one goal of issue 6, checked against this run. A goal that compares two figures is
+// measured in each repetition that has both, since the two ran minutes apart at most and share
+// that repetition's state of the machine; Measured is the median of those per-repetition
+// ratios or differences, Min and Max their range, and Pairs their count. Without repetition
+// numbers (an older report), Measured compares the two medians and Pairs is 0.
 type Target struct {
 	Name     string  `json:"name"`
 	Measured float64 `json:"measured"`
+	Min      float64 `json:"min,omitempty"`
+	Max      float64 `json:"max,omitempty"`
+	Pairs    int     `json:"pairs,omitempty"`
 	Op       string  `json:"op"` // ">=" or "<="
 	Goal     float64 `json:"goal"`
 	Unit     string  `json:"unit"`
@@ -110,17 +121,44 @@ type Report struct {
 	Results  []*Series `json:"results"`
 	Targets  []Target  `json:"targets"`
 	Notes    []string  `json:"notes,omitempty"`
+
+	rep int // the repetition add records values for (set by the harness; 0 before the first)
 }
 
-// add records one repetition's value.
+// add records one value of the current repetition.
 func (r *Report) add(scenario, metric, path string, v float64) {
 	for _, s := range r.Results {
 		if s.Scenario == scenario && s.Metric == metric && s.Path == path {
 			s.Values = append(s.Values, v)
+			s.Reps = append(s.Reps, r.rep)
 			return
 		}
 	}
-	r.Results = append(r.Results, &Series{Scenario: scenario, Metric: metric, Unit: units[metric], Path: path, Values: []float64{v}})
+	r.Results = append(r.Results, &Series{Scenario: scenario, Metric: metric, Unit: units[metric], Path: path,
+		Values: []float64{v}, Reps: []int{r.rep}})
+}
+
+// startRep makes the values that add records from now on those of repetition i (1-based).
+func (r *Report) startRep(i int) { r.rep = i }
+
+// paired applies f to the values of a and b measured in the same repetition, in repetition
+// order. ok is false when either series lacks repetition numbers (a report saved before they
+// were recorded, or values added before the first repetition).
+func paired(a, b *Series, f func(x, y float64) float64) (out []float64, ok bool) {
+	if !numbered(a) || !numbered(b) {
+		return nil, false
+	}
+	for i, ra := range a.Reps {
+		if j := slices.Index(b.Reps, ra); j >= 0 {
+			out = append(out, f(a.Values[i], b.Values[j]))
+		}
+	}
+	return out, true
+}
+
+// numbered reports whether every value of s carries its repetition.
+func numbered(s *Series) bool {
+	return len(s.Reps) == len(s.Values) && !slices.Contains(s.Reps, 0)
 }
 
 // find returns the series or nil.
@@ -146,19 +184,33 @@ func (r *Report) summarize() {
 		}
 		return s.Median, true
 	}
-	ratio := func(name string, num, den [3]string, op string, goal float64) {
-		a, ok1 := med(num[0], num[1], num[2])
-		b, ok2 := med(den[0], den[1], den[2])
-		if ok1 && ok2 && b != 0 {
-			r.addTarget(name, a/b, op, goal, "x")
+	// compare sets a target on f of two figures: per repetition when the values say which
+	// repetition they are from, else on the medians.
+	compare := func(name string, num, den [3]string, f func(x, y float64) float64, op string, goal float64, unit string) {
+		a, b := r.find(num[0], num[1], num[2]), r.find(den[0], den[1], den[2])
+		if a == nil || b == nil {
+			return
 		}
+		vals, ok := paired(a, b, f)
+		if !ok {
+			if v := f(a.Median, b.Median); !math.IsNaN(v) && !math.IsInf(v, 0) {
+				r.Targets = append(r.Targets, newTarget(name, v, op, goal, unit))
+			}
+			return
+		}
+		vals = slices.DeleteFunc(vals, func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) })
+		if len(vals) == 0 {
+			return
+		}
+		t := newTarget(name, median(vals), op, goal, unit)
+		t.Min, t.Max, t.Pairs = slices.Min(vals), slices.Max(vals), len(vals)
+		r.Targets = append(r.Targets, t)
+	}
+	ratio := func(name string, num, den [3]string, op string, goal float64) {
+		compare(name, num, den, func(x, y float64) float64 { return x / y }, op, goal, "x")
 	}
 	diff := func(name string, a, b [3]string, op string, goal float64) {
-		x, ok1 := med(a[0], a[1], a[2])
-		y, ok2 := med(b[0], b[1], b[2])
-		if ok1 && ok2 {
-			r.addTarget(name, x-y, op, goal, "us")
-		}
+		compare(name, a, b, func(x, y float64) float64 { return x - y }, op, goal, "us")
 	}
 	ratio("S1 throughput, HBONE / Go TLS relay",
 		[3]string{scenS1, metThroughput, pathHBONE}, [3]string{scenS1, metThroughput, pathTLSRelay}, ">=", 1.25)
@@ -175,21 +227,31 @@ func (r *Report) summarize() {
 	diff("S4 p99 added by HBONE over direct",
 		[3]string{scenS4, metP99, pathHBONE}, [3]string{scenS4, metP99, pathDirect}, "<=", 150)
 	if v, ok := med(scenS5, metPerConn, pathHBONE); ok {
-		r.addTarget("S5 RSS per idle connection, HBONE (both proxies)", v, "<=", 2048, "B")
+		r.Targets = append(r.Targets, newTarget("S5 RSS per idle connection, HBONE (both proxies)", v, "<=", 2048, "B"))
 	}
 	ratio("S6 p99 / S4 p99, HBONE",
 		[3]string{scenS6, metP99, pathHBONE}, [3]string{scenS4, metP99, pathHBONE}, "<=", 2)
 	if v, ok := med(scenIdle, metRSS, "ztunnel"); ok {
-		r.addTarget("Idle RSS, one ztunnel with the idle workloads", v, "<=", 16, "MiB")
+		r.Targets = append(r.Targets, newTarget("Idle RSS, one ztunnel with the idle workloads", v, "<=", 16, "MiB"))
 	}
 }
 
-func (r *Report) addTarget(name string, v float64, op string, goal float64, unit string) {
+// newTarget checks measured value v against goal.
+func newTarget(name string, v float64, op string, goal float64, unit string) Target {
 	met := v >= goal
 	if op == "<=" {
 		met = v <= goal
 	}
-	r.Targets = append(r.Targets, Target{Name: name, Measured: v, Op: op, Goal: goal, Unit: unit, Met: met})
+	return Target{Name: name, Measured: v, Op: op, Goal: goal, Unit: unit, Met: met}
+}
+
+// measured formats a target's figure: with the range of its per-repetition values when it
+// has more than one.
+func (t Target) measured() string {
+	if t.Pairs > 1 {
+		return fmt.Sprintf("%s [%s-%s] %s", fmtNum(t.Measured), fmtNum(t.Min), fmtNum(t.Max), t.Unit)
+	}
+	return fmtNum(t.Measured) + " " + t.Unit
 }
 
 // median of values (not modified); NaN for none.
@@ -283,10 +345,10 @@ func (r *Report) writeTable(w io.Writer) error {
 		fmt.Fprintf(w, "ztunnel environment added: %s\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}
 	if len(r.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets (issue 6), from the medians above:")
+		fmt.Fprintln(w, "\ntargets (issue 6); "+targetsNote)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, t := range r.Targets {
-			fmt.Fprintf(tw, "  %s\t%s %s\t%s %s %s\t%s\n", t.Name, fmtNum(t.Measured), t.Unit, t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
+			fmt.Fprintf(tw, "  %s\t%s\t%s %s %s\t%s\n", t.Name, t.measured(), t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
 		}
 		tw.Flush()
 	}
@@ -297,6 +359,9 @@ func (r *Report) writeTable(w io.Writer) error {
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
 	return nil
 }
+
+// targetsNote says how the targets' figures were derived.
+const targetsNote = "a comparison of two figures is the median [min-max] of its value in each repetition (the two ran back to back there); a single figure is its median above"
 
 func metWord(ok bool) string {
 	if ok {
@@ -332,8 +397,9 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 	if len(r.Targets) > 0 {
 		b.WriteString("\n| target | measured | goal | |\n|---|---|---|---|\n")
 		for _, t := range r.Targets {
-			fmt.Fprintf(&b, "| %s | %s %s | %s %s %s | %s |\n", t.Name, fmtNum(t.Measured), t.Unit, t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
+			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s |\n", t.Name, t.measured(), t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
 		}
+		b.WriteString("\nTargets: " + targetsNote + "\n")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\nNote: %s\n", n)
