@@ -957,28 +957,28 @@ func (s *Stream) resetRemote(code http2.ErrCode) {
 
 // fail ends the stream with err without sending anything.
 func (s *Stream) fail(err error) {
-	s.mu.Lock()
-	if !s.markFinishedLocked() {
-		s.mu.Unlock()
-		return
+	if s.endSilently(err) {
+		s.c.removeStream(s)
 	}
-	if s.err == nil {
-		s.err = err
-	}
-	s.rstSent.Store(true)
-	s.closeDoneLocked()
-	s.mu.Unlock()
-	s.wake()
-	s.c.removeStream(s)
 }
 
 // connFailed ends the stream because its connection ended; the connection
 // has already forgotten it.
 func (s *Stream) connFailed(err error) {
+	if s.endSilently(err) {
+		s.runOnDone()
+	}
+}
+
+// endSilently finishes the stream with err (unless it has an error already)
+// without sending anything, and wakes its waiters. It reports false when the
+// stream had finished before; true makes the caller the one that lets go of
+// it (fail and connFailed differ only there).
+func (s *Stream) endSilently(err error) bool {
 	s.mu.Lock()
 	if !s.markFinishedLocked() {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	if s.err == nil {
 		s.err = err
@@ -987,7 +987,7 @@ func (s *Stream) connFailed(err error) {
 	s.closeDoneLocked()
 	s.mu.Unlock()
 	s.wake()
-	s.runOnDone()
+	return true
 }
 
 // Respond sends the response HEADERS of a server stream; 200 opens the

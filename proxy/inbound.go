@@ -9,7 +9,6 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
-	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
@@ -150,15 +149,8 @@ func (p *Proxy) dialApp(ctx context.Context, client netip.Addr, target netip.Add
 
 // handleInboundPlain serves a plaintext connection captured on 15006.
 func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
-	tc, ok := c.(*net.TCPConn)
+	dst, ok := p.originalDst(c, "inbound plaintext")
 	if !ok {
-		c.Close()
-		return
-	}
-	dst, err := netutil.OriginalDst(tc)
-	if err != nil {
-		p.log.Warn("inbound plaintext: no original destination", "src", c.RemoteAddr().String(), "err", err)
-		c.Close()
 		return
 	}
 	src := addrPort(c.RemoteAddr())

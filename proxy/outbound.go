@@ -286,18 +286,29 @@ func workloadIP(w *workload.Workload) netip.Addr {
 
 // handleOutbound serves one connection captured on 15001.
 func (p *Proxy) handleOutbound(c net.Conn, st *connState) {
-	tc, ok := c.(*net.TCPConn)
+	dst, ok := p.originalDst(c, "outbound")
 	if !ok {
-		c.Close()
-		return
-	}
-	dst, err := netutil.OriginalDst(tc)
-	if err != nil {
-		p.log.Warn("outbound: no original destination", "src", c.RemoteAddr().String(), "err", err)
-		c.Close()
 		return
 	}
 	p.outbound(c, addrPort(c.RemoteAddr()), dst, st)
+}
+
+// originalDst returns where the redirected connection c was headed before the capture
+// (SO_ORIGINAL_DST). When that cannot be read, it logs why as listener, closes c and reports
+// false.
+func (p *Proxy) originalDst(c net.Conn, listener string) (netip.AddrPort, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return netip.AddrPort{}, false
+	}
+	dst, err := netutil.OriginalDst(tc)
+	if err != nil {
+		p.log.Warn(listener+": no original destination", "src", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return netip.AddrPort{}, false
+	}
+	return dst, true
 }
 
 // outbound proxies client (already accepted, from src) to dst. It owns client, and hands it
