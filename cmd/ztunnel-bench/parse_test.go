@@ -246,20 +246,9 @@ func TestTargets(t *testing.T) {
 	if s := r.find(scenS1, metThroughput, pathHBONE); s.Median != 5 || s.Min != 4 || s.Max != 6 {
 		t.Errorf("S1 hbone summary = %v [%v-%v], want 5 [4-6]", s.Median, s.Min, s.Max)
 	}
-	var table, md bytes.Buffer
-	if err := r.writeTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.writeMarkdown(&md); err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range []string{"5.00 [4.00-6.00]", "MISSED", "met"} {
-		if !strings.Contains(table.String(), sub) || !strings.Contains(md.String(), sub) {
-			t.Errorf("table or markdown lacks %q:\n%s\n%s", sub, table.String(), md.String())
-		}
-	}
-	if !strings.HasPrefix(md.String(), "| scenario | metric | unit | direct | hbone | tls-relay | ztunnel |\n") {
-		t.Errorf("markdown header:\n%s", md.String())
+	md := checkRendered(t, r, "5.00 [4.00-6.00]", "MISSED", "met")
+	if !strings.HasPrefix(md, "| scenario | metric | unit | direct | hbone | tls-relay | ztunnel |\n") {
+		t.Errorf("markdown header:\n%s", md)
 	}
 }
 
@@ -297,18 +286,7 @@ func TestTargetsPaired(t *testing.T) {
 	if s4.Pairs != 4 || s4.Measured != 45 || s4.Min != 20 || s4.Max != 60 || s4.Met {
 		t.Errorf("S4 target = %+v, want 45 [20-60] from 4 pairs, missed", s4)
 	}
-	var table, md bytes.Buffer
-	if err := r.writeTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.writeMarkdown(&md); err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range []string{"0.500 [0.500-0.500] x", "45.0 [20.0-60.0] us", "median [min-max] of its value in each repetition"} {
-		if !strings.Contains(table.String(), sub) || !strings.Contains(md.String(), sub) {
-			t.Errorf("table or markdown lacks %q:\n%s\n%s", sub, table.String(), md.String())
-		}
-	}
+	checkRendered(t, r, "0.500 [0.500-0.500] x", "45.0 [20.0-60.0] us", "median [min-max] of its value in each repetition")
 
 	// A report saved before values carried their repetition compares the medians.
 	var old Report
@@ -321,6 +299,25 @@ func TestTargetsPaired(t *testing.T) {
 	if len(old.Targets) != 1 || old.Targets[0].Pairs != 0 || math.Abs(old.Targets[0].Measured-0.34375) > 1e-9 {
 		t.Errorf("old report's targets = %+v, want the medians' ratio 0.34375", old.Targets)
 	}
+}
+
+// checkRendered renders r as the table and as markdown, checks that both contain every
+// string of want, and returns the markdown.
+func checkRendered(t *testing.T, r *Report, want ...string) string {
+	t.Helper()
+	var table, md bytes.Buffer
+	if err := r.writeTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.writeMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range want {
+		if !strings.Contains(table.String(), sub) || !strings.Contains(md.String(), sub) {
+			t.Errorf("table or markdown lacks %q:\n%s\n%s", sub, table.String(), md.String())
+		}
+	}
+	return md.String()
 }
 
 func TestIdleConfig(t *testing.T) {
