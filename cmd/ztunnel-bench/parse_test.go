@@ -299,6 +299,9 @@ func TestTargetsPaired(t *testing.T) {
 	if len(old.Targets) != 1 || old.Targets[0].Pairs != 0 || math.Abs(old.Targets[0].Measured-0.34375) > 1e-9 {
 		t.Errorf("old report's targets = %+v, want the medians' ratio 0.34375", old.Targets)
 	}
+	if md := checkRendered(t, &old, "0.344 x", "from the medians above"); strings.Contains(md, "each repetition") {
+		t.Errorf("an old report's targets are said to be per repetition:\n%s", md)
+	}
 }
 
 // checkRendered renders r as the table and as markdown, checks that both contain every

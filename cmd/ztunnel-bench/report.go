@@ -345,7 +345,7 @@ func (r *Report) writeTable(w io.Writer) error {
 		fmt.Fprintf(w, "ztunnel environment added: %s\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}
 	if len(r.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets (issue 6); "+targetsNote)
+		fmt.Fprintln(w, "\ntargets (issue 6); "+r.targetsNote())
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, t := range r.Targets {
 			fmt.Fprintf(tw, "  %s\t%s\t%s %s %s\t%s\n", t.Name, t.measured(), t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
@@ -360,8 +360,16 @@ func (r *Report) writeTable(w io.Writer) error {
 	return nil
 }
 
-// targetsNote says how the targets' figures were derived.
-const targetsNote = "a comparison of two figures is the median [min-max] of its value in each repetition (the two ran back to back there); a single figure is its median above"
+// targetsNote says how the targets' figures were derived: per repetition, or (in a report
+// saved before values carried their repetition) from the medians.
+func (r *Report) targetsNote() string {
+	for _, t := range r.Targets {
+		if t.Pairs > 0 {
+			return "a comparison of two figures is the median [min-max] of its value in each repetition (the two ran back to back there); a single figure is its median above"
+		}
+	}
+	return "from the medians above"
+}
 
 func metWord(ok bool) string {
 	if ok {
@@ -399,7 +407,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		for _, t := range r.Targets {
 			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s |\n", t.Name, t.measured(), t.Op, fmtNum(t.Goal), t.Unit, metWord(t.Met))
 		}
-		b.WriteString("\nTargets: " + targetsNote + "\n")
+		b.WriteString("\nTargets: " + r.targetsNote() + ".\n")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\nNote: %s\n", n)
