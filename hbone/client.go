@@ -32,7 +32,7 @@ func NewClientConn(nc net.Conn, cfg Config) (*ClientConn, error) {
 // matching ErrRefused mean the stream was not processed and may be retried
 // on another connection. Cancelling ctx while waiting resets the stream.
 func (cc *ClientConn) Connect(ctx context.Context, req *Request) (*Stream, error) {
-	return cc.c.connect(ctx, req, nil)
+	return cc.c.connect(ctx, req)
 }
 
 // Open opens a CONNECT stream for req and returns it as soon as the request
@@ -51,7 +51,7 @@ func (cc *ClientConn) Connect(ctx context.Context, req *Request) (*Stream, error
 // The peer holds what arrives before it answers (RFC 9113 lets a client
 // send DATA before the response; ztunnels deliver it only after a 200).
 func (cc *ClientConn) Open(ctx context.Context, req *Request) (*Stream, error) {
-	return cc.c.open(ctx, req, nil)
+	return cc.c.open(ctx, req)
 }
 
 // CanTakeNewStream reports whether Connect may open a stream now: false

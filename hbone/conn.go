@@ -171,6 +171,11 @@ type conn struct {
 	ctx   context.Context
 	epoch time.Time
 	done  chan struct{} // closed by fail
+	// streamDone, if not nil, runs once for each client stream of the connection when
+	// the stream leaves it: the pool's release of the stream's reservation. Set by the
+	// pool before it hands out the connection; one hook a connection rather than one
+	// a stream (8 bytes of every Stream).
+	streamDone func()
 
 	// Owned by the read loop.
 	br frameReader
@@ -529,7 +534,7 @@ func (c *conn) flushCtrl() {
 	}
 }
 
-// writeData writes one DATA frame for s. The caller holds s.wbusy and has
+// writeData writes one DATA frame for s. The caller holds streamWBusy and has
 // reserved len(p) bytes of send window. The 9-byte header is written by
 // hand so the payload goes from p to the bufio.Writer without a detour
 // through the Framer's buffer.
@@ -537,7 +542,7 @@ func (c *conn) writeData(s *Stream, p []byte, end bool) error {
 	err := c.lockWrite()
 	skipped := false
 	if err == nil {
-		if s.rstSent.Load() {
+		if s.has(streamRstSent) {
 			// The stream was reset: no DATA may follow the RST_STREAM.
 			skipped = true
 		} else {

@@ -89,10 +89,6 @@ type poolConn struct {
 	// when it will have been. So the connection closes IdleTimeout after its
 	// last stream ended, and releasing a stream costs nothing.
 	idle *time.Timer
-	// release is the completion hook of every stream on this connection,
-	// p.release(pc), made once here rather than once per stream (a stream
-	// keeps its hook for as long as it is open).
-	release func()
 }
 
 // NewPool returns a pool. Close it to release its connections.
@@ -155,7 +151,7 @@ func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*St
 		if err != nil {
 			return nil, err
 		}
-		s, err := pc.cc.c.request(ctx, req, pc.release, wait)
+		s, err := pc.cc.c.request(ctx, req, wait)
 		if err == nil {
 			return s, nil
 		}
@@ -273,7 +269,8 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 		}
 	} else {
 		pc := &poolConn{key: k, cc: cc, idleSince: time.Now()}
-		pc.release = func() { p.release(pc) }
+		// Every stream on the connection gives its reservation back when it ends.
+		cc.c.streamDone = func() { p.release(pc) }
 		e.conns = append(e.conns, pc)
 		p.conns++
 		pc.idle = time.AfterFunc(p.cfg.IdleTimeout, func() { p.idleCheck(pc) })

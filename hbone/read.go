@@ -535,7 +535,7 @@ func (c *conn) runHandler(s *Stream, req *Request, status int) {
 		s.mu.Unlock()
 		if !answered {
 			s.Reject(http.StatusInternalServerError)
-		} else if s.detached.Load() {
+		} else if s.has(streamDetached) {
 			return // the Handler's relay owns the stream now
 		}
 		s.Close()

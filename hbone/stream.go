@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 )
@@ -26,70 +27,58 @@ import (
 // answer with Respond(200) (tunnel open) or Reject(code).
 type Stream struct {
 	// Fields are ordered so that the Stream (one per relayed HBONE
-	// connection at each end) fills Go's 224-byte allocation class;
+	// connection at each end) fills Go's 192-byte allocation class;
 	// TestStreamSize keeps it there.
 
 	// Immutable after creation.
-	c      *conn
-	onDone func() // run once (onDoneRun) when the stream leaves its connection
-	id     uint32
-	client bool
+	c  *conn
+	id uint32
 
-	// connWaiting: the stream is in c.connWaiters; guarded by c.mu.
-	connWaiting bool
-
-	// rstSent is set before we queue RST_STREAM or learn of a reset;
-	// writeData checks it under c.wmu so no DATA follows a reset.
-	rstSent atomic.Bool
-
-	// wbusy is held (true) by the one writer of DATA, END_STREAM or the
-	// response HEADERS at a time. Writers that find it taken count
-	// themselves in wwaiters and wait on wwake (see acquireWrite).
-	wbusy atomic.Bool
+	// flags holds the stream's atomic marks (streamRstSent, streamWBusy,
+	// streamDoneRun, streamNotifySet, streamDetached): one word, where five
+	// atomic.Bools took 20 bytes.
+	flags atomic.Uint32
 
 	// sendWindow is the stream's send window; guarded by c.mu.
 	sendWindow int64
 
+	// wwaiters counts the writers waiting for streamWBusy (see acquireWrite).
 	wwaiters atomic.Int32
 
-	// onDoneRun is set by the one runOnDone call that runs onDone. The
-	// stream leaves its connection once, so there is no second caller to
-	// make wait; a sync.Once would be 8 bytes more.
-	onDoneRun atomic.Bool
+	client bool // immutable after creation
+	// connWaiting: the stream is in c.connWaiters; guarded by c.mu.
+	connWaiting bool
 
 	mu   sync.Mutex // guards the fields below, down to offers
 	recv recvBuf
-	// rwait is the buffer of the one reader blocked in Read for data, which
-	// the read loop fills straight from the connection's bufio.Reader while
-	// recv is empty (one copy fewer than through recv); rgot counts the bytes
-	// it put there. Only the reader that set rwait clears it; the read loop
-	// writes to it only under mu, so the buffer is never touched once its
-	// Read returned.
-	rwait []byte
-	rgot  int32 // rwait holds at most math.MaxInt32 bytes
+	// rwait and rwaitLen are the buffer of the one reader blocked in Read
+	// for data (its first byte and length: a slice would be 12 bytes more
+	// of every stream), which the read loop fills straight from the
+	// connection's bufio.Reader while recv is empty (one copy fewer than
+	// through recv); rgot counts the bytes it put there. Only the reader
+	// that set rwait clears it; the read loop writes to it only under mu,
+	// so the buffer is never touched once its Read returned. See lent.
+	rwait    *byte
+	rwaitLen int32 // at most math.MaxInt32 bytes are lent
+	rgot     int32
 	// status: client: response status received; server: status sent.
 	status int32
 	// The stream's receive window, in int32 as HTTP/2 bounds it (2^31-1).
-	recvWindow int32 // bytes the peer may still send on this stream
-	unacked    int32 // bytes consumed, not yet returned by WINDOW_UPDATE
-	err        error // terminal error (reset, connection failure)
+	recvWindow  int32 // bytes the peer may still send on this stream
+	unacked     int32 // bytes consumed, not yet returned by WINDOW_UPDATE
+	recvEnd     bool  // the peer's END_STREAM arrived
+	wantEnd     bool  // CloseWrite/Reject started: no more Writes
+	sentEnd     bool  // our END_STREAM was written
+	localClosed bool  // Close was called
+	err         error // terminal error (reset, connection failure)
 	// waiter is the one ReadWaiter NotifyReadable keeps, told and cleared by
-	// the next wake. notifySet mirrors waiter != nil so wakes of streams
-	// nobody watches skip the lock. offers: the waiter came through
-	// NotifyReadableWith and takes arriving bytes (Offer); kept and cleared
-	// with waiter.
-	waiter      ReadWaiter
-	recvEnd     bool // the peer's END_STREAM arrived
-	wantEnd     bool // CloseWrite/Reject started: no more Writes
-	sentEnd     bool // our END_STREAM was written
-	localClosed bool // Close was called
-	finished    bool // the stream left its connection
-	doneClosed  bool // the stream terminated (err set) or was closed
-	offers      bool
-
-	notifySet atomic.Bool
-	// detached: the Handler keeps the stream after it returns (Detach).
-	detached atomic.Bool
+	// the next wake; streamNotifySet mirrors waiter != nil. offers: the
+	// waiter came through NotifyReadableWith and takes arriving bytes
+	// (Offer); kept and cleared with waiter.
+	waiter     ReadWaiter
+	finished   bool // the stream left its connection
+	doneClosed bool // the stream terminated (err set) or was closed
+	offers     bool
 
 	// The wake-up channels below are made by the first goroutine that has
 	// to wait on one, so a stream nobody waits on (an idle relay parked
@@ -117,6 +106,35 @@ type Stream struct {
 	// setter: relays never set one, and the pair is 48 bytes.
 	dls atomic.Pointer[streamDeadlines]
 }
+
+// Stream.flags bits.
+const (
+	// streamRstSent is set before we queue RST_STREAM or learn of a reset;
+	// writeData checks it under c.wmu so no DATA follows a reset.
+	streamRstSent uint32 = 1 << iota
+	// streamWBusy is held by the one writer of DATA, END_STREAM or the
+	// response HEADERS at a time. Writers that find it taken count
+	// themselves in wwaiters and wait on wwake (see acquireWrite).
+	streamWBusy
+	// streamDoneRun is set by the one runOnDone call that runs the
+	// connection's streamDone. The stream leaves its connection once, so
+	// there is no second caller to make wait.
+	streamDoneRun
+	// streamNotifySet mirrors waiter != nil, so wakes of streams nobody
+	// watches skip the lock.
+	streamNotifySet
+	// streamDetached: the Handler keeps the stream after it returns (Detach).
+	streamDetached
+)
+
+// has reports whether flag is set.
+func (s *Stream) has(flag uint32) bool { return s.flags.Load()&flag != 0 }
+
+// take sets flag and reports whether it was clear (a test-and-set).
+func (s *Stream) take(flag uint32) bool { return s.flags.Or(flag)&flag == 0 }
+
+// drop clears flag.
+func (s *Stream) drop(flag uint32) { s.flags.And(^flag) }
 
 // streamDeadlines are a stream's read and write deadlines.
 type streamDeadlines struct {
@@ -267,7 +285,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if lent {
 			lent = false
 			n := int(s.rgot)
-			s.rwait, s.rgot = nil, 0
+			s.rwait, s.rwaitLen, s.rgot = nil, 0, 0
 			if n > 0 {
 				// Bytes the read loop delivered (already credited); top up
 				// from what was buffered after them.
@@ -316,7 +334,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			return 0, nil
 		}
 		if s.rwait == nil {
-			s.rwait, s.rgot, lent = p[:min(len(p), math.MaxInt32)], 0, true
+			s.rwait, s.rwaitLen, s.rgot, lent = &p[0], int32(min(len(p), math.MaxInt32)), 0, true
 		}
 		wake := s.readWake()
 		if wake == nil {
@@ -378,7 +396,7 @@ func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 		return false
 	}
 	s.waiter, s.offers = w, offers
-	s.notifySet.Store(true)
+	s.flags.Or(streamNotifySet)
 	return true
 }
 
@@ -393,13 +411,13 @@ func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
 	}
 	w := s.waiter
 	s.waiter, s.offers = nil, false
-	s.notifySet.Store(false)
+	s.drop(streamNotifySet)
 	s.mu.Unlock()
 	took = w.Offer(b)
 	s.mu.Lock()
-	if took == len(b) && s.recv.len() == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.notifySet.Load() {
+	if took == len(b) && s.recv.len() == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.has(streamNotifySet) {
 		s.waiter, s.offers = w, true // still parked
-		s.notifySet.Store(true)
+		s.flags.Or(streamNotifySet)
 		return took, nil
 	}
 	return took, w
@@ -410,13 +428,13 @@ func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
 // s.mu.
 func (s *Stream) wake() {
 	s.signalR()
-	if !s.notifySet.Load() {
+	if !s.has(streamNotifySet) {
 		return
 	}
 	s.mu.Lock()
 	w := s.waiter
 	s.waiter, s.offers = nil, false
-	s.notifySet.Store(false)
+	s.drop(streamNotifySet)
 	s.mu.Unlock()
 	if w != nil {
 		w.Readable()
@@ -427,7 +445,7 @@ func (s *Stream) wake() {
 // after it returns (to relay it on goroutines of its own): the Server then
 // neither closes it nor answers it when the Handler returns, and whoever
 // holds it must Close it. It has no effect on client streams.
-func (s *Stream) Detach() { s.detached.Store(true) }
+func (s *Stream) Detach() { s.flags.Or(streamDetached) }
 
 // readBufferedLocked moves buffered bytes into p[n:] (n bytes of p are
 // already filled and credited), credits what it moved and unlocks s.mu.
@@ -504,10 +522,10 @@ func (s *Stream) onData(c *conn, dataLen, frameLen, pad int, end bool) error {
 			s.mu.Lock()
 			drop = s.localClosed
 			if !drop {
-				if s.rwait != nil && s.recv.len() == 0 && int(s.rgot) < len(s.rwait) {
+				if s.rwait != nil && s.recv.len() == 0 && s.rgot < s.rwaitLen {
 					// A reader waits and nothing is buffered before these
 					// bytes: hand them over without the receive buffer.
-					m := copy(s.rwait[s.rgot:], b)
+					m := copy(s.lentLocked()[s.rgot:], b)
 					s.rgot += int32(m)
 					b = b[m:]
 					direct = int64(m)
@@ -609,9 +627,14 @@ func (s *Stream) closeDoneLocked() {
 	}
 }
 
+// lentLocked is the buffer a reader blocked in Read lent (rwait); s.mu is
+// held and rwait is not nil.
+func (s *Stream) lentLocked() []byte { return unsafe.Slice(s.rwait, s.rwaitLen) }
+
+// runOnDone runs the connection's streamDone for a client stream, once.
 func (s *Stream) runOnDone() {
-	if s.onDoneRun.CompareAndSwap(false, true) && s.onDone != nil {
-		s.onDone()
+	if s.client && s.c.streamDone != nil && s.take(streamDoneRun) {
+		s.c.streamDone()
 	}
 }
 
@@ -715,19 +738,19 @@ func (s *Stream) writable() error {
 	return s.writableLocked()
 }
 
-// acquireWrite takes the write side (wbusy), honouring the write deadline.
+// acquireWrite takes the write side (streamWBusy), honouring the write deadline.
 func (s *Stream) acquireWrite() error {
 	if isClosed(s.writeDeadline()) {
 		return os.ErrDeadlineExceeded
 	}
-	if s.wbusy.CompareAndSwap(false, true) {
+	if s.take(streamWBusy) {
 		return nil
 	}
 	return s.acquireWriteSlow()
 }
 
 // acquireWriteSlow waits for the write side. A waiter counts itself before
-// it tries again, and releaseWrite clears wbusy before it looks at the
+// it tries again, and releaseWrite clears streamWBusy before it looks at the
 // count, so a release never misses a waiter that then sleeps.
 func (s *Stream) acquireWriteSlow() error {
 	s.wwaiters.Add(1)
@@ -744,7 +767,7 @@ func (s *Stream) acquireWriteSlow() error {
 			signal(wake) // a wake-up this waiter took belongs to another
 			return os.ErrDeadlineExceeded
 		}
-		if s.wbusy.CompareAndSwap(false, true) {
+		if s.take(streamWBusy) {
 			return nil
 		}
 		select {
@@ -761,7 +784,7 @@ func (s *Stream) acquireWriteSlow() error {
 
 // releaseWrite gives the write side back and wakes one waiting writer.
 func (s *Stream) releaseWrite() {
-	s.wbusy.Store(false)
+	s.drop(streamWBusy)
 	if s.wwaiters.Load() > 0 {
 		s.mu.Lock()
 		wake := s.wwake // nil: the waiter has not made it yet and will try again
@@ -866,7 +889,7 @@ func (s *Stream) CloseWrite() error {
 	return s.sendEnd()
 }
 
-// sendEnd writes END_STREAM; wbusy must be held and wantEnd set.
+// sendEnd writes END_STREAM; streamWBusy must be held and wantEnd set.
 func (s *Stream) sendEnd() error {
 	err := s.c.writeData(s, nil, true)
 	s.mu.Lock()
@@ -908,8 +931,8 @@ func (s *Stream) Close() error {
 	if finished {
 		return nil
 	}
-	// A writer mid-frame holds wbusy: then abort instead of waiting for it.
-	if canEnd && s.wbusy.CompareAndSwap(false, true) {
+	// A writer mid-frame holds streamWBusy: then abort instead of waiting for it.
+	if canEnd && s.take(streamWBusy) {
 		s.mu.Lock()
 		ok := !s.wantEnd && s.err == nil
 		s.wantEnd = true
@@ -942,7 +965,7 @@ func (s *Stream) resetLocal(code http2.ErrCode) {
 	if s.err == nil {
 		s.err = &ResetError{Code: code}
 	}
-	s.rstSent.Store(true)
+	s.flags.Or(streamRstSent)
 	s.closeDoneLocked()
 	s.mu.Unlock()
 	s.wake()
@@ -983,7 +1006,7 @@ func (s *Stream) endSilently(err error) bool {
 	if s.err == nil {
 		s.err = err
 	}
-	s.rstSent.Store(true)
+	s.flags.Or(streamRstSent)
 	s.closeDoneLocked()
 	s.mu.Unlock()
 	s.wake()
@@ -1039,7 +1062,7 @@ func (s *Stream) respond(status int, end bool) error {
 
 	c := s.c
 	err := c.lockWrite()
-	if err == nil && !s.rstSent.Load() {
+	if err == nil && !s.has(streamRstSent) {
 		err = c.writeHeadersLocked(s.id, end, ":status", statusText(status))
 	}
 	if uerr := c.unlockWrite(); err == nil {
@@ -1076,11 +1099,11 @@ var (
 	errIDsUsedUp  = fmt.Errorf("hbone: connection ran out of stream ids: %w", ErrRefused)
 )
 
-// connect opens a CONNECT stream on a client connection. onDone, if not
-// nil, runs exactly once when the stream is over (or at once on failure
-// before the stream existed).
-func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
-	return c.request(ctx, req, onDone, true)
+// connect opens a CONNECT stream on a client connection. The connection's
+// streamDone, if set, runs exactly once when the stream is over (or at once on
+// failure before the stream existed).
+func (c *conn) connect(ctx context.Context, req *Request) (*Stream, error) {
+	return c.request(ctx, req, true)
 }
 
 // open opens a CONNECT stream on a client connection and returns it once the
@@ -1088,15 +1111,14 @@ func (c *conn) connect(ctx context.Context, req *Request, onDone func()) (*Strea
 // the answer: the rest of req.Early is written at once, Write may send more
 // before the answer, and Read waits for it (see ClientConn.Open). When ctx
 // has a deadline, an answer that has not come by then resets the stream.
-// onDone is as for connect.
-func (c *conn) open(ctx context.Context, req *Request, onDone func()) (*Stream, error) {
-	return c.request(ctx, req, onDone, false)
+// streamDone runs as for connect.
+func (c *conn) open(ctx context.Context, req *Request) (*Stream, error) {
+	return c.request(ctx, req, false)
 }
 
 // request is connect (wait true) and open (wait false).
-func (c *conn) request(ctx context.Context, req *Request, onDone func(), wait bool) (*Stream, error) {
+func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, error) {
 	s := newStream(c, 0, true)
-	s.onDone = onDone
 	if err := ctx.Err(); err != nil {
 		s.runOnDone()
 		return nil, err

@@ -289,7 +289,7 @@ func TestWriteDeadlineWakesBlockedWriters(t *testing.T) {
 		_, err := s.Write(make([]byte, 2*window))
 		errs <- err
 	}()
-	testwait.Until(t, "the first writer to hold the write side", 10*time.Second, func() bool { return s.wbusy.Load() })
+	testwait.Until(t, "the first writer to hold the write side", 10*time.Second, func() bool { return s.has(streamWBusy) })
 	go func() { // blocks behind the first writer
 		_, err := s.Write([]byte("second"))
 		errs <- err
