@@ -57,7 +57,7 @@ type Stream struct {
 	// connection's bufio.Reader while recv is empty (one copy fewer than
 	// through recv); rgot counts the bytes it put there. Only the reader
 	// that set rwait clears it; the read loop writes to it only under mu,
-	// so the buffer is never touched once its Read returned. See lent.
+	// so the buffer is never touched once its Read returned. See lentLocked.
 	rwait    *byte
 	rwaitLen int32 // at most math.MaxInt32 bytes are lent
 	rgot     int32
