@@ -130,6 +130,9 @@ const (
 // has reports whether flag is set.
 func (s *Stream) has(flag uint32) bool { return s.flags.Load()&flag != 0 }
 
+// set sets flag.
+func (s *Stream) set(flag uint32) { s.flags.Or(flag) }
+
 // take sets flag and reports whether it was clear (a test-and-set).
 func (s *Stream) take(flag uint32) bool { return s.flags.Or(flag)&flag == 0 }
 
@@ -396,7 +399,7 @@ func (s *Stream) notifyReadable(w ReadWaiter, offers bool) bool {
 		return false
 	}
 	s.waiter, s.offers = w, offers
-	s.flags.Or(streamNotifySet)
+	s.set(streamNotifySet)
 	return true
 }
 
@@ -417,7 +420,7 @@ func (s *Stream) offerLocked(b []byte) (took int, tell ReadWaiter) {
 	s.mu.Lock()
 	if took == len(b) && s.recv.len() == 0 && !s.recvEnd && s.err == nil && !s.localClosed && !s.has(streamNotifySet) {
 		s.waiter, s.offers = w, true // still parked
-		s.flags.Or(streamNotifySet)
+		s.set(streamNotifySet)
 		return took, nil
 	}
 	return took, w
@@ -445,7 +448,7 @@ func (s *Stream) wake() {
 // after it returns (to relay it on goroutines of its own): the Server then
 // neither closes it nor answers it when the Handler returns, and whoever
 // holds it must Close it. It has no effect on client streams.
-func (s *Stream) Detach() { s.flags.Or(streamDetached) }
+func (s *Stream) Detach() { s.set(streamDetached) }
 
 // readBufferedLocked moves buffered bytes into p[n:] (n bytes of p are
 // already filled and credited), credits what it moved and unlocks s.mu.
@@ -631,9 +634,10 @@ func (s *Stream) closeDoneLocked() {
 // held and rwait is not nil.
 func (s *Stream) lentLocked() []byte { return unsafe.Slice(s.rwait, s.rwaitLen) }
 
-// runOnDone runs the connection's streamDone for a client stream, once.
+// runOnDone runs the connection's streamDone, once. Only the pool sets one,
+// on client connections.
 func (s *Stream) runOnDone() {
-	if s.client && s.c.streamDone != nil && s.take(streamDoneRun) {
+	if s.c.streamDone != nil && s.take(streamDoneRun) {
 		s.c.streamDone()
 	}
 }
@@ -965,7 +969,7 @@ func (s *Stream) resetLocal(code http2.ErrCode) {
 	if s.err == nil {
 		s.err = &ResetError{Code: code}
 	}
-	s.flags.Or(streamRstSent)
+	s.set(streamRstSent)
 	s.closeDoneLocked()
 	s.mu.Unlock()
 	s.wake()
@@ -1006,7 +1010,7 @@ func (s *Stream) endSilently(err error) bool {
 	if s.err == nil {
 		s.err = err
 	}
-	s.flags.Or(streamRstSent)
+	s.set(streamRstSent)
 	s.closeDoneLocked()
 	s.mu.Unlock()
 	s.wake()
