@@ -2,7 +2,6 @@ package record
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
@@ -14,6 +13,8 @@ import (
 	"hash"
 	"io"
 	"sync"
+
+	"github.com/ztunnel-go/ztunnel/tls/aesgcm"
 )
 
 // suite is a TLS 1.3 cipher suite this package can run: AES-GCM with the
@@ -63,11 +64,7 @@ func (d *direction) setSecret(s suite, secret []byte) error {
 	if err != nil {
 		return err
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := aesgcm.New(key)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,53 @@
+// Package aesgcm is AES-GCM (NIST SP 800-38D) with 12-byte nonces and
+// 16-byte tags, the AEAD of TLS 1.3's AES suites, for the record layer.
+//
+// On amd64 CPUs with AVX-512, VAES and VPCLMULQDQ it runs its own
+// assembly, which encrypts and hashes sixteen blocks per loop in 512-bit
+// registers: Go's crypto/cipher uses 128-bit AES-NI and PCLMULQDQ there, at
+// about half the speed (see benchmarks/README.md). Everywhere else New
+// returns crypto/cipher's GCM. Both give the same bytes: the tests and the
+// fuzz target compare them.
+package aesgcm
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"errors"
+)
+
+const (
+	// NonceSize and TagSize are the only sizes this package runs.
+	NonceSize = 12
+	TagSize   = 16
+
+	// maxText is the longest plaintext one nonce may seal: the 32-bit
+	// block counter starts at 2 (SP 800-38D, section 5.2.1.1).
+	maxText = (1<<32 - 2) * aes.BlockSize
+)
+
+var errOpen = errors.New("cipher: message authentication failed")
+
+// New returns AES-GCM under key (16, 24 or 32 bytes), the assembly one
+// when the CPU has what it needs.
+func New(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	if Accelerated() {
+		return newAsm(key, block), nil
+	}
+	return cipher.NewGCM(block)
+}
+
+// sliceForAppend extends in by n bytes, reallocating when its capacity is
+// short, and returns the whole slice and the n new bytes.
+func sliceForAppend(in []byte, n int) (head, tail []byte) {
+	if total := len(in) + n; cap(in) >= total {
+		head = in[:total]
+	} else {
+		head = make([]byte, total)
+		copy(head, in)
+	}
+	return head, head[len(in):]
+}

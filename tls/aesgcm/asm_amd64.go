@@ -1,0 +1,221 @@
+package aesgcm
+
+import (
+	"crypto/cipher"
+	"crypto/subtle"
+	"encoding/binary"
+	"math/bits"
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// hasAsm is whether the CPU (and the kernel, which must save the 512-bit
+// registers) can run the assembly.
+var hasAsm = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL &&
+	cpu.X86.HasAVX512VAES && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasAES &&
+	cpu.X86.HasPCLMULQDQ && cpu.X86.HasBMI2
+
+// forceGeneric is set by tests to compare the two implementations on one
+// machine.
+var forceGeneric bool
+
+// Accelerated reports whether New returns the assembly implementation.
+func Accelerated() bool { return hasAsm && !forceGeneric }
+
+// htabBlocks is the size of gcmAsm.htab: H^16..H^1, then 15 blocks the
+// assembly may read past H^1 (multiplied only by zeros) when it hashes
+// fewer than 16 blocks.
+const htabBlocks = 16 + 15
+
+// gcmAsm is the key-dependent state of the assembly. Its layout is the
+// assembly's: do not reorder.
+type gcmAsm struct {
+	// ks is the AES key schedule, rounds+1 keys of 16 bytes.
+	ks [15 * 16]byte
+	// htab holds the hash key's powers H^16 (first) to H^1, each as the
+	// assembly multiplies by it: byte-reflected and times x^-1 (see mul).
+	htab [htabBlocks * 16]byte
+	// rounds is 10, 12 or 14.
+	rounds int
+}
+
+// The assembly, in asm_amd64.s. n and aadLen may be zero; j0 is the
+// nonce followed by the 32-bit counter 1; tag receives the tag.
+//
+//go:noescape
+func gcmSealAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
+
+//go:noescape
+func gcmOpenAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
+
+// mulAsm is mul on 128-bit registers (PCLMULQDQ), for setHashKey.
+//
+//go:noescape
+func mulAsm(a, b, out *[16]byte)
+
+// subWord is AES's SubWord (FIPS 197, section 5.2), by AESENCLAST.
+func subWord(w uint32) uint32
+
+func newAsm(key []byte, block cipher.Block) *gcmAsm {
+	g := &gcmAsm{}
+	g.expandKey(key)
+	var h [16]byte
+	block.Encrypt(h[:], h[:])
+	g.setHashKey(&h)
+	return g
+}
+
+// expandKey writes the AES key schedule (FIPS 197, section 5.2).
+func (g *gcmAsm) expandKey(key []byte) {
+	nk := len(key) / 4
+	g.rounds = nk + 6
+	var w [60]uint32
+	for i := range nk {
+		w[i] = binary.BigEndian.Uint32(key[4*i:])
+	}
+	rcon := uint32(1)
+	for i := nk; i < 4*(g.rounds+1); i++ {
+		t := w[i-1]
+		switch {
+		case i%nk == 0:
+			t = subWord(bits.RotateLeft32(t, 8)) ^ rcon<<24
+			rcon <<= 1
+			if rcon&0x100 != 0 {
+				rcon ^= 0x11b
+			}
+		case nk > 6 && i%nk == 4:
+			t = subWord(t)
+		}
+		w[i] = w[i-nk] ^ t
+	}
+	for i := range 4 * (g.rounds + 1) {
+		binary.BigEndian.PutUint32(g.ks[4*i:], w[i])
+	}
+}
+
+// elem is a GHASH field element as the assembly holds it: the block's
+// bytes reversed, read as a 128-bit little-endian integer, so that bit 127
+// is the coefficient of x^0 and bit 0 that of x^127.
+type elem struct{ hi, lo uint64 }
+
+func loadElem(b *[16]byte) elem {
+	return elem{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+func (e elem) put(b []byte) {
+	binary.LittleEndian.PutUint64(b, e.lo)
+	binary.LittleEndian.PutUint64(b[8:], e.hi)
+}
+
+// poly is x^-1 mod x^128+x^7+x^2+x+1, that is x^127+x^6+x+1, as an elem.
+var poly = elem{0xc200000000000000, 1}
+
+// setHashKey fills htab from H = AES_K(0^128). The assembly multiplies
+// two reflected elements with carry-less multiplies, which yields a·b·x;
+// every power is therefore stored times x^-1, which the shift below makes
+// for H and mulAsm carries to the others.
+func (g *gcmAsm) setHashKey(h *[16]byte) {
+	e := loadElem(h)
+	carry := e.hi >> 63
+	e = elem{e.hi<<1 | e.lo>>63, e.lo << 1}
+	mask := -carry // constant time
+	e.hi ^= poly.hi & mask
+	e.lo ^= poly.lo & mask
+	h1 := (*[16]byte)(g.htab[15*16:])
+	e.put(h1[:])
+	for k := 2; k <= 16; k++ {
+		mulAsm((*[16]byte)(g.htab[(17-k)*16:]), h1, (*[16]byte)(g.htab[(16-k)*16:]))
+	}
+}
+
+// clmul is the 128-bit carry-less product of a and b, in constant time.
+func clmul(a, b uint64) (hi, lo uint64) {
+	for i := range 64 {
+		m := -(b >> i & 1)
+		lo ^= a << i & m
+		if i > 0 {
+			hi ^= a >> (64 - i) & m
+		}
+	}
+	return hi, lo
+}
+
+// mul is the assembly's multiplication in Go (the tests' model of it): the 256-bit carry-less
+// product of a and b, then two folding rounds by poly's high word, which
+// reduce it modulo the GCM polynomial. With b stored times x^-1 the result
+// is a·b.
+func mul(a, b elem) elem {
+	hh, hl := clmul(a.hi, b.hi)
+	lh, ll := clmul(a.lo, b.lo)
+	m1h, m1l := clmul(a.hi, b.lo)
+	m2h, m2l := clmul(a.lo, b.hi)
+	mh, ml := m1h^m2h, m1l^m2l
+	// The product is hi:lo, hi = hh:hl ^ mid>>64, lo = lh:ll ^ mid<<64.
+	hi := elem{hh, hl ^ mh}
+	lo := elem{lh ^ ml, ll}
+	for range 2 {
+		th, tl := clmul(lo.lo, poly.hi)
+		lo = elem{lo.lo ^ th, lo.hi ^ tl}
+	}
+	return elem{lo.hi ^ hi.hi, lo.lo ^ hi.lo}
+}
+
+func (g *gcmAsm) NonceSize() int { return NonceSize }
+func (g *gcmAsm) Overhead() int  { return TagSize }
+
+func (g *gcmAsm) Seal(dst, nonce, plaintext, aad []byte) []byte {
+	if len(nonce) != NonceSize {
+		panic("aesgcm: incorrect nonce length given to GCM")
+	}
+	if uint64(len(plaintext)) > maxText {
+		panic("aesgcm: message too large for GCM")
+	}
+	ret, out := sliceForAppend(dst, len(plaintext)+TagSize)
+	if inexactOverlap(out, plaintext) {
+		panic("aesgcm: invalid buffer overlap")
+	}
+	var j0 [16]byte
+	copy(j0[:], nonce)
+	j0[15] = 1
+	gcmSealAsm(g, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
+		unsafe.SliceData(aad), len(aad), &j0, (*[16]byte)(out[len(plaintext):]))
+	return ret
+}
+
+func (g *gcmAsm) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
+	if len(nonce) != NonceSize {
+		panic("aesgcm: incorrect nonce length given to GCM")
+	}
+	if len(ciphertext) < TagSize || uint64(len(ciphertext)) > maxText+TagSize {
+		return nil, errOpen
+	}
+	n := len(ciphertext) - TagSize
+	ret, out := sliceForAppend(dst, n)
+	if inexactOverlap(out, ciphertext) {
+		panic("aesgcm: invalid buffer overlap")
+	}
+	var j0, tag [16]byte
+	copy(j0[:], nonce)
+	j0[15] = 1
+	gcmOpenAsm(g, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
+		unsafe.SliceData(aad), len(aad), &j0, &tag)
+	if subtle.ConstantTimeCompare(tag[:], ciphertext[n:]) != 1 {
+		clear(out)
+		return nil, errOpen
+	}
+	return ret, nil
+}
+
+// inexactOverlap reports whether x and y share memory other than at the
+// same start, which in-place sealing and opening cannot allow.
+func inexactOverlap(x, y []byte) bool {
+	if len(x) == 0 || len(y) == 0 {
+		return false
+	}
+	xs, ys := uintptr(unsafe.Pointer(&x[0])), uintptr(unsafe.Pointer(&y[0]))
+	if xs == ys {
+		return false
+	}
+	return xs <= ys+uintptr(len(y)-1) && ys <= xs+uintptr(len(x)-1)
+}

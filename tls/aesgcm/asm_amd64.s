@@ -1,0 +1,405 @@
+// AES-GCM with VAES and VPCLMULQDQ on 512-bit registers: sixteen blocks
+// (256 bytes) per loop, four to a register. Every loop, including the last
+// partial one and the additional data's, runs the same code under byte
+// masks, so there is no separate tail path: masked loads read nothing past
+// the end and zero the rest, and zero blocks add nothing to the hash.
+//
+// GHASH works on blocks with their bytes reversed (the elem type in
+// asm_amd64.go). A loop of T <= 16 blocks multiplies block i by H^(T-i),
+// after folding the running hash Y into block 0, and sums the 512-bit
+// products before a single reduction:
+//   Y' = (Y^B0)·H^T ^ B1·H^(T-1) ^ ... ^ B(T-1)·H.
+// htab holds H^16..H^1, so block i's power is at htab+(16-T+i)*16.
+//
+// Registers:
+//   Z0-Z3   counter blocks, then keystream
+//   Z4-Z7   data blocks (byte-reversed for the hash)
+//   Z8-Z10  products: low, middle, high
+//   Z11-Z14 scratch
+//   Z15     Y (lane 0; the other lanes stay zero)
+//   Z16     the current round key, in all four lanes
+//   Z17     byte-reversal mask
+//   X18     poly (x^-1)
+//   Z19     next counters, byte-reversed so that the 32-bit counter is
+//           dword 0 of each lane
+//   Z20     4 in dword 0 of each lane
+//   X21     AES(J0), which masks the tag
+//   K1-K4   byte masks of the loop's four registers
+//   AX key, BX rounds, CX loop length, DX bytes left, SI src, DI dst,
+//   R8 additional data, R9 its bytes left, R10 the loop's first power,
+//   R11 all ones, R12 R13 scratch
+
+#include "textflag.h"
+
+#define HTAB 240
+// Offsets in gcmAsm: htab, the end of H^16..H^1, H^1, rounds.
+#define HTABEND 496
+#define HTAB1 480
+#define ROUNDS 736
+
+// bswapMask reverses the 16 bytes of each lane.
+DATA bswapMask<>+0x00(SB)/8, $0x08090a0b0c0d0e0f
+DATA bswapMask<>+0x08(SB)/8, $0x0001020304050607
+GLOBL bswapMask<>(SB), RODATA|NOPTR, $16
+
+DATA polyConst<>+0x00(SB)/8, $0x0000000000000001
+DATA polyConst<>+0x08(SB)/8, $0xc200000000000000
+GLOBL polyConst<>(SB), RODATA|NOPTR, $16
+
+// laneInc makes lanes 0-3 of the first loop counters 2-5 from J0's 1.
+DATA laneInc<>+0x00(SB)/8, $1
+DATA laneInc<>+0x08(SB)/8, $0
+DATA laneInc<>+0x10(SB)/8, $2
+DATA laneInc<>+0x18(SB)/8, $0
+DATA laneInc<>+0x20(SB)/8, $3
+DATA laneInc<>+0x28(SB)/8, $0
+DATA laneInc<>+0x30(SB)/8, $4
+DATA laneInc<>+0x38(SB)/8, $0
+GLOBL laneInc<>(SB), RODATA|NOPTR, $64
+
+DATA four<>+0x00(SB)/8, $4
+DATA four<>+0x08(SB)/8, $0
+GLOBL four<>(SB), RODATA|NOPTR, $16
+
+// GROUPMASK sets K to the bytes of this loop's register at byte off:
+// min(max(CX-off, 0), 64) low bits.
+#define GROUPMASK(off, K) \
+	XORL  R13, R13; \
+	MOVQ  CX, R12; \
+	SUBQ  $off, R12; \
+	CMOVQLT R13, R12; \
+	MOVL  $64, R13; \
+	CMPQ  R12, R13; \
+	CMOVQGT R13, R12; \
+	BZHIQ R12, R11, R12; \
+	KMOVQ R12, K
+
+// SETUPLOOP sets CX to min(left, 256), the masks, and R10 to
+// htab+(16-T)*16 where T = ceil(CX/16).
+#define SETUPLOOP(left) \
+	MOVQ left, CX; \
+	MOVL $256, R12; \
+	CMPQ CX, R12; \
+	CMOVQGT R12, CX; \
+	GROUPMASK(0, K1); \
+	GROUPMASK(64, K2); \
+	GROUPMASK(128, K3); \
+	GROUPMASK(192, K4); \
+	LEAQ  15(CX), R12; \
+	ANDQ  $-16, R12; \
+	LEAQ  HTABEND(AX), R10; \
+	SUBQ  R12, R10
+
+// LOADMASKED loads up to 256 bytes at p under K1-K4 into Z4-Z7.
+#define LOADMASKED(p) \
+	VMOVDQU8.Z (p), K1, Z4; \
+	VMOVDQU8.Z 64(p), K2, Z5; \
+	VMOVDQU8.Z 128(p), K3, Z6; \
+	VMOVDQU8.Z 192(p), K4, Z7
+
+// REVERSEDATA reverses the blocks of Z4-Z7 and folds Y into block 0.
+#define REVERSEDATA \
+	VPSHUFB Z17, Z4, Z4; \
+	VPSHUFB Z17, Z5, Z5; \
+	VPSHUFB Z17, Z6, Z6; \
+	VPSHUFB Z17, Z7, Z7; \
+	VPXORQ  Z15, Z4, Z4
+
+#define MULACC(off, Z) \
+	VPCLMULQDQ $0x00, off(R10), Z, Z11; \
+	VPCLMULQDQ $0x11, off(R10), Z, Z12; \
+	VPCLMULQDQ $0x01, off(R10), Z, Z13; \
+	VPCLMULQDQ $0x10, off(R10), Z, Z14; \
+	VPXORQ     Z11, Z8, Z8; \
+	VPXORQ     Z12, Z10, Z10; \
+	VPTERNLOGD $0x96, Z13, Z14, Z9
+
+// FOLDLANES xors the four lanes of Z into its lane 0 (X).
+#define FOLDLANES(Z, Y, X) \
+	VEXTRACTI64X4 $1, Z, Y11; \
+	VPXORQ        Y11, Y, Y; \
+	VEXTRACTI128  $1, Y, X11; \
+	VPXOR         X11, X, X
+
+// GHASH multiplies Z4-Z7 by the powers at R10 and reduces the sum into Y.
+#define GHASH \
+	VPCLMULQDQ $0x00, (R10), Z4, Z8; \
+	VPCLMULQDQ $0x11, (R10), Z4, Z10; \
+	VPCLMULQDQ $0x01, (R10), Z4, Z9; \
+	VPCLMULQDQ $0x10, (R10), Z4, Z11; \
+	VPXORQ     Z11, Z9, Z9; \
+	MULACC(64, Z5); \
+	MULACC(128, Z6); \
+	MULACC(192, Z7); \
+	FOLDLANES(Z8, Y8, X8); \
+	FOLDLANES(Z9, Y9, X9); \
+	FOLDLANES(Z10, Y10, X10); \
+	VPSLLDQ    $8, X9, X11; \
+	VPXOR      X11, X8, X8; \
+	VPSRLDQ    $8, X9, X9; \
+	VPXOR      X9, X10, X10; \
+	VPCLMULQDQ $0x01, X8, X18, X11; \
+	VPSHUFD    $0x4e, X8, X8; \
+	VPXOR      X11, X8, X8; \
+	VPCLMULQDQ $0x01, X8, X18, X11; \
+	VPSHUFD    $0x4e, X8, X8; \
+	VPXOR      X11, X8, X8; \
+	VPXOR      X10, X8, X15
+
+#define AESROUND(off) \
+	VBROADCASTI32X4 off(AX), Z16; \
+	VAESENC Z16, Z0, Z0; \
+	VAESENC Z16, Z1, Z1; \
+	VAESENC Z16, Z2, Z2; \
+	VAESENC Z16, Z3, Z3
+
+// COUNTERS puts the next 16 counter blocks in Z0-Z3, xored with round key
+// 0, and runs rounds 1-9.
+#define COUNTERS \
+	VPSHUFB Z17, Z19, Z0; \
+	VPADDD  Z20, Z19, Z19; \
+	VPSHUFB Z17, Z19, Z1; \
+	VPADDD  Z20, Z19, Z19; \
+	VPSHUFB Z17, Z19, Z2; \
+	VPADDD  Z20, Z19, Z19; \
+	VPSHUFB Z17, Z19, Z3; \
+	VPADDD  Z20, Z19, Z19; \
+	VBROADCASTI32X4 (AX), Z16; \
+	VPXORQ  Z16, Z0, Z0; \
+	VPXORQ  Z16, Z1, Z1; \
+	VPXORQ  Z16, Z2, Z2; \
+	VPXORQ  Z16, Z3, Z3; \
+	AESROUND(16); \
+	AESROUND(32); \
+	AESROUND(48); \
+	AESROUND(64); \
+	AESROUND(80); \
+	AESROUND(96); \
+	AESROUND(112); \
+	AESROUND(128); \
+	AESROUND(144)
+
+// LASTROUND runs the final round with the key at R12.
+#define LASTROUND \
+	VBROADCASTI32X4 (R12), Z16; \
+	VAESENCLAST Z16, Z0, Z0; \
+	VAESENCLAST Z16, Z1, Z1; \
+	VAESENCLAST Z16, Z2, Z2; \
+	VAESENCLAST Z16, Z3, Z3
+
+// PROLOGUE loads the arguments and constants, the counters, and J0
+// (in X21); Y is zero.
+#define PROLOGUE \
+	MOVQ key+0(FP), AX; \
+	MOVQ dst+8(FP), DI; \
+	MOVQ src+16(FP), SI; \
+	MOVQ n+24(FP), DX; \
+	MOVQ aad+32(FP), R8; \
+	MOVQ aadLen+40(FP), R9; \
+	MOVQ ROUNDS(AX), BX; \
+	MOVQ $-1, R11; \
+	VBROADCASTI32X4 bswapMask<>(SB), Z17; \
+	VMOVDQU64 polyConst<>(SB), X18; \
+	VBROADCASTI32X4 four<>(SB), Z20; \
+	MOVQ j0+48(FP), R12; \
+	VMOVDQU64 (R12), X21; \
+	VPSHUFB X17, X21, X12; \
+	VSHUFI32X4 $0, Z12, Z12, Z19; \
+	VPADDD laneInc<>(SB), Z19, Z19; \
+	VPXORQ Z15, Z15, Z15; \
+	VPXORQ (AX), X21, X21; \
+	LEAQ 16(AX), R12; \
+	MOVQ BX, R13; \
+	DECQ R13
+
+// J0ROUND is one round of J0's encryption in X21 (key at R12); the last round
+// and the loop are the function's, as macros cannot hold labels.
+#define J0ROUND \
+	VAESENC (R12), X21, X21; \
+	ADDQ $16, R12; \
+	DECQ R13
+
+// AADLOOP hashes one loop of the additional data.
+#define AADLOOP \
+	SETUPLOOP(R9); \
+	LOADMASKED(R8); \
+	REVERSEDATA; \
+	GHASH; \
+	ADDQ CX, R8; \
+	SUBQ CX, R9
+
+// EPILOGUE hashes the lengths block and writes the tag.
+#define EPILOGUE \
+	MOVQ   n+24(FP), R12; \
+	SHLQ   $3, R12; \
+	VMOVQ  R12, X4; \
+	MOVQ   aadLen+40(FP), R12; \
+	SHLQ   $3, R12; \
+	VPINSRQ $1, R12, X4, X4; \
+	VPXOR  X15, X4, X4; \
+	VPXORQ Z5, Z5, Z5; \
+	VPXORQ Z6, Z6, Z6; \
+	VPXORQ Z7, Z7, Z7; \
+	LEAQ   HTAB1(AX), R10; \
+	GHASH; \
+	VPSHUFB X17, X15, X15; \
+	VPXORQ X21, X15, X15; \
+	MOVQ   tag+56(FP), R12; \
+	VMOVDQU X15, (R12); \
+	VZEROUPPER
+
+// func gcmSealAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
+TEXT ·gcmSealAsm(SB), NOSPLIT, $0-64
+	PROLOGUE
+
+sealJ0:
+	J0ROUND
+	JNZ sealJ0
+	VAESENCLAST (R12), X21, X21
+
+sealAAD:
+	TESTQ R9, R9
+	JZ    sealLoop
+	AADLOOP
+	JMP   sealAAD
+
+sealLoop:
+	TESTQ DX, DX
+	JZ    sealDone
+	SETUPLOOP(DX)
+	COUNTERS
+	MOVQ BX, R12
+	SHLQ $4, R12
+	ADDQ AX, R12
+	CMPQ BX, $12
+	JB   sealLast
+	AESROUND(160)
+	AESROUND(176)
+	JE   sealLast
+	AESROUND(192)
+	AESROUND(208)
+
+sealLast:
+	LASTROUND
+	LOADMASKED(SI)
+	VPXORQ Z0, Z4, Z4
+	VPXORQ Z1, Z5, Z5
+	VPXORQ Z2, Z6, Z6
+	VPXORQ Z3, Z7, Z7
+	VMOVDQU8 Z4, K1, (DI)
+	VMOVDQU8 Z5, K2, 64(DI)
+	VMOVDQU8 Z6, K3, 128(DI)
+	VMOVDQU8 Z7, K4, 192(DI)
+	// The keystream past the end must not reach the hash.
+	VMOVDQU8.Z Z4, K1, Z4
+	VMOVDQU8.Z Z5, K2, Z5
+	VMOVDQU8.Z Z6, K3, Z6
+	VMOVDQU8.Z Z7, K4, Z7
+	REVERSEDATA
+	GHASH
+	ADDQ CX, SI
+	ADDQ CX, DI
+	SUBQ CX, DX
+	JMP  sealLoop
+
+sealDone:
+	EPILOGUE
+	RET
+
+// func gcmOpenAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
+TEXT ·gcmOpenAsm(SB), NOSPLIT, $0-64
+	PROLOGUE
+
+openJ0:
+	J0ROUND
+	JNZ openJ0
+	VAESENCLAST (R12), X21, X21
+
+openAAD:
+	TESTQ R9, R9
+	JZ    openLoop
+	AADLOOP
+	JMP   openAAD
+
+openLoop:
+	TESTQ DX, DX
+	JZ    openDone
+	SETUPLOOP(DX)
+	COUNTERS
+	MOVQ BX, R12
+	SHLQ $4, R12
+	ADDQ AX, R12
+	CMPQ BX, $12
+	JB   openLast
+	AESROUND(160)
+	AESROUND(176)
+	JE   openLast
+	AESROUND(192)
+	AESROUND(208)
+
+openLast:
+	LASTROUND
+	LOADMASKED(SI)
+	VPXORQ Z4, Z0, Z0
+	VPXORQ Z5, Z1, Z1
+	VPXORQ Z6, Z2, Z2
+	VPXORQ Z7, Z3, Z3
+	VMOVDQU8 Z0, K1, (DI)
+	VMOVDQU8 Z1, K2, 64(DI)
+	VMOVDQU8 Z2, K3, 128(DI)
+	VMOVDQU8 Z3, K4, 192(DI)
+	REVERSEDATA
+	GHASH
+	ADDQ CX, SI
+	ADDQ CX, DI
+	SUBQ CX, DX
+	JMP  openLoop
+
+openDone:
+	EPILOGUE
+	RET
+
+// func subWord(w uint32) uint32
+TEXT ·subWord(SB), NOSPLIT, $0-12
+	MOVL    w+0(FP), AX
+	MOVD    AX, X0
+	PSHUFD  $0, X0, X0
+	PXOR    X1, X1
+	AESENCLAST X1, X0
+	MOVD    X0, AX
+	MOVL    AX, ret+8(FP)
+	RET
+
+// func mulAsm(a, b, out *[16]byte)
+// out = a·b·x (mul in asm_amd64.go), for the hash key's powers.
+TEXT ·mulAsm(SB), NOSPLIT, $0-24
+	MOVQ    a+0(FP), AX
+	MOVQ    b+8(FP), BX
+	MOVQ    out+16(FP), CX
+	MOVOU   (AX), X0
+	MOVOU   (BX), X1
+	MOVOU   polyConst<>(SB), X5
+	MOVOA   X0, X2
+	PCLMULQDQ $0x00, X1, X2 // low
+	MOVOA   X0, X3
+	PCLMULQDQ $0x11, X1, X3 // high
+	MOVOA   X0, X4
+	PCLMULQDQ $0x01, X1, X4
+	PCLMULQDQ $0x10, X1, X0
+	PXOR    X4, X0          // middle
+	MOVOA   X0, X4
+	PSLLO   $8, X4
+	PXOR    X4, X2
+	PSRLO   $8, X0
+	PXOR    X0, X3
+	MOVOA   X5, X4
+	PCLMULQDQ $0x01, X2, X4
+	PSHUFD  $0x4e, X2, X2
+	PXOR    X4, X2
+	MOVOA   X5, X4
+	PCLMULQDQ $0x01, X2, X4
+	PSHUFD  $0x4e, X2, X2
+	PXOR    X4, X2
+	PXOR    X3, X2
+	MOVOU   X2, (CX)
+	RET

@@ -1,0 +1,337 @@
+package aesgcm
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+)
+
+// requireAsm skips, saying why, where the CPU cannot run the assembly: the
+// tests below would only compare crypto/cipher with itself.
+func requireAsm(t testing.TB) {
+	t.Helper()
+	if !Accelerated() {
+		t.Skip("SKIPPED: this CPU lacks AVX-512 BW/VL, VAES or VPCLMULQDQ; New returns crypto/cipher's GCM here")
+	}
+}
+
+func pair(t testing.TB, key []byte) (ours, std cipher.AEAD) {
+	t.Helper()
+	ours, err := New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ours.(*gcmAsm); !ok {
+		t.Fatalf("New returned %T, not the assembly", ours)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	std, err = cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ours, std
+}
+
+func random(r *rand.ChaCha8, n int) []byte {
+	b := make([]byte, n)
+	r.Read(b)
+	return b
+}
+
+// check seals with both, compares, and opens each one's output with the
+// other.
+func check(t testing.TB, ours, std cipher.AEAD, nonce, pt, aad []byte) {
+	t.Helper()
+	want := std.Seal(nil, nonce, pt, aad)
+	got := ours.Seal(nil, nonce, pt, aad)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Seal(len %d, aad %d) differs from crypto/cipher's:\n got %x\nwant %x", len(pt), len(aad), got, want)
+	}
+	back, err := ours.Open(nil, nonce, want, aad)
+	if err != nil || !bytes.Equal(back, pt) {
+		t.Fatalf("Open(len %d, aad %d) of crypto/cipher's output: %v, plaintext equal %v", len(pt), len(aad), err, bytes.Equal(back, pt))
+	}
+}
+
+var lengths = func() []int {
+	var l []int
+	for n := 0; n <= 600; n++ {
+		l = append(l, n)
+	}
+	return append(l, 1023, 1024, 1025, 4095, 4096, 16383, 16384, 16385, 16384+17+256)
+}()
+
+func TestMatchesCryptoCipher(t *testing.T) {
+	requireAsm(t)
+	r := rand.NewChaCha8([32]byte{1})
+	for _, keyLen := range []int{16, 24, 32} {
+		ours, std := pair(t, random(r, keyLen))
+		for _, n := range lengths {
+			for _, a := range []int{0, 5, 13} {
+				check(t, ours, std, random(r, NonceSize), random(r, n), random(r, a))
+			}
+		}
+		for a := 0; a <= 600; a++ {
+			check(t, ours, std, random(r, NonceSize), random(r, 37), random(r, a))
+		}
+	}
+}
+
+// TestHashKeyPowers compares the Go model of the assembly's multiply with
+// repeated multiplication: H^(k+1) is H^k·H for every stored power.
+func TestHashKeyPowers(t *testing.T) {
+	g := &gcmAsm{}
+	h := [16]byte{0x66, 0xe9, 0x4b, 0xd4, 0xef, 0x8a, 0x2c, 0x3b, 0x88, 0x4c, 0xfa, 0x59, 0xca, 0x34, 0x2b, 0x2e}
+	g.setHashKey(&h)
+	power := func(k int) elem {
+		b := g.htab[(16-k)*16:]
+		var e elem
+		e.lo = uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+			uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+		e.hi = uint64(b[8]) | uint64(b[9])<<8 | uint64(b[10])<<16 | uint64(b[11])<<24 |
+			uint64(b[12])<<32 | uint64(b[13])<<40 | uint64(b[14])<<48 | uint64(b[15])<<56
+		return e
+	}
+	// mul(a, b) is a·b·x^-1·x = a·b when b is stored times x^-1; the
+	// powers are all stored that way, so mul(H^k', H') = H^(k+1)'.
+	for k := 1; k < 16; k++ {
+		if got, want := mul(power(k), power(1)), power(k+1); got != want {
+			t.Fatalf("H^%d: got %x want %x", k+1, got, want)
+		}
+		// Multiplication commutes.
+		if a, b := mul(power(k), power(2)), mul(power(2), power(k)); a != b {
+			t.Fatalf("mul is not commutative at k=%d", k)
+		}
+	}
+	if tail := g.htab[16*16:]; !bytes.Equal(tail, make([]byte, len(tail))) {
+		t.Fatal("htab's padding after H^1 is not zero")
+	}
+}
+
+// TestTamper flips every bit of the ciphertext, the tag and the additional
+// data in turn: each Open must fail and leave dst zero.
+func TestTamper(t *testing.T) {
+	requireAsm(t)
+	r := rand.NewChaCha8([32]byte{2})
+	for _, keyLen := range []int{16, 32} {
+		ours, _ := pair(t, random(r, keyLen))
+		nonce, pt, aad := random(r, NonceSize), random(r, 70), random(r, 5)
+		ct := ours.Seal(nil, nonce, pt, aad)
+		for i := range 8 * (len(ct) + len(aad)) {
+			c, a := bytes.Clone(ct), bytes.Clone(aad)
+			if i < 8*len(c) {
+				c[i/8] ^= 1 << (i % 8)
+			} else {
+				j := i - 8*len(c)
+				a[j/8] ^= 1 << (j % 8)
+			}
+			dst := make([]byte, 0, len(pt))
+			if out, err := ours.Open(dst, nonce, c, a); err == nil || out != nil {
+				t.Fatalf("bit %d flipped: Open succeeded", i)
+			}
+			if !bytes.Equal(dst[:len(pt)], make([]byte, len(pt))) {
+				t.Fatalf("bit %d flipped: plaintext left in dst", i)
+			}
+		}
+		if _, err := ours.Open(nil, nonce, ct[:TagSize-1], aad); err == nil {
+			t.Fatal("Open of a ciphertext shorter than the tag succeeded")
+		}
+		wrong := bytes.Clone(nonce)
+		wrong[11] ^= 1
+		if _, err := ours.Open(nil, wrong, ct, aad); err == nil {
+			t.Fatal("Open under another nonce succeeded")
+		}
+	}
+}
+
+func TestInPlaceAndAppend(t *testing.T) {
+	requireAsm(t)
+	r := rand.NewChaCha8([32]byte{3})
+	ours, std := pair(t, random(r, 16))
+	nonce, aad := random(r, NonceSize), random(r, 5)
+	pt := random(r, 1000)
+	want := std.Seal(nil, nonce, pt, aad)
+
+	buf := make([]byte, len(pt), len(pt)+TagSize)
+	copy(buf, pt)
+	sealed := ours.Seal(buf[:0], nonce, buf, aad)
+	if !bytes.Equal(sealed, want) {
+		t.Fatal("in-place Seal differs")
+	}
+	if got, err := ours.Open(sealed[:0], nonce, sealed, aad); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("in-place Open: %v", err)
+	}
+	prefix := []byte("header")
+	got := ours.Seal(bytes.Clone(prefix), nonce, pt, aad)
+	if !bytes.Equal(got[:len(prefix)], prefix) || !bytes.Equal(got[len(prefix):], want) {
+		t.Fatal("Seal appending to dst differs")
+	}
+}
+
+func TestInexactOverlapPanics(t *testing.T) {
+	requireAsm(t)
+	ours, _ := pair(t, make([]byte, 16))
+	buf := make([]byte, 100)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Seal into a shifted copy of its input did not panic")
+		}
+	}()
+	ours.Seal(buf[1:1], make([]byte, NonceSize), buf[:50], nil)
+}
+
+// TestGuardPage puts input, output and additional data against a page the
+// process may not touch: the masked loads and stores must not reach it.
+func TestGuardPage(t *testing.T) {
+	requireAsm(t)
+	page := syscall.Getpagesize()
+	mem, err := syscall.Mmap(-1, 0, 2*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(mem)
+	if err := syscall.Mprotect(mem[page:], syscall.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.NewChaCha8([32]byte{4})
+	ours, std := pair(t, random(r, 32))
+	nonce := random(r, NonceSize)
+	for n := 0; n <= 300; n++ {
+		pt, aad := random(r, n), random(r, n%40)
+		want := std.Seal(nil, nonce, pt, aad)
+
+		// Plaintext and additional data end at the guard page.
+		in := mem[page-n : page]
+		copy(in, pt)
+		got := ours.Seal(nil, nonce, in, aad)
+		a := mem[page-len(aad) : page]
+		copy(a, aad)
+		if !bytes.Equal(got, want) || !bytes.Equal(ours.Seal(nil, nonce, pt, a), want) {
+			t.Fatalf("n=%d: Seal next to the guard page differs", n)
+		}
+		// Sealed output and opened input end there.
+		out := mem[page-n-TagSize : page-n-TagSize]
+		ours.Seal(out, nonce, pt, aad)
+		if !bytes.Equal(mem[page-n-TagSize:page], want) {
+			t.Fatalf("n=%d: Seal into the guard page's edge differs", n)
+		}
+		back, err := ours.Open(nil, nonce, mem[page-n-TagSize:page], aad)
+		if err != nil || !bytes.Equal(back, pt) {
+			t.Fatalf("n=%d: Open next to the guard page: %v", n, err)
+		}
+		// Opened output ends there.
+		if _, err := ours.Open(mem[page-n:page-n], nonce, want, aad); err != nil || !bytes.Equal(mem[page-n:page], pt) {
+			t.Fatalf("n=%d: Open into the guard page's edge: %v", n, err)
+		}
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	requireAsm(t)
+	ours, _ := pair(t, make([]byte, 16))
+	nonce, aad := make([]byte, NonceSize), make([]byte, 5)
+	buf := make([]byte, 16384+TagSize)
+	if n := testing.AllocsPerRun(100, func() {
+		ct := ours.Seal(buf[:0], nonce, buf[:16384], aad)
+		if _, err := ours.Open(ct[:0], nonce, ct, aad); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("Seal and Open allocate %v times", n)
+	}
+}
+
+func FuzzMatchesCryptoCipher(f *testing.F) {
+	f.Add(uint8(0), make([]byte, 32), make([]byte, 12), []byte("hdr"), []byte("hello"))
+	f.Add(uint8(2), bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 12), []byte{}, bytes.Repeat([]byte{1}, 300))
+	f.Fuzz(func(t *testing.T, sel uint8, key, nonce, aad, pt []byte) {
+		requireAsm(t)
+		keyLen := []int{16, 24, 32}[int(sel)%3]
+		if len(key) < keyLen || len(nonce) < NonceSize {
+			return
+		}
+		ours, std := pair(t, key[:keyLen])
+		check(t, ours, std, nonce[:NonceSize], pt, aad)
+		ct := ours.Seal(nil, nonce[:NonceSize], pt, aad)
+		if len(ct) > 0 {
+			ct[int(sel)%len(ct)] ^= 0x80
+			if _, err := ours.Open(nil, nonce[:NonceSize], ct, aad); err == nil {
+				t.Fatal("Open of a modified ciphertext succeeded")
+			}
+		}
+	})
+}
+
+func BenchmarkSeal(b *testing.B) {
+	for _, impl := range []string{"asm", "crypto-cipher"} {
+		for _, n := range []int{64, 1350, 16384} {
+			b.Run(fmt.Sprintf("%s/%d", impl, n), func(b *testing.B) {
+				a := benchAEAD(b, impl)
+				nonce, aad := make([]byte, NonceSize), make([]byte, 5)
+				buf := make([]byte, n+TagSize)
+				b.SetBytes(int64(n))
+				b.ReportAllocs()
+				for b.Loop() {
+					a.Seal(buf[:0], nonce, buf[:n], aad)
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	for _, impl := range []string{"asm", "crypto-cipher"} {
+		for _, n := range []int{64, 1350, 16384} {
+			b.Run(fmt.Sprintf("%s/%d", impl, n), func(b *testing.B) {
+				a := benchAEAD(b, impl)
+				nonce, aad := make([]byte, NonceSize), make([]byte, 5)
+				ct := a.Seal(nil, nonce, make([]byte, n), aad)
+				out := make([]byte, n)
+				b.SetBytes(int64(n))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := a.Open(out[:0], nonce, ct, aad); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkNew(b *testing.B) {
+	key := make([]byte, 16)
+	b.Run("asm", func(b *testing.B) {
+		requireAsm(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			New(key)
+		}
+	})
+	b.Run("crypto-cipher", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			block, _ := aes.NewCipher(key)
+			cipher.NewGCM(block)
+		}
+	})
+}
+
+func benchAEAD(b *testing.B, impl string) cipher.AEAD {
+	key := make([]byte, 16)
+	if impl == "asm" {
+		requireAsm(b)
+		a, _ := New(key)
+		return a
+	}
+	block, _ := aes.NewCipher(key)
+	a, _ := cipher.NewGCM(block)
+	return a
+}

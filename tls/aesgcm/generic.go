@@ -1,0 +1,13 @@
+//go:build !amd64
+
+package aesgcm
+
+import "crypto/cipher"
+
+// forceGeneric exists for the tests; there is no assembly here.
+var forceGeneric bool
+
+// Accelerated reports whether New returns the assembly implementation.
+func Accelerated() bool { return false }
+
+func newAsm(key []byte, block cipher.Block) cipher.AEAD { panic("unreachable") }
