@@ -40,14 +40,12 @@ type gcmAsm struct {
 	rounds int
 }
 
-// The assembly, in asm_amd64.s. n and aadLen may be zero; j0 is the
-// nonce followed by the 32-bit counter 1; tag receives the tag.
+// gcmCrypt, in asm_amd64.s, encrypts (or, when open, decrypts) n bytes of
+// src into dst and writes the tag of the ciphertext and aad. n and aadLen
+// may be zero; j0 is the nonce followed by the 32-bit counter 1.
 //
 //go:noescape
-func gcmSealAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
-
-//go:noescape
-func gcmOpenAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
+func gcmCrypt(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte, open bool)
 
 // mulAsm is mul on 128-bit registers (PCLMULQDQ), for setHashKey.
 //
@@ -178,8 +176,8 @@ func (g *gcmAsm) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	var j0 [16]byte
 	copy(j0[:], nonce)
 	j0[15] = 1
-	gcmSealAsm(g, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
-		unsafe.SliceData(aad), len(aad), &j0, (*[16]byte)(out[len(plaintext):]))
+	gcmCrypt(g, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
+		unsafe.SliceData(aad), len(aad), &j0, (*[16]byte)(out[len(plaintext):]), false)
 	return ret
 }
 
@@ -198,8 +196,8 @@ func (g *gcmAsm) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	var j0, tag [16]byte
 	copy(j0[:], nonce)
 	j0[15] = 1
-	gcmOpenAsm(g, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
-		unsafe.SliceData(aad), len(aad), &j0, &tag)
+	gcmCrypt(g, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
+		unsafe.SliceData(aad), len(aad), &j0, &tag, true)
 	if subtle.ConstantTimeCompare(tag[:], ciphertext[n:]) != 1 {
 		clear(out)
 		return nil, errOpen

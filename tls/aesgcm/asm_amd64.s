@@ -248,96 +248,38 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VMOVDQU X15, (R12); \
 	VZEROUPPER
 
-// func gcmSealAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
-TEXT ·gcmSealAsm(SB), NOSPLIT, $0-64
+// func gcmCrypt(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte, open bool)
+TEXT ·gcmCrypt(SB), NOSPLIT, $0-65
 	PROLOGUE
 
-sealJ0:
+j0Rounds:
 	J0ROUND
-	JNZ sealJ0
+	JNZ j0Rounds
 	VAESENCLAST (R12), X21, X21
 
-sealAAD:
+aadLoop:
 	TESTQ R9, R9
-	JZ    sealLoop
+	JZ    dataLoop
 	AADLOOP
-	JMP   sealAAD
+	JMP   aadLoop
 
-sealLoop:
+dataLoop:
 	TESTQ DX, DX
-	JZ    sealDone
+	JZ    done
 	SETUPLOOP(DX)
 	COUNTERS
 	MOVQ BX, R12
 	SHLQ $4, R12
 	ADDQ AX, R12
 	CMPQ BX, $12
-	JB   sealLast
+	JB   lastRound
 	AESROUND(160)
 	AESROUND(176)
-	JE   sealLast
+	JE   lastRound
 	AESROUND(192)
 	AESROUND(208)
 
-sealLast:
-	LASTROUND
-	LOADMASKED(SI)
-	VPXORQ Z0, Z4, Z4
-	VPXORQ Z1, Z5, Z5
-	VPXORQ Z2, Z6, Z6
-	VPXORQ Z3, Z7, Z7
-	VMOVDQU8 Z4, K1, (DI)
-	VMOVDQU8 Z5, K2, 64(DI)
-	VMOVDQU8 Z6, K3, 128(DI)
-	VMOVDQU8 Z7, K4, 192(DI)
-	// The keystream past the end must not reach the hash.
-	VMOVDQU8.Z Z4, K1, Z4
-	VMOVDQU8.Z Z5, K2, Z5
-	VMOVDQU8.Z Z6, K3, Z6
-	VMOVDQU8.Z Z7, K4, Z7
-	REVERSEDATA
-	GHASH
-	ADDQ CX, SI
-	ADDQ CX, DI
-	SUBQ CX, DX
-	JMP  sealLoop
-
-sealDone:
-	EPILOGUE
-	RET
-
-// func gcmOpenAsm(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte)
-TEXT ·gcmOpenAsm(SB), NOSPLIT, $0-64
-	PROLOGUE
-
-openJ0:
-	J0ROUND
-	JNZ openJ0
-	VAESENCLAST (R12), X21, X21
-
-openAAD:
-	TESTQ R9, R9
-	JZ    openLoop
-	AADLOOP
-	JMP   openAAD
-
-openLoop:
-	TESTQ DX, DX
-	JZ    openDone
-	SETUPLOOP(DX)
-	COUNTERS
-	MOVQ BX, R12
-	SHLQ $4, R12
-	ADDQ AX, R12
-	CMPQ BX, $12
-	JB   openLast
-	AESROUND(160)
-	AESROUND(176)
-	JE   openLast
-	AESROUND(192)
-	AESROUND(208)
-
-openLast:
+lastRound:
 	LASTROUND
 	LOADMASKED(SI)
 	VPXORQ Z4, Z0, Z0
@@ -348,14 +290,24 @@ openLast:
 	VMOVDQU8 Z1, K2, 64(DI)
 	VMOVDQU8 Z2, K3, 128(DI)
 	VMOVDQU8 Z3, K4, 192(DI)
+	// Opening hashes its input, which Z4-Z7 hold; sealing hashes its
+	// output, without the keystream past the end.
+	CMPB open+64(FP), $0
+	JNE  hash
+	VMOVDQU8.Z Z0, K1, Z4
+	VMOVDQU8.Z Z1, K2, Z5
+	VMOVDQU8.Z Z2, K3, Z6
+	VMOVDQU8.Z Z3, K4, Z7
+
+hash:
 	REVERSEDATA
 	GHASH
 	ADDQ CX, SI
 	ADDQ CX, DI
 	SUBQ CX, DX
-	JMP  openLoop
+	JMP  dataLoop
 
-openDone:
+done:
 	EPILOGUE
 	RET
 
