@@ -31,8 +31,9 @@
 
 #include "textflag.h"
 
+// Offsets in gcmAsm (TestLayout checks them): htab, the end of H^16..H^1,
+// H^1, rounds.
 #define HTAB 240
-// Offsets in gcmAsm: htab, the end of H^16..H^1, H^1, rounds.
 #define HTABEND 496
 #define HTAB1 480
 #define ROUNDS 736

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // requireAsm skips, saying why, where the CPU cannot run the assembly: the
@@ -81,6 +82,17 @@ func TestMatchesCryptoCipher(t *testing.T) {
 		for a := 0; a <= 600; a++ {
 			check(t, ours, std, random(r, NonceSize), random(r, 37), random(r, a))
 		}
+	}
+}
+
+// TestLayout holds gcmAsm to the offsets asm_amd64.s uses.
+func TestLayout(t *testing.T) {
+	var g gcmAsm
+	if off := unsafe.Offsetof(g.htab); off != 240 {
+		t.Errorf("htab at %d, the assembly's HTAB is 240", off)
+	}
+	if off := unsafe.Offsetof(g.rounds); off != 736 {
+		t.Errorf("rounds at %d, the assembly's ROUNDS is 736", off)
 	}
 }
 
