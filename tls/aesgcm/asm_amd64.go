@@ -34,7 +34,8 @@ type gcmAsm struct {
 	// ks is the AES key schedule, rounds+1 keys of 16 bytes.
 	ks [15 * 16]byte
 	// htab holds the hash key's powers H^16 (first) to H^1, each as the
-	// assembly multiplies by it: byte-reflected and times x^-1 (see mul).
+	// assembly multiplies by it: byte-reflected and times x^-1 (see
+	// setHashKey).
 	htab [htabBlocks * 16]byte
 	// rounds is 10, 12 or 14.
 	rounds int
@@ -47,7 +48,8 @@ type gcmAsm struct {
 //go:noescape
 func gcmCrypt(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte, open bool)
 
-// mulAsm is mul on 128-bit registers (PCLMULQDQ), for setHashKey.
+// mulAsm multiplies two elems on 128-bit registers (PCLMULQDQ) as the
+// main loop does, for setHashKey; mul in the tests is its Go model.
 //
 //go:noescape
 func mulAsm(a, b, out *[16]byte)
@@ -125,38 +127,6 @@ func (g *gcmAsm) setHashKey(h *[16]byte) {
 	for k := 2; k <= 16; k++ {
 		mulAsm((*[16]byte)(g.htab[(17-k)*16:]), h1, (*[16]byte)(g.htab[(16-k)*16:]))
 	}
-}
-
-// clmul is the 128-bit carry-less product of a and b, in constant time.
-func clmul(a, b uint64) (hi, lo uint64) {
-	for i := range 64 {
-		m := -(b >> i & 1)
-		lo ^= a << i & m
-		if i > 0 {
-			hi ^= a >> (64 - i) & m
-		}
-	}
-	return hi, lo
-}
-
-// mul is the assembly's multiplication in Go (the tests' model of it): the 256-bit carry-less
-// product of a and b, then two folding rounds by poly's high word, which
-// reduce it modulo the GCM polynomial. With b stored times x^-1 the result
-// is a·b.
-func mul(a, b elem) elem {
-	hh, hl := clmul(a.hi, b.hi)
-	lh, ll := clmul(a.lo, b.lo)
-	m1h, m1l := clmul(a.hi, b.lo)
-	m2h, m2l := clmul(a.lo, b.hi)
-	mh, ml := m1h^m2h, m1l^m2l
-	// The product is hi:lo, hi = hh:hl ^ mid>>64, lo = lh:ll ^ mid<<64.
-	hi := elem{hh, hl ^ mh}
-	lo := elem{lh ^ ml, ll}
-	for range 2 {
-		th, tl := clmul(lo.lo, poly.hi)
-		lo = elem{lo.lo ^ th, lo.hi ^ tl}
-	}
-	return elem{lo.hi ^ hi.hi, lo.lo ^ hi.lo}
 }
 
 func (g *gcmAsm) NonceSize() int { return NonceSize }

@@ -31,11 +31,9 @@
 
 #include "textflag.h"
 
-// Offsets in gcmAsm (TestLayout checks them): htab, the end of H^16..H^1,
-// H^1, rounds.
+// Offsets in gcmAsm (TestLayout checks them): htab (H^16 first, H^1 at
+// HTAB+240, the end of the powers at HTAB+256) and rounds.
 #define HTAB 240
-#define HTABEND 496
-#define HTAB1 480
 #define ROUNDS 736
 
 // bswapMask reverses the 16 bytes of each lane.
@@ -88,7 +86,7 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	GROUPMASK(192, K4); \
 	LEAQ  15(CX), R12; \
 	ANDQ  $-16, R12; \
-	LEAQ  HTABEND(AX), R10; \
+	LEAQ  HTAB+256(AX), R10; \
 	SUBQ  R12, R10
 
 // LOADMASKED loads up to 256 bytes at p under K1-K4 into Z4-Z7.
@@ -241,7 +239,7 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VPXORQ Z5, Z5, Z5; \
 	VPXORQ Z6, Z6, Z6; \
 	VPXORQ Z7, Z7, Z7; \
-	LEAQ   HTAB1(AX), R10; \
+	LEAQ   HTAB+240(AX), R10; \
 	GHASH; \
 	VPSHUFB X17, X15, X15; \
 	VPXORQ X21, X15, X15; \
