@@ -13,6 +13,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
+	"unsafe"
 )
 
 const (
@@ -38,6 +39,41 @@ func New(key []byte) (cipher.AEAD, error) {
 		return newAsm(key, block), nil
 	}
 	return cipher.NewGCM(block)
+}
+
+// minGather is the shortest body SealRecord hands to the assembly: below
+// it, copying body costs less than the two calls the gather adds.
+const minGather = 256
+
+// SealRecord seals a TLS 1.3 record's inner plaintext (RFC 8446, section
+// 5.2: the content, then the content type) in place in out, when the
+// content is out[:m] followed by body. The result, out[:m+len(body)+1+
+// a.Overhead()], is what copying body to out[m:] and typ after it, then
+// sealing out[:m+len(body)+1] in place with a.Seal, would give; out must
+// have that room, and body must not overlap out. Where a is the assembly
+// implementation the cipher reads body straight from where it is, so the
+// caller's copy of it into the record is not made.
+func SealRecord(a cipher.AEAD, out []byte, m int, body []byte, typ byte, nonce, aad []byte) []byte {
+	n := m + len(body) + 1
+	out = out[:n+a.Overhead()]
+	if overlaps(out, body) {
+		panic("aesgcm: invalid buffer overlap")
+	}
+	if len(body) >= minGather && sealRecordAsm(a, out, m, body, typ, nonce, aad) {
+		return out
+	}
+	copy(out[m:], body)
+	out[n-1] = typ
+	return a.Seal(out[:0], nonce, out[:n], aad)
+}
+
+// overlaps reports whether x and y share any memory.
+func overlaps(x, y []byte) bool {
+	if len(x) == 0 || len(y) == 0 {
+		return false
+	}
+	xs, ys := uintptr(unsafe.Pointer(&x[0])), uintptr(unsafe.Pointer(&y[0]))
+	return xs <= ys+uintptr(len(y)-1) && ys <= xs+uintptr(len(x)-1)
 }
 
 // sliceForAppend extends in by n bytes, reallocating when its capacity is

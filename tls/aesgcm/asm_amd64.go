@@ -41,12 +41,47 @@ type gcmAsm struct {
 	rounds int
 }
 
-// gcmCrypt, in asm_amd64.s, encrypts (or, when open, decrypts) n bytes of
-// src into dst and writes the tag of the ciphertext and aad. n and aadLen
-// may be zero; j0 is the nonce followed by the 32-bit counter 1.
+// gcmState is one message's running state between calls of gcmCrypt. Its
+// layout is the assembly's: do not reorder.
+type gcmState struct {
+	y   [16]byte // the running hash, as the assembly holds it
+	ctr [16]byte // the counter block before the call's first: J0 at the start
+	ej0 [16]byte // AES(J0), which masks the tag
+	tag [16]byte // written by the finishing call
+	// n and aadLen are the message's and the additional data's lengths
+	// in bytes, for the finishing call's lengths block.
+	n, aadLen uint64
+}
+
+// gcmCrypt's flags.
+const (
+	flagStart  = 1 << iota // encrypt J0 and hash aad: the message's first call
+	flagFinish             // hash the lengths and write the tag: its last call
+	flagOpen               // decrypt (hash src) rather than encrypt (hash dst)
+)
+
+// gcmCrypt, in asm_amd64.s, encrypts (or, with flagOpen, decrypts) n bytes
+// of src into dst, carrying the message's state in st. Unless the call
+// finishes the message, n must be a multiple of 16 and the caller moves
+// st.ctr on by n/16 blocks (advance). aad is read only with flagStart. One
+// call with flagStart|flagFinish seals or opens a whole message.
 //
 //go:noescape
-func gcmCrypt(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte, open bool)
+func gcmCrypt(key *gcmAsm, st *gcmState, dst, src *byte, n int, aad *byte, aadLen int, flags int)
+
+// start prepares st for a message under nonce, n bytes long with aadLen
+// bytes of additional data.
+func (st *gcmState) start(nonce []byte, n, aadLen int) {
+	copy(st.ctr[:], nonce)
+	st.ctr[12], st.ctr[13], st.ctr[14], st.ctr[15] = 0, 0, 0, 1
+	st.n, st.aadLen = uint64(n), uint64(aadLen)
+}
+
+// advance moves the counter on past n bytes (a multiple of 16).
+func (st *gcmState) advance(n int) {
+	c := binary.BigEndian.Uint32(st.ctr[12:])
+	binary.BigEndian.PutUint32(st.ctr[12:], c+uint32(n/16))
+}
 
 // mulAsm multiplies two elems on 128-bit registers (PCLMULQDQ) as the
 // main loop does, for setHashKey; mul in the tests is its Go model.
@@ -143,11 +178,11 @@ func (g *gcmAsm) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	if inexactOverlap(out, plaintext) {
 		panic("aesgcm: invalid buffer overlap")
 	}
-	var j0 [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
-	gcmCrypt(g, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
-		unsafe.SliceData(aad), len(aad), &j0, (*[16]byte)(out[len(plaintext):]), false)
+	var st gcmState
+	st.start(nonce, len(plaintext), len(aad))
+	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
+		unsafe.SliceData(aad), len(aad), flagStart|flagFinish)
+	copy(out[len(plaintext):], st.tag[:])
 	return ret
 }
 
@@ -163,16 +198,60 @@ func (g *gcmAsm) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if inexactOverlap(out, ciphertext) {
 		panic("aesgcm: invalid buffer overlap")
 	}
-	var j0, tag [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
-	gcmCrypt(g, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
-		unsafe.SliceData(aad), len(aad), &j0, &tag, true)
-	if subtle.ConstantTimeCompare(tag[:], ciphertext[n:]) != 1 {
+	var st gcmState
+	st.start(nonce, n, len(aad))
+	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
+		unsafe.SliceData(aad), len(aad), flagStart|flagFinish|flagOpen)
+	if subtle.ConstantTimeCompare(st.tag[:], ciphertext[n:]) != 1 {
 		clear(out)
 		return nil, errOpen
 	}
 	return ret, nil
+}
+
+// sealRecordAsm is SealRecord's assembly path: it reports false, having
+// done nothing, when a is not the assembly implementation.
+func sealRecordAsm(a cipher.AEAD, out []byte, m int, body []byte, typ byte, nonce, aad []byte) bool {
+	g, ok := a.(*gcmAsm)
+	if !ok {
+		return false
+	}
+	if len(nonce) != NonceSize {
+		panic("aesgcm: incorrect nonce length given to GCM")
+	}
+	if uint64(len(out)-TagSize) > maxText {
+		panic("aesgcm: message too large for GCM")
+	}
+	g.sealRecord(out, m, body, typ, nonce, aad)
+	return true
+}
+
+// sealRecord is SealRecord's assembly path. It runs the message in three
+// calls: out[:m] and the first bytes of body, up to a block boundary, in
+// place; the blocks of body that follow, from body into out; and the last
+// bytes of body with typ, copied into out, in place.
+// body must be at least 16 bytes long, so that the first call ends on a
+// block boundary.
+func (g *gcmAsm) sealRecord(out []byte, m int, body []byte, typ byte, nonce, aad []byte) {
+	n := m + len(body) + 1
+	var st gcmState
+	st.start(nonce, n, len(aad))
+	head := m + (16-m%16)%16
+	copy(out[m:head], body)
+	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(out), head,
+		unsafe.SliceData(aad), len(aad), flagStart)
+	st.advance(head)
+	body = body[head-m:]
+	if mid := len(body) &^ 15; mid > 0 {
+		gcmCrypt(g, &st, &out[head], &body[0], mid, nil, 0, 0)
+		st.advance(mid)
+		head += mid
+		body = body[mid:]
+	}
+	copy(out[head:], body)
+	out[n-1] = typ
+	gcmCrypt(g, &st, &out[head], &out[head], n-head, nil, 0, flagFinish)
+	copy(out[n:], st.tag[:])
 }
 
 // inexactOverlap reports whether x and y share memory other than at the

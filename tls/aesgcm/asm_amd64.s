@@ -11,6 +11,10 @@
 //   Y' = (Y^B0)·H^T ^ B1·H^(T-1) ^ ... ^ B(T-1)·H.
 // htab holds H^16..H^1, so block i's power is at htab+(16-T+i)*16.
 //
+// A message may take several calls (SealRecord's gather): each call's
+// running hash and AES(J0) wait in a gcmState between them, and every call
+// but the last covers whole blocks, so no call starts inside a block.
+//
 // Registers:
 //   Z0-Z3   counter blocks, then keystream
 //   Z4-Z7   data blocks (byte-reversed for the hash)
@@ -35,6 +39,17 @@
 // HTAB+240, the end of the powers at HTAB+256) and rounds.
 #define HTAB 240
 #define ROUNDS 736
+
+// Offsets in gcmState (TestLayout checks them too), and gcmCrypt's flags.
+#define STY 0
+#define STCTR 16
+#define STEJ0 32
+#define STTAG 48
+#define STN 64
+#define STAADLEN 72
+#define flagStart 1
+#define flagFinish 2
+#define flagOpen 4
 
 // bswapMask reverses the 16 bytes of each lane.
 DATA bswapMask<>+0x00(SB)/8, $0x08090a0b0c0d0e0f
@@ -186,25 +201,29 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VAESENCLAST Z16, Z2, Z2; \
 	VAESENCLAST Z16, Z3, Z3
 
-// PROLOGUE loads the arguments and constants, the counters, and J0
-// (in X21); Y is zero.
+// PROLOGUE loads the arguments and constants, and the counters from the
+// state's counter block (J0 at the start).
 #define PROLOGUE \
 	MOVQ key+0(FP), AX; \
-	MOVQ dst+8(FP), DI; \
-	MOVQ src+16(FP), SI; \
-	MOVQ n+24(FP), DX; \
-	MOVQ aad+32(FP), R8; \
-	MOVQ aadLen+40(FP), R9; \
+	MOVQ dst+16(FP), DI; \
+	MOVQ src+24(FP), SI; \
+	MOVQ n+32(FP), DX; \
+	MOVQ aad+40(FP), R8; \
+	MOVQ aadLen+48(FP), R9; \
 	MOVQ ROUNDS(AX), BX; \
 	MOVQ $-1, R11; \
 	VBROADCASTI32X4 bswapMask<>(SB), Z17; \
 	VMOVDQU64 polyConst<>(SB), X18; \
 	VBROADCASTI32X4 four<>(SB), Z20; \
-	MOVQ j0+48(FP), R12; \
-	VMOVDQU64 (R12), X21; \
+	MOVQ st+8(FP), R12; \
+	VMOVDQU64 STCTR(R12), X21; \
 	VPSHUFB X17, X21, X12; \
 	VSHUFI32X4 $0, Z12, Z12, Z19; \
-	VPADDD laneInc<>(SB), Z19, Z19; \
+	VPADDD laneInc<>(SB), Z19, Z19
+
+// STARTJ0 clears Y and begins J0's encryption in X21, leaving R12 at round
+// key 1 and R13 at the rounds left before the last.
+#define STARTJ0 \
 	VPXORQ Z15, Z15, Z15; \
 	VPXORQ (AX), X21, X21; \
 	LEAQ 16(AX), R12; \
@@ -227,14 +246,15 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	ADDQ CX, R8; \
 	SUBQ CX, R9
 
-// EPILOGUE hashes the lengths block and writes the tag.
+// EPILOGUE hashes the lengths block (from the state at R12) and writes the
+// tag into the state.
 #define EPILOGUE \
-	MOVQ   n+24(FP), R12; \
-	SHLQ   $3, R12; \
-	VMOVQ  R12, X4; \
-	MOVQ   aadLen+40(FP), R12; \
-	SHLQ   $3, R12; \
-	VPINSRQ $1, R12, X4, X4; \
+	MOVQ   STN(R12), R13; \
+	SHLQ   $3, R13; \
+	VMOVQ  R13, X4; \
+	MOVQ   STAADLEN(R12), R13; \
+	SHLQ   $3, R13; \
+	VPINSRQ $1, R13, X4, X4; \
 	VPXOR  X15, X4, X4; \
 	VPXORQ Z5, Z5, Z5; \
 	VPXORQ Z6, Z6, Z6; \
@@ -243,13 +263,19 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	GHASH; \
 	VPSHUFB X17, X15, X15; \
 	VPXORQ X21, X15, X15; \
-	MOVQ   tag+56(FP), R12; \
-	VMOVDQU X15, (R12); \
-	VZEROUPPER
+	VMOVDQU X15, STTAG(R12)
 
-// func gcmCrypt(key *gcmAsm, dst, src *byte, n int, aad *byte, aadLen int, j0, tag *[16]byte, open bool)
-TEXT ·gcmCrypt(SB), NOSPLIT, $0-65
+// func gcmCrypt(key *gcmAsm, st *gcmState, dst, src *byte, n int, aad *byte, aadLen int, flags int)
+TEXT ·gcmCrypt(SB), NOSPLIT, $0-64
 	PROLOGUE
+	TESTQ $flagStart, flags+56(FP)
+	JNZ   start
+	VMOVDQU64 STY(R12), X15
+	VMOVDQU64 STEJ0(R12), X21
+	JMP   dataLoop
+
+start:
+	STARTJ0
 
 j0Rounds:
 	J0ROUND
@@ -291,8 +317,8 @@ lastRound:
 	VMOVDQU8 Z3, K4, 192(DI)
 	// Opening hashes its input, which Z4-Z7 hold; sealing hashes its
 	// output, without the keystream past the end.
-	CMPB open+64(FP), $0
-	JNE  hash
+	TESTQ $flagOpen, flags+56(FP)
+	JNZ  hash
 	VMOVDQU8.Z Z0, K1, Z4
 	VMOVDQU8.Z Z1, K2, Z5
 	VMOVDQU8.Z Z2, K3, Z6
@@ -307,7 +333,17 @@ hash:
 	JMP  dataLoop
 
 done:
+	MOVQ  st+8(FP), R12
+	TESTQ $flagFinish, flags+56(FP)
+	JNZ   finish
+	VMOVDQU X15, STY(R12)
+	VMOVDQU64 X21, STEJ0(R12)
+	VZEROUPPER
+	RET
+
+finish:
 	EPILOGUE
+	VZEROUPPER
 	RET
 
 // func subWord(w uint32) uint32

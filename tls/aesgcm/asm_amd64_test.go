@@ -86,14 +86,89 @@ func TestMatchesCryptoCipher(t *testing.T) {
 	}
 }
 
-// TestLayout holds gcmAsm to the offsets asm_amd64.s uses.
+// TestLayout holds gcmAsm and gcmState to the offsets asm_amd64.s uses.
 func TestLayout(t *testing.T) {
 	var g gcmAsm
-	if off := unsafe.Offsetof(g.htab); off != 240 {
-		t.Errorf("htab at %d, the assembly's HTAB is 240", off)
+	var st gcmState
+	for _, f := range []struct {
+		name      string
+		off, want uintptr
+	}{
+		{"gcmAsm.htab (HTAB)", unsafe.Offsetof(g.htab), 240},
+		{"gcmAsm.rounds (ROUNDS)", unsafe.Offsetof(g.rounds), 736},
+		{"gcmState.y (STY)", unsafe.Offsetof(st.y), 0},
+		{"gcmState.ctr (STCTR)", unsafe.Offsetof(st.ctr), 16},
+		{"gcmState.ej0 (STEJ0)", unsafe.Offsetof(st.ej0), 32},
+		{"gcmState.tag (STTAG)", unsafe.Offsetof(st.tag), 48},
+		{"gcmState.n (STN)", unsafe.Offsetof(st.n), 64},
+		{"gcmState.aadLen (STAADLEN)", unsafe.Offsetof(st.aadLen), 72},
+	} {
+		if f.off != f.want {
+			t.Errorf("%s at %d, the assembly has %d", f.name, f.off, f.want)
+		}
 	}
-	if off := unsafe.Offsetof(g.rounds); off != 736 {
-		t.Errorf("rounds at %d, the assembly's ROUNDS is 736", off)
+}
+
+// sealRecordWant is SealRecord's definition: the record's content copied
+// together and sealed by crypto/cipher.
+func sealRecordWant(std cipher.AEAD, head, body []byte, typ byte, nonce, aad []byte) []byte {
+	pt := append(append(append([]byte(nil), head...), body...), typ)
+	return std.Seal(nil, nonce, pt, aad)
+}
+
+// TestSealRecord compares SealRecord, for heads of every length modulo 16
+// and bodies on both sides of minGather, with crypto/cipher sealing the
+// same content copied together; crypto/cipher's GCM through SealRecord
+// (the fallback) must give the same.
+func TestSealRecord(t *testing.T) {
+	requireAsm(t)
+	r := rand.NewChaCha8([32]byte{6})
+	var bodies []int
+	for n := 0; n <= 300; n++ {
+		bodies = append(bodies, n)
+	}
+	bodies = append(bodies, 511, 512, 513, 1000, 16383-9, 16383, 16384+33)
+	for _, keyLen := range []int{16, 24, 32} {
+		ours, std := pair(t, random(r, keyLen))
+		for _, m := range []int{0, 1, 5, 9, 15, 16, 17, 31, 32, 33, 100, 255, 256, 257} {
+			for _, n := range bodies {
+				nonce, aad := random(r, NonceSize), random(r, 5)
+				head, body := random(r, m), random(r, n)
+				typ := byte(r.Uint64())
+				want := sealRecordWant(std, head, body, typ, nonce, aad)
+				keep := bytes.Clone(body)
+				for _, a := range []cipher.AEAD{ours, std} {
+					out := make([]byte, m+n+1+TagSize+7) // room to spare
+					copy(out, head)
+					got := SealRecord(a, out, m, body, typ, nonce, aad)
+					if !bytes.Equal(got, want) {
+						t.Fatalf("%T: SealRecord(key %d, head %d, body %d) differs:\n got %x\nwant %x", a, keyLen, m, n, got, want)
+					}
+					if !bytes.Equal(out[len(got):], make([]byte, 7)) {
+						t.Fatalf("%T: SealRecord(head %d, body %d) wrote past the record", a, m, n)
+					}
+				}
+				if !bytes.Equal(body, keep) {
+					t.Fatalf("SealRecord(head %d, body %d) changed body", m, n)
+				}
+			}
+		}
+	}
+}
+
+func TestSealRecordOverlapPanics(t *testing.T) {
+	requireAsm(t)
+	ours, _ := pair(t, make([]byte, 16))
+	buf := make([]byte, 2000)
+	for _, a := range []int{0, 100, 10 + minGather + 1 + TagSize - 1} { // out is buf[:10+minGather+1+TagSize]
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatalf("SealRecord with body at out[%d:] did not panic", a)
+				}
+			}()
+			SealRecord(ours, buf, 10, buf[a:a+minGather], 23, make([]byte, NonceSize), nil)
+		}()
 	}
 }
 
@@ -211,7 +286,7 @@ func TestGuardPage(t *testing.T) {
 	r := rand.NewChaCha8([32]byte{4})
 	ours, std := pair(t, random(r, 32))
 	nonce := random(r, NonceSize)
-	for n := 0; n <= 300; n++ {
+	for n := 0; n <= 300+minGather; n++ {
 		pt, aad := random(r, n), random(r, n%40)
 		want := std.Seal(nil, nonce, pt, aad)
 
@@ -223,6 +298,20 @@ func TestGuardPage(t *testing.T) {
 		copy(a, aad)
 		if !bytes.Equal(got, want) || !bytes.Equal(ours.Seal(nil, nonce, pt, a), want) {
 			t.Fatalf("n=%d: Seal next to the guard page differs", n)
+		}
+		// A record's body ends there, and so does the record.
+		if n >= minGather {
+			out := make([]byte, 9+n+1+TagSize) // the head is nine zeros
+			copy(in, pt)                       // the aad check wrote over its end
+			got := SealRecord(ours, out, 9, in, 23, nonce, aad)
+			if !bytes.Equal(got, sealRecordWant(std, make([]byte, 9), pt, 23, nonce, aad)) {
+				t.Fatalf("n=%d: SealRecord of a body next to the guard page differs", n)
+			}
+			rec := mem[page-len(got) : page]
+			clear(rec[:9])
+			if !bytes.Equal(SealRecord(ours, rec, 9, pt, 23, nonce, aad), got) {
+				t.Fatalf("n=%d: SealRecord into the guard page's edge differs", n)
+			}
 		}
 		// Sealed output and opened input end there.
 		out := mem[page-n-TagSize : page-n-TagSize]
@@ -246,13 +335,15 @@ func TestNoAllocs(t *testing.T) {
 	ours, _ := pair(t, make([]byte, 16))
 	nonce, aad := make([]byte, NonceSize), make([]byte, 5)
 	buf := make([]byte, 16384+TagSize)
+	body := make([]byte, 16000)
 	if n := testing.AllocsPerRun(100, func() {
 		ct := ours.Seal(buf[:0], nonce, buf[:16384], aad)
 		if _, err := ours.Open(ct[:0], nonce, ct, aad); err != nil {
 			t.Fatal(err)
 		}
+		SealRecord(ours, buf, 9, body, 23, nonce, aad)
 	}); n != 0 {
-		t.Fatalf("Seal and Open allocate %v times", n)
+		t.Fatalf("Seal, Open and SealRecord allocate %v times", n)
 	}
 }
 
@@ -267,6 +358,15 @@ func FuzzMatchesCryptoCipher(f *testing.F) {
 		}
 		ours, std := pair(t, key[:keyLen])
 		check(t, ours, std, nonce[:NonceSize], pt, aad)
+		// The same bytes as a record: head pt[:m], body pt[m:], and sel
+		// as the content type.
+		m := int(sel) % (len(pt) + 1)
+		out := make([]byte, len(pt)+1+TagSize)
+		copy(out, pt[:m])
+		if got, want := SealRecord(ours, out, m, pt[m:], sel, nonce[:NonceSize], aad),
+			sealRecordWant(std, pt[:m], pt[m:], sel, nonce[:NonceSize], aad); !bytes.Equal(got, want) {
+			t.Fatalf("SealRecord(head %d, body %d) differs from crypto/cipher's", m, len(pt)-m)
+		}
 		ct := ours.Seal(nil, nonce[:NonceSize], pt, aad)
 		if len(ct) > 0 {
 			ct[int(sel)%len(ct)] ^= 0x80
@@ -330,6 +430,32 @@ func BenchmarkNew(b *testing.B) {
 			cipher.NewGCM(block)
 		}
 	})
+}
+
+// BenchmarkSealRecord seals a full TLS record whose content is a 9-byte
+// HTTP/2 frame header already in the record and 16,374 bytes elsewhere, as
+// the record layer does for a DATA frame: copied in and sealed in place
+// (what it did before SealRecord), or read by the cipher where it is.
+func BenchmarkSealRecord(b *testing.B) {
+	const m, body = 9, 16384 - 9 - 1
+	for _, impl := range []string{"copy-then-seal", "seal-record"} {
+		b.Run(impl, func(b *testing.B) {
+			a := benchAEAD(b, "asm")
+			nonce, aad := make([]byte, NonceSize), make([]byte, 5)
+			src, out := make([]byte, body), make([]byte, 16384+TagSize)
+			b.SetBytes(body)
+			b.ReportAllocs()
+			for b.Loop() {
+				if impl == "copy-then-seal" {
+					copy(out[m:], src)
+					out[m+body] = 23
+					a.Seal(out[:0], nonce, out[:m+body+1], aad)
+				} else {
+					SealRecord(a, out, m, src, 23, nonce, aad)
+				}
+			}
+		})
+	}
 }
 
 func benchAEAD(b *testing.B, impl string) cipher.AEAD {

@@ -11,3 +11,7 @@ var forceGeneric bool
 func Accelerated() bool { return false }
 
 func newAsm(key []byte, block cipher.Block) cipher.AEAD { panic("unreachable") }
+
+func sealRecordAsm(a cipher.AEAD, out []byte, m int, body []byte, typ byte, nonce, aad []byte) bool {
+	return false
+}

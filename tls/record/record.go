@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/tls/aesgcm"
 )
 
 // Record layer constants (RFC 8446, section 5).
@@ -681,13 +683,16 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 		}
 		room := min(c.open+recordHeaderLen+maxPlaintext, outSize-1-tagLen) - c.outW
-		k := copy(c.out[c.outW:c.outW+room], p)
-		c.outW += k
-		n += k
-		p = p[k:]
-		if k == room {
-			c.sealLocked(typeAppData)
+		if len(p) < room {
+			c.outW += copy(c.out[c.outW:], p)
+			n += len(p)
+			break
 		}
+		// p completes the open record: the cipher reads p's part where it
+		// is, without a copy into the record first.
+		c.sealWithLocked(typeAppData, p[:room])
+		n += room
+		p = p[room:]
 	}
 	if !c.buffering {
 		return n, c.flushLocked()
@@ -732,18 +737,22 @@ func (c *Conn) beginLocked() error {
 // sealLocked closes the open record as content type typ and encrypts it in
 // place.
 func (c *Conn) sealLocked(typ byte) {
-	if c.open < 0 {
-		return
+	if c.open >= 0 {
+		c.sealWithLocked(typ, nil)
 	}
+}
+
+// sealWithLocked closes the open record, which there must be, as content
+// type typ with body as the last of its content, and encrypts it in place.
+// body, which must fit, is read where it is (aesgcm.SealRecord).
+func (c *Conn) sealWithLocked(typ byte, body []byte) {
 	start := c.open + recordHeaderLen
-	c.out[c.outW] = typ
-	c.outW++
-	plain := c.out[start:c.outW]
+	m := c.outW - start
 	hdr := c.out[c.open:start]
 	hdr[0], hdr[1], hdr[2] = typeAppData, 3, 3
-	binary.BigEndian.PutUint16(hdr[3:], uint16(len(plain)+tagLen))
-	c.wr.aead.Seal(plain[:0], c.wr.nextNonce(), plain, hdr)
-	c.outW += tagLen
+	binary.BigEndian.PutUint16(hdr[3:], uint16(m+len(body)+1+tagLen))
+	rec := aesgcm.SealRecord(c.wr.aead, c.out[start:], m, body, typ, c.wr.nextNonce(), hdr)
+	c.outW = start + len(rec)
 	c.open = -1
 }
 
