@@ -2,9 +2,11 @@ package netutil
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -172,6 +174,45 @@ func (l *Link) attach() error {
 	return first
 }
 
+// The spare descriptor. Attaching needs a second descriptor of the socket
+// for a moment (net.FileConn duplicates the bare one before it is closed),
+// so a process at its RLIMIT_NOFILE, such as a ztunnel flooded with
+// connections that never finish a handshake, would lose every detached
+// connection that wakes up. An eventfd is held in reserve instead: an
+// attach that finds no descriptor free closes it, which frees the number
+// net.FileConn then takes, and the number the bare descriptor leaves takes
+// the spare again. spareMu serialises that, and guards spare.
+var (
+	spareMu sync.Mutex
+	spare   = -1 // the reserved descriptor; -1 while it is not held
+)
+
+// takeSpare reserves the spare descriptor if it is not held (with spareMu
+// held). Without a free descriptor it stays unheld until a later call.
+func takeSpare() {
+	if spare < 0 {
+		if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC); err == nil {
+			spare = fd
+		}
+	}
+}
+
+// fileConn is net.FileConn of f, with the spare descriptor given up when no
+// other is free; it takes the spare again after closing f.
+func fileConn(f *os.File) (net.Conn, error) {
+	spareMu.Lock()
+	defer spareMu.Unlock()
+	nc, err := net.FileConn(f)
+	if (errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)) && spare >= 0 {
+		unix.Close(spare)
+		spare = -1
+		nc, err = net.FileConn(f)
+	}
+	f.Close()
+	takeSpare()
+	return nc, err
+}
+
 // attachSrc makes d's bare source a *net.TCPConn again. The bare descriptor
 // is closed either way.
 func (d *dirState) attachSrc(lp *loop) error {
@@ -179,13 +220,12 @@ func (d *dirState) attachSrc(lp *loop) error {
 	d.bare = 0
 	var opts tcpOpts
 	opts.read(fd)
-	f := os.NewFile(uintptr(fd), "netutil-detached")
-	nc, err := net.FileConn(f) // a new descriptor of the same socket
 	if d.raw.registered {
 		unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 		d.raw.registered = false
 	}
-	f.Close()
+	// A new descriptor of the same socket; the bare one is closed.
+	nc, err := fileConn(os.NewFile(uintptr(fd), "netutil-detached"))
 	if err != nil {
 		return fmt.Errorf("netutil: attaching an idle socket again: %w", err)
 	}

@@ -5,12 +5,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
@@ -424,4 +428,68 @@ func pingPong(r *linkRig, pauses []time.Duration, closeAt int) error {
 		}
 	}
 	return nil
+}
+
+// TestLinkAttachAtDescriptorLimit: a detached relay wakes and relays both
+// ways while the process has no descriptor free, as a ztunnel flooded with
+// connections at its RLIMIT_NOFILE (e2e's TestResourceLimits). Attaching
+// needs a second descriptor of each socket for a moment; the spare gives it.
+func TestLinkAttachAtDescriptorLimit(t *testing.T) {
+	defer netutil.SetParkAfter(10 * time.Millisecond)()
+	netutil.StartParkLoop()
+	r := newLinkRig(t, modeSplice)
+	go r.link.Run()
+	r.echoOnce(t, 1)
+	waitDetached(t, []*linkRig{r})
+
+	// Lower the soft limit to just above the highest descriptor open, then
+	// fill every number below it.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	highest := 0
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+			highest = n
+		}
+	}
+	low := lim
+	low.Cur = uint64(highest + 8)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	var fill []int
+	defer func() {
+		for _, fd := range fill {
+			syscall.Close(fd)
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
+		}
+	}()
+	for {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			if !errors.Is(err, unix.EMFILE) {
+				t.Fatal(err)
+			}
+			break
+		}
+		fill = append(fill, fd)
+	}
+	t.Logf("%d descriptors filled up to the soft limit of %d", len(fill), low.Cur)
+
+	// The first byte attaches both sockets, then each way relays. (Detaching
+	// again needs a free descriptor: at the limit the sockets stay attached.)
+	r.echoOnce(t, 2)
+	r.echoOnce(t, 3)
+	r.link.Close()
+	r.result(t)
+	r.client.Close()
+	r.server.Close()
 }

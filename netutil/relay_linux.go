@@ -577,6 +577,9 @@ func theLoop() *loop {
 			lp.file.Close()
 			return
 		}
+		spareMu.Lock()
+		takeSpare() // before detached sockets can need it (detach_linux.go)
+		spareMu.Unlock()
 		startedLoop.Store(lp)
 		go lp.run(rc) // owned by the process, like the runtime's netpoller
 	})
