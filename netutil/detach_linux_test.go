@@ -295,16 +295,24 @@ func TestLinkDetachesAfterHold(t *testing.T) {
 	r.result(t)
 }
 
-// TestLinkDetachedPeerReset: a reset reaching a detached socket attaches it
-// again and ends the relay with the reset (a disconnect, not a failure of
-// the attach).
-func TestLinkDetachedPeerReset(t *testing.T) {
-	defer netutil.SetParkAfter(5 * time.Millisecond)()
+// newDetachedRig starts a relay between TCP sockets, moves one byte each
+// way through it and waits until it has detached both sockets.
+func newDetachedRig(t *testing.T) *linkRig {
+	t.Helper()
 	netutil.StartParkLoop()
 	r := newLinkRig(t, modeSplice)
 	go r.link.Run()
 	r.echoOnce(t, 1)
 	waitDetached(t, []*linkRig{r})
+	return r
+}
+
+// TestLinkDetachedPeerReset: a reset reaching a detached socket attaches it
+// again and ends the relay with the reset (a disconnect, not a failure of
+// the attach).
+func TestLinkDetachedPeerReset(t *testing.T) {
+	defer netutil.SetParkAfter(5 * time.Millisecond)()
+	r := newDetachedRig(t)
 	r.server.SetLinger(0)
 	r.server.Close()
 	res := r.result(t)
@@ -436,11 +444,7 @@ func pingPong(r *linkRig, pauses []time.Duration, closeAt int) error {
 // needs a second descriptor of each socket for a moment; the spare gives it.
 func TestLinkAttachAtDescriptorLimit(t *testing.T) {
 	defer netutil.SetParkAfter(10 * time.Millisecond)()
-	netutil.StartParkLoop()
-	r := newLinkRig(t, modeSplice)
-	go r.link.Run()
-	r.echoOnce(t, 1)
-	waitDetached(t, []*linkRig{r})
+	r := newDetachedRig(t)
 
 	// Lower the soft limit to just above the highest descriptor open, then
 	// fill every number below it.
