@@ -181,7 +181,8 @@ func (l *Link) attach() error {
 // connection that wakes up. An eventfd is held in reserve instead: an
 // attach that finds no descriptor free closes it, which frees the number
 // net.FileConn then takes, and the number the bare descriptor leaves takes
-// the spare again. spareMu serialises that, and guards spare.
+// the spare again. spareMu serialises those attaches, and guards spare;
+// an attach that finds a descriptor free does not take it.
 var (
 	spareMu sync.Mutex
 	spare   = -1 // the reserved descriptor; -1 while it is not held
@@ -197,13 +198,17 @@ func takeSpare() {
 	}
 }
 
-// fileConn is net.FileConn of f, with the spare descriptor given up when no
-// other is free; it takes the spare again after closing f.
+// fileConn is net.FileConn of f, which it closes. When no descriptor is
+// free it gives the spare up for the call, and takes it again after.
 func fileConn(f *os.File) (net.Conn, error) {
+	nc, err := net.FileConn(f)
+	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
+		f.Close()
+		return nc, err
+	}
 	spareMu.Lock()
 	defer spareMu.Unlock()
-	nc, err := net.FileConn(f)
-	if (errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)) && spare >= 0 {
+	if spare >= 0 {
 		unix.Close(spare)
 		spare = -1
 		nc, err = net.FileConn(f)
