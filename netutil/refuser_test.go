@@ -14,11 +14,14 @@ import (
 )
 
 // refusingConn stands for a tunnel opened before its answer: its Read fails once the relay
-// has written the client's first bytes to it (at once when wrote is nil), and Refused says
-// whether it was refused.
+// has written the client's first bytes to it and counted them (at once when wrote is nil),
+// and Refused says whether it was refused. A real refusal comes a round trip after the
+// write, long after the relay counted it; Read waits for the count so that the test does
+// not fail it between the Write's return and the count's update.
 type refusingConn struct {
 	refused bool
 	wrote   chan struct{} // closed by the first Write; nil: Read does not wait
+	counted *atomic.Int64 // the relay's count of bytes written to this conn
 	once    sync.Once
 }
 
@@ -27,6 +30,9 @@ var errTunnelFailed = errors.New("tunnel failed")
 func (c *refusingConn) Read([]byte) (int, error) {
 	if c.wrote != nil {
 		<-c.wrote
+		for c.counted.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	return 0, errTunnelFailed
 }
@@ -63,14 +69,14 @@ func TestLinkResetsClientOfRefusedTunnel(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			client, accepted := tcpPair(t)
-			tunnel := &refusingConn{refused: tt.refused}
+			var toTunnel atomic.Int64
+			tunnel := &refusingConn{refused: tt.refused, counted: &toTunnel}
 			if tt.sent {
 				tunnel.wrote = make(chan struct{})
 				if _, err := client.Write([]byte("request")); err != nil {
 					t.Fatal(err)
 				}
 			}
-			var toTunnel atomic.Int64
 			done := make(chan error, 1)
 			l := netutil.NewLink(accepted, tunnel, &toTunnel, nil, netutil.EndFunc(func(_, _ int64, err error) { done <- err }))
 			go l.Run()
