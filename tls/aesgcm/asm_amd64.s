@@ -11,6 +11,14 @@
 //   Y' = (Y^B0)·H^T ^ B1·H^(T-1) ^ ... ^ B(T-1)·H.
 // htab holds H^16..H^1, so block i's power is at htab+(16-T+i)*16.
 //
+// The hash's multiplications sit between a loop's AES rounds ("stitched",
+// STITCHED): VAESENC runs on port 0 and VPCLMULQDQ on port 5, and
+// interleaving them in program order keeps both busy. Opening hashes the
+// ciphertext it decrypts in the same loop. Sealing hashes its output, which
+// a loop has only at its end, so each sealing loop hashes the previous
+// loop's ciphertext between its rounds, and the last one is hashed after
+// the loop.
+//
 // A message may take several calls (SealRecord's gather): each call's
 // running hash and AES(J0) wait in a gcmState between them, and every call
 // but the last covers whole blocks, so no call starts inside a block.
@@ -28,9 +36,11 @@
 //           dword 0 of each lane
 //   Z20     4 in dword 0 of each lane
 //   X21     AES(J0), which masks the tag
+//   Z22-Z25 the ciphertext as loaded, when opening
 //   K1-K4   byte masks of the loop's four registers
 //   AX key, BX rounds, CX loop length, DX bytes left, SI src, DI dst,
-//   R8 additional data, R9 its bytes left, R10 the loop's first power,
+//   R8 additional data (when sealing, then 1 while a loop's ciphertext
+//   waits to be hashed), R9 its bytes left, R10 the loop's first power,
 //   R11 all ones, R12 R13 scratch
 
 #include "textflag.h"
@@ -119,15 +129,6 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VPSHUFB Z17, Z7, Z7; \
 	VPXORQ  Z15, Z4, Z4
 
-#define MULACC(off, Z) \
-	VPCLMULQDQ $0x00, off(R10), Z, Z11; \
-	VPCLMULQDQ $0x11, off(R10), Z, Z12; \
-	VPCLMULQDQ $0x01, off(R10), Z, Z13; \
-	VPCLMULQDQ $0x10, off(R10), Z, Z14; \
-	VPXORQ     Z11, Z8, Z8; \
-	VPXORQ     Z12, Z10, Z10; \
-	VPTERNLOGD $0x96, Z13, Z14, Z9
-
 // FOLDLANES xors the four lanes of Z into its lane 0 (X).
 #define FOLDLANES(Z, Y, X) \
 	VEXTRACTI64X4 $1, Z, Y11; \
@@ -135,30 +136,56 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VEXTRACTI128  $1, Y, X11; \
 	VPXOR         X11, X, X
 
-// GHASH multiplies Z4-Z7 by the powers at R10 and reduces the sum into Y.
-#define GHASH \
-	VPCLMULQDQ $0x00, (R10), Z4, Z8; \
-	VPCLMULQDQ $0x11, (R10), Z4, Z10; \
-	VPCLMULQDQ $0x01, (R10), Z4, Z9; \
-	VPCLMULQDQ $0x10, (R10), Z4, Z11; \
-	VPXORQ     Z11, Z9, Z9; \
-	MULACC(64, Z5); \
-	MULACC(128, Z6); \
-	MULACC(192, Z7); \
+// MULFIRST starts the products with Z4 times the powers at p.
+#define MULFIRST(p) \
+	VPCLMULQDQ $0x00, p, Z4, Z8; \
+	VPCLMULQDQ $0x11, p, Z4, Z10; \
+	VPCLMULQDQ $0x01, p, Z4, Z9; \
+	VPCLMULQDQ $0x10, p, Z4, Z11; \
+	VPXORQ     Z11, Z9, Z9
+
+// MULNEXT adds Z times the powers at p to the products.
+#define MULNEXT(p, Z) \
+	VPCLMULQDQ $0x00, p, Z, Z11; \
+	VPCLMULQDQ $0x11, p, Z, Z12; \
+	VPCLMULQDQ $0x01, p, Z, Z13; \
+	VPCLMULQDQ $0x10, p, Z, Z14; \
+	VPXORQ     Z11, Z8, Z8; \
+	VPXORQ     Z12, Z10, Z10; \
+	VPTERNLOGD $0x96, Z13, Z14, Z9
+
+// FOLDALL sums the products' lanes and splits the middle product into the
+// low (X8) and high (X10) halves.
+#define FOLDALL \
 	FOLDLANES(Z8, Y8, X8); \
 	FOLDLANES(Z9, Y9, X9); \
 	FOLDLANES(Z10, Y10, X10); \
 	VPSLLDQ    $8, X9, X11; \
 	VPXOR      X11, X8, X8; \
 	VPSRLDQ    $8, X9, X9; \
-	VPXOR      X9, X10, X10; \
+	VPXOR      X9, X10, X10
+
+// REDUCE1 and REDUCE2 reduce the 256-bit sum modulo the polynomial into Y.
+#define REDUCE1 \
 	VPCLMULQDQ $0x01, X8, X18, X11; \
 	VPSHUFD    $0x4e, X8, X8; \
-	VPXOR      X11, X8, X8; \
+	VPXOR      X11, X8, X8
+
+#define REDUCE2 \
 	VPCLMULQDQ $0x01, X8, X18, X11; \
 	VPSHUFD    $0x4e, X8, X8; \
 	VPXOR      X11, X8, X8; \
 	VPXOR      X10, X8, X15
+
+// GHASH multiplies Z4-Z7 by the powers at R10 and reduces the sum into Y.
+#define GHASH \
+	MULFIRST((R10)); \
+	MULNEXT(64(R10), Z5); \
+	MULNEXT(128(R10), Z6); \
+	MULNEXT(192(R10), Z7); \
+	FOLDALL; \
+	REDUCE1; \
+	REDUCE2
 
 #define AESROUND(off) \
 	VBROADCASTI32X4 off(AX), Z16; \
@@ -170,6 +197,20 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 // COUNTERS puts the next 16 counter blocks in Z0-Z3, xored with round key
 // 0, and runs rounds 1-9.
 #define COUNTERS \
+	NEXTCOUNTERS; \
+	AESROUND(16); \
+	AESROUND(32); \
+	AESROUND(48); \
+	AESROUND(64); \
+	AESROUND(80); \
+	AESROUND(96); \
+	AESROUND(112); \
+	AESROUND(128); \
+	AESROUND(144)
+
+// NEXTCOUNTERS puts the next 16 counter blocks in Z0-Z3, xored with round
+// key 0.
+#define NEXTCOUNTERS \
 	VPSHUFB Z17, Z19, Z0; \
 	VPADDD  Z20, Z19, Z19; \
 	VPSHUFB Z17, Z19, Z1; \
@@ -182,16 +223,7 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VPXORQ  Z16, Z0, Z0; \
 	VPXORQ  Z16, Z1, Z1; \
 	VPXORQ  Z16, Z2, Z2; \
-	VPXORQ  Z16, Z3, Z3; \
-	AESROUND(16); \
-	AESROUND(32); \
-	AESROUND(48); \
-	AESROUND(64); \
-	AESROUND(80); \
-	AESROUND(96); \
-	AESROUND(112); \
-	AESROUND(128); \
-	AESROUND(144)
+	VPXORQ  Z16, Z3, Z3
 
 // LASTROUND runs the final round with the key at R12.
 #define LASTROUND \
@@ -200,6 +232,53 @@ GLOBL four<>(SB), RODATA|NOPTR, $16
 	VAESENCLAST Z16, Z1, Z1; \
 	VAESENCLAST Z16, Z2, Z2; \
 	VAESENCLAST Z16, Z3, Z3
+
+// STITCHED runs rounds 1-9 on Z0-Z3 (xored with round key 0 already) and,
+// between them, hashes Z4-Z7 (reversed, Y folded in) with the powers at
+// p0-p3 into Y.
+#define STITCHED(p0, p1, p2, p3) \
+	AESROUND(16); \
+	MULFIRST(p0); \
+	AESROUND(32); \
+	MULNEXT(p1, Z5); \
+	AESROUND(48); \
+	MULNEXT(p2, Z6); \
+	AESROUND(64); \
+	MULNEXT(p3, Z7); \
+	AESROUND(80); \
+	FOLDALL; \
+	AESROUND(96); \
+	REDUCE1; \
+	AESROUND(112); \
+	REDUCE2; \
+	AESROUND(128); \
+	AESROUND(144)
+
+// LASTKEY points R12 at the last round key and compares the rounds with 12,
+// for the jumps over rounds 10-13.
+#define LASTKEY \
+	MOVQ BX, R12; \
+	SHLQ $4, R12; \
+	ADDQ AX, R12; \
+	CMPQ BX, $12
+
+// XORSTORE xors the data in a-d into the keystream in Z0-Z3 and stores the
+// result at DI under the loop's masks.
+#define XORSTORE(a, b, c, d) \
+	VPXORQ a, Z0, Z0; \
+	VPXORQ b, Z1, Z1; \
+	VPXORQ c, Z2, Z2; \
+	VPXORQ d, Z3, Z3; \
+	VMOVDQU8 Z0, K1, (DI); \
+	VMOVDQU8 Z1, K2, 64(DI); \
+	VMOVDQU8 Z2, K3, 128(DI); \
+	VMOVDQU8 Z3, K4, 192(DI)
+
+// ADVANCE moves past the loop's CX bytes.
+#define ADVANCE \
+	ADDQ CX, SI; \
+	ADDQ CX, DI; \
+	SUBQ CX, DX
 
 // PROLOGUE loads the arguments and constants, and the counters from the
 // state's counter block (J0 at the start).
@@ -289,14 +368,28 @@ aadLoop:
 	JMP   aadLoop
 
 dataLoop:
+	TESTQ $flagOpen, flags+56(FP)
+	JZ    sealData
+
+// Opening hashes its input, so each loop hashes the ciphertext it decrypts,
+// its multiplications placed between the AES rounds. Z22-Z25 keep the
+// ciphertext as loaded, for the keystream.
+openLoop:
 	TESTQ DX, DX
 	JZ    done
 	SETUPLOOP(DX)
-	COUNTERS
-	MOVQ BX, R12
-	SHLQ $4, R12
-	ADDQ AX, R12
-	CMPQ BX, $12
+	VMOVDQU8.Z (SI), K1, Z22
+	VMOVDQU8.Z 64(SI), K2, Z23
+	VMOVDQU8.Z 128(SI), K3, Z24
+	VMOVDQU8.Z 192(SI), K4, Z25
+	NEXTCOUNTERS
+	VPSHUFB Z17, Z22, Z4
+	VPSHUFB Z17, Z23, Z5
+	VPSHUFB Z17, Z24, Z6
+	VPSHUFB Z17, Z25, Z7
+	VPXORQ  Z15, Z4, Z4
+	STITCHED((R10), 64(R10), 128(R10), 192(R10))
+	LASTKEY
 	JB   lastRound
 	AESROUND(160)
 	AESROUND(176)
@@ -306,31 +399,67 @@ dataLoop:
 
 lastRound:
 	LASTROUND
-	LOADMASKED(SI)
-	VPXORQ Z4, Z0, Z0
-	VPXORQ Z5, Z1, Z1
-	VPXORQ Z6, Z2, Z2
-	VPXORQ Z7, Z3, Z3
-	VMOVDQU8 Z0, K1, (DI)
-	VMOVDQU8 Z1, K2, 64(DI)
-	VMOVDQU8 Z2, K3, 128(DI)
-	VMOVDQU8 Z3, K4, 192(DI)
-	// Opening hashes its input, which Z4-Z7 hold; sealing hashes its
-	// output, without the keystream past the end.
-	TESTQ $flagOpen, flags+56(FP)
-	JNZ  hash
-	VMOVDQU8.Z Z0, K1, Z4
-	VMOVDQU8.Z Z1, K2, Z5
-	VMOVDQU8.Z Z2, K3, Z6
-	VMOVDQU8.Z Z3, K4, Z7
+	XORSTORE(Z22, Z23, Z24, Z25)
+	ADVANCE
+	JMP  openLoop
 
-hash:
+// Sealing hashes its output, so a loop's hash would wait for its own
+// encryption. Instead each loop hashes the previous loop's ciphertext, held
+// in Z4-Z7, between the rounds that encrypt the next sixteen blocks
+// (sealStitched). R8 (the additional data's pointer, spent by now) is 1
+// while a loop's ciphertext waits to be hashed. Only the last loop can be
+// partial; sealDrain masks off the keystream past its end and hashes it
+// with its own powers (R10).
+sealData:
+	XORL R8, R8
+
+sealLoop:
+	TESTQ DX, DX
+	JZ    sealDrain
+	TESTQ R8, R8
+	JNZ   sealStitched
+	SETUPLOOP(DX)
+	COUNTERS
+
+sealRest:
+	LASTKEY
+	JB   sealLastRound
+	AESROUND(160)
+	AESROUND(176)
+	JE   sealLastRound
+	AESROUND(192)
+	AESROUND(208)
+
+sealLastRound:
+	LASTROUND
+	LOADMASKED(SI)
+	XORSTORE(Z4, Z5, Z6, Z7)
+	VMOVDQA64 Z0, Z4
+	VMOVDQA64 Z1, Z5
+	VMOVDQA64 Z2, Z6
+	VMOVDQA64 Z3, Z7
+	MOVL $1, R8
+	ADVANCE
+	JMP  sealLoop
+
+// The previous loop's ciphertext is sixteen whole blocks, so its powers
+// are H^16..H^1 at HTAB; R10 is the new loop's.
+sealStitched:
+	SETUPLOOP(DX)
+	NEXTCOUNTERS
+	REVERSEDATA
+	STITCHED(HTAB(AX), HTAB+64(AX), HTAB+128(AX), HTAB+192(AX))
+	JMP sealRest
+
+sealDrain:
+	TESTQ R8, R8
+	JZ    done
+	VMOVDQU8.Z Z4, K1, Z4
+	VMOVDQU8.Z Z5, K2, Z5
+	VMOVDQU8.Z Z6, K3, Z6
+	VMOVDQU8.Z Z7, K4, Z7
 	REVERSEDATA
 	GHASH
-	ADDQ CX, SI
-	ADDQ CX, DI
-	SUBQ CX, DX
-	JMP  dataLoop
 
 done:
 	MOVQ  st+8(FP), R12
