@@ -1,11 +1,13 @@
 // Package aesgcm is AES-GCM (NIST SP 800-38D) with 12-byte nonces and
 // 16-byte tags, the AEAD of TLS 1.3's AES suites, for the record layer.
 //
-// On amd64 CPUs with AVX-512, VAES and VPCLMULQDQ it runs its own
-// assembly, which encrypts and hashes sixteen blocks per loop in 512-bit
-// registers: Go's crypto/cipher uses 128-bit AES-NI and PCLMULQDQ there, at
+// On amd64 CPUs with VAES and VPCLMULQDQ it runs its own assembly, which
+// encrypts and hashes many blocks per loop in wide registers: sixteen in
+// 512-bit registers where the CPU has AVX-512 (asm_amd64.s, Intel since Ice
+// Lake), eight in 256-bit ones where it has only AVX2 (avx2_amd64.s, AMD's
+// Zen 3). Go's crypto/cipher uses 128-bit AES-NI and PCLMULQDQ there, at
 // about half the speed (see benchmarks/README.md). Everywhere else New
-// returns crypto/cipher's GCM. Both give the same bytes: the tests and the
+// returns crypto/cipher's GCM. All give the same bytes: the tests and the
 // fuzz target compare them.
 package aesgcm
 

@@ -10,9 +10,9 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// hasAsm is whether the CPU (and the kernel, which must save the 512-bit
-// registers) can run the assembly.
-var hasAsm = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL &&
+// hasAVX512 is whether the CPU (and the kernel, which must save the 512-bit
+// registers) can run asm_amd64.s.
+var hasAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL &&
 	cpu.X86.HasAVX512VAES && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasAES &&
 	cpu.X86.HasPCLMULQDQ && cpu.X86.HasBMI2
 
@@ -20,8 +20,12 @@ var hasAsm = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL &&
 // machine.
 var forceGeneric bool
 
+// useAVX512 is whether New's assembly implementation is asm_amd64.s rather
+// than avx2_amd64.s. Tests clear it to run the latter on CPUs with both.
+var useAVX512 = hasAVX512
+
 // Accelerated reports whether New returns the assembly implementation.
-func Accelerated() bool { return hasAsm && !forceGeneric }
+func Accelerated() bool { return (hasAVX512 || hasAVX2) && !forceGeneric }
 
 // htabBlocks is the size of gcmAsm.htab: H^16..H^1, then 15 blocks the
 // assembly may read past H^1 (multiplied only by zeros) when it hashes
@@ -39,6 +43,13 @@ type gcmAsm struct {
 	htab [htabBlocks * 16]byte
 	// rounds is 10, 12 or 14.
 	rounds int
+	// htabK holds, for each of htab's entries, the xor of its two halves
+	// in the low 8 bytes: the Karatsuba factors avx2_amd64.s multiplies
+	// by (zero past H^1, as in htab).
+	htabK [htabBlocks * 16]byte
+	// wide is whether crypt runs asm_amd64.s (512-bit registers) rather
+	// than avx2_amd64.s.
+	wide bool
 }
 
 // gcmState is one message's running state between calls of gcmCrypt. Its
@@ -77,6 +88,16 @@ func (st *gcmState) start(nonce []byte, n, aadLen int) {
 	st.n, st.aadLen = uint64(n), uint64(aadLen)
 }
 
+// crypt is gcmCrypt on the key's implementation: asm_amd64.s, or
+// gcmCryptAVX2.
+func (g *gcmAsm) crypt(st *gcmState, dst, src *byte, n int, aad *byte, aadLen int, flags int) {
+	if g.wide {
+		gcmCrypt(g, st, dst, src, n, aad, aadLen, flags)
+	} else {
+		gcmCryptAVX2(g, st, dst, src, n, aad, aadLen, flags)
+	}
+}
+
 // advance moves the counter on past n bytes (a multiple of 16).
 func (st *gcmState) advance(n int) {
 	c := binary.BigEndian.Uint32(st.ctr[12:])
@@ -93,7 +114,7 @@ func mulAsm(a, b, out *[16]byte)
 func subWord(w uint32) uint32
 
 func newAsm(key []byte, block cipher.Block) *gcmAsm {
-	g := &gcmAsm{}
+	g := &gcmAsm{wide: useAVX512}
 	g.expandKey(key)
 	var h [16]byte
 	block.Encrypt(h[:], h[:])
@@ -162,6 +183,11 @@ func (g *gcmAsm) setHashKey(h *[16]byte) {
 	for k := 2; k <= 16; k++ {
 		mulAsm((*[16]byte)(g.htab[(17-k)*16:]), h1, (*[16]byte)(g.htab[(16-k)*16:]))
 	}
+	for i := range 16 {
+		lo := binary.LittleEndian.Uint64(g.htab[16*i:])
+		hi := binary.LittleEndian.Uint64(g.htab[16*i+8:])
+		binary.LittleEndian.PutUint64(g.htabK[16*i:], lo^hi)
+	}
 }
 
 func (g *gcmAsm) NonceSize() int { return NonceSize }
@@ -180,7 +206,7 @@ func (g *gcmAsm) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	}
 	var st gcmState
 	st.start(nonce, len(plaintext), len(aad))
-	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
+	g.crypt(&st, unsafe.SliceData(out), unsafe.SliceData(plaintext), len(plaintext),
 		unsafe.SliceData(aad), len(aad), flagStart|flagFinish)
 	copy(out[len(plaintext):], st.tag[:])
 	return ret
@@ -200,7 +226,7 @@ func (g *gcmAsm) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	}
 	var st gcmState
 	st.start(nonce, n, len(aad))
-	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
+	g.crypt(&st, unsafe.SliceData(out), unsafe.SliceData(ciphertext), n,
 		unsafe.SliceData(aad), len(aad), flagStart|flagFinish|flagOpen)
 	if subtle.ConstantTimeCompare(st.tag[:], ciphertext[n:]) != 1 {
 		clear(out)
@@ -238,19 +264,19 @@ func (g *gcmAsm) sealRecord(out []byte, m int, body []byte, typ byte, nonce, aad
 	st.start(nonce, n, len(aad))
 	head := m + (16-m%16)%16
 	copy(out[m:head], body)
-	gcmCrypt(g, &st, unsafe.SliceData(out), unsafe.SliceData(out), head,
+	g.crypt(&st, unsafe.SliceData(out), unsafe.SliceData(out), head,
 		unsafe.SliceData(aad), len(aad), flagStart)
 	st.advance(head)
 	body = body[head-m:]
 	if mid := len(body) &^ 15; mid > 0 {
-		gcmCrypt(g, &st, &out[head], &body[0], mid, nil, 0, 0)
+		g.crypt(&st, &out[head], &body[0], mid, nil, 0, 0)
 		st.advance(mid)
 		head += mid
 		body = body[mid:]
 	}
 	copy(out[head:], body)
 	out[n-1] = typ
-	gcmCrypt(g, &st, &out[head], &out[head], n-head, nil, 0, flagFinish)
+	g.crypt(&st, &out[head], &out[head], n-head, nil, 0, flagFinish)
 	copy(out[n:], st.tag[:])
 }
 

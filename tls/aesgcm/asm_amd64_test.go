@@ -17,7 +17,35 @@ import (
 func requireAsm(t testing.TB) {
 	t.Helper()
 	if !Accelerated() {
-		t.Skip("SKIPPED: this CPU lacks AVX-512 BW/VL, VAES or VPCLMULQDQ; New returns crypto/cipher's GCM here")
+		t.Skip("SKIPPED: this CPU lacks VAES or VPCLMULQDQ (with AVX2 or AVX-512); New returns crypto/cipher's GCM here")
+	}
+}
+
+// impls are the two assembly implementations: asm_amd64.s on 512-bit
+// registers and avx2_amd64.s on 256-bit ones.
+var impls = []struct {
+	name  string
+	has   bool
+	wide  bool
+	lacks string
+}{
+	{"avx512", hasAVX512, true, "AVX-512 BW/VL, VAES or VPCLMULQDQ"},
+	{"avx2", hasAVX2, false, "AVX2, VAES or VPCLMULQDQ"},
+}
+
+// paths runs f as a subtest for each implementation, with New returning
+// it; one the CPU cannot run is skipped, saying so.
+func paths(t *testing.T, f func(t *testing.T)) {
+	requireAsm(t)
+	for _, im := range impls {
+		t.Run(im.name, func(t *testing.T) {
+			if !im.has {
+				t.Skipf("SKIPPED: this CPU lacks %s", im.lacks)
+			}
+			defer func(old bool) { useAVX512 = old }(useAVX512)
+			useAVX512 = im.wide
+			f(t)
+		})
 	}
 }
 
@@ -27,8 +55,8 @@ func pair(t testing.TB, key []byte) (ours, std cipher.AEAD) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ours.(*gcmAsm); !ok {
-		t.Fatalf("New returned %T, not the assembly", ours)
+	if g, ok := ours.(*gcmAsm); !ok || g.wide != useAVX512 {
+		t.Fatalf("New returned %T (wide %v), not the assembly asked for", ours, ok && g.wide)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -70,8 +98,9 @@ var lengths = func() []int {
 	return append(l, 1023, 1024, 1025, 4095, 4096, 16383, 16384, 16385, 16384+17+256)
 }()
 
-func TestMatchesCryptoCipher(t *testing.T) {
-	requireAsm(t)
+func TestMatchesCryptoCipher(t *testing.T) { paths(t, testMatchesCryptoCipher) }
+
+func testMatchesCryptoCipher(t *testing.T) {
 	r := rand.NewChaCha8([32]byte{1})
 	for _, keyLen := range []int{16, 24, 32} {
 		ours, std := pair(t, random(r, keyLen))
@@ -96,6 +125,7 @@ func TestLayout(t *testing.T) {
 	}{
 		{"gcmAsm.htab (HTAB)", unsafe.Offsetof(g.htab), 240},
 		{"gcmAsm.rounds (ROUNDS)", unsafe.Offsetof(g.rounds), 736},
+		{"gcmAsm.htabK (HTABK)", unsafe.Offsetof(g.htabK), 744},
 		{"gcmState.y (STY)", unsafe.Offsetof(st.y), 0},
 		{"gcmState.ctr (STCTR)", unsafe.Offsetof(st.ctr), 16},
 		{"gcmState.ej0 (STEJ0)", unsafe.Offsetof(st.ej0), 32},
@@ -120,8 +150,9 @@ func sealRecordWant(std cipher.AEAD, head, body []byte, typ byte, nonce, aad []b
 // and bodies on both sides of minGather, with crypto/cipher sealing the
 // same content copied together; crypto/cipher's GCM through SealRecord
 // (the fallback) must give the same.
-func TestSealRecord(t *testing.T) {
-	requireAsm(t)
+func TestSealRecord(t *testing.T) { paths(t, testSealRecord) }
+
+func testSealRecord(t *testing.T) {
 	r := rand.NewChaCha8([32]byte{6})
 	var bodies []int
 	for n := 0; n <= 300; n++ {
@@ -156,8 +187,9 @@ func TestSealRecord(t *testing.T) {
 	}
 }
 
-func TestSealRecordOverlapPanics(t *testing.T) {
-	requireAsm(t)
+func TestSealRecordOverlapPanics(t *testing.T) { paths(t, testSealRecordOverlapPanics) }
+
+func testSealRecordOverlapPanics(t *testing.T) {
 	ours, _ := pair(t, make([]byte, 16))
 	buf := make([]byte, 2000)
 	for _, a := range []int{0, 100, 10 + minGather + 1 + TagSize - 1} { // out is buf[:10+minGather+1+TagSize]
@@ -200,8 +232,9 @@ func TestHashKeyPowers(t *testing.T) {
 
 // TestTamper flips every bit of the ciphertext, the tag and the additional
 // data in turn: each Open must fail and leave dst zero.
-func TestTamper(t *testing.T) {
-	requireAsm(t)
+func TestTamper(t *testing.T) { paths(t, testTamper) }
+
+func testTamper(t *testing.T) {
 	r := rand.NewChaCha8([32]byte{2})
 	for _, keyLen := range []int{16, 32} {
 		ours, _ := pair(t, random(r, keyLen))
@@ -234,8 +267,9 @@ func TestTamper(t *testing.T) {
 	}
 }
 
-func TestInPlaceAndAppend(t *testing.T) {
-	requireAsm(t)
+func TestInPlaceAndAppend(t *testing.T) { paths(t, testInPlaceAndAppend) }
+
+func testInPlaceAndAppend(t *testing.T) {
 	r := rand.NewChaCha8([32]byte{3})
 	ours, std := pair(t, random(r, 16))
 	nonce, aad := random(r, NonceSize), random(r, 5)
@@ -258,8 +292,9 @@ func TestInPlaceAndAppend(t *testing.T) {
 	}
 }
 
-func TestInexactOverlapPanics(t *testing.T) {
-	requireAsm(t)
+func TestInexactOverlapPanics(t *testing.T) { paths(t, testInexactOverlapPanics) }
+
+func testInexactOverlapPanics(t *testing.T) {
 	ours, _ := pair(t, make([]byte, 16))
 	buf := make([]byte, 100)
 	defer func() {
@@ -272,8 +307,9 @@ func TestInexactOverlapPanics(t *testing.T) {
 
 // TestGuardPage puts input, output and additional data against a page the
 // process may not touch: the masked loads and stores must not reach it.
-func TestGuardPage(t *testing.T) {
-	requireAsm(t)
+func TestGuardPage(t *testing.T) { paths(t, testGuardPage) }
+
+func testGuardPage(t *testing.T) {
 	page := syscall.Getpagesize()
 	mem, err := syscall.Mmap(-1, 0, 2*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
@@ -330,8 +366,9 @@ func TestGuardPage(t *testing.T) {
 	}
 }
 
-func TestNoAllocs(t *testing.T) {
-	requireAsm(t)
+func TestNoAllocs(t *testing.T) { paths(t, testNoAllocs) }
+
+func testNoAllocs(t *testing.T) {
 	ours, _ := pair(t, make([]byte, 16))
 	nonce, aad := make([]byte, NonceSize), make([]byte, 5)
 	buf := make([]byte, 16384+TagSize)
@@ -356,29 +393,37 @@ func FuzzMatchesCryptoCipher(f *testing.F) {
 		if len(key) < keyLen || len(nonce) < NonceSize {
 			return
 		}
-		ours, std := pair(t, key[:keyLen])
-		check(t, ours, std, nonce[:NonceSize], pt, aad)
-		// The same bytes as a record: head pt[:m], body pt[m:], and sel
-		// as the content type.
-		m := int(sel) % (len(pt) + 1)
-		out := make([]byte, len(pt)+1+TagSize)
-		copy(out, pt[:m])
-		if got, want := SealRecord(ours, out, m, pt[m:], sel, nonce[:NonceSize], aad),
-			sealRecordWant(std, pt[:m], pt[m:], sel, nonce[:NonceSize], aad); !bytes.Equal(got, want) {
-			t.Fatalf("SealRecord(head %d, body %d) differs from crypto/cipher's", m, len(pt)-m)
-		}
-		ct := ours.Seal(nil, nonce[:NonceSize], pt, aad)
-		if len(ct) > 0 {
-			ct[int(sel)%len(ct)] ^= 0x80
-			if _, err := ours.Open(nil, nonce[:NonceSize], ct, aad); err == nil {
-				t.Fatal("Open of a modified ciphertext succeeded")
+		// Every implementation the CPU has, in turn.
+		defer func(old bool) { useAVX512 = old }(useAVX512)
+		for _, im := range impls {
+			if !im.has {
+				continue
+			}
+			useAVX512 = im.wide
+			ours, std := pair(t, key[:keyLen])
+			check(t, ours, std, nonce[:NonceSize], pt, aad)
+			// The same bytes as a record: head pt[:m], body pt[m:], and sel
+			// as the content type.
+			m := int(sel) % (len(pt) + 1)
+			out := make([]byte, len(pt)+1+TagSize)
+			copy(out, pt[:m])
+			if got, want := SealRecord(ours, out, m, pt[m:], sel, nonce[:NonceSize], aad),
+				sealRecordWant(std, pt[:m], pt[m:], sel, nonce[:NonceSize], aad); !bytes.Equal(got, want) {
+				t.Fatalf("SealRecord(head %d, body %d) differs from crypto/cipher's", m, len(pt)-m)
+			}
+			ct := ours.Seal(nil, nonce[:NonceSize], pt, aad)
+			if len(ct) > 0 {
+				ct[int(sel)%len(ct)] ^= 0x80
+				if _, err := ours.Open(nil, nonce[:NonceSize], ct, aad); err == nil {
+					t.Fatal("Open of a modified ciphertext succeeded")
+				}
 			}
 		}
 	})
 }
 
 func BenchmarkSeal(b *testing.B) {
-	for _, impl := range []string{"asm", "crypto-cipher"} {
+	for _, impl := range []string{"avx512", "avx2", "crypto-cipher"} {
 		for _, n := range []int{64, 1350, 16384} {
 			b.Run(fmt.Sprintf("%s/%d", impl, n), func(b *testing.B) {
 				a := benchAEAD(b, impl)
@@ -395,7 +440,7 @@ func BenchmarkSeal(b *testing.B) {
 }
 
 func BenchmarkOpen(b *testing.B) {
-	for _, impl := range []string{"asm", "crypto-cipher"} {
+	for _, impl := range []string{"avx512", "avx2", "crypto-cipher"} {
 		for _, n := range []int{64, 1350, 16384} {
 			b.Run(fmt.Sprintf("%s/%d", impl, n), func(b *testing.B) {
 				a := benchAEAD(b, impl)
@@ -440,7 +485,7 @@ func BenchmarkSealRecord(b *testing.B) {
 	const m, body = 9, 16384 - 9 - 1
 	for _, impl := range []string{"copy-then-seal", "seal-record"} {
 		b.Run(impl, func(b *testing.B) {
-			a := benchAEAD(b, "asm")
+			a := benchAEAD(b, "")
 			nonce, aad := make([]byte, NonceSize), make([]byte, 5)
 			src, out := make([]byte, body), make([]byte, 16384+TagSize)
 			b.SetBytes(body)
@@ -458,10 +503,21 @@ func BenchmarkSealRecord(b *testing.B) {
 	}
 }
 
+// benchAEAD is the implementation named: "avx512", "avx2", "crypto-cipher",
+// or "" for New's choice.
 func benchAEAD(b *testing.B, impl string) cipher.AEAD {
 	key := make([]byte, 16)
-	if impl == "asm" {
+	if impl != "crypto-cipher" {
 		requireAsm(b)
+		for _, im := range impls {
+			if im.name == impl {
+				if !im.has {
+					b.Skipf("SKIPPED: this CPU lacks %s", im.lacks)
+				}
+				defer func(old bool) { useAVX512 = old }(useAVX512)
+				useAVX512 = im.wide
+			}
+		}
 		a, _ := New(key)
 		return a
 	}
