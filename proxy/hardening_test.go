@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,51 @@ func TestConnLimitSharedAcrossProxies(t *testing.T) {
 	if n := e1.appConns.Load() + e2.appConns.Load(); n != 1 {
 		t.Errorf("the apps saw %d connections, want only the one served after the slot was freed", n)
 	}
+}
+
+// TestFDHeadroomRefuses: an accepted connection whose descriptor number is at or above the
+// guard's ceiling is reset before any byte moves, on every listener, and logged once however
+// often it is retried; with the ceiling clear the same clients are served. The ceiling New sets
+// is the soft RLIMIT_NOFILE less fdHeadroom.
+func TestFDHeadroomRefuses(t *testing.T) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Fatal(err)
+	}
+	if g := newFDGuard(); g.limit != int64(r.Cur) || g.ceiling.Load() != int64(r.Cur)-fdHeadroom {
+		t.Fatalf("newFDGuard: limit %d, ceiling %d; want %d and %d", g.limit, g.ceiling.Load(), r.Cur, int64(r.Cur)-fdHeadroom)
+	}
+
+	logs := &logBuffer{}
+	e := newEnvConfig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	e.proxy.fds.ceiling.Store(1) // every socket's number is at least 1: as if none were free
+	for i := range 3 {
+		if err := e.tryHBONE(t); err == nil {
+			t.Fatalf("attempt %d: a connection past the ceiling was served", i)
+		}
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
+	if c, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.Outbound).String()); err == nil {
+		if ok, n := closedWithin(c, 5*time.Second); !ok || n != 0 {
+			t.Fatalf("an outbound connection past the ceiling: closed %v after %d bytes", ok, n)
+		}
+		c.Close()
+	}
+	if got := e.proxy.fds.refused.Load(); got != 4 {
+		t.Errorf("refused %d connections, want 4", got)
+	}
+	if got := strings.Count(logs.String(), "file descriptors nearly exhausted"); got != 1 {
+		t.Errorf("%d refusal log lines for 4 refusals, want 1 (rate-limited):\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), "headroom=16") {
+		t.Errorf("the refusal log does not name the headroom:\n%s", logs.String())
+	}
+	if n := e.appConns.Load(); n != 0 {
+		t.Errorf("the app saw %d connections while every one was refused", n)
+	}
+
+	e.proxy.fds.ceiling.Store(0)
+	e.echoOver(t, "served with the ceiling clear")
 }
 
 // TestConnLimitNilIsUnlimited checks the zero configuration.

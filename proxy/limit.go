@@ -18,10 +18,9 @@ type ConnLimit struct {
 	open    atomic.Int64
 	refused atomic.Uint64
 
-	// nextLog is the earliest time (unix nanoseconds) the next refusal may be logged; refusals
-	// are logged at most once per logEvery, with the number suppressed since.
-	nextLog    atomic.Int64
-	suppressed atomic.Uint64
+	// logs lets a refusal be logged at most once per logEvery, with the number suppressed
+	// since.
+	logs logLimiter
 }
 
 // logEvery is the least time between two "connection limit reached" log lines: an attacker can
@@ -83,12 +82,10 @@ func (l *ConnLimit) Max() int64 {
 // logRefusal logs a refusal unless one was logged less than logEvery ago; the next line says how
 // many were not logged in between.
 func (l *ConnLimit) logRefusal(log *slog.Logger, listener, src string) {
-	now := time.Now().UnixNano()
-	next := l.nextLog.Load()
-	if now < next || !l.nextLog.CompareAndSwap(next, now+int64(logEvery)) {
-		l.suppressed.Add(1)
+	suppressed, ok := l.logs.allow()
+	if !ok {
 		return
 	}
 	log.Warn("connection limit reached, refusing connection", "limit", l.max, "listener", listener,
-		"src", src, "suppressed", l.suppressed.Swap(0), "refused_total", l.refused.Load())
+		"src", src, "suppressed", suppressed, "refused_total", l.refused.Load())
 }

@@ -140,6 +140,10 @@ type Proxy struct {
 	// once, since a connection that has not finished its handshake carries nothing to drain.
 	handshakes      context.Context
 	cancelHandshake context.CancelFunc
+
+	// fds refuses accepted connections that would leave fewer than fdHeadroom descriptors
+	// free.
+	fds *fdGuard
 }
 
 // flushInterval is how often the bytes of long connections reach the metrics.
@@ -172,7 +176,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.TerminationGrace == 0 {
 		cfg.TerminationGrace = 5 * time.Second
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{})}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{}),
+		fds: newFDGuard()}
 	from := cfg.Socket
 	from.Transparent, from.Freebind = true, true
 	p.dialer, p.dialerFrom = cfg.Socket.Dialer(netip.AddrPort{}), from.Dialer(netip.AddrPort{})
@@ -292,6 +297,9 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 				continue
 			}
 			delay = 0
+			if !p.fds.admit(c, p.log, l.Addr().String()) {
+				continue
+			}
 			if !p.cfg.Limit.acquire() {
 				p.cfg.Limit.logRefusal(p.log, l.Addr().String(), c.RemoteAddr().String())
 				if tc, ok := c.(*net.TCPConn); ok {
