@@ -44,20 +44,21 @@ func newFDGuard() *fdGuard {
 }
 
 // admit reports whether c may be served; when it may not, it was reset and closed, and the
-// refusal logged (at most once per logEvery).
-func (g *fdGuard) admit(c net.Conn, log *slog.Logger, listener string) bool {
+// refusal logged (at most once per logEvery). probe is the calling accept loop's, and l its
+// listener.
+func (g *fdGuard) admit(c net.Conn, probe *fdProbe, log *slog.Logger, l net.Listener) bool {
 	ceiling := g.ceiling.Load()
 	if ceiling <= 0 {
 		return true
 	}
-	fd := connFD(c)
+	fd := probe.of(c)
 	if fd < ceiling {
 		return true
 	}
 	g.refused.Add(1)
 	if suppressed, ok := g.logs.allow(); ok {
 		log.Warn("file descriptors nearly exhausted, refusing connection", "fd", fd,
-			"limit", g.limit, "headroom", fdHeadroom, "listener", listener,
+			"limit", g.limit, "headroom", fdHeadroom, "listener", l.Addr().String(),
 			"src", c.RemoteAddr().String(), "suppressed", suppressed, "refused_total", g.refused.Load())
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -67,8 +68,22 @@ func (g *fdGuard) admit(c net.Conn, log *slog.Logger, listener string) bool {
 	return false
 }
 
-// connFD is c's descriptor number, or -1 when c has none.
-func connFD(c net.Conn) int64 {
+// fdProbe reads accepted sockets' descriptor numbers for one accept loop, which owns it. Its
+// callback is made once, so that a reading costs only the syscall.RawConn (one allocation per
+// accepted connection; TestCRRAllocs counts it).
+type fdProbe struct {
+	fd   int64
+	read func(uintptr)
+}
+
+func newFDProbe() *fdProbe {
+	p := &fdProbe{}
+	p.read = func(fd uintptr) { p.fd = int64(fd) }
+	return p
+}
+
+// of is c's descriptor number, or -1 when c has none.
+func (p *fdProbe) of(c net.Conn) int64 {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1
@@ -77,9 +92,9 @@ func connFD(c net.Conn) int64 {
 	if err != nil {
 		return -1
 	}
-	fd := int64(-1)
-	rc.Control(func(f uintptr) { fd = int64(f) })
-	return fd
+	p.fd = -1
+	rc.Control(p.read)
+	return p.fd
 }
 
 // logLimiter lets a log line through at most once per logEvery: an attacker can trigger a

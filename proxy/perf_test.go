@@ -58,7 +58,8 @@ func BenchmarkCRR(b *testing.B) {
 // (newCRR) within budget: 139 before the HBONE header blocks were decoded in
 // place, 112 after; 105 once an outbound Open on a pooled connection made no
 // context or timer (hbone.Pool.OpenBy) and upstream dials shared two
-// prebuilt Dialers.
+// prebuilt Dialers; 101 before the accept loops' descriptor probe, which
+// costs one (the syscall.RawConn), 102 after.
 func TestCRRAllocs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocation counts are noisy under -short runs")
@@ -75,7 +76,7 @@ func TestCRRAllocs(t *testing.T) {
 	}
 	budget := 108.0
 	if recordRace {
-		budget = 130 // the race detector's instrumentation: 127 measured
+		budget = 130 // the race detector's instrumentation: 127 measured (124 without the probe)
 	}
 	t.Logf("allocations per connection: %v", got)
 	if got > budget {

@@ -281,6 +281,7 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 	}
 	return func(l net.Listener) {
 		var delay time.Duration
+		probe := newFDProbe()
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -297,7 +298,7 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 				continue
 			}
 			delay = 0
-			if !p.fds.admit(c, p.log, l.Addr().String()) {
+			if !p.fds.admit(c, probe, p.log, l) {
 				continue
 			}
 			if !p.cfg.Limit.acquire() {

@@ -66,16 +66,18 @@ func gcmCryptAVX2(key *gcmAsm, st *gcmState, dst, src *byte, n int, aad *byte, a
 	}
 	ctr := st.ctr
 	open := flags&flagOpen != 0
-	if whole := n &^ (chunk - 1); whole > 0 {
+	whole := n &^ (chunk - 1)
+	if whole > 0 {
 		ctrAVX2(key, &st.y, &ctr, dst, src, whole, chunk, open)
 		binary.BigEndian.PutUint32(ctr[12:], binary.BigEndian.Uint32(ctr[12:])+uint32(whole/16))
-		dst, src, n = (*byte)(unsafe.Add(unsafe.Pointer(dst), whole)), (*byte)(unsafe.Add(unsafe.Pointer(src), whole)), n-whole
 	}
-	if n > 0 {
+	if rest := n - whole; rest > 0 {
+		// Sliced, not pointer arithmetic: dst+whole is past the end when
+		// nothing is left (checkptr rejects it).
 		var buf [chunk]byte
-		copy(buf[:], unsafe.Slice(src, n))
-		ctrAVX2(key, &st.y, &ctr, &buf[0], &buf[0], chunk, n, open)
-		copy(unsafe.Slice(dst, n), buf[:n])
+		copy(buf[:], unsafe.Slice(src, n)[whole:])
+		ctrAVX2(key, &st.y, &ctr, &buf[0], &buf[0], chunk, rest, open)
+		copy(unsafe.Slice(dst, n)[whole:], buf[:rest])
 	}
 	if flags&flagFinish != 0 {
 		var lengths [16]byte
