@@ -1,0 +1,2 @@
+module ubench
+go 1.26
