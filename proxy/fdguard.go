@@ -61,11 +61,17 @@ func (g *fdGuard) admit(c net.Conn, probe *fdProbe, log *slog.Logger, l net.List
 			"limit", g.limit, "headroom", fdHeadroom, "listener", l.Addr().String(),
 			"src", c.RemoteAddr().String(), "suppressed", suppressed, "refused_total", g.refused.Load())
 	}
+	refuse(c)
+	return false
+}
+
+// refuse closes a connection the accept loop will not serve with a reset: the client learns at
+// once, and no TIME_WAIT stays here.
+func refuse(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0) // reset: the client learns at once, and no TIME_WAIT stays here
+		tc.SetLinger(0)
 	}
 	c.Close()
-	return false
 }
 
 // fdProbe reads accepted sockets' descriptor numbers for one accept loop, which owns it. Its

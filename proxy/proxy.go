@@ -303,10 +303,7 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 			}
 			if !p.cfg.Limit.acquire() {
 				p.cfg.Limit.logRefusal(p.log, l.Addr().String(), c.RemoteAddr().String())
-				if tc, ok := c.(*net.TCPConn); ok {
-					tc.SetLinger(0) // reset: the client learns at once, and no TIME_WAIT stays here
-				}
-				c.Close()
+				refuse(c)
 				continue
 			}
 			p.wg.Add(1)

@@ -52,10 +52,11 @@ func encryptBlock(key *gcmAsm, dst, src *[16]byte)
 func cpuid(leaf, sub uint32) (eax, ebx, ecx, edx uint32)
 
 // gcmCryptAVX2 is gcmCrypt (same arguments, same contract) on
-// avx2_amd64.s. A part shorter than a chunk (a message's tail, short
-// additional data, the lengths block) is copied into a zeroed chunk on the
-// stack, run there, and copied out, so the assembly never reads or writes
-// past the caller's bytes.
+// avx2_amd64.s. A part shorter than a chunk (a message's tail, additional
+// data's tail) is copied into a zeroed chunk on the stack, run there, and
+// copied out; a single block (TLS's five bytes of additional data, the
+// lengths) goes to ghash1. So the assembly never reads or writes past the
+// caller's bytes.
 func gcmCryptAVX2(key *gcmAsm, st *gcmState, dst, src *byte, n int, aad *byte, aadLen int, flags int) {
 	if flags&flagStart != 0 {
 		st.y = [16]byte{}

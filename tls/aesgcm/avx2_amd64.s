@@ -3,8 +3,9 @@
 // register. This is the shape of asm_amd64.s on half the width, with two
 // differences that the sixteen registers and the lack of byte masks force:
 //   - The functions take whole 128-byte chunks only. gcmCryptAVX2 (in
-//     avx2_amd64.go) runs a message's last partial chunk, its additional
-//     data and its lengths block through a zeroed 128-byte buffer. "last"
+//     avx2_amd64.go) runs a message's last partial chunk, and additional
+//     data longer than a block, through a zeroed 128-byte buffer (ghash1
+//     hashes a single block: short additional data, the lengths). "last"
 //     is how many of the call's last chunk's bytes count: the hash of that
 //     chunk uses the powers of ceil(last/16) blocks, and sealing zeroes the
 //     ciphertext past it before hashing.
