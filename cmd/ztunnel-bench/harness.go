@@ -31,11 +31,17 @@ const (
 	ipB       = "10.244.0.3" // meshed server pod: redirection, ztunnel "server", the apps
 	ipX       = "10.244.0.4" // outside the mesh: the apps, the server side of the TLS relay
 	ipC       = "10.244.0.5" // outside the mesh: plain client, TLS relay client side, HAProxy
+	ipRC      = "10.244.0.6" // in-pod rules, no ztunnel: the client side of the pod-borne TLS relay
+	ipRX      = "10.244.0.7" // in-pod rules, no ztunnel: its server side and the apps
 	prefixLen = "/24"
 
 	tlsClientBase = 7200 // client side of the TLS relay listens on 127.0.0.1:7201..7203 in C
 	tlsServerBase = 7300 // server side listens on 7301..7303 in X
 	haproxyBase   = 7400 // HAProxy listens on 127.0.0.1:7401..7403 in C
+	tlsInpodBase  = 7500 // client side of the pod-borne TLS relay listens on 127.0.0.1:7501..7503 in RC
+
+	portHBONE   = 15008 // the inbound port the in-pod rules leave alone
+	ztunnelMark = 1337  // PACKET_MARK of the ztunnels (0x539), which the in-pod rules let by
 )
 
 var appPorts = []int{portEcho, portSource, portOneShot}
@@ -134,6 +140,8 @@ type harness struct {
 	topo          *topology
 	node, a, b, x *netns
 	c, idle       *netns
+	rc, rx        *netns // pods with the in-pod rules for the pod-borne TLS relay (nil unless needed)
+	relayCerts    string // the TLS relays' certificate directory, made by the first relay started
 	apps          *apps
 	procs         []*proc // stopped in reverse order by close
 	caDir         string
@@ -288,13 +296,29 @@ func (h *harness) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, n := range []*netns{h.a, h.b} {
+	redirected, appPods := []*netns{h.a, h.b}, []*netns{h.b, h.x}
+	if h.needs(pathTLSRelayInpod) {
+		for _, p := range []struct {
+			ns   **netns
+			name string
+			ip   string
+		}{{&h.rc, "rc", ipRC}, {&h.rx, "rx", ipRX}} {
+			if *p.ns, err = h.topo.netns(p.name); err != nil {
+				return err
+			}
+			if err := h.topo.vethToBridge(*p.ns, p.ip+prefixLen, h.node, "br0", gateway); err != nil {
+				return err
+			}
+		}
+		redirected, appPods = append(redirected, h.rc, h.rx), append(appPods, h.rx)
+	}
+	for _, n := range redirected {
 		if err := n.installInpodRedirect(); err != nil {
 			return err
 		}
 	}
 	h.apps = newApps()
-	for _, n := range []*netns{h.b, h.x} {
+	for _, n := range appPods {
 		for _, port := range appPorts {
 			l, err := n.listen(fmt.Sprintf("0.0.0.0:%d", port))
 			if err != nil {
@@ -321,6 +345,11 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	if h.needs(pathTLSRelay) {
 		if err := h.startTLSRelay(ctx); err != nil {
+			return err
+		}
+	}
+	if h.needs(pathTLSRelayInpod) {
+		if err := h.startTLSRelayInpod(ctx); err != nil {
 			return err
 		}
 	}
@@ -370,7 +399,7 @@ func (h *harness) ztunnelEnv(info, cfgPath string) []string {
 	env := []string{
 		"PROXY_MODE=dedicated", "PROXY_WORKLOAD_INFO=" + info,
 		"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + h.caDir,
-		"PACKET_MARK=1337", "RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=1s",
+		"PACKET_MARK=" + strconv.Itoa(ztunnelMark), "RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=1s",
 	}
 	// -ztunnel-env comes last: for a name given twice, the last value is the one a process sees.
 	return append(env, h.opts.ztunnelEnv...)
@@ -449,45 +478,17 @@ func (h *harness) stopProc(p *proc) {
 	}
 }
 
-// startTLSRelay runs the two sides of the Go TLS relay (this binary in a relay role).
+// startTLSRelay runs the two sides of the Go TLS relay (this binary in a relay role) in pods c
+// and x, which carry no netfilter rules.
 func (h *harness) startTLSRelay(ctx context.Context) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	certs := filepath.Join(h.tmp, "relay-certs")
-	if err := os.Mkdir(certs, 0o700); err != nil {
-		return err
-	}
-	if err := writeRelayCerts(certs); err != nil {
-		return err
-	}
 	var cmap, smap []string
 	for i := range appPorts {
 		cmap = append(cmap, fmt.Sprintf("127.0.0.1:%d=%s", tlsClientBase+i+1, addr(ipX, tlsServerBase+i+1)))
 		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=127.0.0.1:%d", tlsServerBase+i+1, appPorts[i]))
 	}
-	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
-		h.logf("starting the Go TLS 1.3 relay pair in c and x")
-		srv, err := h.start("tls-server", h.x, []string{roleEnv + "=" + roleTLSServer}, self, "-certs", certs, "-map", strings.Join(smap, ","))
-		if err != nil {
-			return nil, err
-		}
-		if err := waitFor(ctx, "tls-server listening", srv, 10*time.Second, func() bool {
-			return canDial(ctx, h.x, addr("127.0.0.1", tlsServerBase+len(appPorts)))
-		}); err != nil {
-			return []*proc{srv}, err
-		}
-		cli, err := h.start("tls-client", h.c, []string{roleEnv + "=" + roleTLSClient}, self, "-certs", certs, "-map", strings.Join(cmap, ","))
-		if err != nil {
-			return []*proc{srv}, err
-		}
-		err = waitFor(ctx, "tls-client listening", cli, 10*time.Second, func() bool {
-			return canDial(ctx, h.c, addr("127.0.0.1", tlsClientBase+len(appPorts)))
-		})
-		return []*proc{cli, srv}, err
-	}}
-	if g.procs, err = g.start(ctx); err != nil {
+	g, err := h.startRelayPair(ctx, "c and x", h.c, h.x, cmap, smap, nil,
+		addr("127.0.0.1", tlsServerBase+len(appPorts)), addr("127.0.0.1", tlsClientBase+len(appPorts)))
+	if err != nil {
 		return err
 	}
 	h.paths = append(h.paths, &path{name: pathTLSRelay, from: h.c, group: g, members: []int{0, 1},
@@ -495,6 +496,87 @@ func (h *harness) startTLSRelay(ctx context.Context) error {
 		source:  addr("127.0.0.1", tlsClientBase+2),
 		oneShot: addr("127.0.0.1", tlsClientBase+3)})
 	return nil
+}
+
+// startTLSRelayInpod runs the same relay in pods rc and rx, which carry istio-cni's in-pod
+// rules as a and b do, and sends it through them as the ztunnels' own traffic goes: the client
+// side dials with ztunnel's mark (0x539, so the outbound capture lets it by) to port 15008 of
+// rx (the one port the inbound capture does not redirect), where the server side tells the
+// applications apart by ALPN and dials them at rx's address with the mark. So every packet of
+// this path passes the rules, conntrack and connmark that the HBONE path's packets pass, which
+// pods c and x do not have; only the redirection of the application's own connection to
+// ztunnel (one NAT per connection) is missing.
+func (h *harness) startTLSRelayInpod(ctx context.Context) error {
+	var cmap, smap []string
+	for i, port := range appPorts {
+		proto := fmt.Sprintf("app%d", i+1)
+		cmap = append(cmap, fmt.Sprintf("127.0.0.1:%d=%s@%s", tlsInpodBase+i+1, addr(ipRX, portHBONE), proto))
+		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=%s@%s", portHBONE, addr(ipRX, port), proto))
+	}
+	mark := []string{"-mark", strconv.Itoa(ztunnelMark)}
+	g, err := h.startRelayPair(ctx, "rc and rx (in-pod rules)", h.rc, h.rx, cmap, smap, mark,
+		addr("127.0.0.1", portHBONE), addr("127.0.0.1", tlsInpodBase+len(appPorts)))
+	if err != nil {
+		return err
+	}
+	h.paths = append(h.paths, &path{name: pathTLSRelayInpod, from: h.rc, group: g, members: []int{0, 1},
+		echo:    addr("127.0.0.1", tlsInpodBase+1),
+		source:  addr("127.0.0.1", tlsInpodBase+2),
+		oneShot: addr("127.0.0.1", tlsInpodBase+3)})
+	return nil
+}
+
+// startRelayPair starts the server side of a Go TLS relay in srvNS and its client side in
+// cliNS, each with its mappings and the extra arguments, and waits until each accepts
+// connections on its probe address. The group's members are client (0) and server (1).
+func (h *harness) startRelayPair(ctx context.Context, where string, cliNS, srvNS *netns, cmap, smap, extra []string, srvProbe, cliProbe string) (*proxyGroup, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if h.relayCerts == "" {
+		certs := filepath.Join(h.tmp, "relay-certs")
+		if err := os.Mkdir(certs, 0o700); err != nil {
+			return nil, err
+		}
+		if err := writeRelayCerts(certs); err != nil {
+			return nil, err
+		}
+		h.relayCerts = certs
+	}
+	name := func(side string) string {
+		if cliNS == h.c {
+			return "tls-" + side
+		}
+		return "tls-inpod-" + side
+	}
+	args := func(m []string) []string {
+		return append([]string{"-certs", h.relayCerts, "-map", strings.Join(m, ",")}, extra...)
+	}
+	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
+		h.logf("starting the Go TLS 1.3 relay pair in %s", where)
+		srv, err := h.start(name("server"), srvNS, []string{roleEnv + "=" + roleTLSServer}, self, args(smap)...)
+		if err != nil {
+			return nil, err
+		}
+		if err := waitFor(ctx, name("server")+" listening", srv, 10*time.Second, func() bool {
+			return canDial(ctx, srvNS, srvProbe)
+		}); err != nil {
+			return []*proc{srv}, err
+		}
+		cli, err := h.start(name("client"), cliNS, []string{roleEnv + "=" + roleTLSClient}, self, args(cmap)...)
+		if err != nil {
+			return []*proc{srv}, err
+		}
+		err = waitFor(ctx, name("client")+" listening", cli, 10*time.Second, func() bool {
+			return canDial(ctx, cliNS, cliProbe)
+		})
+		return []*proc{cli, srv}, err
+	}}
+	if g.procs, err = g.start(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // haproxyConfig is HAProxy as a plain L4 relay with kernel splicing both ways, accepting up to

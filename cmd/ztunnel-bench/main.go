@@ -318,7 +318,7 @@ func (h *harness) outcome(ctx context.Context, err error, i int, scen, path stri
 // runOne runs scenario scen once on p and records its figures.
 func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p *path) error {
 	progress := func(format string, args ...any) {
-		h.logf("[%d/%d] %s %-11s "+format, append([]any{i, h.opts.reps, strings.ToUpper(scen), p.name}, args...)...)
+		h.logf("[%d/%d] %s %-15s "+format, append([]any{i, h.opts.reps, strings.ToUpper(scen), p.name}, args...)...)
 	}
 	gbps := func(r bulkResult) float64 { return float64(r.bytes) * 8 / r.elapsed.Seconds() / 1e9 }
 	switch scen {
@@ -430,6 +430,10 @@ func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress fu
 	if err != nil {
 		return err
 	}
+	splitBefore, err := sumSplit(p.pids())
+	if err != nil {
+		return err
+	}
 	conns, err := holdIdle(ctx, p, h.opts.idleConns, 3*time.Minute)
 	if err != nil {
 		return err
@@ -442,9 +446,19 @@ func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress fu
 	if err != nil {
 		return err
 	}
-	per := float64(after-before) / float64(len(conns))
+	splitAfter, err := sumSplit(p.pids())
+	if err != nil {
+		return err
+	}
+	n := float64(len(conns))
+	per := float64(after-before) / n
+	anon := float64(splitAfter.anon-splitBefore.anon) / n
+	file := float64(splitAfter.file-splitBefore.file) / n
 	rep.add(scenS5, metPerConn, p.name, per)
-	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn", len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per)
+	rep.add(scenS5, metConnAnon, p.name, anon)
+	rep.add(scenS5, metConnFile, p.name, file)
+	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn (anonymous %.0f, file-backed %.0f)",
+		len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per, anon, file)
 	return nil
 }
 

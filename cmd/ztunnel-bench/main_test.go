@@ -71,7 +71,7 @@ func TestQuickRun(t *testing.T) {
 	if rep.Settings.Settle != "100ms" {
 		t.Errorf("settings record settle %q, want the 100ms asked for", rep.Settings.Settle)
 	}
-	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay}
+	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathTLSRelayInpod}
 	if _, err := exec.LookPath("haproxy"); err == nil {
 		paths = append(paths, pathHAProxy)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"math"
@@ -146,9 +147,9 @@ func TestParseFlags(t *testing.T) {
 		reps    int
 		paths   int
 	}{
-		{nil, true, 10 * time.Second, 5 * time.Second, 3, 5},
-		{[]string{"-quick"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 5},
-		{[]string{"-quick", "-reps", "3", "-duration", "1s"}, true, time.Second, 200 * time.Millisecond, 3, 5},
+		{nil, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-quick"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6},
+		{[]string{"-quick", "-reps", "3", "-duration", "1s"}, true, time.Second, 200 * time.Millisecond, 3, 6},
 		{[]string{"-paths", "hbone,tls-relay"}, true, 10 * time.Second, 5 * time.Second, 3, 2},
 		{[]string{"-paths", "hbone,nginx"}, false, 0, 0, 0, 0},
 		{[]string{"-scenarios", "s7"}, false, 0, 0, 0, 0},
@@ -156,7 +157,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-duration", "-1s"}, false, 0, 0, 0, 0},
 		{[]string{"-json", "-markdown"}, false, 0, 0, 0, 0},
 		{[]string{"extra"}, false, 0, 0, 0, 0},
-		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, 5},
+		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
 		{[]string{"-ztunnel-env", "NOVALUE"}, false, 0, 0, 0, 0},
 		{[]string{"-ztunnel-env", "=1"}, false, 0, 0, 0, 0},
 	}
@@ -194,14 +195,63 @@ func TestParseZtunnelEnv(t *testing.T) {
 }
 
 func TestParseMappings(t *testing.T) {
-	got, err := parseMappings("127.0.0.1:1=10.0.0.1:2,0.0.0.0:3=127.0.0.1:4")
-	want := []relayMapping{{"127.0.0.1:1", "10.0.0.1:2"}, {"0.0.0.0:3", "127.0.0.1:4"}}
-	if err != nil || len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+	got, err := parseMappings("127.0.0.1:1=10.0.0.1:2,0.0.0.0:3=127.0.0.1:4@app1")
+	want := []relayMapping{{"127.0.0.1:1", "10.0.0.1:2", ""}, {"0.0.0.0:3", "127.0.0.1:4", "app1"}}
+	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("parseMappings = %v, %v; want %v", got, err, want)
 	}
-	for _, bad := range []string{"", "a", "a=", "=b", "a=b,"} {
+	for _, bad := range []string{"", "a", "a=", "=b", "a=b,", "a=b@", "a=@p"} {
 		if _, err := parseMappings(bad); err == nil {
 			t.Errorf("parseMappings(%q) accepted", bad)
+		}
+	}
+}
+
+func TestGroupMappings(t *testing.T) {
+	cfg := &tls.Config{}
+	m := func(s string) []relayMapping {
+		t.Helper()
+		maps, err := parseMappings(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return maps
+	}
+	// A server side with two protocols on one address, and a plain address.
+	lns, err := groupMappings(m(":15008=10.0.0.7:1@app1,:9=10.0.0.7:9,:15008=10.0.0.7:2@app2"), cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lns) != 2 || lns[0].addr != ":15008" || lns[1].addr != ":9" {
+		t.Fatalf("listeners %+v, want :15008 then :9", lns)
+	}
+	if lns[0].upstream != "" || len(lns[0].byProto) != 2 || lns[0].byProto["app2"] != "10.0.0.7:2" ||
+		!slices.Equal(lns[0].cfg.NextProtos, []string{"app1", "app2"}) {
+		t.Errorf("protocol listener %+v (protocols %v)", lns[0], lns[0].cfg.NextProtos)
+	}
+	if lns[1].upstream != "10.0.0.7:9" || lns[1].byProto != nil || lns[1].cfg.NextProtos != nil {
+		t.Errorf("plain listener %+v", lns[1])
+	}
+	if cfg.NextProtos != nil {
+		t.Errorf("the shared config was changed: %v", cfg.NextProtos)
+	}
+	// A client side offers its one protocol.
+	lns, err = groupMappings(m("127.0.0.1:1=10.0.0.7:15008@app2"), cfg, false)
+	if err != nil || len(lns) != 1 || lns[0].upstream != "10.0.0.7:15008" || !slices.Equal(lns[0].cfg.NextProtos, []string{"app2"}) {
+		t.Errorf("client listener %+v, %v", lns, err)
+	}
+	for _, bad := range []struct {
+		maps   string
+		server bool
+	}{
+		{":1=a:1,:1=a:2", true},      // two upstreams, no protocols
+		{":1=a:1@p,:1=a:2", true},    // one without a protocol
+		{":1=a:1,:1=a:2@p", true},    // the same, the other way round
+		{":1=a:1@p,:1=a:2@p", true},  // a protocol twice
+		{":1=a:1@p,:1=a:2@q", false}, // a client address twice
+	} {
+		if _, err := groupMappings(m(bad.maps), cfg, bad.server); err == nil {
+			t.Errorf("groupMappings(%q, server %v) accepted", bad.maps, bad.server)
 		}
 	}
 }
@@ -215,6 +265,8 @@ func TestTargets(t *testing.T) {
 	r.add(scenS1, metThroughput, pathTLSRelay, 4)
 	r.add(scenS1, metCPU, pathHBONE, 1)
 	r.add(scenS1, metCPU, pathTLSRelay, 2)
+	r.add(scenS1, metThroughput, pathTLSRelayInpod, 5)
+	r.add(scenS1, metCPU, pathTLSRelayInpod, 1.25)
 	r.add(scenS4, metP50, pathHBONE, 50)
 	r.add(scenS4, metP50, pathDirect, 20)
 	r.add(scenS5, metPerConn, pathHBONE, 3000)
@@ -224,11 +276,13 @@ func TestTargets(t *testing.T) {
 		v   float64
 		met bool
 	}{
-		"S1 throughput, HBONE / Go TLS relay":              {1.25, true},
-		"S1 CPU per GiB, HBONE / Go TLS relay":             {0.5, true},
-		"S4 p50 added by HBONE over direct":                {30, false},
-		"S5 RSS per idle connection, HBONE (both proxies)": {3000, false},
-		"Idle RSS, one ztunnel with the idle workloads":    {12, true},
+		"S1 throughput, HBONE / Go TLS relay":                         {1.25, true},
+		"S1 CPU per GiB, HBONE / Go TLS relay":                        {0.5, true},
+		"S1 throughput, HBONE / Go TLS relay under the in-pod rules":  {1, false},
+		"S1 CPU per GiB, HBONE / Go TLS relay under the in-pod rules": {0.8, true},
+		"S4 p50 added by HBONE over direct":                           {30, false},
+		"S5 RSS per idle connection, HBONE (both proxies)":            {3000, false},
+		"Idle RSS, one ztunnel with the idle workloads":               {12, true},
 	}
 	if len(r.Targets) != len(want) {
 		t.Errorf("got %d targets, want %d: %+v", len(r.Targets), len(want), r.Targets)
@@ -247,7 +301,7 @@ func TestTargets(t *testing.T) {
 		t.Errorf("S1 hbone summary = %v [%v-%v], want 5 [4-6]", s.Median, s.Min, s.Max)
 	}
 	md := checkRendered(t, r, "5.00 [4.00-6.00]", "MISSED", "met")
-	if !strings.HasPrefix(md, "| scenario | metric | unit | direct | hbone | tls-relay | ztunnel |\n") {
+	if !strings.HasPrefix(md, "| scenario | metric | unit | direct | hbone | tls-relay | tls-relay-inpod | ztunnel |\n") {
 		t.Errorf("markdown header:\n%s", md)
 	}
 }

@@ -123,3 +123,17 @@ func sumRSS(pids []int) (int64, error) {
 	}
 	return total, nil
 }
+
+// sumSplit returns the resident split summed over pids.
+func sumSplit(pids []int) (memSplit, error) {
+	var total memSplit
+	for _, p := range pids {
+		s, err := procMemSplit(p)
+		if err != nil {
+			return memSplit{}, err
+		}
+		total.anon += s.anon
+		total.file += s.file
+	}
+	return total, nil
+}

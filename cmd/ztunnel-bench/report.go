@@ -16,10 +16,13 @@ const (
 	pathPassthrough = "passthrough"
 	pathHBONE       = "hbone"
 	pathTLSRelay    = "tls-relay"
-	pathHAProxy     = "haproxy"
+	// pathTLSRelayInpod is the same relay in two pods that carry the in-pod rules, as the
+	// ztunnels' pods do (harness.go, startTLSRelayInpod).
+	pathTLSRelayInpod = "tls-relay-inpod"
+	pathHAProxy       = "haproxy"
 )
 
-var allPaths = []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathHAProxy}
+var allPaths = []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathTLSRelayInpod, pathHAProxy}
 
 // Scenario names.
 const (
@@ -42,15 +45,18 @@ const (
 	metP50        = "p50"        // microseconds
 	metP99        = "p99"
 	metP999       = "p99.9"
-	metPerConn    = "per-conn" // bytes of RSS per idle connection
-	metRSS        = "rss"      // MiB
-	metAnon       = "anon"     // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
-	metFile       = "file"     // MiB, file-backed part (Rss - Anonymous)
+	metPerConn    = "per-conn"      // bytes of RSS per idle connection
+	metConnAnon   = "per-conn anon" // its anonymous part (smaps_rollup)
+	metConnFile   = "per-conn file" // its file-backed part: executable pages faulted in
+	metRSS        = "rss"           // MiB
+	metAnon       = "anon"          // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
+	metFile       = "file"          // MiB, file-backed part (Rss - Anonymous)
 )
 
 var units = map[string]string{
 	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
+	metConnAnon: "B/conn", metConnFile: "B/conn",
 	metAnon: "MiB", metFile: "MiB",
 }
 
@@ -216,6 +222,12 @@ func (r *Report) summarize() {
 		[3]string{scenS1, metThroughput, pathHBONE}, [3]string{scenS1, metThroughput, pathTLSRelay}, ">=", 1.25)
 	ratio("S1 CPU per GiB, HBONE / Go TLS relay",
 		[3]string{scenS1, metCPU, pathHBONE}, [3]string{scenS1, metCPU, pathTLSRelay}, "<=", 0.8)
+	// The same two goals against the relay in pods with the in-pod rules: the floor with the
+	// kernel's per-packet work of the HBONE path's pods.
+	ratio("S1 throughput, HBONE / Go TLS relay under the in-pod rules",
+		[3]string{scenS1, metThroughput, pathHBONE}, [3]string{scenS1, metThroughput, pathTLSRelayInpod}, ">=", 1.25)
+	ratio("S1 CPU per GiB, HBONE / Go TLS relay under the in-pod rules",
+		[3]string{scenS1, metCPU, pathHBONE}, [3]string{scenS1, metCPU, pathTLSRelayInpod}, "<=", 0.8)
 	ratio("S1 throughput, passthrough / HAProxy splice",
 		[3]string{scenS1, metThroughput, pathPassthrough}, [3]string{scenS1, metThroughput, pathHAProxy}, ">=", 1.0)
 	ratio("S2 / S1 throughput, HBONE",

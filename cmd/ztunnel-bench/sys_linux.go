@@ -3,6 +3,8 @@ package main
 import (
 	"os/exec"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // setChildAttrs makes the kernel kill a child if the harness dies without cleaning up.
@@ -31,4 +33,18 @@ func raiseNofile(n uint64) (uint64, error) {
 		return 0, err
 	}
 	return lim.Cur, nil
+}
+
+// markControl returns a dialer Control that sets SO_MARK to mark on each socket (nil for 0).
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)) }); err != nil {
+			return err
+		}
+		return serr
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/url"
@@ -152,18 +153,71 @@ func relayTLSConfig(dir string, server bool) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// relayMapping is one listener of a relay and the address it forwards to.
-type relayMapping struct{ listen, upstream string }
+// relayMapping is one listener of a relay and the address it forwards to. Proto, when set, is
+// an ALPN protocol name: the client side offers it, and a server side with several mappings on
+// one listening address picks the upstream by the protocol the handshake agreed on. That lets
+// the pod-borne relay serve all the applications on one port, 15008, the one port istio-cni's
+// in-pod rules let through to a pod without redirecting it.
+type relayMapping struct{ listen, upstream, proto string }
 
-// parseMappings parses "listen=upstream,listen=upstream".
+// parseMappings parses "listen=upstream[@proto],listen=upstream[@proto]".
 func parseMappings(s string) ([]relayMapping, error) {
 	var out []relayMapping
 	for part := range strings.SplitSeq(s, ",") {
 		l, u, ok := strings.Cut(part, "=")
-		if !ok || l == "" || u == "" {
-			return nil, fmt.Errorf("mapping %q: want listen=upstream", part)
+		u, proto, hasProto := strings.Cut(u, "@")
+		if !ok || l == "" || u == "" || (hasProto && proto == "") {
+			return nil, fmt.Errorf("mapping %q: want listen=upstream or listen=upstream@proto", part)
 		}
-		out = append(out, relayMapping{l, u})
+		out = append(out, relayMapping{l, u, proto})
+	}
+	return out, nil
+}
+
+// relayListener is one listening address of a relay and what it forwards to: one upstream, or
+// on the server side one per ALPN protocol.
+type relayListener struct {
+	addr     string
+	cfg      *tls.Config       // the role's config, with NextProtos when protocols are used
+	upstream string            // the only upstream, when no protocol is named
+	byProto  map[string]string // upstream by ALPN protocol, when protocols are named
+}
+
+// groupMappings gathers the mappings by listening address, in the order first named, and
+// checks that each address can tell its upstreams apart: a client side forwards one address to
+// one upstream; a server side may forward several, each under its own protocol.
+func groupMappings(maps []relayMapping, cfg *tls.Config, server bool) ([]*relayListener, error) {
+	var out []*relayListener
+	index := map[string]*relayListener{}
+	for _, m := range maps {
+		l := index[m.listen]
+		if l == nil {
+			l = &relayListener{addr: m.listen, cfg: cfg.Clone()}
+			index[m.listen] = l
+			out = append(out, l)
+		} else if !server {
+			return nil, fmt.Errorf("listen address %s named twice: a client side forwards it to one upstream", m.listen)
+		}
+		switch {
+		case m.proto == "" && (l.upstream != "" || l.byProto != nil):
+			return nil, fmt.Errorf("listen address %s: several upstreams need a protocol each", m.listen)
+		case m.proto == "":
+			l.upstream = m.upstream
+		case !server:
+			l.upstream = m.upstream
+			l.cfg.NextProtos = []string{m.proto}
+		case l.upstream != "":
+			return nil, fmt.Errorf("listen address %s: several upstreams need a protocol each", m.listen)
+		default:
+			if l.byProto == nil {
+				l.byProto = map[string]string{}
+			}
+			if _, dup := l.byProto[m.proto]; dup {
+				return nil, fmt.Errorf("listen address %s: protocol %q named twice", m.listen, m.proto)
+			}
+			l.byProto[m.proto] = m.upstream
+			l.cfg.NextProtos = append(l.cfg.NextProtos, m.proto)
+		}
 	}
 	return out, nil
 }
@@ -173,32 +227,22 @@ func parseMappings(s string) ([]relayMapping, error) {
 func runRelay(role string, args []string) int {
 	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	certs := fs.String("certs", "", "directory of the relay certificates")
-	mapFlag := fs.String("map", "", "listen=upstream[,listen=upstream...]")
+	mapFlag := fs.String("map", "", "listen=upstream[@proto][,listen=upstream[@proto]...]")
+	mark := fs.Uint("mark", 0, "SO_MARK of the connections it dials (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	maps, err := parseMappings(*mapFlag)
-	if err == nil && (role != roleTLSClient && role != roleTLSServer) {
-		err = fmt.Errorf("unknown role %q", role)
+	if err == nil && *mark > math.MaxUint32 {
+		err = fmt.Errorf("-mark %d: out of range", *mark)
 	}
-	var cfg *tls.Config
+	var r *relay
 	if err == nil {
-		cfg, err = relayTLSConfig(*certs, role == roleTLSServer)
+		r, err = startRelay(role, *certs, maps, uint32(*mark))
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ztunnel-bench %s: %v\n", role, err)
 		return 2
-	}
-	r := &relay{tlsCfg: cfg, server: role == roleTLSServer, conns: map[net.Conn]struct{}{}}
-	for _, m := range maps {
-		l, err := net.Listen("tcp", m.listen)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "ztunnel-bench %s: %v\n", role, err)
-			r.close()
-			return 1
-		}
-		r.listeners = append(r.listeners, l)
-		r.wg.Go(func() { r.serve(l, m.upstream) })
 	}
 	fmt.Println("ready")
 	sig := make(chan os.Signal, 1)
@@ -208,10 +252,38 @@ func runRelay(role string, args []string) int {
 	return 0
 }
 
+// startRelay listens on every mapping of a relay role and serves them until close.
+func startRelay(role, certs string, maps []relayMapping, mark uint32) (*relay, error) {
+	if role != roleTLSClient && role != roleTLSServer {
+		return nil, fmt.Errorf("unknown role %q", role)
+	}
+	server := role == roleTLSServer
+	cfg, err := relayTLSConfig(certs, server)
+	if err != nil {
+		return nil, err
+	}
+	lns, err := groupMappings(maps, cfg, server)
+	if err != nil {
+		return nil, err
+	}
+	r := &relay{server: server, conns: map[net.Conn]struct{}{}}
+	r.dialer = net.Dialer{Timeout: dialTimeout, Control: markControl(mark)}
+	for _, rl := range lns {
+		l, err := net.Listen("tcp", rl.addr)
+		if err != nil {
+			r.close()
+			return nil, err
+		}
+		r.listeners = append(r.listeners, l)
+		r.wg.Go(func() { r.serve(l, rl) })
+	}
+	return r, nil
+}
+
 // relay is one side of the TLS relay pair.
 type relay struct {
-	tlsCfg    *tls.Config    // immutable after runRelay set it up
 	server    bool           // TLS on the accepted side (true) or on the dialed side
+	dialer    net.Dialer     // for upstreams; set before serving starts
 	listeners []net.Listener // set before serving starts; closed by close
 	wg        sync.WaitGroup // accept loops and connection goroutines; close waits for them
 
@@ -249,36 +321,43 @@ func (r *relay) close() {
 	r.wg.Wait()
 }
 
-func (r *relay) serve(l net.Listener, upstream string) {
+func (r *relay) serve(l net.Listener, rl *relayListener) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		r.wg.Go(func() { r.handle(c, upstream) })
+		r.wg.Go(func() { r.handle(c, rl) })
 	}
 }
 
 // handle relays one connection: handshake or dial the other side, then copy both ways with
 // half-close until both directions end.
-func (r *relay) handle(down net.Conn, upstream string) {
+func (r *relay) handle(down net.Conn, rl *relayListener) {
 	if !r.track(down) {
 		down.Close()
 		return
 	}
 	defer r.untrack(down)
 	defer down.Close()
+	upstream := rl.upstream
 	if r.server {
-		tc := tls.Server(down, r.tlsCfg)
+		tc := tls.Server(down, rl.cfg)
 		tc.SetDeadline(time.Now().Add(dialTimeout))
 		if err := tc.Handshake(); err != nil {
 			return
 		}
 		tc.SetDeadline(time.Time{})
 		down = tc
+		if rl.byProto != nil {
+			// crypto/tls fails the handshake when the client offers protocols and none is
+			// ours; a client that offers none gets no upstream here.
+			if upstream = rl.byProto[tc.ConnectionState().NegotiatedProtocol]; upstream == "" {
+				return
+			}
+		}
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	up, err := d.Dial("tcp", upstream)
+	up, err := r.dialer.Dial("tcp", upstream)
 	if err != nil {
 		return
 	}
@@ -289,7 +368,7 @@ func (r *relay) handle(down net.Conn, upstream string) {
 	defer r.untrack(up)
 	defer up.Close()
 	if !r.server {
-		tc := tls.Client(up, r.tlsCfg)
+		tc := tls.Client(up, rl.cfg)
 		tc.SetDeadline(time.Now().Add(dialTimeout))
 		if err := tc.Handshake(); err != nil {
 			return
