@@ -486,7 +486,7 @@ func (h *harness) startTLSRelay(ctx context.Context) error {
 		cmap = append(cmap, fmt.Sprintf("127.0.0.1:%d=%s", tlsClientBase+i+1, addr(ipX, tlsServerBase+i+1)))
 		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=127.0.0.1:%d", tlsServerBase+i+1, appPorts[i]))
 	}
-	g, err := h.startRelayPair(ctx, "c and x", h.c, h.x, cmap, smap, nil,
+	g, err := h.startRelayPair(ctx, "tls", "c and x", h.c, h.x, cmap, smap, nil,
 		addr("127.0.0.1", tlsServerBase+len(appPorts)), addr("127.0.0.1", tlsClientBase+len(appPorts)))
 	if err != nil {
 		return err
@@ -514,7 +514,7 @@ func (h *harness) startTLSRelayInpod(ctx context.Context) error {
 		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=%s@%s", portHBONE, addr(ipRX, port), proto))
 	}
 	mark := []string{"-mark", strconv.Itoa(ztunnelMark)}
-	g, err := h.startRelayPair(ctx, "rc and rx (in-pod rules)", h.rc, h.rx, cmap, smap, mark,
+	g, err := h.startRelayPair(ctx, "tls-inpod", "rc and rx (in-pod rules)", h.rc, h.rx, cmap, smap, mark,
 		addr("127.0.0.1", portHBONE), addr("127.0.0.1", tlsInpodBase+len(appPorts)))
 	if err != nil {
 		return err
@@ -528,8 +528,9 @@ func (h *harness) startTLSRelayInpod(ctx context.Context) error {
 
 // startRelayPair starts the server side of a Go TLS relay in srvNS and its client side in
 // cliNS, each with its mappings and the extra arguments, and waits until each accepts
-// connections on its probe address. The group's members are client (0) and server (1).
-func (h *harness) startRelayPair(ctx context.Context, where string, cliNS, srvNS *netns, cmap, smap, extra []string, srvProbe, cliProbe string) (*proxyGroup, error) {
+// connections on its probe address. The processes are named name-server and name-client; the
+// group's members are client (0) and server (1).
+func (h *harness) startRelayPair(ctx context.Context, name, where string, cliNS, srvNS *netns, cmap, smap, extra []string, srvProbe, cliProbe string) (*proxyGroup, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -544,31 +545,25 @@ func (h *harness) startRelayPair(ctx context.Context, where string, cliNS, srvNS
 		}
 		h.relayCerts = certs
 	}
-	name := func(side string) string {
-		if cliNS == h.c {
-			return "tls-" + side
-		}
-		return "tls-inpod-" + side
-	}
 	args := func(m []string) []string {
 		return append([]string{"-certs", h.relayCerts, "-map", strings.Join(m, ",")}, extra...)
 	}
 	g := &proxyGroup{start: func(ctx context.Context) ([]*proc, error) {
 		h.logf("starting the Go TLS 1.3 relay pair in %s", where)
-		srv, err := h.start(name("server"), srvNS, []string{roleEnv + "=" + roleTLSServer}, self, args(smap)...)
+		srv, err := h.start(name+"-server", srvNS, []string{roleEnv + "=" + roleTLSServer}, self, args(smap)...)
 		if err != nil {
 			return nil, err
 		}
-		if err := waitFor(ctx, name("server")+" listening", srv, 10*time.Second, func() bool {
+		if err := waitFor(ctx, name+"-server listening", srv, 10*time.Second, func() bool {
 			return canDial(ctx, srvNS, srvProbe)
 		}); err != nil {
 			return []*proc{srv}, err
 		}
-		cli, err := h.start(name("client"), cliNS, []string{roleEnv + "=" + roleTLSClient}, self, args(cmap)...)
+		cli, err := h.start(name+"-client", cliNS, []string{roleEnv + "=" + roleTLSClient}, self, args(cmap)...)
 		if err != nil {
 			return []*proc{srv}, err
 		}
-		err = waitFor(ctx, name("client")+" listening", cli, 10*time.Second, func() bool {
+		err = waitFor(ctx, name+"-client listening", cli, 10*time.Second, func() bool {
 			return canDial(ctx, cliNS, cliProbe)
 		})
 		return []*proc{cli, srv}, err
