@@ -42,6 +42,13 @@ const (
 
 	portHBONE   = 15008 // the inbound port the in-pod rules leave alone
 	ztunnelMark = 1337  // PACKET_MARK of the ztunnels (0x539), which the in-pod rules let by
+
+	// podMSS is the MSS a pod's end of a connection advertises when its peer's address routes
+	// over the pod's interface (MTU 1500, less 40 bytes of IPv4 and TCP headers). Under the
+	// in-pod redirection the applications see each other's pod addresses, so their
+	// connections to the ztunnels, which stay inside the pod, run with it too (see
+	// startTLSRelayInpod).
+	podMSS = 1460
 )
 
 var appPorts = []int{portEcho, portSource, portOneShot}
@@ -506,6 +513,16 @@ func (h *harness) startTLSRelay(ctx context.Context) error {
 // this path passes the rules, conntrack and connmark that the HBONE path's packets pass, which
 // pods c and x do not have; only the redirection of the application's own connection to
 // ztunnel (one NAT per connection) is missing.
+//
+// Its sockets also take the segment size of the HBONE path's local legs. An application in pod
+// a dials pod b's address, which routes over the pod's interface, so its SYN advertises an MSS
+// of 1460 although the REDIRECT delivers the connection to ztunnel over loopback; and in pod b
+// the application answers ztunnel's connection (whose source is pod a's address) with the same
+// MSS. Both legs inside the pods therefore run in 1448-byte segments, where a relay dialing
+// 127.0.0.1 or its own address would get loopback's, up to 65483 bytes (on this kind of host
+// about 8% more CPU per byte and a quarter less throughput per leg: benchmarks/README.md).
+// -mss podMSS on every socket of the relay gives its local legs the same segments; its TLS leg
+// crosses the pods' interfaces, where the MTU sets that size anyway.
 func (h *harness) startTLSRelayInpod(ctx context.Context) error {
 	var cmap, smap []string
 	for i, port := range appPorts {
@@ -513,8 +530,8 @@ func (h *harness) startTLSRelayInpod(ctx context.Context) error {
 		cmap = append(cmap, fmt.Sprintf("127.0.0.1:%d=%s@%s", tlsInpodBase+i+1, addr(ipRX, portHBONE), proto))
 		smap = append(smap, fmt.Sprintf("0.0.0.0:%d=%s@%s", portHBONE, addr(ipRX, port), proto))
 	}
-	mark := []string{"-mark", strconv.Itoa(ztunnelMark)}
-	g, err := h.startRelayPair(ctx, "tls-inpod", "rc and rx (in-pod rules)", h.rc, h.rx, cmap, smap, mark,
+	opts := []string{"-mark", strconv.Itoa(ztunnelMark), "-mss", strconv.Itoa(podMSS)}
+	g, err := h.startRelayPair(ctx, "tls-inpod", "rc and rx (in-pod rules)", h.rc, h.rx, cmap, smap, opts,
 		addr("127.0.0.1", portHBONE), addr("127.0.0.1", tlsInpodBase+len(appPorts)))
 	if err != nil {
 		return err

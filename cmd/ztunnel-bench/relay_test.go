@@ -48,7 +48,7 @@ func TestRelayALPN(t *testing.T) {
 	up2, _ := banner(t, "two")
 	srv, err := startRelay(roleTLSServer, certs, []relayMapping{
 		{"127.0.0.1:0", up1, "app1"}, {"127.0.0.1:0", up2, "app2"},
-	}, 0)
+	}, sockOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestRelayALPN(t *testing.T) {
 	}
 	srvAddr := srv.listeners[0].Addr().String()
 	for _, c := range []struct{ proto, want string }{{"app1", "one"}, {"app2", "two"}} {
-		cli, err := startRelay(roleTLSClient, certs, []relayMapping{{"127.0.0.1:0", srvAddr, c.proto}}, 0)
+		cli, err := startRelay(roleTLSClient, certs, []relayMapping{{"127.0.0.1:0", srvAddr, c.proto}}, sockOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,12 +89,12 @@ func TestRelayALPNUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	up1, accepted := banner(t, "one")
-	srv, err := startRelay(roleTLSServer, certs, []relayMapping{{"127.0.0.1:0", up1, "app1"}}, 0)
+	srv, err := startRelay(roleTLSServer, certs, []relayMapping{{"127.0.0.1:0", up1, "app1"}}, sockOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.close()
-	cli, err := startRelay(roleTLSClient, certs, []relayMapping{{"127.0.0.1:0", srv.listeners[0].Addr().String(), "app9"}}, 0)
+	cli, err := startRelay(roleTLSClient, certs, []relayMapping{{"127.0.0.1:0", srv.listeners[0].Addr().String(), "app9"}}, sockOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"os/exec"
 	"syscall"
 
@@ -35,16 +36,33 @@ func raiseNofile(n uint64) (uint64, error) {
 	return lim.Cur, nil
 }
 
-// markControl returns a dialer Control that sets SO_MARK to mark on each socket (nil for 0).
-func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
-	if mark == 0 {
+// sockOpts are the socket options a relay sets on the sockets it opens.
+type sockOpts struct {
+	mark uint32 // SO_MARK of the connections it dials (0: none)
+	mss  int    // TCP_MAXSEG of every socket, listeners and dials (0: what the route gives)
+}
+
+// control returns the Control function of a dialer (dial) or a listener: SO_MARK on dialed
+// sockets, TCP_MAXSEG on both (an accepted socket inherits its listener's). nil when there is
+// nothing to set.
+func (o sockOpts) control(dial bool) func(network, address string, c syscall.RawConn) error {
+	mark := o.mark
+	if !dial {
+		mark = 0
+	}
+	if mark == 0 && o.mss == 0 {
 		return nil
 	}
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)) }); err != nil {
-			return err
-		}
-		return serr
+		err := c.Control(func(fd uintptr) {
+			if mark != 0 {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+			}
+			if serr == nil && o.mss != 0 {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, o.mss)
+			}
+		})
+		return cmp.Or(err, serr)
 	}
 }

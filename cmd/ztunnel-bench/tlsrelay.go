@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -229,16 +230,21 @@ func runRelay(role string, args []string) int {
 	certs := fs.String("certs", "", "directory of the relay certificates")
 	mapFlag := fs.String("map", "", "listen=upstream[@proto][,listen=upstream[@proto]...]")
 	mark := fs.Uint("mark", 0, "SO_MARK of the connections it dials (0: none)")
+	mss := fs.Int("mss", 0, "TCP_MAXSEG of every socket it opens, 88 to 65535 (0: what the route gives)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	maps, err := parseMappings(*mapFlag)
-	if err == nil && *mark > math.MaxUint32 {
+	switch {
+	case err != nil:
+	case *mark > math.MaxUint32:
 		err = fmt.Errorf("-mark %d: out of range", *mark)
+	case *mss != 0 && (*mss < 88 || *mss > 65535):
+		err = fmt.Errorf("-mss %d: out of range (88 to 65535, or 0)", *mss)
 	}
 	var r *relay
 	if err == nil {
-		r, err = startRelay(role, *certs, maps, uint32(*mark))
+		r, err = startRelay(role, *certs, maps, sockOpts{mark: uint32(*mark), mss: *mss})
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ztunnel-bench %s: %v\n", role, err)
@@ -253,7 +259,7 @@ func runRelay(role string, args []string) int {
 }
 
 // startRelay listens on every mapping of a relay role and serves them until close.
-func startRelay(role, certs string, maps []relayMapping, mark uint32) (*relay, error) {
+func startRelay(role, certs string, maps []relayMapping, opts sockOpts) (*relay, error) {
 	if role != roleTLSClient && role != roleTLSServer {
 		return nil, fmt.Errorf("unknown role %q", role)
 	}
@@ -267,9 +273,10 @@ func startRelay(role, certs string, maps []relayMapping, mark uint32) (*relay, e
 		return nil, err
 	}
 	r := &relay{server: server, conns: map[net.Conn]struct{}{}}
-	r.dialer = net.Dialer{Timeout: dialTimeout, Control: markControl(mark)}
+	r.dialer = net.Dialer{Timeout: dialTimeout, Control: opts.control(true)}
+	lc := net.ListenConfig{Control: opts.control(false)}
 	for _, rl := range lns {
-		l, err := net.Listen("tcp", rl.addr)
+		l, err := lc.Listen(context.Background(), "tcp", rl.addr)
 		if err != nil {
 			r.close()
 			return nil, err
