@@ -254,6 +254,12 @@ func (a *App) Run(ctx context.Context) error {
 			s.Close()
 		}
 	}
+	// Registered before the readiness server starts, so that it never answers ready while the
+	// proxy's listeners are still closed (shared mode registers its own task in newShared).
+	var proxyDone func()
+	if a.shared == nil {
+		proxyDone = a.ready.Register("proxy listeners")
+	}
 	defer shutdownServers()
 	if err := serve("admin", a.cfg.Listen.Admin, adm.AdminHandler()); err != nil {
 		return err
@@ -273,7 +279,6 @@ func (a *App) Run(ctx context.Context) error {
 	if a.shared != nil {
 		return a.runShared(ctx, cancelRun) // shared.go
 	}
-	proxyDone := a.ready.Register("proxy listeners")
 	if err := a.proxy.Listen(runCtx); err != nil {
 		return err
 	}
