@@ -67,12 +67,7 @@ func TestRelayMSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.close()
-	conn, err := net.Dial("tcp", cli.listeners[0].Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialRelay(t, cli)
 	if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || strings.TrimSpace(got) != "up" {
 		t.Fatalf("read %q, %v through the relay pair", got, err)
 	}
@@ -99,10 +94,22 @@ func TestRelayMSS(t *testing.T) {
 	}
 }
 
-func TestRelayMSSFlag(t *testing.T) {
-	for _, v := range []string{"-mss=87", "-mss=65536", "-mss=-1"} {
-		if code := runRelay(roleTLSClient, []string{v, "-map", "127.0.0.1:0=127.0.0.1:1"}); code != 2 {
-			t.Errorf("runRelay %s exited %d, want 2", v, code)
+// TestRelayArgs checks the relay's own flags: -mss and -mark reach its socket options, and
+// values out of range are refused with the flag's name.
+func TestRelayArgs(t *testing.T) {
+	a, err := parseRelayArgs(roleTLSClient, []string{"-mss", "1460", "-mark", "1337", "-map", "127.0.0.1:0=127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (sockOpts{mark: 1337, mss: 1460}); a.opts != want {
+		t.Errorf("socket options %+v, want %+v", a.opts, want)
+	}
+	for _, c := range []struct{ arg, flag string }{
+		{"-mss=87", "-mss"}, {"-mss=65536", "-mss"}, {"-mss=-1", "-mss"}, {"-mark=4294967296", "-mark"},
+	} {
+		_, err := parseRelayArgs(roleTLSClient, []string{c.arg, "-map", "127.0.0.1:0=127.0.0.1:1"})
+		if err == nil || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%s: error %v, want one naming %s", c.arg, err, c.flag)
 		}
 	}
 }

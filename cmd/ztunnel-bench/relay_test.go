@@ -37,6 +37,19 @@ func banner(t *testing.T, name string) (addr string, accepted *atomic.Int32) {
 	return l.Addr().String(), accepted
 }
 
+// dialRelay connects to r's first listener, as an application does, with a 10 s deadline. The
+// connection is closed when the test ends.
+func dialRelay(t *testing.T, r *relay) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", r.listeners[0].Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
 // TestRelayALPN runs the pod-borne relay's shape over loopback with real TLS: one server-side
 // listener that forwards to two upstreams by the ALPN protocol each client side offers.
 func TestRelayALPN(t *testing.T) {
@@ -62,11 +75,7 @@ func TestRelayALPN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := net.Dial("tcp", cli.listeners[0].Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn := dialRelay(t, cli)
 		r := bufio.NewReader(conn)
 		got, err := r.ReadString('\n')
 		if err != nil || strings.TrimSpace(got) != c.want {
@@ -99,12 +108,7 @@ func TestRelayALPNUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.close()
-	conn, err := net.Dial("tcp", cli.listeners[0].Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialRelay(t, cli)
 	if b, err := io.ReadAll(conn); len(b) != 0 || err != nil {
 		t.Errorf("read %q, %v; want the connection closed without data", b, err)
 	}

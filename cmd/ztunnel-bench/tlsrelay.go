@@ -223,28 +223,42 @@ func groupMappings(maps []relayMapping, cfg *tls.Config, server bool) ([]*relayL
 	return out, nil
 }
 
-// runRelay is the main function of a relay role: it listens on every mapping, prints "ready"
-// on stdout, and relays until SIGTERM or SIGINT. It returns the exit status.
-func runRelay(role string, args []string) int {
+// relayArgs are a relay role's command line.
+type relayArgs struct {
+	certs string // directory of the relay certificates
+	maps  []relayMapping
+	opts  sockOpts
+}
+
+// parseRelayArgs parses a relay role's command line; an error names the flag at fault.
+func parseRelayArgs(role string, args []string) (relayArgs, error) {
 	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	certs := fs.String("certs", "", "directory of the relay certificates")
 	mapFlag := fs.String("map", "", "listen=upstream[@proto][,listen=upstream[@proto]...]")
 	mark := fs.Uint("mark", 0, "SO_MARK of the connections it dials (0: none)")
 	mss := fs.Int("mss", 0, "TCP_MAXSEG of every socket it opens, 88 to 65535 (0: what the route gives)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return relayArgs{}, err
 	}
 	maps, err := parseMappings(*mapFlag)
 	switch {
 	case err != nil:
+		return relayArgs{}, err
 	case *mark > math.MaxUint32:
-		err = fmt.Errorf("-mark %d: out of range", *mark)
+		return relayArgs{}, fmt.Errorf("-mark %d: out of range", *mark)
 	case *mss != 0 && (*mss < 88 || *mss > 65535):
-		err = fmt.Errorf("-mss %d: out of range (88 to 65535, or 0)", *mss)
+		return relayArgs{}, fmt.Errorf("-mss %d: out of range (88 to 65535, or 0)", *mss)
 	}
+	return relayArgs{certs: *certs, maps: maps, opts: sockOpts{mark: uint32(*mark), mss: *mss}}, nil
+}
+
+// runRelay is the main function of a relay role: it listens on every mapping, prints "ready"
+// on stdout, and relays until SIGTERM or SIGINT. It returns the exit status.
+func runRelay(role string, args []string) int {
+	a, err := parseRelayArgs(role, args)
 	var r *relay
 	if err == nil {
-		r, err = startRelay(role, *certs, maps, sockOpts{mark: uint32(*mark), mss: *mss})
+		r, err = startRelay(role, a.certs, a.maps, a.opts)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ztunnel-bench %s: %v\n", role, err)
