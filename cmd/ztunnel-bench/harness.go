@@ -376,7 +376,7 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	h.paths = ordered
 	for _, p := range h.paths {
-		if _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
+		if _, _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
 			return fmt.Errorf("path %s does not work: %w", p.name, err)
 		}
 	}
@@ -742,7 +742,7 @@ func (h *harness) ensureZtunnels(ctx context.Context) error {
 		if p.group != g {
 			continue
 		}
-		if _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
+		if _, _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
 			return fmt.Errorf("path %s does not work after restarting its ztunnels: %w", p.name, err)
 		}
 	}

@@ -137,12 +137,22 @@ func bulk(ctx context.Context, p *path, streams int, d time.Duration, abrupt boo
 // maxRRSamples bounds the latency samples one run keeps (16 MiB of durations).
 const maxRRSamples = 2 << 20
 
+// proxyCPU returns the CPU time the path's proxies have used so far (zero for a path without
+// one).
+func proxyCPU(p *path) (time.Duration, error) {
+	if p.group == nil {
+		return 0, nil
+	}
+	return sumCPU(p.pids())
+}
+
 // rr runs 1-byte request/response on one connection for d (after a short warm-up) and returns
-// every round-trip time, sorted.
-func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, error) {
+// every round-trip time, sorted, and the CPU the path's proxies used from the end of the
+// warm-up to the last round trip.
+func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, time.Duration, error) {
 	c, err := p.from.dial(ctx, p.echo)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer c.Close()
 	stop := abortOnDone(ctx, c)
@@ -158,8 +168,12 @@ func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, error) 
 	}
 	for range 20 {
 		if err := trip(); err != nil {
-			return nil, fmt.Errorf("rr warm-up: %w", err)
+			return nil, 0, fmt.Errorf("rr warm-up: %w", err)
 		}
+	}
+	cpu0, err := proxyCPU(p)
+	if err != nil {
+		return nil, 0, err
 	}
 	samples := make([]time.Duration, 0, 1<<16)
 	end := time.Now().Add(d)
@@ -169,12 +183,16 @@ func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, error) 
 			break
 		}
 		if err := trip(); err != nil {
-			return nil, fmt.Errorf("rr after %d round trips: %w", len(samples), err)
+			return nil, 0, fmt.Errorf("rr after %d round trips: %w", len(samples), err)
 		}
 		samples = append(samples, time.Since(t0))
 	}
+	cpu1, err := proxyCPU(p)
+	if err != nil {
+		return nil, 0, err
+	}
 	slices.Sort(samples)
-	return samples, nil
+	return samples, cpu1 - cpu0, nil
 }
 
 // percentile returns the q-quantile (0..1) of sorted samples, nearest rank.
@@ -190,15 +208,24 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 // maxCRRErrors is how many failed transactions a CRR run tolerates before it gives up.
 const maxCRRErrors = 10
 
+// crrResult is what a CRR run measured.
+type crrResult struct {
+	done    int           // completed transactions
+	elapsed time.Duration // time taken
+	cpu     time.Duration // CPU of the path's proxies during the run
+}
+
 // crr opens new connections one after another for d, each carrying one 1-byte request and
-// its response, and returns the completed transactions and the time taken. The whole loop runs
-// on one thread inside the client namespace, so that each dial is a plain socket call.
-func crr(ctx context.Context, p *path, d time.Duration) (int, time.Duration, error) {
-	var (
-		done    int
-		elapsed time.Duration
-	)
-	err := p.from.do(func() error {
+// its response, and returns the completed transactions, the time taken and the proxies' CPU.
+// The whole loop runs on one thread inside the client namespace, so that each dial is a plain
+// socket call.
+func crr(ctx context.Context, p *path, d time.Duration) (crrResult, error) {
+	var r crrResult
+	cpu0, err := proxyCPU(p)
+	if err != nil {
+		return r, err
+	}
+	err = p.from.do(func() error {
 		dialer := net.Dialer{Timeout: dialTimeout}
 		var failures []error
 		start := time.Now()
@@ -207,16 +234,21 @@ func crr(ctx context.Context, p *path, d time.Duration) (int, time.Duration, err
 		for time.Now().Before(end) && ctx.Err() == nil {
 			if err := crrOnce(ctx, &dialer, p.oneShot, b[:]); err != nil {
 				if failures = append(failures, err); len(failures) > maxCRRErrors {
-					return fmt.Errorf("crr: %d failures after %d transactions: %w", len(failures), done, errors.Join(failures...))
+					return fmt.Errorf("crr: %d failures after %d transactions: %w", len(failures), r.done, errors.Join(failures...))
 				}
 				continue
 			}
-			done++
+			r.done++
 		}
-		elapsed = time.Since(start)
+		r.elapsed = time.Since(start)
 		return ctx.Err()
 	})
-	return done, elapsed, err
+	if err != nil {
+		return r, err
+	}
+	cpu1, err := proxyCPU(p)
+	r.cpu = cpu1 - cpu0
+	return r, err
 }
 
 func crrOnce(ctx context.Context, d *net.Dialer, addr string, b []byte) error {

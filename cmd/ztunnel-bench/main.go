@@ -10,8 +10,8 @@
 //	haproxy      client -> HAProxy (TCP mode, splice) -> server
 //
 // Scenarios: S1 one bulk stream (throughput, proxy CPU seconds per GiB), S2 eight bulk streams,
-// S3 new connections per second (TCP_CRR), S4 1-byte round-trip latency (TCP_RR), S5 RSS per
-// idle connection, S6 S4 under an S1 stream on the same path, and the idle RSS of one ztunnel
+// S3 new connections per second (TCP_CRR), S4 1-byte round-trip latency (TCP_RR), both with the
+// proxies' CPU per connection or round trip, S5 RSS per idle connection, S6 S4 under an S1 stream on the same path, and the idle RSS of one ztunnel
 // with 1,000 workloads. Each figure is the median of -reps repetitions with min and max.
 // Progress goes to stderr; stdout gets one table, or JSON (-json), or markdown (-markdown).
 // Everything it made is removed at the end, on error and on Ctrl-C.
@@ -348,20 +348,22 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 			return err
 		}
 		reset := time.Since(t0).Round(time.Millisecond)
-		n, elapsed, err := crr(ctx, p, h.opts.rrDuration)
+		r, err := crr(ctx, p, h.opts.rrDuration)
 		if err != nil {
 			return err
 		}
-		rate := float64(n) / elapsed.Seconds()
+		rate := float64(r.done) / r.elapsed.Seconds()
 		rep.add(scen, metRate, p.name, rate)
-		progress("%.0f conn/s (reset first in %v: %d TIME_WAIT sockets, %d conntrack entries)", rate, reset, tw, ct)
+		cpu := h.addCPUPerOp(rep, scen, p, r.cpu, r.done)
+		progress("%.0f conn/s (reset first in %v: %d TIME_WAIT sockets, %d conntrack entries)%s", rate, reset, tw, ct, cpu)
 	case scenS4:
-		samples, err := rr(ctx, p, h.opts.rrDuration)
+		samples, cpu, err := rr(ctx, p, h.opts.rrDuration)
 		if err != nil {
 			return err
 		}
 		h.addLatency(rep, scen, p.name, samples)
-		progress("p50 %v p99 %v p99.9 %v (%d round trips)", percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 0.999), len(samples))
+		progress("p50 %v p99 %v p99.9 %v (%d round trips%s)", percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 0.999), len(samples),
+			h.addCPUPerOp(rep, scen, p, cpu, len(samples)))
 	case scenS5:
 		return h.runIdle(ctx, rep, p, progress)
 	case scenS6:
@@ -380,7 +382,7 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 		case <-ctx.Done():
 		case <-time.After(warm):
 		}
-		samples, err := rr(ctx, p, h.opts.rrDuration)
+		samples, _, err := rr(ctx, p, h.opts.rrDuration)
 		b := <-bulkDone
 		if err != nil {
 			return fmt.Errorf("round trips beside the bulk stream: %w", err)
@@ -393,6 +395,19 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 		progress("p50 %v p99 %v p99.9 %v under %.2f Gbit/s", percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 0.999), gbps(b.r))
 	}
 	return nil
+}
+
+// addCPUPerOp records the proxies' CPU per operation (a connection in S3, a round trip in S4)
+// for a path with proxies, and returns it for the progress line ("" when not recorded). The
+// CPU comes from /proc in clock ticks (10 ms), so a run needs a few hundred operations for the
+// figure to mean much; the harness's runs make thousands.
+func (h *harness) addCPUPerOp(rep *Report, scen string, p *path, cpu time.Duration, ops int) string {
+	if p.group == nil || ops == 0 {
+		return ""
+	}
+	us := float64(cpu) / float64(time.Microsecond) / float64(ops)
+	rep.add(scen, metCPUOp, p.name, us)
+	return fmt.Sprintf(", %.0f CPU us/op", us)
 }
 
 func (h *harness) addLatency(rep *Report, scen, path string, samples []time.Duration) {

@@ -41,6 +41,7 @@ var allScenarios = []string{scenS1, scenS2, scenS3, scenS4, scenS5, scenS6, scen
 const (
 	metThroughput = "throughput" // Gbit/s
 	metCPU        = "cpu"        // proxy CPU seconds per GiB
+	metCPUOp      = "cpu/op"     // proxy CPU microseconds per connection (S3) or round trip (S4)
 	metRate       = "rate"       // connections per second
 	metP50        = "p50"        // microseconds
 	metP99        = "p99"
@@ -54,7 +55,7 @@ const (
 )
 
 var units = map[string]string{
-	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metRate: "conn/s",
+	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metCPUOp: "CPU us/op", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
 	metConnAnon: "B/conn", metConnFile: "B/conn",
 	metAnon: "MiB", metFile: "MiB",
