@@ -11,10 +11,11 @@
 //
 // Scenarios: S1 one bulk stream (throughput, proxy CPU seconds per GiB), S2 eight bulk streams,
 // S3 new connections per second (TCP_CRR), S4 1-byte round-trip latency (TCP_RR), both with the
-// proxies' CPU per connection or round trip, S5 RSS per idle connection, S6 S4 under an S1 stream on the same path, and the idle RSS of one ztunnel
-// with 1,000 workloads. Each figure is the median of -reps repetitions with min and max.
-// Progress goes to stderr; stdout gets one table, or JSON (-json), or markdown (-markdown).
-// Everything it made is removed at the end, on error and on Ctrl-C.
+// proxies' CPU per connection or round trip, S5 RSS per idle connection, S6 S4 under an S1
+// stream on the same path, and the idle RSS of one ztunnel with 1,000 workloads. Each figure is
+// the median of -reps repetitions with min and max. Progress goes to stderr; stdout gets one
+// table, or JSON (-json), or markdown (-markdown). Everything it made is removed at the end, on
+// error and on Ctrl-C.
 package main
 
 import (
