@@ -137,15 +137,6 @@ func bulk(ctx context.Context, p *path, streams int, d time.Duration, abrupt boo
 // maxRRSamples bounds the latency samples one run keeps (16 MiB of durations).
 const maxRRSamples = 2 << 20
 
-// proxyCPU returns the CPU time the path's proxies have used so far (zero for a path without
-// one).
-func proxyCPU(p *path) (time.Duration, error) {
-	if p.group == nil {
-		return 0, nil
-	}
-	return sumCPU(p.pids())
-}
-
 // rr runs 1-byte request/response on one connection for d (after a short warm-up) and returns
 // every round-trip time, sorted, and the CPU the path's proxies used from the end of the
 // warm-up to the last round trip.
@@ -171,7 +162,7 @@ func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, time.Du
 			return nil, 0, fmt.Errorf("rr warm-up: %w", err)
 		}
 	}
-	cpu0, err := proxyCPU(p)
+	cpu0, err := sumCPU(p.pids())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -187,7 +178,7 @@ func rr(ctx context.Context, p *path, d time.Duration) ([]time.Duration, time.Du
 		}
 		samples = append(samples, time.Since(t0))
 	}
-	cpu1, err := proxyCPU(p)
+	cpu1, err := sumCPU(p.pids())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -221,7 +212,7 @@ type crrResult struct {
 // socket call.
 func crr(ctx context.Context, p *path, d time.Duration) (crrResult, error) {
 	var r crrResult
-	cpu0, err := proxyCPU(p)
+	cpu0, err := sumCPU(p.pids())
 	if err != nil {
 		return r, err
 	}
@@ -246,7 +237,7 @@ func crr(ctx context.Context, p *path, d time.Duration) (crrResult, error) {
 	if err != nil {
 		return r, err
 	}
-	cpu1, err := proxyCPU(p)
+	cpu1, err := sumCPU(p.pids())
 	r.cpu = cpu1 - cpu0
 	return r, err
 }
