@@ -24,9 +24,15 @@
 // for FUZZTIME (go allows one -fuzz target per invocation):
 //
 //	make fuzz FUZZTIME=1m        # every target for a minute
-//	make fuzz-ci                 # every target for FUZZTIME_CI (5 s), as CI does
+//	make fuzz-ci                 # every target for FUZZTIME_CI (2 s), as CI does
 //	FUZZPKGS=./hbone fuzz/run.sh # the targets of some packages only
 //	FUZZSKIP='^FuzzX$' make fuzz # leave targets out (a known, reported crasher)
+//
+// run.sh fuzzes with the Go toolchain FUZZ_TOOLCHAIN (go1.27.1 by default,
+// which the go command fetches through the module proxy; empty for the go
+// command's own): Go 1.26's fuzz coordinator can fail a target as its
+// -fuzztime ends, with no failing input (golang/go#75804). Without that
+// toolchain it fuzzes with the go command's own and runs such a target again.
 //
 // Targets of the main module only (deploy/ is a module of its own). It
 // stops at the first failure and prints the crasher's path. go test
