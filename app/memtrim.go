@@ -11,11 +11,12 @@ import (
 // memTrim returns the heap's free pages to the kernel when the proxy goes quiet after a spell
 // that left them behind (a burst of new connections that now sit idle, a large xDS push).
 //
-// Go's runtime keeps up to its heap goal resident: twice the heap live at the last collection
-// (GOGC=100), plus a tenth, until the next collection, and a proxy that allocates nothing (idle
-// connections, and bulk relays, allocate nothing) may not collect for two minutes, after which
-// the goal is still twice the live heap. So a node keeps about twice the memory its connections
-// hold. The Rust ztunnel's allocator behaves differently: jemalloc returns pages freed for ten
+// Go's runtime keeps up to its heap goal resident: the heap live at the last collection plus
+// GOGC percent of it (ztunnel's default 50, see cmd/ztunnel; Go's own 100), plus a tenth, until
+// the next collection, and a proxy that allocates nothing (idle connections, and bulk relays,
+// allocate nothing) may not collect for two minutes, after which the goal is still above the
+// live heap. So a node keeps up to half as much again as its connections hold (twice as much
+// at GOGC=100). The Rust ztunnel's allocator behaves differently: jemalloc returns pages freed for ten
 // seconds (its dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell:
 // after an interval in which the process allocated less than quietBytes, if the heap holds at
 // least minExcess bytes of garbage and free pages, it runs one collection that returns every
