@@ -56,9 +56,9 @@ func run(args []string) int {
 // unset: a collection starts once the heap has grown by half its live size, not by all of it
 // (Go's default, 100). ztunnel's data path allocates nothing, so the collector's work grows
 // only with connections opened and closed. Measured on S5 and S3 (benchmarks/README.md, "Idle
-// memory and the collector's target"): 20-24% less resident memory per idle connection, read
-// one second after a burst of them and again after the idle trim, for the collector's share
-// of a new connection's CPU going from about 0.5% to 1.2%.
+// memory and the collector's target"): about a fifth less resident memory per idle
+// connection, read one second after a burst of them and again after the idle trim, for the
+// collector's share of a new connection's CPU going from about 0.5% to 1.2%.
 const defaultGCPercent = 50
 
 // setGCPercent sets the collector's target to defaultGCPercent unless GOGC is set, which the
