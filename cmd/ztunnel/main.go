@@ -62,13 +62,9 @@ func run(args []string) int {
 const defaultGCPercent = 50
 
 // setGCPercent sets the collector's target to defaultGCPercent unless GOGC is set, which the
-// Go runtime has already applied (GOGC=off included). It returns the target in force.
-func setGCPercent(lookup func(string) (string, bool)) int {
-	if _, set := lookup("GOGC"); set {
-		p := debug.SetGCPercent(100) // read it back
-		debug.SetGCPercent(p)
-		return p
+// Go runtime has already applied (GOGC=off included).
+func setGCPercent(lookup func(string) (string, bool)) {
+	if _, set := lookup("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
 	}
-	debug.SetGCPercent(defaultGCPercent)
-	return defaultGCPercent
 }
