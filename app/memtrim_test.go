@@ -1,16 +1,20 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
+	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
 // released reads the heap bytes returned to the kernel so far.
@@ -40,8 +44,35 @@ func noGC(t *testing.T) {
 // discard is a logger that writes nothing.
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// TestMemTrim: after an interval that allocates little, the heap's garbage and free pages go
-// back to the kernel, once; another trim needs a busy interval first.
+// idleWorkers counts the worker goroutines waiting for a task.
+func idleWorkers() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("workers.wait(")) {
+			n++
+		}
+	}
+	return n
+}
+
+// startWorkers leaves k idle workers behind.
+func startWorkers(t *testing.T, k int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	for range k {
+		wg.Add(1)
+		workers.Go(func() { wg.Done(); <-hold })
+	}
+	wg.Wait()
+	close(hold)
+	testwait.Until(t, "idle workers", 5*time.Second, func() bool { return idleWorkers() >= k })
+}
+
+// TestMemTrim: after an interval that allocates little, the idle workers end and the heap's
+// garbage and free pages go back to the kernel, once; another trim needs a busy interval first.
 //
 // The collector is off for the test, so the garbage stays in the heap until memTrim collects
 // it (as in a proxy that allocates nothing and so does not collect), and the runtime's
@@ -63,6 +94,7 @@ func TestMemTrim(t *testing.T) {
 		},
 	}
 
+	startWorkers(t, 4)
 	churn(64 << 20)
 	before := released()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,10 +125,44 @@ func TestMemTrim(t *testing.T) {
 	if n := trims.Load(); n != 1 {
 		t.Fatalf("%d trims over quiet intervals after the first, want none", n-1)
 	}
+	// Counted only now: reading the goroutines allocates a megabyte, a busy interval.
+	if n := idleWorkers(); n != 0 {
+		t.Errorf("%d idle workers after the trim, want none", n)
+	}
 
 	// A busy interval re-arms it.
 	churn(16 << 20)
 	testwait.Until(t, "a second trim after a busy interval", 10*time.Second, func() bool { return trims.Load() == 2 })
+}
+
+// TestMemTrimDefaults: with the default thresholds, a quiet process trims the few MiB of garbage
+// a burst of connections leaves at the collector's target of 50 (3 MiB per ztunnel after
+// 9,400 idle HBONE connections, benchmarks/README.md).
+func TestMemTrimDefaults(t *testing.T) {
+	noGC(t)
+
+	var trims atomic.Int32
+	tr := &memTrim{
+		interval:   50 * time.Millisecond,
+		quietBytes: defaultTrimQuietBytes,
+		minExcess:  defaultTrimMinExcess,
+		log:        discard,
+		onTrim:     func(uint64) { trims.Add(1) },
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	churn(3 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	testwait.Until(t, "a trim of 3 MiB of garbage", 10*time.Second, func() bool { return trims.Load() == 1 })
 }
 
 // TestMemTrimSmallExcess: a quiet process with less to reclaim than minExcess is left alone.

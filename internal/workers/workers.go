@@ -9,10 +9,15 @@
 // start nor the growth is paid again.
 //
 // At most MaxIdle goroutines wait; the rest end when their task does. Idle ones hold their
-// stacks (Go's collector shrinks stacks that stay mostly unused), nothing else.
+// stacks, nothing else. Go's collector shrinks a waiting worker's stack only by half per
+// collection, and an idle proxy seldom collects, so the idle memory trim ends the waiting
+// workers (RetireIdle) to give their stacks back at once.
 package workers
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // MaxIdle bounds the goroutines that wait for a task. Set before the first Go call.
 var MaxIdle int32 = 32
@@ -20,10 +25,13 @@ var MaxIdle int32 = 32
 var (
 	tasks = make(chan func()) // unbuffered: a send succeeds only when a worker waits
 	idle  atomic.Int32        // workers waiting, or about to
+
+	retireMu sync.Mutex     // one RetireIdle at a time
+	retiring sync.WaitGroup // workers told to end (a nil task) that have not yet ended
 )
 
-// Go runs f on an idle worker goroutine, or on a new one when none waits. Like a go
-// statement it never blocks, and f's owner is whoever the caller says it is. Unlike one, the
+// Go runs f on an idle worker goroutine, or on a new one when none waits. f must not be nil.
+// Like a go statement it never blocks, and f's owner is whoever the caller says it is. Unlike one, the
 // goroutine outlives f: f must not leave it locked to its thread (runtime.LockOSThread), as
 // code that changes a thread's namespace does so that the thread dies with its goroutine
 // (netutil.InNetns starts a goroutine of its own for that).
@@ -35,7 +43,8 @@ func Go(f func()) {
 	}
 }
 
-// work runs f, then waits for more while there is room among the idle workers.
+// work runs f, then waits for more while there is room among the idle workers. A nil task
+// is RetireIdle's: the worker ends.
 func work(f func()) {
 	for {
 		f()
@@ -46,7 +55,35 @@ func work(f func()) {
 		}
 		f = wait()
 		idle.Add(-1)
+		if f == nil {
+			retiring.Done()
+			return
+		}
 	}
+}
+
+// RetireIdle ends the workers that wait for a task, at most MaxIdle of them, and returns when
+// they have returned from their last frame, with how many it ended. Their goroutines exit,
+// which frees the stacks their tasks grew: the collection that follows (the idle memory trim's)
+// returns those pages to the kernel. Tasks given to Go afterwards start new workers, which
+// grow their stacks again; so it is for a process that has gone quiet, not for a busy one.
+func RetireIdle() int {
+	retireMu.Lock()
+	defer retireMu.Unlock()
+	n := 0
+	for range MaxIdle {
+		retiring.Add(1)
+		select {
+		case tasks <- nil:
+			n++
+		default:
+			retiring.Done()
+			retiring.Wait()
+			return n
+		}
+	}
+	retiring.Wait()
+	return n
 }
 
 // wait is where an idle worker waits for its next task. It stays a frame of its own so that

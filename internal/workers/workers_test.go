@@ -3,6 +3,7 @@ package workers
 import (
 	"bytes"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 )
@@ -64,6 +65,55 @@ func TestMaxIdle(t *testing.T) {
 	if got := runtime.NumGoroutine(); got > base {
 		t.Errorf("goroutines grew from %d to %d after the tasks ended", base, got)
 	}
+}
+
+// stackBytes reads the heap memory the runtime holds for goroutine stacks.
+func stackBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestRetireIdle: RetireIdle ends every waiting worker and, after a collection, the stacks
+// their tasks grew are no longer held; a task given to Go afterwards still runs.
+func TestRetireIdle(t *testing.T) {
+	const k, depth = 8, 128 // eight workers, each with a stack grown past 128 KiB
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	for range k {
+		wg.Add(1)
+		Go(func() { deepStack(depth); wg.Done(); <-hold })
+	}
+	wg.Wait()
+	close(hold)
+	waitIdle(t, k)
+	runtime.GC()
+	before, goroutines := stackBytes(), runtime.NumGoroutine()
+
+	n := RetireIdle()
+	if n < k {
+		t.Errorf("RetireIdle ended %d workers, want at least the %d waiting", n, k)
+	}
+	if p := parked(); p != 0 {
+		t.Errorf("%d workers still wait after RetireIdle", p)
+	}
+	if got := idle.Load(); got != 0 {
+		t.Errorf("idle count %d after RetireIdle, want 0", got)
+	}
+	for i := 0; runtime.NumGoroutine() > goroutines-n; i++ {
+		if i > 10000 {
+			t.Fatalf("goroutines %d -> %d, want %d ended", goroutines, runtime.NumGoroutine(), n)
+		}
+		runtime.Gosched()
+	}
+	runtime.GC()
+	if after := stackBytes(); after+k*depth<<10/4 > before {
+		t.Errorf("stack memory %d -> %d bytes, want at least %d KiB less", before, after, k*depth/4)
+	}
+
+	ran := make(chan struct{})
+	Go(func() { close(ran) })
+	<-ran
 }
 
 // waitIdle waits until at least want workers are parked in wait.
