@@ -243,15 +243,17 @@ func ReadReady(c *net.TCPConn, p []byte) (int, error) {
 
 // originalDst reads one of the two original-destination options. The kernel
 // copies a sockaddr_in (16 bytes) or sockaddr_in6 (28 bytes) and only checks
-// that the buffer is at least that large; IPv6MTUInfo is a 32-byte buffer x/sys
-// lets us pass.
+// that the buffer is at least that large. The buffer is on the stack: x/sys's
+// getters return a new value on the heap, 32 bytes of garbage per connection.
 func originalDst(fd, level, opt int) (netip.AddrPort, error) {
-	info, err := unix.GetsockoptIPv6MTUInfo(fd, level, opt)
-	if err != nil {
-		return netip.AddrPort{}, os.NewSyscallError("getsockopt", err)
+	var buf [32]byte
+	n := uint32(len(buf))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 {
+		return netip.AddrPort{}, os.NewSyscallError("getsockopt", errno)
 	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(info)), unsafe.Sizeof(*info))
-	return parseSockaddr(b)
+	return parseSockaddr(buf[:min(int(n), len(buf))])
 }
 
 var errBadSockaddr = errors.New("netutil: malformed sockaddr")

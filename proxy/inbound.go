@@ -108,9 +108,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(s.Context(), p.cfg.ConnectTimeout)
-	app, err := p.dialApp(ctx, pi.remote.Addr(), target)
-	cancel()
+	app, err := p.dialApp(connectDeadline(p.cfg.ConnectTimeout), pi.remote.Addr(), target)
 	if err != nil {
 		s.Reject(http.StatusServiceUnavailable)
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", target, err), metrics.FlagConnect, 0, 0)
@@ -176,9 +174,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
-	app, err := p.dialApp(ctx, src.Addr(), dst)
-	cancel()
+	app, err := p.dialApp(connectDeadline(p.cfg.ConnectTimeout), src.Addr(), dst)
 	if err != nil {
 		c.Close()
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)

@@ -420,9 +420,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 			earlyPool.Put(early) // Connect keeps nothing of it
 		}
 	} else {
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		upstream, err = p.dialUpstream(ctx, netip.AddrPort{}, rt.target)
-		cancel()
+		upstream, err = p.dialUpstream(connectUntil(deadline), netip.AddrPort{}, rt.target)
 	}
 	if err != nil {
 		// A client whose first bytes were read (early data) learns of the failure by a reset,
