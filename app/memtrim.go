@@ -26,7 +26,8 @@ import (
 // page (debug.FreeOSMemory). It then waits for an interval that allocates quietBytes or more
 // before it may trim again, so a steady load costs nothing and a load that comes and goes
 // costs at most one collection per two intervals. Measured in benchmarks/README.md ("Idle
-// memory trim", and "The idle trim, again (twenty-ninth session)").
+// memory trim", and "The idle trim, again, and dials without a timer context (twenty-ninth
+// session)").
 type memTrim struct {
 	interval   time.Duration // how often it looks; ZTUNNEL_MEMORY_TRIM_INTERVAL
 	quietBytes uint64        // allocations per interval under which the process is quiet

@@ -62,8 +62,8 @@ func work(f func()) {
 	}
 }
 
-// RetireIdle ends the workers that wait for a task, at most MaxIdle of them, and returns when
-// they have returned from their last frame, with how many it ended. Their goroutines exit,
+// RetireIdle ends the workers that wait for a task, at most MaxIdle of them, and returns how
+// many it ended once each has taken its nil task (it is then returning). Their goroutines exit,
 // which frees the stacks their tasks grew: the collection that follows (the idle memory trim's)
 // returns those pages to the kernel. Tasks given to Go afterwards start new workers, which
 // grow their stacks again; so it is for a process that has gone quiet, not for a busy one.
