@@ -54,6 +54,7 @@ type options struct {
 	idleConns     int
 	idleWorkloads int
 	settle        time.Duration // wait before reading RSS (S5, idle)
+	rest          time.Duration // S5's second reading, this long after the connections settled (0: none)
 	scenarios     map[string]bool
 	paths         map[string]bool
 	json          bool
@@ -94,6 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle connections held through each path (S5)")
 	fs.IntVar(&o.idleWorkloads, "idle-workloads", 1000, "workloads in the config of the idle-RSS ztunnel")
 	fs.DurationVar(&o.settle, "settle", time.Second, "wait before reading RSS (S5, idle)")
+	fs.DurationVar(&o.rest, "rest", 0, "S5 reads RSS a second time this long after the connections settled, "+
+		"at rest (more than twice ZTUNNEL_MEMORY_TRIM_INTERVAL lets the idle trim run first; 0: no second reading)")
 	scen := fs.String("scenarios", "all", "scenarios to run: "+strings.Join(allScenarios, ","))
 	paths := fs.String("paths", "all", "paths to measure: "+strings.Join(allPaths, ","))
 	fs.BoolVar(&o.json, "json", false, "write the report as JSON on stdout instead of the table")
@@ -115,6 +118,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.rest != 0 && o.rest <= o.settle {
+		return o, fmt.Errorf("-rest %v: want 0 or longer than -settle (%v)", o.rest, o.settle)
 	}
 	if *quick {
 		set := map[string]bool{}
@@ -190,6 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rep := &Report{Machine: machineInfo(), Settings: Settings{
 		Duration: opts.duration.String(), RRDuration: opts.rrDuration.String(), Reps: opts.reps,
 		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads, Settle: opts.settle.String(),
+		Rest:      restString(opts.rest),
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
 		ZtunnelEnv: opts.ztunnelEnv,
 	}}
@@ -418,6 +425,14 @@ func (h *harness) addLatency(rep *Report, scen, path string, samples []time.Dura
 	rep.add(scen, metP999, path, us(percentile(samples, 0.999)))
 }
 
+// restString is a -rest value as the report's settings record it: empty for none.
+func restString(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
 // runIdle is S5: the path's proxies are restarted, so that memory left resident by earlier
 // scenarios (Go's heap, HAProxy's pools) does not absorb the new connections; one connection
 // warms the path up (certificates, the pooled HBONE connection); then the RSS of the proxies is
@@ -475,6 +490,23 @@ func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress fu
 	rep.add(scenS5, metConnFile, p.name, file)
 	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn (anonymous %.0f, file-backed %.0f)",
 		len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per, anon, file)
+	if h.opts.rest == 0 {
+		return nil
+	}
+	// The second reading, at rest: the same connections, still idle, after the proxies had the
+	// time to give back what opening them left behind (the ztunnel's idle trim).
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(h.opts.rest - h.opts.settle):
+	}
+	rest, err := sumRSS(p.pids())
+	if err != nil {
+		return err
+	}
+	restPer := float64(rest-before) / n
+	rep.add(scenS5, metPerConnRest, p.name, restPer)
+	progress("at rest (%v after they settled): RSS %.1f MiB, %.0f B/conn", h.opts.rest, float64(rest)/(1<<20), restPer)
 	return nil
 }
 

@@ -59,7 +59,7 @@ func TestQuickRun(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
 	code := run(ctx, []string{"-quick", "-json", "-duration", "200ms", "-rr-duration", "100ms",
-		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms"}, &stdout, &stderr)
+		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms", "-rest", "300ms"}, &stdout, &stderr)
 	t.Logf("harness took %v; progress:\n%s", time.Since(start).Round(time.Millisecond), stderr.String())
 	if code != 0 {
 		t.Fatalf("exit status %d", code)
@@ -68,8 +68,8 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
 	}
-	if rep.Settings.Settle != "100ms" {
-		t.Errorf("settings record settle %q, want the 100ms asked for", rep.Settings.Settle)
+	if rep.Settings.Settle != "100ms" || rep.Settings.Rest != "300ms" {
+		t.Errorf("settings record settle %q and rest %q, want the 100ms and 300ms asked for", rep.Settings.Settle, rep.Settings.Rest)
 	}
 	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathTLSRelayInpod}
 	if _, err := exec.LookPath("haproxy"); err == nil {
@@ -90,6 +90,7 @@ func TestQuickRun(t *testing.T) {
 		{scenS4, metCPUOp, paths[1:]},
 		{scenS4, metP99, paths},
 		{scenS5, metPerConn, paths[1:]},
+		{scenS5, metPerConnRest, paths[1:]},
 		{scenIdle, metRSS, []string{"ztunnel"}},
 	}
 	for _, w := range want {
@@ -102,7 +103,7 @@ func TestQuickRun(t *testing.T) {
 			if len(s.Values) != 1 || s.Median != s.Values[0] {
 				t.Errorf("%s %s %s: values %v median %v, want one value and its median", w.scenario, w.metric, p, s.Values, s.Median)
 			}
-			if w.metric != metPerConn && !(s.Median > 0) {
+			if w.metric != metPerConn && w.metric != metPerConnRest && !(s.Median > 0) {
 				t.Errorf("%s %s %s = %v, want > 0", w.scenario, w.metric, p, s.Median)
 			}
 		}

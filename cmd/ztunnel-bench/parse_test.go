@@ -160,6 +160,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
 		{[]string{"-ztunnel-env", "NOVALUE"}, false, 0, 0, 0, 0},
 		{[]string{"-ztunnel-env", "=1"}, false, 0, 0, 0, 0},
+		{[]string{"-rest", "25s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-rest", "1s"}, false, 0, 0, 0, 0}, // not after the settle reading (1s)
+		{[]string{"-settle", "2s", "-rest", "1500ms"}, false, 0, 0, 0, 0},
 	}
 	for _, c := range cases {
 		o, err := parseFlags(c.args, io.Discard)

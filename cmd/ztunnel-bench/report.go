@@ -39,25 +39,26 @@ var allScenarios = []string{scenS1, scenS2, scenS3, scenS4, scenS5, scenS6, scen
 
 // Metric names and their units.
 const (
-	metThroughput = "throughput" // Gbit/s
-	metCPU        = "cpu"        // proxy CPU seconds per GiB
-	metCPUOp      = "cpu/op"     // proxy CPU microseconds per connection (S3) or round trip (S4)
-	metRate       = "rate"       // connections per second
-	metP50        = "p50"        // microseconds
-	metP99        = "p99"
-	metP999       = "p99.9"
-	metPerConn    = "per-conn"      // bytes of RSS per idle connection
-	metConnAnon   = "per-conn anon" // its anonymous part (smaps_rollup)
-	metConnFile   = "per-conn file" // its file-backed part: executable pages faulted in
-	metRSS        = "rss"           // MiB
-	metAnon       = "anon"          // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
-	metFile       = "file"          // MiB, file-backed part (Rss - Anonymous)
+	metThroughput  = "throughput" // Gbit/s
+	metCPU         = "cpu"        // proxy CPU seconds per GiB
+	metCPUOp       = "cpu/op"     // proxy CPU microseconds per connection (S3) or round trip (S4)
+	metRate        = "rate"       // connections per second
+	metP50         = "p50"        // microseconds
+	metP99         = "p99"
+	metP999        = "p99.9"
+	metPerConn     = "per-conn"      // bytes of RSS per idle connection
+	metConnAnon    = "per-conn anon" // its anonymous part (smaps_rollup)
+	metConnFile    = "per-conn file" // its file-backed part: executable pages faulted in
+	metPerConnRest = "per-conn rest" // per-conn read again at rest (-rest)
+	metRSS         = "rss"           // MiB
+	metAnon        = "anon"          // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
+	metFile        = "file"          // MiB, file-backed part (Rss - Anonymous)
 )
 
 var units = map[string]string{
 	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metCPUOp: "CPU us/op", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
-	metConnAnon: "B/conn", metConnFile: "B/conn",
+	metConnAnon: "B/conn", metConnFile: "B/conn", metPerConnRest: "B/conn",
 	metAnon: "MiB", metFile: "MiB",
 }
 
@@ -114,7 +115,10 @@ type Settings struct {
 	IdleWorkloads int    `json:"idle_workloads"`
 	// Settle is the wait before RSS is read (S5, idle RSS); absent in reports made before it
 	// was recorded (the default was then 1s too).
-	Settle    string   `json:"settle,omitempty"`
+	Settle string `json:"settle,omitempty"`
+	// Rest is when S5 read RSS a second time (-rest), after the connections settled; absent
+	// when it did not.
+	Rest      string   `json:"rest,omitempty"`
 	Scenarios []string `json:"scenarios"`
 	Paths     []string `json:"paths"`
 	// ZtunnelEnv is what -ztunnel-env added to the ztunnels' environment (none: the defaults).
@@ -407,6 +411,9 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 	settle := ""
 	if r.Settings.Settle != "" {
 		settle = ", RSS read " + r.Settings.Settle + " after they settle"
+		if r.Settings.Rest != "" {
+			settle += " and again at rest, " + r.Settings.Rest + " after"
+		}
 	}
 	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5%s); %d workloads (idle RSS).\n",
 		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
