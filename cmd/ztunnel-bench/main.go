@@ -119,9 +119,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.rest != 0 && o.rest <= o.settle {
-		return o, fmt.Errorf("-rest %v: want 0 or longer than -settle (%v)", o.rest, o.settle)
-	}
 	if *quick {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -156,6 +153,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-idle-conns %d: want 1..50000", o.idleConns)
 	case o.idleWorkloads < 1 || o.idleWorkloads > 60000:
 		return o, fmt.Errorf("-idle-workloads %d: want 1..60000", o.idleWorkloads)
+	case o.rest != 0 && o.rest <= o.settle:
+		return o, fmt.Errorf("-rest %v: want 0 or longer than -settle (%v)", o.rest, o.settle)
 	case o.json && o.markdown:
 		return o, fmt.Errorf("-json and -markdown are exclusive")
 	}

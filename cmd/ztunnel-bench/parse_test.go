@@ -163,6 +163,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-rest", "25s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
 		{[]string{"-rest", "1s"}, false, 0, 0, 0, 0}, // not after the settle reading (1s)
 		{[]string{"-settle", "2s", "-rest", "1500ms"}, false, 0, 0, 0, 0},
+		{[]string{"-quick", "-rest", "500ms"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6}, // after -quick's 200ms settle
 	}
 	for _, c := range cases {
 		o, err := parseFlags(c.args, io.Discard)
