@@ -71,15 +71,15 @@ func RetireIdle() int {
 	retireMu.Lock()
 	defer retireMu.Unlock()
 	n := 0
+retire:
 	for range MaxIdle {
 		retiring.Add(1)
 		select {
 		case tasks <- nil:
 			n++
-		default:
+		default: // no worker waits
 			retiring.Done()
-			retiring.Wait()
-			return n
+			break retire
 		}
 	}
 	retiring.Wait()
