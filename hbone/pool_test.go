@@ -359,9 +359,13 @@ func TestOpenBy(t *testing.T) {
 			open()
 		}
 		// The least of several counts: a collection in the middle of one empties
-		// sync.Pools, and the race detector drops pooled items at random.
+		// sync.Pools, and the race detector drops pooled items at random. On a loaded
+		// host (CI runs the packages in parallel) every run of a round can count one
+		// more: CI once saw OpenBy at 3 in all five rounds, where an idle machine
+		// counts 2. So up to 20 rounds are taken while the counts do not yet show
+		// the difference; a real regression fails all of them.
 		by, withCtx := math.Inf(1), math.Inf(1)
-		for range 5 {
+		for i := 0; i < 5 || (i < 20 && by > withCtx-2.5); i++ {
 			by = min(by, testing.AllocsPerRun(100, openBy))
 			withCtx = min(withCtx, testing.AllocsPerRun(100, open))
 		}
