@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -22,10 +23,11 @@ import (
 // seconds (its dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell:
 // after an interval in which the process allocated less than quietBytes, if the heap holds at
 // least minExcess bytes of garbage and free pages, it ends the idle worker goroutines (whose
-// stacks the burst grew: workers.RetireIdle) and runs one collection that returns every free
-// page (debug.FreeOSMemory). It then waits for an interval that allocates quietBytes or more
-// before it may trim again, so a steady load costs nothing and a load that comes and goes
-// costs at most one collection per two intervals. Measured in benchmarks/README.md ("Idle
+// stacks the burst grew: workers.RetireIdle) and runs two collections, the second returning
+// every free page (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It then
+// waits for an interval that allocates quietBytes or more before it may trim again, so a
+// steady load costs nothing and a load that comes and goes costs at most two collections per
+// two intervals. Measured in benchmarks/README.md ("Idle
 // memory trim", and "The idle trim, again, and dials without a timer context (twenty-ninth
 // session)").
 type memTrim struct {
@@ -99,6 +101,12 @@ func (t *memTrim) run(ctx context.Context) {
 			armed = false
 			start := time.Now()
 			retired := workers.RetireIdle()
+			// Two collections: the first moves what sync.Pools hold to their victim caches,
+			// and the second, FreeOSMemory's, drops those and returns every free page. A
+			// quiet proxy has no use for them: the record layer's pooled buffers alone are
+			// about 560 KB per ztunnel after a burst of connections (benchmarks/README.md,
+			// "The pools' buffers and the tracker (thirty-first session)").
+			runtime.GC()
 			debug.FreeOSMemory()
 			t.log.Debug("returned idle heap memory", "reclaimable_bytes", excess, "idle_workers_ended", retired,
 				"took", time.Since(start))

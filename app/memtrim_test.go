@@ -71,8 +71,9 @@ func startWorkers(t *testing.T, k int) {
 	testwait.Until(t, "idle workers", 5*time.Second, func() bool { return idleWorkers() >= k })
 }
 
-// TestMemTrim: after an interval that allocates little, the idle workers end and the heap's
-// garbage and free pages go back to the kernel, once; another trim needs a busy interval first.
+// TestMemTrim: after an interval that allocates little, the idle workers end, what a sync.Pool
+// keeps is freed, and the heap's garbage and free pages go back to the kernel, once; another
+// trim needs a busy interval first.
 //
 // The collector is off for the test, so the garbage stays in the heap until memTrim collects
 // it (as in a proxy that allocates nothing and so does not collect), and the runtime's
@@ -96,6 +97,14 @@ func TestMemTrim(t *testing.T) {
 
 	startWorkers(t, 4)
 	churn(64 << 20)
+	// A buffer left in a sync.Pool, as the record layer leaves its buffers after a burst: the
+	// trim must free it (one collection only moves it to the pool's victim cache).
+	var pool sync.Pool
+	pooledFreed := make(chan struct{})
+	buf := new([64 << 10]byte)
+	runtime.AddCleanup(buf, func(ch chan struct{}) { close(ch) }, pooledFreed)
+	pool.Put(buf)
+	buf = nil
 	before := released()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -114,6 +123,11 @@ func TestMemTrim(t *testing.T) {
 	}
 	if got := released() - before; got < 32<<20 {
 		t.Errorf("%d bytes went back to the kernel, want at least 32 MiB of the 64 MiB of garbage", got)
+	}
+	select {
+	case <-pooledFreed:
+	case <-time.After(5 * time.Second):
+		t.Error("the buffer left in a sync.Pool was not freed by the trim")
 	}
 
 	// Quiet intervals after a trim do not trim again, even with new garbage under the

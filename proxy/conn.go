@@ -41,6 +41,10 @@ type connState struct {
 	// relaying: the relay counts into rec and policy may judge it (rec is complete);
 	// guarded by tracker.mu. Flushes and re-evaluation skip a connection until then.
 	relaying bool
+	// slot is its index in tracker.conns while tracked (remove checks that the entry there is
+	// this connection, so a stale or zero slot is harmless); guarded by tracker.mu. It sits
+	// in what was padding before rec.
+	slot int32
 
 	rec record
 }
@@ -101,25 +105,48 @@ func (st *connState) end() {
 
 // tracker is the set of live connections of a proxy, for drain, policy re-evaluation and
 // periodic byte flushes. A connection's closer and relaying may be set after add, under mu.
+//
+// The set is a slice, each connection holding its index (connState.slot): removal moves the
+// last entry into the hole. A node holds one entry per open connection, idle or not, and a
+// map[*connState]struct{} cost about 31 bytes per entry at 9,400 connections (its groups and
+// their load factor), the slice 8 to 10 (benchmarks/README.md, "The pools' buffers and the
+// tracker (thirty-first session)").
 type tracker struct {
 	mu    sync.Mutex
-	conns map[*connState]struct{}
+	conns []*connState
 	empty chan struct{} // closed and replaced when conns becomes empty; guarded by mu
 }
 
+// minTrackerShrink is the capacity below which the tracker's slice is never reallocated smaller:
+// 8 KiB, not worth a copy.
+const minTrackerShrink = 1024
+
 func newTracker() *tracker {
-	return &tracker{conns: make(map[*connState]struct{})}
+	return &tracker{}
 }
 
 func (t *tracker) add(c *connState) {
 	t.mu.Lock()
-	t.conns[c] = struct{}{}
+	c.slot = int32(len(t.conns))
+	t.conns = append(t.conns, c)
 	t.mu.Unlock()
 }
 
+// remove untracks c; a second remove of the same connection does nothing.
 func (t *tracker) remove(c *connState) {
 	t.mu.Lock()
-	delete(t.conns, c)
+	if i := int(c.slot); i >= 0 && i < len(t.conns) && t.conns[i] == c {
+		last := len(t.conns) - 1
+		moved := t.conns[last]
+		t.conns[i], moved.slot = moved, int32(i)
+		t.conns[last] = nil // no stale pointer keeps a finished connection's state alive
+		t.conns = t.conns[:last]
+		c.slot = -1
+		if cap(t.conns) > minTrackerShrink && len(t.conns) < cap(t.conns)/4 {
+			// After a burst has ended, hand back what it grew (a map never shrinks).
+			t.conns = append(make([]*connState, 0, 2*len(t.conns)), t.conns...)
+		}
+	}
 	if len(t.conns) == 0 && t.empty != nil {
 		close(t.empty)
 		t.empty = nil
@@ -149,7 +176,7 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 func (t *tracker) closeAll() int {
 	t.mu.Lock()
 	closers := make([]io.Closer, 0, len(t.conns))
-	for c := range t.conns {
+	for _, c := range t.conns {
 		closers = append(closers, c.closer)
 	}
 	t.mu.Unlock()
@@ -163,7 +190,7 @@ func (t *tracker) closeAll() int {
 func (t *tracker) flushBytes() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for c := range t.conns {
+	for _, c := range t.conns {
 		if c.relaying {
 			c.rec.flush()
 		}
@@ -174,7 +201,7 @@ func (t *tracker) flushBytes() {
 func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
 	var closers []io.Closer
-	for c := range t.conns {
+	for _, c := range t.conns {
 		if !c.relaying || !c.rec.inbound {
 			continue
 		}
