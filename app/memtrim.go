@@ -27,9 +27,9 @@ import (
 // every free page (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It then
 // waits for an interval that allocates quietBytes or more before it may trim again, so a
 // steady load costs nothing and a load that comes and goes costs at most two collections per
-// two intervals. Measured in benchmarks/README.md ("Idle
-// memory trim", and "The idle trim, again, and dials without a timer context (twenty-ninth
-// session)").
+// two intervals. Measured in benchmarks/README.md ("Idle memory trim", "The idle trim, again,
+// and dials without a timer context (twenty-ninth session)" and "The pools' buffers and the
+// tracker (thirty-first session)").
 type memTrim struct {
 	interval   time.Duration // how often it looks; ZTUNNEL_MEMORY_TRIM_INTERVAL
 	quietBytes uint64        // allocations per interval under which the process is quiet

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// checkTracker fails unless t holds exactly want, each at the index it records.
+// checkTracker fails unless tr holds exactly want, each at the index it records.
 func checkTracker(tb testing.TB, tr *tracker, want map[*connState]bool) {
 	tb.Helper()
 	tr.mu.Lock()
