@@ -14,22 +14,21 @@ import (
 // memTrim returns the heap's free pages to the kernel when the proxy goes quiet after a spell
 // that left them behind (a burst of new connections that now sit idle, a large xDS push).
 //
-// Go's runtime keeps up to its heap goal resident: the heap live at the last collection plus
-// GOGC percent of it (ztunnel's default 50, see cmd/ztunnel; Go's own 100), plus a tenth, until
-// the next collection, and a proxy that allocates nothing (idle connections, and bulk relays,
-// allocate nothing) may not collect for two minutes, after which the goal is still above the
-// live heap. So a node keeps up to half as much again as its connections hold (twice as much
-// at GOGC=100). The Rust ztunnel's allocator behaves differently: jemalloc returns pages freed for ten
-// seconds (its dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell:
-// after an interval in which the process allocated less than quietBytes, if the heap holds at
-// least minExcess bytes of garbage and free pages, it ends the idle worker goroutines (whose
-// stacks the burst grew: workers.RetireIdle) and runs two collections, the second returning
-// every free page (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It then
-// waits for an interval that allocates quietBytes or more before it may trim again, so a
-// steady load costs nothing and a load that comes and goes costs at most two collections per
-// two intervals. Measured in benchmarks/README.md ("Idle memory trim", "The idle trim, again,
-// and dials without a timer context (twenty-ninth session)" and "The pools' buffers and the
-// tracker (thirty-first session)").
+// Go's runtime keeps up to its heap goal resident: the heap live at the last collection plus GOGC
+// percent of it (ztunnel's default 50, see cmd/ztunnel; Go's own 100), plus a tenth, until the next
+// collection, and a proxy that allocates nothing (idle connections, and bulk relays, allocate
+// nothing) may not collect for two minutes, after which the goal is still above the live heap. So a
+// node keeps up to half as much again as its connections hold (twice as much at GOGC=100). The Rust
+// ztunnel's allocator behaves differently: jemalloc returns pages freed for ten seconds (its
+// dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell: after an
+// interval in which the process allocated less than quietBytes, if the heap holds at least
+// minExcess bytes of garbage and free pages, it ends the idle worker goroutines (whose stacks the
+// burst grew: workers.RetireIdle) and runs two collections, the second returning every free page
+// (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It then waits for an interval
+// that allocates quietBytes or more before it may trim again, so a steady load costs nothing and a
+// load that comes and goes costs at most two collections per two intervals. Measured in
+// benchmarks/README.md ("Idle memory trim", "The idle trim, again, and dials without a timer
+// context (twenty-ninth session)" and "The pools' buffers and the tracker (thirty-first session)").
 type memTrim struct {
 	interval   time.Duration // how often it looks; ZTUNNEL_MEMORY_TRIM_INTERVAL
 	quietBytes uint64        // allocations per interval under which the process is quiet

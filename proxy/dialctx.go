@@ -10,16 +10,15 @@ import (
 //
 // A context.WithTimeout per connect costs the timer-backed context, its runtime timer, its Done
 // channel (made when net's connect asks for it) and, under a cancellable parent, the parent's
-// record of it: about half a kilobyte of garbage per connection, in the small size classes where
-// a few long-lived objects keep pages resident (benchmarks/README.md, "The idle trim, again,
-// and dials without a timer context (twenty-ninth session)" and "S5 at rest, and what pins the
-// heap's holes (thirtieth session)"). net's connect still makes its own context.AfterFunc
-// record, about 200 B, whenever Done is not nil. net's connect
-// needs neither a timer nor a cancellable parent to time out: it puts a context's deadline on
-// the socket's poll descriptor and wakes at it with "i/o timeout", provided the context's Done
-// is not nil. So Done returns a channel that never closes, and AfterFunc (which
-// context.AfterFunc uses in place of a goroutine watching Done) never runs its function. (hbone's
-// deadlineCtx, whose Done is nil, would leave a connect without any deadline.)
+// record of it: about half a kilobyte of garbage per connection, in the small size classes where a
+// few long-lived objects keep pages resident (benchmarks/README.md, "The idle trim, again, and
+// dials without a timer context (twenty-ninth session)" and "S5 at rest, and what pins the heap's
+// holes (thirtieth session)"). net's connect still makes its own context.AfterFunc record, about
+// 200 B, whenever Done is not nil. net's connect needs neither a timer nor a cancellable parent to
+// time out: it puts a context's deadline on the socket's poll descriptor and wakes at it with "i/o
+// timeout", provided the context's Done is not nil. So Done returns a channel that never closes,
+// and AfterFunc (which context.AfterFunc uses in place of a goroutine watching Done) never runs its
+// function. (hbone's deadlineCtx, whose Done is nil, would leave a connect without any deadline.)
 //
 // What this gives up: an inbound connect used to end with the HBONE connection that asked for
 // it (its context was the parent). Now it goes on to the connect timeout, and its handler then

@@ -31,10 +31,10 @@ var (
 )
 
 // Go runs f on an idle worker goroutine, or on a new one when none waits. f must not be nil.
-// Like a go statement it never blocks, and f's owner is whoever the caller says it is. Unlike one, the
-// goroutine outlives f: f must not leave it locked to its thread (runtime.LockOSThread), as
-// code that changes a thread's namespace does so that the thread dies with its goroutine
-// (netutil.InNetns starts a goroutine of its own for that).
+// Like a go statement it never blocks, and f's owner is whoever the caller says it is. Unlike
+// one, the goroutine outlives f: f must not leave it locked to its thread
+// (runtime.LockOSThread), as code that changes a thread's namespace does so that the thread
+// dies with its goroutine (netutil.InNetns starts a goroutine of its own for that).
 func Go(f func()) {
 	select {
 	case tasks <- f:
