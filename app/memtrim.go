@@ -102,9 +102,11 @@ func (t *memTrim) run(ctx context.Context) {
 			retired := workers.RetireIdle()
 			// Two collections: the first moves what sync.Pools hold to their victim caches,
 			// and the second, FreeOSMemory's, drops those and returns every free page. A
-			// quiet proxy has no use for them: the record layer's pooled buffers alone are
-			// about 560 KB per ztunnel after a burst of connections (benchmarks/README.md,
-			// "The pools' buffers and the tracker (thirty-first session)").
+			// quiet proxy has no use for them. The second took about 80 B per connection
+			// more off S5 at rest (benchmarks/README.md, "The pools' buffers and the tracker
+			// (thirty-first session)"). The record layer's 560 KB of pooled buffers are not
+			// that saving: their pages were mostly never written ("Small buffers for small
+			// records, measured and not kept (thirty-second session)").
 			runtime.GC()
 			debug.FreeOSMemory()
 			t.log.Debug("returned idle heap memory", "reclaimable_bytes", excess, "idle_workers_ended", retired,
