@@ -14,21 +14,22 @@ import (
 // memTrim returns the heap's free pages to the kernel when the proxy goes quiet after a spell
 // that left them behind (a burst of new connections that now sit idle, a large xDS push).
 //
-// Go's runtime keeps up to its heap goal resident: the heap live at the last collection plus GOGC
-// percent of it (ztunnel's default 50, see cmd/ztunnel; Go's own 100), plus a tenth, until the next
-// collection, and a proxy that allocates nothing (idle connections, and bulk relays, allocate
-// nothing) may not collect for two minutes, after which the goal is still above the live heap. So a
-// node keeps up to half as much again as its connections hold (twice as much at GOGC=100). The Rust
-// ztunnel's allocator behaves differently: jemalloc returns pages freed for ten seconds (its
-// dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet spell: after an
-// interval in which the process allocated less than quietBytes, if the heap holds at least
-// minExcess bytes of garbage and free pages, it ends the idle worker goroutines (whose stacks the
-// burst grew: workers.RetireIdle) and runs two collections, the second returning every free page
-// (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It then waits for an interval
-// that allocates quietBytes or more before it may trim again, so a steady load costs nothing and a
-// load that comes and goes costs at most two collections per two intervals. Measured in
-// benchmarks/README.md ("Idle memory trim", "The idle trim, again, and dials without a timer
-// context (twenty-ninth session)" and "The pools' buffers and the tracker (thirty-first session)").
+// Go's runtime keeps up to its heap goal resident until the next collection: the heap live at
+// the last collection plus its headroom (ztunnel bounds that to 1 MiB on a large heap and to half
+// the live heap on a small one, see cmd/ztunnel; Go's default is as much again as the live
+// heap), plus a tenth. A proxy that allocates nothing (idle connections, and bulk relays,
+// allocate nothing) may not collect for two minutes, and the idle workers keep the stacks a
+// burst grew. The Rust ztunnel's allocator behaves differently: jemalloc returns pages freed for
+// ten seconds (its dirty_decay_ms). memTrim gives the Go proxy that behaviour once per quiet
+// spell: after an interval in which the process allocated less than quietBytes, if the heap
+// holds at least minExcess bytes of garbage and free pages, it ends the idle worker goroutines
+// (whose stacks the burst grew: workers.RetireIdle) and runs two collections, the second
+// returning every free page (debug.FreeOSMemory), so that what sync.Pools kept is freed too. It
+// then waits for an interval that allocates quietBytes or more before it may trim again, so a
+// steady load costs nothing and a load that comes and goes costs at most two collections per two
+// intervals. Measured in benchmarks/README.md ("Idle memory trim", "The idle trim, again, and
+// dials without a timer context (twenty-ninth session)", "The pools' buffers and the tracker
+// (thirty-first session)" and "The collector's headroom, bounded (thirty-third session)").
 type memTrim struct {
 	interval   time.Duration // how often it looks; ZTUNNEL_MEMORY_TRIM_INTERVAL
 	quietBytes uint64        // allocations per interval under which the process is quiet
@@ -41,15 +42,18 @@ type memTrim struct {
 
 // Defaults of memTrim. A quiet interval allocates less than 1 MiB: an idle ztunnel allocates a
 // few kilobytes a second (metrics flushes, pool keepalives), one opening connections several
-// megabytes. Less than 1 MiB to reclaim is not worth a collection. (It was 4 MiB while the
-// collector's target was 100; at 50 the garbage a burst leaves is half as large, and 9,400
-// idle connections left about 3 MiB per ztunnel, which the trim never took.) The estimate of
-// what a collection would reclaim (what was allocated since the last one, plus free pages) is
-// rough: it counts objects allocated since the last collection that are still live, and it
-// cannot see objects that died without a collection since.
+// megabytes. Less than 256 KiB to reclaim is not worth a collection. (It was 4 MiB while the
+// collector's target was 100 and 1 MiB at 50. Since the collector's headroom is bounded to
+// 1 MiB (cmd/ztunnel, internal/gctarget), a burst leaves less than that: after 9,400 idle
+// HBONE connections the trim at 1 MiB no longer ran, and the idle workers' stacks and the free
+// pages stayed, about 170 B per connection over both ztunnels; benchmarks/README.md, "The
+// collector's headroom, bounded (thirty-third session)".) The estimate of what a collection
+// would reclaim (what was allocated since the last one, plus free pages) is rough: it counts
+// objects allocated since the last collection that are still live, it cannot see objects that
+// died without a collection since, and it leaves out the idle workers' stacks.
 const (
 	defaultTrimQuietBytes = 1 << 20
-	defaultTrimMinExcess  = 1 << 20
+	defaultTrimMinExcess  = 256 << 10
 )
 
 // The runtime/metrics samples memTrim reads, in this order.

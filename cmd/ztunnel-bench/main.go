@@ -404,8 +404,8 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 	return nil
 }
 
-// addCPUPerOp records the proxies' CPU per operation (a connection in S3, a round trip in S4)
-// for a path with proxies, and returns it for the progress line ("" when not recorded). The
+// addCPUPerOp records the proxies' CPU per operation (a connection in S3, a round trip in S4, an
+// idle connection opened in S5) for a path with proxies, and returns it for the progress line ("" when not recorded). The
 // CPU comes from /proc in clock ticks (10 ms), so a run needs a few hundred operations for the
 // figure to mean much; the harness's runs make thousands.
 func (h *harness) addCPUPerOp(rep *Report, scen string, p *path, cpu time.Duration, ops int) string {
@@ -464,11 +464,19 @@ func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress fu
 	if err != nil {
 		return err
 	}
+	cpuBefore, err := sumCPU(p.pids())
+	if err != nil {
+		return err
+	}
 	conns, err := holdIdle(ctx, p, h.opts.idleConns, 3*time.Minute)
 	if err != nil {
 		return err
 	}
 	defer closeAll(conns)
+	cpuAfter, err := sumCPU(p.pids())
+	if err != nil {
+		return err
+	}
 	if err := wait(); err != nil {
 		return err
 	}
@@ -487,8 +495,9 @@ func (h *harness) runIdle(ctx context.Context, rep *Report, p *path, progress fu
 	rep.add(scenS5, metPerConn, p.name, per)
 	rep.add(scenS5, metConnAnon, p.name, anon)
 	rep.add(scenS5, metConnFile, p.name, file)
-	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn (anonymous %.0f, file-backed %.0f)",
-		len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per, anon, file)
+	cpu := h.addCPUPerOp(rep, scenS5, p, cpuAfter-cpuBefore, len(conns))
+	progress("%d idle conns: RSS %.1f -> %.1f MiB, %.0f B/conn (anonymous %.0f, file-backed %.0f)%s",
+		len(conns), float64(before)/(1<<20), float64(after)/(1<<20), per, anon, file, cpu)
 	if h.opts.rest == 0 {
 		return nil
 	}

@@ -90,6 +90,7 @@ func TestQuickRun(t *testing.T) {
 		{scenS4, metCPUOp, paths[1:]},
 		{scenS4, metP99, paths},
 		{scenS5, metPerConn, paths[1:]},
+		{scenS5, metCPUOp, paths[1:]},
 		{scenS5, metPerConnRest, paths[1:]},
 		{scenIdle, metRSS, []string{"ztunnel"}},
 	}

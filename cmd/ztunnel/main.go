@@ -9,11 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/ztunnel-go/ztunnel/app"
 	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/internal/gctarget"
 	"github.com/ztunnel-go/ztunnel/version"
 )
 
@@ -37,7 +37,7 @@ func run(args []string) int {
 	if cfg.WorkerThreadsSet {
 		runtime.GOMAXPROCS(cfg.WorkerThreads)
 	}
-	setGCPercent(os.LookupEnv)
+	startGCTarget(os.LookupEnv) // runs for the life of the process
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := app.New(cfg, os.Stdout)
@@ -52,19 +52,28 @@ func run(args []string) int {
 	return 0
 }
 
-// defaultGCPercent is the collector's target ztunnel runs with when the operator leaves GOGC
-// unset: a collection starts once the heap has grown by half its live size, not by all of it
-// (Go's default, 100). ztunnel's data path allocates nothing, so the collector's work grows
-// only with connections opened and closed. Measured on S5 and S3 (benchmarks/README.md, "Idle
-// memory and the collector's target"): about a fifth less resident memory per idle
-// connection, read one second after a burst of them and again after the idle trim, for the
-// collector's share of a new connection's CPU going from about 0.5% to 1.2%.
-const defaultGCPercent = 50
+// The collector's target ztunnel runs with when the operator leaves GOGC unset: after each
+// collection, the heap may grow by gcBudget bytes before the next one starts, as a percentage of
+// what the collection scanned between gcMinPercent and gcMaxPercent (internal/gctarget). A
+// ztunnel with few connections runs at 50 (a collection once the heap has grown by half its
+// live size; Go's default is 100), one holding ten thousand at 10. ztunnel's data path
+// allocates nothing, so the collector works only while connections open and close. Measured in
+// benchmarks/README.md: "Idle memory and the collector's target" chose 50 for every heap,
+// and "The collector's headroom, bounded (thirty-third session)" the bound on the headroom.
+const (
+	gcBudget     = 1 << 20
+	gcMinPercent = 10
+	gcMaxPercent = 50
+)
 
-// setGCPercent sets the collector's target to defaultGCPercent unless GOGC is set, which the
-// Go runtime has already applied (GOGC=off included).
-func setGCPercent(lookup func(string) (string, bool)) {
-	if _, set := lookup("GOGC"); !set {
-		debug.SetGCPercent(defaultGCPercent)
+// startGCTarget starts the collector's tuning (see gcBudget) unless GOGC is set, which the Go
+// runtime has already applied (GOGC=off included) and which then stays as the operator set it.
+// It returns the Tuner, or nil when GOGC is set.
+func startGCTarget(lookup func(string) (string, bool)) *gctarget.Tuner {
+	if _, set := lookup("GOGC"); set {
+		return nil
 	}
+	t := &gctarget.Tuner{Budget: gcBudget, Min: gcMinPercent, Max: gcMaxPercent}
+	t.Start()
+	return t
 }
