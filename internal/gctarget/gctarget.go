@@ -49,9 +49,9 @@ var scanMetrics = [...]string{
 }
 
 // Start sets the target for the heap as it is and again after every collection, until Stop.
-// The first setting happens before Start returns. It owns no goroutine of its own: each tune
-// runs on the runtime's cleanup goroutine (runtime.AddCleanup on an object dropped at once,
-// which a collection frees), and arms the next one.
+// The first setting happens before Start returns; Start may be called once. It owns no
+// goroutine of its own: each tune runs on the runtime's cleanup goroutine (runtime.AddCleanup
+// on an object dropped at once, which a collection frees), and arms the next one.
 func (t *Tuner) Start() {
 	for i, name := range scanMetrics {
 		t.samples[i].Name = name
