@@ -41,7 +41,7 @@ var allScenarios = []string{scenS1, scenS2, scenS3, scenS4, scenS5, scenS6, scen
 const (
 	metThroughput  = "throughput" // Gbit/s
 	metCPU         = "cpu"        // proxy CPU seconds per GiB
-	metCPUOp       = "cpu/op"     // proxy CPU microseconds per connection (S3, S5 while opening) or round trip (S4)
+	metCPUOp       = "cpu/op"     // proxy CPU µs per connection (S3, S5 opening) or round trip (S4)
 	metRate        = "rate"       // connections per second
 	metP50         = "p50"        // microseconds
 	metP99         = "p99"
