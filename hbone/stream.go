@@ -27,7 +27,7 @@ import (
 // answer with Respond(200) (tunnel open) or Reject(code).
 type Stream struct {
 	// Fields are ordered so that the Stream (one per relayed HBONE
-	// connection at each end) fills Go's 192-byte allocation class;
+	// connection at each end) fits Go's 176-byte allocation class;
 	// TestStreamSize keeps it there.
 
 	// Immutable after creation.

@@ -142,7 +142,7 @@ type Link struct {
 	// flags holds linkClosing, linkStarted, the fully-closed marks, the
 	// count of directions not yet ended (linkRunning) and the count of
 	// directions not parked (linkInUse), together so that a Link (one per
-	// relayed connection, idle or not) fits Go's 224-byte allocation class
+	// relayed connection, idle or not) fits Go's 208-byte allocation class
 	// with an Ender (an interface, two words) for done.
 	flags atomic.Uint32
 
@@ -272,6 +272,15 @@ func (l *Link) Close() error {
 	return nil
 }
 
+// B returns b, the connection the Link was made with second, for its owner
+// to inspect once done has been told (an HBONE stream's answer, say); nil if
+// the Link had let go of it then (a TCP socket it held detached).
+func (l *Link) B() net.Conn {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	return l.b
+}
+
 // closeBoth closes both connections once; the first caller's err is kept.
 // A direction parked in the epoll loop is resumed, so it finds its source
 // closed. Later callers return at once, perhaps before the first has
@@ -373,9 +382,17 @@ func (l *Link) resumed() error {
 // monoStart is the origin of mono.
 var monoStart = time.Now()
 
-// mono is a coarse monotonic clock in milliseconds for attachedAt; it wraps
-// after 49 days, which at worst delays one detach.
-func mono() uint32 { return uint32(time.Since(monoStart) / time.Millisecond) }
+// mono is a coarse monotonic clock in milliseconds for attachedAt and the
+// idle deadline a direction armed last (rawDir.deadline); it wraps after 49
+// days, so its readings compare by their difference, which at worst delays
+// one detach or one re-arming of a deadline.
+func mono() uint32 { return monoAt(time.Now()) }
+
+// monoAt is mono at t.
+func monoAt(t time.Time) uint32 { return uint32(t.Sub(monoStart) / time.Millisecond) }
+
+// A pending buffer's bounds are 16-bit (dirState.pendLast).
+var _ [1<<16 - relayBufSize]struct{}
 
 // closeAttached closes c unless it is nil, with a reset when asked.
 func closeAttached(c net.Conn, reset bool) {
@@ -451,10 +468,13 @@ type dirState struct {
 	total int64         // bytes written to the destination
 
 	// pending holds bytes that deliver read but could not write without
-	// waiting: pending[pendOff:pendLen] goes to dst first when a goroutine
-	// takes the direction over.
-	pending          *[relayBufSize]byte
-	pendOff, pendLen int32
+	// waiting: pending[pendOff:pendLast+1] goes to dst first when a goroutine
+	// takes the direction over. The bounds are 16-bit (relayBufSize is 64
+	// KiB, and pending is never empty, so its last index fits where its end
+	// would not): with rawDir's 32-bit deadline, that keeps a Link in the
+	// 208-byte class instead of 224.
+	pending           *[relayBufSize]byte
+	pendOff, pendLast uint16
 
 	raw rawDir // the platform's raw-socket state (relay_linux.go)
 
@@ -470,7 +490,7 @@ type dirState struct {
 
 // link returns the Link the direction belongs to. A dirState exists only as
 // a Link's aToB or bToA, so its Link starts a fixed distance before it: no
-// back pointer (8 bytes a direction), and a Link fits the 224-byte class.
+// back pointer (8 bytes a direction), and a Link fits the 208-byte class.
 func (d *dirState) link() *Link {
 	off := unsafe.Offsetof(Link{}.bToA)
 	if d.aToB {
@@ -686,7 +706,7 @@ func (d *dirState) wrote(n int) {
 func (d *dirState) copyNotified() error {
 	if bp := d.pending; bp != nil {
 		d.pending = nil
-		nw, err := d.dst().Write(bp[d.pendOff:d.pendLen])
+		nw, err := d.dst().Write(bp[d.pendOff : int(d.pendLast)+1])
 		d.wrote(nw)
 		relayBufPool.Put(bp)
 		if err != nil {

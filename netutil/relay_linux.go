@@ -36,7 +36,7 @@ type rawLink struct {
 // idle. What a raw copy needs only while bytes move (the pipe or buffer,
 // the callbacks and their results) is in a rawOp taken for the copy.
 type rawDir struct {
-	deadline int64  // the read deadline armed last, in Unix nanoseconds; valid while armed
+	deadline uint32 // the read deadline armed last, in mono's milliseconds; valid while armed
 	slot     uint32 // 1 + index in loop.slots while parked, 0 otherwise; guarded by loop.mu
 	// canPark: the direction may park in the epoll loop (it exists).
 	// armed: a read callback found the socket empty and set a read deadline
@@ -173,12 +173,12 @@ func (d *dirState) arm() {
 		return
 	}
 	now := time.Now()
-	if r.armed && time.Duration(r.deadline-now.UnixNano()) > parkAfter/2 {
+	ms := monoAt(now)
+	if r.armed && time.Duration(int32(r.deadline-ms))*time.Millisecond > parkAfter/2 {
 		return
 	}
-	dl := now.Add(parkAfter)
-	r.deadline = dl.UnixNano()
-	d.src().(*net.TCPConn).SetReadDeadline(dl)
+	r.deadline = ms + uint32(parkAfter/time.Millisecond)
+	d.src().(*net.TCPConn).SetReadDeadline(now.Add(parkAfter))
 	r.armed = true
 }
 
@@ -391,7 +391,7 @@ func (d *dirState) deliver() bool {
 		if werr != nil || o.err != nil || int(o.wdone) < n {
 			// The goroutine writes the rest, waiting if it must, and meets
 			// the error again if there was one.
-			d.pending, d.pendOff, d.pendLen = bp, o.wdone, int32(n)
+			d.pending, d.pendOff, d.pendLast = bp, uint16(o.wdone), uint16(n-1)
 			o.wbuf = nil
 			return false
 		}

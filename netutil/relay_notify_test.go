@@ -265,3 +265,50 @@ func TestLinkRunDeliversReadySource(t *testing.T) {
 		t.Error("the source's bytes were read on another goroutine than Run's")
 	}
 }
+
+// TestLinkDeliverFullBuffer: a parked direction whose source is a
+// ReadNotifier (not a DirectNotifier) reads on the notifying goroutine into a
+// 64 KiB buffer and writes to the destination socket without waiting; when
+// the socket is full, the rest of that buffer (up to all of it, a read that
+// filled the buffer: the largest bounds dirState keeps) goes to a goroutine,
+// and every byte arrives once, in order.
+func TestLinkDeliverFullBuffer(t *testing.T) {
+	a, _ := tcpPair(t)
+	peer, far := tcpPair(t)
+	// Small socket buffers: no 64 KiB write completes without waiting.
+	if err := peer.SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := far.SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	src := newFeedConn(a)
+	l := netutil.NewLink(src, peer, nil, nil, nil)
+	go l.Run()
+	defer l.Close()
+
+	const feed = 160 << 10 // more than one relay buffer a feed, so reads fill it
+	const total = 6 * feed
+	want := make([]byte, total)
+	for i := range want {
+		want[i] = byte(i*7 + i>>9)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		far.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b := make([]byte, total)
+		n, _ := io.ReadFull(far, b)
+		got <- b[:n]
+	}()
+	for off := 0; off < total; off += feed {
+		testwait.Until(t, "the direction to park on its source", 10*time.Second, src.registered)
+		src.feed(want[off : off+feed])
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		i := 0
+		for i < len(b) && b[i] == want[i] {
+			i++
+		}
+		t.Fatalf("relayed %d bytes, different from the %d sent from byte %d", len(b), total, i)
+	}
+}

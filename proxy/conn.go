@@ -30,10 +30,6 @@ type connState struct {
 	// closer ends the connection for the tracker: the accepted connection (or both legs)
 	// until the relay runs, then the relay's Link. Guarded by tracker.mu once tracked.
 	closer io.Closer
-	// opened is the HBONE stream of an outbound connection relayed before its answer
-	// (hbone.Pool.Open), for Ended to tell a refused request from a relay error; nil
-	// otherwise. Set before the relay starts.
-	opened *hbone.Stream
 
 	limited bool        // holds a slot of p.cfg.Limit
 	socket  socketGauge // the istio_tcp_sockets_open gauge it counts in, if any
@@ -71,14 +67,21 @@ func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) 
 // unanswered by the connect timeout) is reported as a failed connect, as it is when the
 // answer is awaited first: the error names the target and no bytes count, since none reached
 // it.
+//
+// The HBONE stream of an outbound connection is the relay's second connection (relay's
+// upstream); Refusal is nil for one whose answer was awaited (and was 200), so the check needs
+// no mark of which were relayed before their answer (a pointer to the stream cost 8 bytes of
+// every connState).
 func (st *connState) Ended(_, _ int64, err error) {
 	p, rec := st.p, &st.rec
-	p.conns.remove(st)
-	if st.opened != nil {
-		if rerr := st.opened.Refusal(); rerr != nil {
-			rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr.AddrPort(), rerr), metrics.FlagConnect, 0, 0)
-			st.end()
-			return
+	p.conns.remove(st) // from here on, nothing else uses st (closer included)
+	if l, ok := st.closer.(*netutil.Link); ok && !rec.inbound {
+		if s, ok := l.B().(*hbone.Stream); ok {
+			if rerr := s.Refusal(); rerr != nil {
+				rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr.AddrPort(), rerr), metrics.FlagConnect, 0, 0)
+				st.end()
+				return
+			}
 		}
 	}
 	rec.finish(p.access, benign(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())

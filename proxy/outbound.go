@@ -406,7 +406,6 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		var s *hbone.Stream
 		if open {
 			s, err = p.pool.OpenBy(deadline, key, req)
-			st.opened = s
 		} else {
 			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			s, err = p.pool.Connect(ctx, key, req)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"log/slog"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +16,9 @@ import (
 
 // record is the telemetry of one proxied connection: metrics while it lives and the
 // "connection complete" access log line when it ends. Owned by the connection's goroutine,
-// except lateDeny which policy re-evaluation may set concurrently.
+// except lateDeny and flushed while the connection is relaying and tracked (connState): the
+// tracker's periodic flush and policy re-evaluation use them then, under tracker.mu, and
+// finish runs only before or after that (it is never called on a connection in that state).
 type record struct {
 	start     monoTime // when the connection was accepted
 	src, dst  addr
@@ -37,7 +38,6 @@ type record struct {
 	// copies, read by the flusher.
 	toServer, toClient atomic.Int64
 
-	mu sync.Mutex
 	// lateDeny is the reason, set when a policy change closed the connection: a pointer, as
 	// few connections have one and a string would take 8 more bytes of every record.
 	lateDeny *string
@@ -59,7 +59,7 @@ func (r *record) policyInputs() (policy.Target, policy.Conn) {
 }
 
 // addr is a record's netip.AddrPort in 20 bytes instead of 32, which keeps a connState (one per
-// connection, idle or not) in the 208-byte allocation class: the address's 16 bytes, the port
+// connection, idle or not) in the 192-byte allocation class: the address's 16 bytes, the port
 // and the family. It keeps no IPv6 zone; addresses of pods and nodes have none. The zero addr
 // is invalid, as the zero netip.AddrPort is.
 type addr struct {
@@ -122,24 +122,20 @@ func now() monoTime { return monoTime(time.Since(epoch)) }
 // since returns the time elapsed since t.
 func (t monoTime) since() time.Duration { return time.Duration(now() - t) }
 
-// flush adds the bytes moved since the last flush to the metrics.
+// flush adds the bytes moved since the last flush to the metrics. Its caller holds the
+// tracker's mutex, or is finish (see record).
 func (r *record) flush() {
-	r.mu.Lock()
 	s, c := r.toServer.Load(), r.toClient.Load()
 	// A refused connection's record is finished with no bytes, some of which a periodic flush
 	// may have counted already: counters never go back.
 	ds, dc := max(s-r.flushed[0], 0), max(c-r.flushed[1], 0)
 	r.flushed = [2]int64{s, c}
-	r.mu.Unlock()
 	r.m.AddBytes(ds, dc)
 }
 
-// deny records that a policy change closed the connection, and why.
-func (r *record) deny(reason string) {
-	r.mu.Lock()
-	r.lateDeny = &reason
-	r.mu.Unlock()
-}
+// deny records that a policy change closed the connection, and why. Its caller holds the
+// tracker's mutex.
+func (r *record) deny(reason string) { r.lateDeny = &reason }
 
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
@@ -252,14 +248,13 @@ func (r *record) open(reg *metrics.Registry) {
 }
 
 // finish counts the close and writes the access log. toServer is the request direction
-// (client to server), toClient the response direction.
+// (client to server), toClient the response direction. A relaying connection is untracked
+// first (connState.Ended), so that no flush or re-evaluation runs under it.
 func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
-	r.mu.Lock()
 	var lateDeny string
 	if r.lateDeny != nil {
 		lateDeny = *r.lateDeny
 	}
-	r.mu.Unlock()
 	if lateDeny != "" {
 		flags = metrics.FlagDeny
 	}
