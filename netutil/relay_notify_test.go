@@ -201,24 +201,7 @@ func TestLinkDirectSink(t *testing.T) {
 	defer l.Close()
 
 	const total = 8 << 20 // more than the sockets buffer: the sink comes up short
-	want := make([]byte, total)
-	for i := range want {
-		want[i] = byte(i*31 + i>>11)
-	}
-	got := make(chan []byte, 1)
-	go func() {
-		far.SetReadDeadline(time.Now().Add(20 * time.Second))
-		b := make([]byte, total)
-		n, _ := io.ReadFull(far, b)
-		got <- b[:n]
-	}()
-	for off := 0; off < total; off += 32 << 10 {
-		testwait.Until(t, "the direction to park on its source", 10*time.Second, src.registered)
-		src.feed(want[off : off+32<<10])
-	}
-	if b := <-got; !bytes.Equal(b, want) {
-		t.Fatalf("relayed %d bytes, different from the %d sent", len(b), total)
-	}
+	feedParked(t, src, far, total, 32<<10)
 	src.mu.Lock()
 	offered := src.offered
 	src.mu.Unlock()
@@ -287,11 +270,21 @@ func TestLinkDeliverFullBuffer(t *testing.T) {
 	go l.Run()
 	defer l.Close()
 
-	const feed = 160 << 10 // more than one relay buffer a feed, so reads fill it
-	const total = 6 * feed
+	// More than one relay buffer a feed, so reads fill it.
+	feedParked(t, src, far, 6*160<<10, 160<<10)
+}
+
+// feedParked feeds total bytes to src in steps of step, each once the
+// direction reading src has parked on it, and fails t unless far receives
+// them all, once and in order.
+func feedParked(t *testing.T, src interface {
+	feed([]byte)
+	registered() bool
+}, far net.Conn, total, step int) {
+	t.Helper()
 	want := make([]byte, total)
 	for i := range want {
-		want[i] = byte(i*7 + i>>9)
+		want[i] = byte(i*31 + i>>11)
 	}
 	got := make(chan []byte, 1)
 	go func() {
@@ -300,9 +293,9 @@ func TestLinkDeliverFullBuffer(t *testing.T) {
 		n, _ := io.ReadFull(far, b)
 		got <- b[:n]
 	}()
-	for off := 0; off < total; off += feed {
+	for off := 0; off < total; off += step {
 		testwait.Until(t, "the direction to park on its source", 10*time.Second, src.registered)
-		src.feed(want[off : off+feed])
+		src.feed(want[off:min(off+step, total)])
 	}
 	if b := <-got; !bytes.Equal(b, want) {
 		i := 0
