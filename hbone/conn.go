@@ -165,6 +165,8 @@ type conn struct {
 	log    *slog.Logger
 	server bool
 	srv    *Server // server side: the owner, for its Handler
+	// writeHint is what streams report from WriteSizeHint (packet.go); 0: none.
+	writeHint int
 	// ctx is what streams report from Context: the ServeConn context on the server side (so a
 	// Handler can read what its caller knows of the connection, e.g. the verified peer), and
 	// context.Background on the client side. Set before the read loop starts.
@@ -301,6 +303,7 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	limitUnsent(nc, notSentLowat)
 	c := &conn{
 		nc:             nc,
+		writeHint:      writeHint(nc),
 		cfg:            cfg,
 		log:            cfg.Logger,
 		server:         server,

@@ -62,6 +62,13 @@
 // socket keeps at most 128 KiB unsent (TCP_NOTSENT_LOWAT), so a small
 // stream's frame waits behind at most one bulk frame plus that much.
 //
+// A stream tells a bulk writer how much one Write may carry for its DATA
+// frame, sealed into records and flushed alone, to leave the socket as one
+// TCP packet (Stream.WriteSizeHint, from the socket's MSS and the record
+// layer's overhead; packet.go). netutil's relay reads its TCP source in pieces
+// of that size, so a download is not sent as a full packet and a short one
+// per read.
+//
 // # Defences
 //
 // Port 15008 is reachable by any peer on the network, so no small input may

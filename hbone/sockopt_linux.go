@@ -17,6 +17,34 @@ func limitUnsent(nc net.Conn, n int) {
 	if n <= 0 {
 		return
 	}
+	rc := socketUnder(nc)
+	if rc == nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
+	})
+}
+
+// socketMSS returns the MSS of the TCP socket under nc (TCP_MAXSEG: the size of the segments
+// it sends now), or 0 when there is none or the kernel does not say.
+func socketMSS(nc net.Conn) int {
+	rc := socketUnder(nc)
+	if rc == nil {
+		return 0
+	}
+	mss := 0
+	rc.Control(func(fd uintptr) {
+		if v, err := syscall.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG); err == nil {
+			mss = v
+		}
+	})
+	return mss
+}
+
+// socketUnder returns the RawConn of the TCP socket under nc, looking through *tls.Conn and
+// any wrapper with a NetConn method; nil when there is none.
+func socketUnder(nc net.Conn) syscall.RawConn {
 	for {
 		u, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -30,13 +58,11 @@ func limitUnsent(nc net.Conn, n int) {
 	}
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return
+		return nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
-	rc.Control(func(fd uintptr) {
-		_ = syscall.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
-	})
+	return rc
 }

@@ -872,6 +872,12 @@ func (s *Stream) reserveSend(want int) (int, error) {
 	}
 }
 
+// WriteSizeHint returns the most bytes one Write should carry for its DATA frame to leave
+// the connection's socket as one TCP packet when it is flushed alone, or 0 when the
+// connection cannot tell (see packet.go). Larger writes work; a bulk writer that writes in
+// pieces of this size saves a short packet per piece. It makes Stream a netutil.WriteSizer.
+func (s *Stream) WriteSizeHint() int { return s.c.writeHint }
+
 // CloseWrite half-closes the stream: it sends END_STREAM and the peer's
 // Read returns io.EOF, while reading here goes on.
 func (s *Stream) CloseWrite() error {

@@ -85,6 +85,16 @@ type DirectNotifier interface {
 	NotifyReadableWith(w ReadWaiter) bool
 }
 
+// WriteSizer is a destination that sends a write of at most WriteSizeHint bytes as one
+// network packet, and a larger one as two (hbone.Stream is one). A direction that reads a
+// TCP socket for such a destination reads at most that much at a time, so that a bulk
+// transfer goes out in full packets instead of a full one and a short one per read. Hints
+// under half the relay's buffer are ignored: the reads they would cost outweigh a packet.
+// 0 means no hint.
+type WriteSizer interface {
+	WriteSizeHint() int
+}
+
 // Refuser is a connection that may turn out never to have been established
 // after a relay started on it: an HBONE stream opened before its answer
 // (hbone.Stream is one). Refused reports whether it was refused or failed

@@ -93,6 +93,7 @@ type rawOp struct {
 	d      *dirState
 	pipe   *pipe               // spliced bytes in flight; nil while none
 	buf    *[relayBufSize]byte // read path: bytes in flight; nil while none
+	short  int32               // read path: how much of buf a read leaves unused (readLimit)
 	n      int                 // bytes the last callback moved
 	err    error               // errno of the last callback
 	inPipe int32               // bytes in pipe not yet written to dst (at most a pipe's size)
@@ -132,7 +133,7 @@ func (o *rawOp) release() {
 		o.buf = nil
 	}
 	o.d, o.wbuf, o.err = nil, nil, nil
-	o.n, o.inPipe, o.wdone = 0, 0, 0
+	o.n, o.inPipe, o.wdone, o.short = 0, 0, 0, 0
 	rawOps.Put(o)
 }
 
@@ -276,6 +277,7 @@ func (d *dirState) readCopy() error {
 	o := takeOp(d)
 	defer o.release()
 	src, dst := d.srcRaw(), d.dst()
+	o.short = int32(relayBufSize - readLimit(dst))
 	for {
 		if err := o.readSrc(src, o.readInFn); err != nil {
 			return err
@@ -294,6 +296,17 @@ func (d *dirState) readCopy() error {
 	}
 }
 
+// readLimit is the most a read for dst takes: dst's WriteSizeHint when it has a usable one,
+// else the whole buffer.
+func readLimit(dst net.Conn) int {
+	if ws, ok := dst.(WriteSizer); ok {
+		if n := ws.WriteSizeHint(); n >= relayBufSize/2 && n < relayBufSize {
+			return n
+		}
+	}
+	return relayBufSize
+}
+
 // readIn is src's read callback on the read path: like spliceIn, with a
 // pooled buffer in place of a pipe.
 func (o *rawOp) readIn(fd uintptr) bool {
@@ -301,7 +314,7 @@ func (o *rawOp) readIn(fd uintptr) bool {
 		o.buf = relayBufPool.Get().(*[relayBufSize]byte)
 	}
 	for {
-		n, err := unix.Read(int(fd), o.buf[:])
+		n, err := unix.Read(int(fd), o.buf[:relayBufSize-o.short])
 		switch err {
 		case nil:
 			o.n = n

@@ -700,6 +700,23 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// PlaintextWithin returns the most application data that one Write made with no record
+// open (after a Flush, or the first) and the Flush after it send in at most wire bytes:
+// full records first, then one more if the rest holds its overhead and a byte. A caller
+// that knows how many bytes its socket sends as one packet sizes its writes with it.
+func (c *Conn) PlaintextWithin(wire int) int {
+	if wire <= 0 {
+		return 0
+	}
+	const overhead = recordHeaderLen + 1 + tagLen // header, content type, tag
+	const full = maxPlaintext + overhead
+	n := wire / full * maxPlaintext
+	if rest := wire % full; rest > overhead {
+		n += rest - overhead
+	}
+	return n
+}
+
 // Flush sends every record written so far, sealing the open one.
 func (c *Conn) Flush() error {
 	c.wmu.Lock()

@@ -255,10 +255,55 @@ func TestBufferedWritesOneSyscall(t *testing.T) {
 
 type countWrites struct {
 	net.Conn
-	n int
+	n     int // writes
+	bytes int // bytes written
 }
 
-func (w *countWrites) Write(p []byte) (int, error) { w.n++; return w.Conn.Write(p) }
+func (w *countWrites) Write(p []byte) (int, error) {
+	w.n++
+	w.bytes += len(p)
+	return w.Conn.Write(p)
+}
+
+// TestPlaintextWithin: a Write of PlaintextWithin(wire) bytes and its Flush send at most
+// wire bytes in one write, and one byte more would not fit, for wires around the record
+// boundaries and the sizes of TCP packets.
+func TestPlaintextWithin(t *testing.T) {
+	c, peer, _ := rawPeer(t)
+	go io.Copy(io.Discard, peer)
+	wc := &countWrites{Conn: c.conn}
+	c.conn = wc
+	c.BufferWrites()
+	data := make([]byte, 1<<17)
+	const full = recordHeaderLen + maxPlaintext + 1 + tagLen
+	for _, wire := range []int{
+		recordHeaderLen + 1 + tagLen + 1, 100, full - 1, full, full + 22, full + 23, full + 24,
+		2*full - 1, 3*full + 5000, 63_712, 64_240, 65_160, 65_483, 4 * full, 4*full + 23,
+	} {
+		for _, extra := range []int{0, 1} {
+			n := c.PlaintextWithin(wire) + extra
+			wc.n, wc.bytes = 0, 0
+			if _, err := c.Write(data[:n]); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if wc.n != 1 {
+				t.Fatalf("wire %d: %d bytes took %d writes", wire, n, wc.n)
+			}
+			if fits := wc.bytes <= wire; fits != (extra == 0) {
+				t.Errorf("wire %d: %d bytes sent as %d", wire, n, wc.bytes)
+			}
+		}
+	}
+	if got := c.PlaintextWithin(recordHeaderLen + 1 + tagLen); got != 0 {
+		t.Errorf("PlaintextWithin(one record's overhead) = %d, want 0", got)
+	}
+	if got := c.PlaintextWithin(-1); got != 0 {
+		t.Errorf("PlaintextWithin(-1) = %d, want 0", got)
+	}
+}
 
 // TestKeyUpdateRequested: we ask a crypto/tls peer for a key update; it
 // answers with its own, and data keeps flowing both ways under the new keys.
