@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"golang.org/x/sys/unix"
 
+	"github.com/ztunnel-go/ztunnel/internal/fdtable"
 	"github.com/ztunnel-go/ztunnel/internal/lab"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient/catest"
@@ -138,6 +140,26 @@ func refused(ns *lab.Netns, addr string) (bool, string) {
 // reaps 1,000 idle connections whose peer vanished.
 func TestResourceLimits(t *testing.T) {
 	d := newDedicatedLab(t)
+
+	t.Run("DescriptorTableReserved", func(t *testing.T) {
+		// ztunnel sizes its descriptor table at start-up (16,384 slots, or up to the soft
+		// limit), so the kernel does not grow it, stalling every new descriptor, as connections
+		// come. At rest it holds a few dozen descriptors, for which the kernel keeps 256 slots.
+		pid := d.zb.cmd.Process.Pid
+		var lim unix.Rlimit
+		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+			t.Fatal(err)
+		}
+		want := min(16384, int(min(lim.Cur, 1<<30)))
+		size, err := fdtable.SizeOf(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size < want {
+			t.Errorf("B's ztunnel: a table of %d descriptor slots with %d open, want at least %d (soft limit %d)",
+				size, d.zb.fds(t), want, lim.Cur)
+		}
+	})
 
 	t.Run("FileDescriptorExhaustion", func(t *testing.T) {
 		// Measure what B's ztunnel needs at rest, then give it 24 descriptors more.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/app"
 	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/internal/fdtable"
 	"github.com/ztunnel-go/ztunnel/internal/gctarget"
 	"github.com/ztunnel-go/ztunnel/version"
 )
@@ -37,6 +38,9 @@ func run(args []string) int {
 	if cfg.WorkerThreadsSet {
 		runtime.GOMAXPROCS(cfg.WorkerThreads)
 	}
+	// Best effort: without the reservation the kernel grows the table as descriptors open,
+	// which works, with a stall at each doubling.
+	_ = fdtable.Reserve(fdReserve)
 	startGCTarget(os.LookupEnv) // runs for the life of the process
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -51,6 +55,15 @@ func run(args []string) int {
 	}
 	return 0
 }
+
+// fdReserve is the descriptor table ztunnel reserves at start-up (internal/fdtable): 16,384
+// slots, 128 KiB of kernel memory. A connection carried over pooled HBONE holds one descriptor
+// in the ztunnel at each end (its pooled connections, listeners and network namespaces add a
+// few), one relayed in plain TCP two, so the kernel first has to grow the table past about ten
+// thousand connections; each doubling from there stalls the opening of descriptors once, for a
+// few milliseconds. Capped by the soft RLIMIT_NOFILE. Measured in benchmarks/README.md, "The
+// descriptor table, sized at start-up (thirty-sixth session)".
+const fdReserve = 16 << 10
 
 // The collector's target ztunnel runs with when the operator leaves GOGC unset: after each
 // collection, the heap may grow by gcBudget bytes before the next one starts, as a percentage of
