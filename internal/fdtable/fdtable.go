@@ -7,8 +7,8 @@
 // the benchmark host. Go's scheduler sees those threads stuck in system calls and hands their
 // processors to new threads, which the process keeps afterwards, each with 48 KiB of stacks (its g0
 // and signal stacks). A proxy that opens thousands of connections paid that at every power of two:
-// stalled accepts and dials, and, holding ten thousand idle connections, 19-24 threads where 12 or
-// 13 do (benchmarks/README.md, "The descriptor table, sized at start-up (thirty-sixth session)").
+// stalled accepts and dials, and, holding ten thousand idle connections, 19-24 threads where 11-15
+// do (benchmarks/README.md, "The descriptor table, sized at start-up (thirty-sixth session)").
 //
 // Reserve grows the table once, at start-up. The kernel never shrinks it, so a reservation costs
 // what the table would hold anyway once that many descriptors were open: 8 bytes a slot (128 KiB at
