@@ -1,12 +1,13 @@
 package fdtable
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ztunnel-go/ztunnel/internal/procfs"
 )
 
 // Reserve grows the descriptor table to at least n slots, or to the soft RLIMIT_NOFILE when
@@ -42,25 +43,11 @@ func Reserve(n int) error {
 // SizeOf returns the number of slots in the descriptor table of process pid (FDSize in
 // /proc/<pid>/status).
 func SizeOf(pid int) (int, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	path := "/proc/" + strconv.Itoa(pid) + "/status"
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	return parseFDSize(b)
-}
-
-// parseFDSize reads the FDSize line of a /proc/<pid>/status file.
-func parseFDSize(status []byte) (int, error) {
-	for line := range bytes.SplitSeq(status, []byte{'\n'}) {
-		v, ok := bytes.CutPrefix(line, []byte("FDSize:"))
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("status: malformed FDSize line %q", line)
-		}
-		return n, nil
-	}
-	return 0, fmt.Errorf("status: no FDSize line")
+	n, err := procfs.CountField(b, path, "FDSize:")
+	return int(n), err
 }

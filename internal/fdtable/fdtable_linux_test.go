@@ -83,22 +83,3 @@ func TestReserveWithinLimit(t *testing.T) {
 		t.Errorf("table after Reserve above the soft limit %d: %d slots", limit, got)
 	}
 }
-
-func TestParseFDSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int
-		ok   bool
-	}{
-		{"Name:\tztunnel\nFDSize:\t16384\nGid:\t0\n", 16384, true},
-		{"FDSize: 64", 64, true},
-		{"Name:\tztunnel\n", 0, false},
-		{"FDSize:\tmany\n", 0, false},
-		{"FDSize:\t-1\n", 0, false},
-	} {
-		got, err := parseFDSize([]byte(tc.in))
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseFDSize(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-}
