@@ -62,7 +62,7 @@ func (cc *ClientConn) CanTakeNewStream() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.closed && !c.closing && !c.goingAway && c.nextID <= maxStreamID &&
-		uint32(len(c.streams)) < c.peerMaxStreams
+		uint32(c.streams.len()) < c.peerMaxStreams
 }
 
 // ActiveStreams returns the number of streams open on the connection.
@@ -70,7 +70,7 @@ func (cc *ClientConn) ActiveStreams() int {
 	c := cc.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.streams)
+	return c.streams.len()
 }
 
 // Err returns why the connection ended, or nil while it is alive.

@@ -262,7 +262,7 @@ type conn struct {
 	// Guarded by mu. Lock order: wmu before mu; never take wmu (or any
 	// caller's lock) while holding mu.
 	mu             sync.Mutex
-	streams        map[uint32]*Stream
+	streams        streamSet
 	nextID         uint32 // client: id of the next stream we open
 	maxPeerID      uint32 // server: highest stream id the peer opened
 	sendWindow     int64  // connection-level send window
@@ -312,7 +312,6 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 		ctx:            context.Background(),
 		done:           make(chan struct{}),
 		wmu:            make(chan struct{}, 1),
-		streams:        make(map[uint32]*Stream),
 		nextID:         1,
 		sendWindow:     initialWindow,
 		peerInitWindow: initialWindow,
@@ -682,11 +681,7 @@ func (c *conn) fail(err error) {
 	c.closed = true
 	c.err = err
 	c.streamErr = fmt.Errorf("hbone: connection closed: %w", err)
-	streams := make([]*Stream, 0, len(c.streams))
-	for _, s := range c.streams {
-		streams = append(streams, s)
-	}
-	clear(c.streams)
+	streams := c.streams.takeAll()
 	c.connWaiters = nil
 	c.awaiting = nil
 	if c.answerTimer != nil {
@@ -798,13 +793,11 @@ func (c *conn) afterReadLoop(err error) {
 // A draining connection closes when its last stream goes.
 func (c *conn) removeStream(s *Stream) {
 	c.mu.Lock()
-	if c.streams[s.id] == s {
-		delete(c.streams, s.id)
-	}
+	c.streams.remove(s)
 	if len(c.awaiting) > 0 {
 		c.dropAwaitingLocked(s)
 	}
-	drained := c.goingAway && len(c.streams) == 0 && !c.closed
+	drained := c.goingAway && c.streams.len() == 0 && !c.closed
 	c.mu.Unlock()
 	s.runOnDone()
 	if drained {
@@ -822,7 +815,7 @@ func (c *conn) goAway() {
 	}
 	c.goingAway = true
 	last := c.maxPeerID
-	empty := len(c.streams) == 0
+	empty := c.streams.len() == 0
 	c.mu.Unlock()
 	c.enqueue(ctrlFrame{kind: ctrlGoAway, stream: last, val: uint32(http2.ErrCodeNo)})
 	if empty {

@@ -170,7 +170,7 @@ func classifyReadErr(err error) error {
 // stream if there is one.
 func (c *conn) resetStreamID(id uint32, code http2.ErrCode) {
 	c.mu.Lock()
-	s := c.streams[id]
+	s := c.streams.get(id)
 	if c.server && id > c.maxPeerID && id%2 == 1 {
 		c.maxPeerID = id
 	}
@@ -187,7 +187,7 @@ func (c *conn) resetStreamID(id uint32, code http2.ErrCode) {
 func (c *conn) lookup(id uint32) (s *Stream, opened bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s = c.streams[id]
+	s = c.streams.get(id)
 	if s != nil {
 		return s, true
 	}
@@ -281,7 +281,7 @@ func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 		c.connWaiters = c.connWaiters[:0]
 		return nil
 	}
-	s := c.streams[id]
+	s := c.streams.get(id)
 	if s == nil {
 		return nil
 	}
@@ -363,7 +363,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	if err == nil && initWindow >= 0 && initWindow != c.peerInitWindow {
 		delta := initWindow - c.peerInitWindow
 		c.peerInitWindow = initWindow
-		for _, s := range c.streams {
+		for _, s := range c.streams.all() {
 			s.sendWindow += delta
 			if s.sendWindow > maxWindow {
 				err = connError{Code: http2.ErrCodeFlowControl, Reason: "stream window overflow by SETTINGS"}
@@ -389,13 +389,13 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	c.goingAway = true
 	var refused []*Stream
 	if !c.server {
-		for id, s := range c.streams {
-			if id > f.LastStreamID {
+		for _, s := range c.streams.all() {
+			if s.id > f.LastStreamID {
 				refused = append(refused, s)
 			}
 		}
 	}
-	empty := len(c.streams) == len(refused)
+	empty := c.streams.len() == len(refused)
 	c.mu.Unlock()
 	gerr := peerGoAwayError{Code: f.ErrCode}
 	for _, s := range refused {
@@ -469,7 +469,7 @@ func (c *conn) onRequestHeaders(id uint32) error {
 		return connError{Code: http2.ErrCodeProtocol, Reason: "client opened an even stream"}
 	}
 	c.mu.Lock()
-	if s := c.streams[id]; s != nil {
+	if s := c.streams.get(id); s != nil {
 		c.mu.Unlock()
 		if !ended {
 			return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
@@ -486,7 +486,7 @@ func (c *conn) onRequestHeaders(id uint32) error {
 	// dial in progress): they count against the limit too, so a rapid
 	// reset cannot pile them up.
 	limit := c.cfg.MaxConcurrentStreams
-	if c.goingAway || c.closing || uint32(len(c.streams)) >= limit || c.handlersLive >= limit {
+	if c.goingAway || c.closing || uint32(c.streams.len()) >= limit || c.handlersLive >= limit {
 		c.mu.Unlock()
 		return streamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
@@ -504,7 +504,7 @@ func (c *conn) onRequestHeaders(id uint32) error {
 		return nil
 	}
 	s.sendWindow = c.peerInitWindow
-	c.streams[id] = s
+	c.streams.add(s)
 	c.handlersLive++
 	c.mu.Unlock()
 

@@ -1157,7 +1157,7 @@ func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, e
 			err = c.streamErr
 		case c.goingAway || c.closing:
 			err = errDraining
-		case uint32(len(c.streams)) >= c.peerMaxStreams:
+		case uint32(c.streams.len()) >= c.peerMaxStreams:
 			err = errNoCapacity
 		case c.nextID > maxStreamID:
 			err = errIDsUsedUp
@@ -1165,7 +1165,7 @@ func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, e
 			s.id = c.nextID
 			c.nextID += 2
 			s.sendWindow = c.peerInitWindow
-			c.streams[s.id] = s
+			c.streams.add(s)
 		}
 		c.mu.Unlock()
 		if err == nil {
