@@ -6,9 +6,12 @@ import (
 	"errors"
 	"os/exec"
 	"syscall"
+	"time"
 )
 
 func setChildAttrs(cmd *exec.Cmd) {}
+
+func procCPU(pid int) (time.Duration, error) { return 0, errors.New("ztunnel-bench needs Linux") }
 
 func raiseNofile(n uint64) (uint64, error) { return 0, errors.New("ztunnel-bench needs Linux") }
 
