@@ -10,9 +10,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -998,5 +1000,37 @@ func TestStateNotKept(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the peer's certificate is still reachable from the connection")
 		}
+	}
+}
+
+// TestWriteErrors: a full socket waits until the write deadline, and a reset peer is a
+// *net.OpError for "write" that wraps the errno, kept for the writes after it.
+func TestWriteErrors(t *testing.T) {
+	c, peer, _ := rawPeer(t)
+	data := make([]byte, 1<<20)
+	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	var err error
+	start := time.Now()
+	for i := 0; i < 64 && err == nil; i++ { // the peer never reads: the buffers fill
+		_, err = c.Write(data)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writing to a peer that does not read: %v after %v, want the deadline", err, time.Since(start))
+	}
+
+	c, peer, _ = rawPeer(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // a reset
+	err = nil
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = c.Write(data[:1000])
+		time.Sleep(time.Millisecond)
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "write" || !(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("writing to a reset peer: %#v, want a write *net.OpError with EPIPE or ECONNRESET", err)
+	}
+	if _, again := c.Write(data[:1]); again != err {
+		t.Errorf("the next write returned %v, want the same sticky error", again)
 	}
 }
