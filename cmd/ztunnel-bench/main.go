@@ -406,8 +406,8 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 
 // addCPUPerOp records the proxies' CPU per operation (a connection in S3, a round trip in S4, an
 // idle connection opened in S5) for a path with proxies, and returns it for the progress line
-// ("" when not recorded). The CPU comes from /proc in clock ticks (10 ms), so a run needs a few
-// hundred operations for the figure to mean much; the harness's runs make thousands.
+// ("" when not recorded). The CPU comes from each proxy's CPU clock (procCPU), to the
+// nanosecond; a run still needs many operations for the figure to be more than noise.
 func (h *harness) addCPUPerOp(rep *Report, scen string, p *path, cpu time.Duration, ops int) string {
 	if p.group == nil || ops == 0 {
 		return ""
