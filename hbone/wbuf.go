@@ -50,6 +50,14 @@ func NewWriteBuffer(c net.Conn) *WriteBuffer { return &WriteBuffer{Conn: c} }
 // NetConn returns the wrapped conn (so socket options can be set on it).
 func (w *WriteBuffer) NetConn() net.Conn { return w.Conn }
 
+// WritesThrough reports whether writes pass straight to the socket
+// (BufferWrites was not called); tls/record writes to the socket itself then.
+func (w *WriteBuffer) WritesThrough() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.on
+}
+
 // BufferWrites makes later writes wait in the buffer until Flush.
 func (w *WriteBuffer) BufferWrites() {
 	w.mu.Lock()

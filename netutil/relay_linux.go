@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ztunnel-go/ztunnel/internal/rawio"
 	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
 
@@ -97,6 +98,7 @@ type rawOp struct {
 	n      int                 // bytes the last callback moved
 	err    error               // errno of the last callback
 	inPipe int32               // bytes in pipe not yet written to dst (at most a pipe's size)
+	bulk   bool                // the last read or splice from src that moved bytes moved rawio.Bulk or more
 	wdone  int32               // bytes of wbuf writeNow wrote
 	wbuf   []byte              // what writeNow writes
 
@@ -133,7 +135,7 @@ func (o *rawOp) release() {
 		o.buf = nil
 	}
 	o.d, o.wbuf, o.err = nil, nil, nil
-	o.n, o.inPipe, o.wdone, o.short = 0, 0, 0, 0
+	o.n, o.inPipe, o.wdone, o.short, o.bulk = 0, 0, 0, 0, false
 	rawOps.Put(o)
 }
 
@@ -231,10 +233,10 @@ func (o *rawOp) spliceIn(fd uintptr) bool {
 		o.pipe = p
 	}
 	for {
-		n, err := unix.Splice(int(fd), nil, o.pipe.w, nil, o.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawio.Splice(int(fd), o.pipe.w, o.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK, o.bulk)
 		switch err {
 		case nil:
-			o.n = int(n)
+			o.n, o.bulk = int(n), n >= rawio.Bulk
 			return true
 		case unix.EINTR:
 			continue
@@ -255,7 +257,7 @@ func (o *rawOp) spliceIn(fd uintptr) bool {
 // and calls it again. o.n counts what it wrote over those calls.
 func (o *rawOp) spliceOut(fd uintptr) bool {
 	for o.inPipe > 0 {
-		n, err := unix.Splice(o.pipe.r, nil, int(fd), nil, int(o.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawio.Splice(o.pipe.r, int(fd), int(o.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK, o.inPipe >= rawio.Bulk)
 		switch err {
 		case nil:
 			o.inPipe -= int32(n)
@@ -314,10 +316,10 @@ func (o *rawOp) readIn(fd uintptr) bool {
 		o.buf = relayBufPool.Get().(*[relayBufSize]byte)
 	}
 	for {
-		n, err := unix.Read(int(fd), o.buf[:relayBufSize-o.short])
+		n, err := rawio.Read(int(fd), o.buf[:relayBufSize-o.short], o.bulk)
 		switch err {
 		case nil:
-			o.n = n
+			o.n, o.bulk = n, n >= rawio.Bulk
 			return true
 		case unix.EINTR:
 			continue
@@ -440,7 +442,7 @@ func (d *dirState) writeDstNow(o *rawOp) error {
 // goroutine).
 func (o *rawOp) writeNow(fd uintptr) bool {
 	for int(o.wdone) < len(o.wbuf) {
-		n, err := unix.Write(int(fd), o.wbuf[o.wdone:])
+		n, err := rawio.Write(int(fd), o.wbuf[o.wdone:])
 		switch err {
 		case nil:
 			o.wdone += int32(n)

@@ -521,6 +521,10 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	return tc, nil
 }
 
+// The record layer writes to the socket under the write buffer itself while
+// the buffer passes writes through (it only buffers under crypto/tls).
+var _ tlsrec.WriteThrough = (*hbone.WriteBuffer)(nil)
+
 // handshakeError is a failed mTLS handshake with an HBONE peer (response flag TLS_FAILURE).
 type handshakeError struct {
 	addr netip.AddrPort

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/rawio"
 	"github.com/ztunnel-go/ztunnel/tls/aesgcm"
 )
 
@@ -115,6 +116,7 @@ type Conn struct {
 	readFn  func(uintptr) bool // c.readFD, made once
 	rawN    int                // result of readFD
 	rawErr  error              // result of readFD
+	bulkIn  bool               // the last read that returned bytes returned rawio.Bulk or more
 	// idleDL is the read deadline WaitReadable set, in Unix nanoseconds; 0
 	// when the socket's deadline is not WaitReadable's (SetReadDeadline
 	// clears it, from any goroutine).
@@ -128,6 +130,12 @@ type Conn struct {
 	open      int // offset in out of the record being filled; -1: none
 	buffering bool
 	werr      error
+	// direct: flushes write to the socket under conn themselves (conn is
+	// the socket, or a wrapper that says it writes through).
+	direct  bool
+	writeFn func(uintptr) bool // c.writeFD, made once
+	wp      []byte             // what writeFD has left to write
+	wErr    error              // writeFD's system call error
 }
 
 func newConn(conn net.Conn, s suite, readSecret, writeSecret []byte, server bool) (*Conn, error) {
@@ -145,7 +153,22 @@ func newConn(conn net.Conn, s suite, readSecret, writeSecret []byte, server bool
 			c.raw = raw
 		}
 	}
+	c.writeFn = c.writeFD
+	if c.raw != nil {
+		wt, ok := conn.(WriteThrough)
+		c.direct = conn == c.rconn || ok && wt.WritesThrough() && wt.NetConn() == c.rconn
+	}
 	return c, nil
+}
+
+// WriteThrough is a conn wrapper that passes every write straight to the conn
+// under it (NetConn). Given to Handshake over a socket, it lets the Conn write
+// to the socket itself, with rawio: nothing else writes to the wrapper, so no
+// bytes can wait in it. hbone.WriteBuffer is one until its BufferWrites.
+type WriteThrough interface {
+	net.Conn
+	NetConn() net.Conn
+	WritesThrough() bool
 }
 
 // socketOf follows NetConn methods (the wrappers of this module pass reads
@@ -476,7 +499,7 @@ func (c *Conn) idleExpired(err error) bool {
 func (c *Conn) readFD(fd uintptr) bool {
 	buf := inPool.Get().(*[inSize]byte)
 	for {
-		c.rawN, c.rawErr = syscall.Read(int(fd), buf[:])
+		c.rawN, c.rawErr = rawio.Read(int(fd), buf[:], c.bulkIn)
 		if c.rawErr != syscall.EINTR {
 			break
 		}
@@ -484,6 +507,9 @@ func (c *Conn) readFD(fd uintptr) bool {
 	if c.rawErr == syscall.EAGAIN {
 		inPool.Put(buf)
 		return false
+	}
+	if c.rawN > 0 {
+		c.bulkIn = c.rawN >= rawio.Bulk
 	}
 	c.in = buf
 	return true
@@ -803,7 +829,7 @@ func (c *Conn) flushLocked() error {
 	}
 	var err error
 	if c.outW > 0 {
-		_, err = c.conn.Write(c.out[:c.outW])
+		err = c.writeOutLocked(c.out[:c.outW])
 	}
 	outPool.Put(c.out)
 	c.out, c.outW = nil, 0
@@ -811,6 +837,44 @@ func (c *Conn) flushLocked() error {
 		c.werr = err
 	}
 	return err
+}
+
+// writeOutLocked writes all of p to conn. When c.direct and p is a bulk write
+// (rawio.Bulk or more), it writes to the socket from RawConn.Write's callback
+// with rawio (no scheduler bookkeeping per system call); the netpoller waits
+// out a full socket and the write deadline, as net.Conn.Write does, and errors
+// come back as net.Conn's would. Smaller writes take conn's Write.
+func (c *Conn) writeOutLocked(p []byte) error {
+	if !c.direct || len(p) < rawio.Bulk {
+		_, err := c.conn.Write(p)
+		return err
+	}
+	c.wp, c.wErr = p, nil
+	err := c.raw.Write(c.writeFn)
+	if err == nil && c.wErr != nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", c.wErr)}
+	}
+	c.wp, c.wErr = nil, nil
+	return err
+}
+
+// writeFD is wraw's Write callback: it writes c.wp until done or until the
+// socket is full (false: wait for room, then call again).
+func (c *Conn) writeFD(fd uintptr) bool {
+	for len(c.wp) > 0 {
+		n, err := rawio.Write(int(fd), c.wp)
+		switch err {
+		case nil:
+			c.wp = c.wp[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.wErr = err
+			return true
+		}
+	}
+	return true
 }
 
 // keyUpdate sends KeyUpdate(update_not_requested) in answer to the peer's
@@ -869,7 +933,7 @@ func (c *Conn) sendAlertNow(desc uint8) {
 	rec := c.out[:c.outW]
 	if c.raw != nil {
 		c.raw.Write(func(fd uintptr) bool {
-			syscall.Write(int(fd), rec)
+			rawio.Write(int(fd), rec)
 			return true // sent or not, never wait
 		})
 	} else {

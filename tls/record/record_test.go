@@ -231,7 +231,7 @@ func TestBufferedWritesOneSyscall(t *testing.T) {
 	c, s := connect(t, p, side{client: true})
 	rc := c.(*Conn)
 	wc := &countWrites{Conn: rc.conn}
-	rc.conn = wc
+	rc.conn, rc.direct = wc, false // writes go through the counter
 	rc.BufferWrites()
 	data := make([]byte, 100_000) // seven records
 	rand.Read(data)
@@ -274,7 +274,7 @@ func TestPlaintextWithin(t *testing.T) {
 	c, peer, _ := rawPeer(t)
 	go io.Copy(io.Discard, peer)
 	wc := &countWrites{Conn: c.conn}
-	c.conn = wc
+	c.conn, c.direct = wc, false // writes go through the counter
 	c.BufferWrites()
 	data := make([]byte, 1<<17)
 	const full = recordHeaderLen + maxPlaintext + 1 + tagLen
@@ -1003,10 +1003,14 @@ func TestStateNotKept(t *testing.T) {
 	}
 }
 
-// TestWriteErrors: a full socket waits until the write deadline, and a reset peer is a
-// *net.OpError for "write" that wraps the errno, kept for the writes after it.
+// TestWriteErrors: a full socket waits in the netpoller until the write deadline, and a reset
+// peer is a *net.OpError for "write" that wraps the errno, kept for the writes after it. The
+// Conn writes to the socket itself here (through rawio), so these are that path's errors.
 func TestWriteErrors(t *testing.T) {
 	c, peer, _ := rawPeer(t)
+	if !c.direct || c.raw == nil {
+		t.Fatal("the Conn does not write to its socket itself: the rawio write path is not under test")
+	}
 	data := make([]byte, 1<<20)
 	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	var err error
@@ -1032,5 +1036,56 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if _, again := c.Write(data[:1]); again != err {
 		t.Errorf("the next write returned %v, want the same sticky error", again)
+	}
+}
+
+// throughWrapper is a WriteThrough wrapper that counts the writes that reach it.
+type throughWrapper struct {
+	countWrites
+	through bool
+}
+
+func (w *throughWrapper) NetConn() net.Conn   { return w.Conn }
+func (w *throughWrapper) WritesThrough() bool { return w.through }
+
+// TestWriteThrough: over a wrapper that writes through, bulk flushes go to the socket itself
+// (the wrapper sees none of them) and small ones through the wrapper; over a wrapper that does
+// not write through, and over any other wrapper, every flush goes through the wrapper.
+func TestWriteThrough(t *testing.T) {
+	s := suites[tls.TLS_AES_128_GCM_SHA256]
+	key := bytes.Repeat([]byte{1}, 32)
+	big := make([]byte, 3*maxPlaintext) // three records, flushed in one write
+	for _, through := range []bool{true, false} {
+		a, b := tcpPair(t)
+		go io.Copy(io.Discard, b)
+		w := &throughWrapper{countWrites: countWrites{Conn: a}, through: through}
+		c, err := newConn(w, s, key, key, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.direct != through {
+			t.Errorf("through=%v: direct %v", through, c.direct)
+		}
+		if _, err := c.Write(big); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 0, false: 1}[through]; w.n != want {
+			t.Errorf("through=%v: a bulk flush made %d writes on the wrapper, want %d", through, w.n, want)
+		}
+		w.n = 0
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if w.n != 1 {
+			t.Errorf("through=%v: a small flush made %d writes on the wrapper, want 1", through, w.n)
+		}
+	}
+	a, _ := tcpPair(t)
+	c, err := newConn(&countWrites{Conn: a}, s, key, key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.direct {
+		t.Error("a wrapper that is not a WriteThrough is written around")
 	}
 }

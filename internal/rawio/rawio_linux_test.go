@@ -1,0 +1,208 @@
+package rawio
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nonblockingPair returns the two ends of a non-blocking Unix stream socket pair.
+func nonblockingPair(t *testing.T) (int, int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds[0], fds[1]
+}
+
+// TestReadWrite: in both modes, bytes written come out, an empty socket says EAGAIN with a
+// count of 0, a closed peer reads as 0 and nil, and a bad descriptor is EBADF.
+func TestReadWrite(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		a, b := nonblockingPair(t)
+		msg := bytes.Repeat([]byte("hello"), 1)
+		if bulk {
+			msg = bytes.Repeat([]byte("hello"), Bulk/5+1) // a raw write
+		}
+		buf := make([]byte, 2*len(msg))
+		if n, err := Read(a, buf, bulk); n != 0 || err != unix.EAGAIN {
+			t.Fatalf("bulk=%v: read of an empty socket = %d, %v; want 0, EAGAIN", bulk, n, err)
+		}
+		if n, err := Write(b, msg); n != len(msg) || err != nil {
+			t.Fatalf("bulk=%v: write = %d, %v", bulk, n, err)
+		}
+		if n, err := Read(a, buf, bulk); n != len(msg) || err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("bulk=%v: read = %d bytes, %v", bulk, n, err)
+		}
+		if n, err := Write(b, nil); n != 0 || err != nil {
+			t.Fatalf("empty write = %d, %v", n, err)
+		}
+		unix.Close(b)
+		if n, err := Read(a, buf, bulk); n != 0 || err != nil {
+			t.Fatalf("bulk=%v: read after the peer closed = %d, %v; want 0, nil", bulk, n, err)
+		}
+		if n, err := Write(-1, msg); n != 0 || err != unix.EBADF {
+			t.Fatalf("bulk=%v: write to fd -1 = %d, %v; want 0, EBADF", bulk, n, err)
+		}
+		if n, err := Read(-1, buf, bulk); n != 0 || err != unix.EBADF {
+			t.Fatalf("bulk=%v: read of fd -1 = %d, %v; want 0, EBADF", bulk, n, err)
+		}
+	}
+}
+
+// TestWriteFull: a full socket says EAGAIN, with a count of 0, for small and bulk writes.
+func TestWriteFull(t *testing.T) {
+	for _, size := range []int{100, 1 << 16} {
+		a, _ := nonblockingPair(t)
+		chunk := make([]byte, size)
+		for i := 0; ; i++ {
+			n, err := Write(a, chunk)
+			if err == unix.EAGAIN {
+				if n != 0 {
+					t.Fatalf("EAGAIN with count %d", n)
+				}
+				break
+			}
+			if err != nil || i > 100_000 {
+				t.Fatalf("write %d of %d bytes: %d, %v", i, size, n, err)
+			}
+		}
+	}
+}
+
+// TestSplice moves bytes from a socket into a pipe and out to another socket, in both modes.
+func TestSplice(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		a, b := nonblockingPair(t)
+		c, d := nonblockingPair(t)
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+		if n, err := Splice(a, p[1], 1<<16, flags, bulk); n != 0 || err != unix.EAGAIN {
+			t.Fatalf("bulk=%v: splice from an empty socket = %d, %v; want 0, EAGAIN", bulk, n, err)
+		}
+		Write(b, []byte("through a pipe"))
+		n, err := Splice(a, p[1], 1<<16, flags, bulk)
+		if n != 14 || err != nil {
+			t.Fatalf("bulk=%v: splice in = %d, %v", bulk, n, err)
+		}
+		if n, err := Splice(p[0], c, n, flags, bulk); n != 14 || err != nil {
+			t.Fatalf("bulk=%v: splice out = %d, %v", bulk, n, err)
+		}
+		buf := make([]byte, 64)
+		if n, err := Read(d, buf, false); string(buf[:n]) != "through a pipe" || err != nil {
+			t.Fatalf("read = %q, %v", buf[:n], err)
+		}
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}
+}
+
+// TestAllocs: the calls allocate nothing in either mode, errors included.
+func TestAllocs(t *testing.T) {
+	a, b := nonblockingPair(t)
+	buf := make([]byte, 2*Bulk)
+	small, big := []byte("x"), make([]byte, Bulk)
+	n := testing.AllocsPerRun(100, func() {
+		Write(b, small)
+		Read(a, buf, false)
+		Read(a, buf, false) // EAGAIN
+		Write(b, big)
+		Read(a, buf, true)
+		Read(a, buf, true) // EAGAIN
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per four writes and reads, want 0", n)
+	}
+}
+
+// heldP runs call on a new goroutine with GOMAXPROCS at 1 and reports whether that goroutine
+// kept the only P while call blocked: whether the scheduler did not know of the system call.
+// call blocks on a blocking pipe until a child process, started first, acts on the pipe's
+// other end after a pause (script, with that end as its stdin or stdout); so the test goroutine
+// can run before the call returns only if the runtime handed the P over. after runs once call
+// returned, before the child is waited for.
+func heldP(t *testing.T, script string, childEnd *os.File, asStdin bool, call, after func()) bool {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", script)
+	if asStdin {
+		cmd.Stdin = childEnd
+	} else {
+		cmd.Stdout = childEnd
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	childEnd.Close() // the child's exit ends the call whatever happens
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { call(); close(done) }()
+	runtime.Gosched() // the goroutine runs into its blocking call
+	// This goroutine runs again when the runtime hands the P over (within a few ms of the
+	// call blocking) or when the call returns (after the child's pause): the P was held then.
+	// (A held call may finish just after this goroutine resumes: sysmon asked for the long
+	// runner's preemption, which it honours at its next function call.)
+	held := time.Since(start) >= 200*time.Millisecond
+	<-done
+	after()
+	cmd.Wait()
+	return held
+}
+
+// TestRawCallsKeepTheirP: a bulk read, write or splice is made without the scheduler's
+// bookkeeping (its goroutine keeps the P while the kernel blocks it), and a small one with it
+// (the runtime hands the P to the test goroutine). Blocking descriptors make the difference
+// visible: the data path's are non-blocking, where a raw call returns at once.
+func TestRawCallsKeepTheirP(t *testing.T) {
+	const pause = "sleep 0.4; "
+	pipe := func() (*os.File, *os.File) {
+		r, w, err := os.Pipe() // blocking
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close(); w.Close() })
+		return r, w
+	}
+	for _, bulk := range []bool{false, true} {
+		r, w := pipe()
+		buf := make([]byte, 2*Bulk)
+		if got := heldP(t, pause+"printf x", w, false, func() { Read(int(r.Fd()), buf, bulk) }, func() {}); got != bulk {
+			t.Errorf("read with bulk=%v: P held %v, want %v", bulk, got, bulk)
+		}
+
+		r, w = pipe()
+		size := 100
+		if bulk {
+			size = Bulk
+		}
+		wfd := int(w.Fd()) // Fd puts the file in blocking mode: call it once
+		unix.SetNonblock(wfd, true)
+		fill := make([]byte, 1<<20)
+		for { // fill the pipe, then block on it
+			if _, err := unix.Write(wfd, fill); err != nil {
+				break
+			}
+		}
+		unix.SetNonblock(wfd, false)
+		msg := make([]byte, size)
+		if got := heldP(t, pause+"cat > /dev/null", r, true, func() { Write(wfd, msg) }, func() { w.Close() }); got != bulk {
+			t.Errorf("write of %d bytes: P held %v, want %v", size, got, bulk)
+		}
+
+		r, w = pipe()
+		_, w2 := pipe()
+		if got := heldP(t, pause+"printf x", w, false, func() { Splice(int(r.Fd()), int(w2.Fd()), 1<<16, 0, bulk) }, func() {}); got != bulk {
+			t.Errorf("splice with bulk=%v: P held %v, want %v", bulk, got, bulk)
+		}
+	}
+}
