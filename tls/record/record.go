@@ -858,7 +858,7 @@ func (c *Conn) writeOutLocked(p []byte) error {
 	return err
 }
 
-// writeFD is wraw's Write callback: it writes c.wp until done or until the
+// writeFD is c.raw's Write callback: it writes c.wp until done or until the
 // socket is full (false: wait for room, then call again).
 func (c *Conn) writeFD(fd uintptr) bool {
 	for len(c.wp) > 0 {
