@@ -6,15 +6,15 @@
 // entersyscall and exitsyscall, which let another thread take the goroutine's
 // P if the call blocks. A call on a non-blocking socket never blocks, but one
 // that moves tens of kilobytes runs long enough in the kernel (copies, the
-// TCP stack, the loopback or veth peer's receive path) that Go's monitor
-// thread takes its P away and wakes another thread to run it, and the caller
-// then waits to get a P back. A bulk transfer pays that over and over: the
-// relay's and the record layer's bulk calls made this way cost the ztunnels
-// 12% less CPU per GiB on HBONE and 17% less on the plain relay
-// ("Bulk system calls without the scheduler" in benchmarks/README.md).
+// TCP stack, the loopback or veth peer's receive path) that, by our reading of
+// the runtime, Go's monitor thread takes its P away and wakes another thread
+// to run it, and the caller then waits to get a P back. A bulk transfer pays that over and over: with
+// the relay's and the record layer's bulk calls made this way, the ztunnels
+// used 12% less CPU per GiB, on HBONE and on the plain relay alike ("Bulk
+// system calls without the scheduler" in benchmarks/README.md).
 //
 // Small calls keep the bookkeeping. Their entersyscall wakes the monitor when
-// it sleeps, and on the hosts measured the round trips of an interactive
+// it sleeps, and on the host measured the round trips of an interactive
 // connection were slower without those wake-ups (S4's p50 worse in five
 // comparisons of six), for reasons not traced. So a call goes raw only when
 // it moves at least Bulk bytes, or, for reads and splices out of a socket,
