@@ -5,8 +5,9 @@ import (
 	"unsafe"
 )
 
-// Read reads from the non-blocking descriptor fd into p. bulk says the
-// previous read of fd returned at least Bulk bytes: the call is made raw then.
+// Read reads from the non-blocking descriptor fd into p. bulk says the last
+// read of fd that returned bytes returned at least Bulk: the call is made raw
+// then.
 func Read(fd int, p []byte, bulk bool) (int, error) {
 	if !bulk {
 		n, err := syscall.Read(fd, p)

@@ -27,7 +27,7 @@ func nonblockingPair(t *testing.T) (int, int) {
 func TestReadWrite(t *testing.T) {
 	for _, bulk := range []bool{false, true} {
 		a, b := nonblockingPair(t)
-		msg := bytes.Repeat([]byte("hello"), 1)
+		msg := []byte("hello")
 		if bulk {
 			msg = bytes.Repeat([]byte("hello"), Bulk/5+1) // a raw write
 		}
