@@ -16,7 +16,9 @@
 // Small calls keep the bookkeeping. Their entersyscall wakes the monitor when
 // it sleeps, and on the host measured the round trips of an interactive
 // connection were slower without those wake-ups (S4's p50 worse in five
-// comparisons of six), for reasons not traced. So a call goes raw only when
+// comparisons of six), for reasons not traced; a later host measured the
+// opposite ("Raw small calls, measured on this host" in benchmarks/README.md),
+// and the choice is open. So a call goes raw only when
 // it moves at least Bulk bytes, or, for reads and splices out of a socket,
 // where the size is known only afterwards, when the caller says the previous
 // call on that source did.
