@@ -716,7 +716,7 @@ func (d *dirState) wrote(n int) {
 func (d *dirState) copyNotified() error {
 	if bp := d.pending; bp != nil {
 		d.pending = nil
-		nw, err := d.dst().Write(bp[d.pendOff : int(d.pendLast)+1])
+		nw, err := d.writeDst(bp[d.pendOff : int(d.pendLast)+1])
 		d.wrote(nw)
 		relayBufPool.Put(bp)
 		if err != nil {
@@ -731,7 +731,7 @@ func (d *dirState) copyNotified() error {
 		bp := relayBufPool.Get().(*[relayBufSize]byte)
 		nr, rerr := d.src().Read(bp[:])
 		if nr > 0 {
-			nw, werr := d.dst().Write(bp[:nr])
+			nw, werr := d.writeDst(bp[:nr])
 			d.wrote(nw)
 			if werr == nil && nw != nr {
 				werr = io.ErrShortWrite

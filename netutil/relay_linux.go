@@ -98,9 +98,9 @@ type rawOp struct {
 	n      int                 // bytes the last callback moved
 	err    error               // errno of the last callback
 	inPipe int32               // bytes in pipe not yet written to dst (at most a pipe's size)
-	bulk   bool                // the last read or splice from src that moved bytes moved rawio.Bulk or more
 	wdone  int32               // bytes of wbuf writeNow wrote
 	wbuf   []byte              // what writeNow writes
+	wait   bool                // writeNow waits for room in a full socket (writeDst)
 
 	spliceInFn, readInFn, spliceOutFn, writeNowFn func(fd uintptr) bool
 }
@@ -135,7 +135,7 @@ func (o *rawOp) release() {
 		o.buf = nil
 	}
 	o.d, o.wbuf, o.err = nil, nil, nil
-	o.n, o.inPipe, o.wdone, o.short, o.bulk = 0, 0, 0, 0, false
+	o.n, o.inPipe, o.wdone, o.short, o.wait = 0, 0, 0, 0, false
 	rawOps.Put(o)
 }
 
@@ -233,10 +233,10 @@ func (o *rawOp) spliceIn(fd uintptr) bool {
 		o.pipe = p
 	}
 	for {
-		n, err := rawio.Splice(int(fd), o.pipe.w, o.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK, o.bulk)
+		n, err := rawio.Splice(int(fd), o.pipe.w, o.pipe.size, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch err {
 		case nil:
-			o.n, o.bulk = int(n), n >= rawio.Bulk
+			o.n = int(n)
 			return true
 		case unix.EINTR:
 			continue
@@ -257,7 +257,7 @@ func (o *rawOp) spliceIn(fd uintptr) bool {
 // and calls it again. o.n counts what it wrote over those calls.
 func (o *rawOp) spliceOut(fd uintptr) bool {
 	for o.inPipe > 0 {
-		n, err := rawio.Splice(o.pipe.r, int(fd), int(o.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK, o.inPipe >= rawio.Bulk)
+		n, err := rawio.Splice(o.pipe.r, int(fd), int(o.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch err {
 		case nil:
 			o.inPipe -= int32(n)
@@ -316,10 +316,10 @@ func (o *rawOp) readIn(fd uintptr) bool {
 		o.buf = relayBufPool.Get().(*[relayBufSize]byte)
 	}
 	for {
-		n, err := rawio.Read(int(fd), o.buf[:relayBufSize-o.short], o.bulk)
+		n, err := rawio.Read(int(fd), o.buf[:relayBufSize-o.short])
 		switch err {
 		case nil:
-			o.n, o.bulk = n, n >= rawio.Bulk
+			o.n = n
 			return true
 		case unix.EINTR:
 			continue
@@ -437,9 +437,32 @@ func (d *dirState) writeDstNow(o *rawOp) error {
 	return rc.Write(o.writeNowFn)
 }
 
-// writeNow is dst's write callback for deliver and Offer: it writes o.wbuf
-// until done, and never asks to wait (a full socket leaves the rest to a
-// goroutine).
+// writeDst writes all of b to the destination for copyNotified: to a TCP
+// socket through its RawConn with rawio, waiting in the netpoller while the
+// socket is full (under its write deadline, as net.Conn.Write does), so the
+// write wakes no scheduler thread; to anything else with its Write. The
+// direction's goroutine runs it, so the Link is attached.
+func (d *dirState) writeDst(b []byte) (int, error) {
+	rc := d.dstRaw()
+	if rc == nil {
+		return d.dst().Write(b)
+	}
+	o := takeOp(d)
+	o.wbuf, o.wait = b, true
+	err := rc.Write(o.writeNowFn)
+	n, werr := int(o.wdone), o.err
+	o.release()
+	if err == nil && werr != nil {
+		dst := d.dst()
+		err = &net.OpError{Op: "write", Net: "tcp", Source: dst.LocalAddr(), Addr: dst.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	}
+	return n, err
+}
+
+// writeNow is dst's write callback for deliver, Offer and writeDst: it writes
+// o.wbuf until done. A full socket leaves the rest to a goroutine (it never
+// asks to wait) unless o.wait, for writeDst's goroutine: then it asks the
+// netpoller to wait for room.
 func (o *rawOp) writeNow(fd uintptr) bool {
 	for int(o.wdone) < len(o.wbuf) {
 		n, err := rawio.Write(int(fd), o.wbuf[o.wdone:])
@@ -448,7 +471,7 @@ func (o *rawOp) writeNow(fd uintptr) bool {
 			o.wdone += int32(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
-			return true
+			return !o.wait
 		default:
 			o.err = err
 			return true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -304,4 +305,41 @@ func feedParked(t *testing.T, src interface {
 		}
 		t.Fatalf("relayed %d bytes, different from the %d sent from byte %d", len(b), total, i)
 	}
+}
+
+// TestLinkNotifiedWriteDeadline: a direction whose source is a ReadNotifier
+// and whose destination socket is full waits for room on its goroutine (which
+// writes with rawio, see writeDst) under the socket's write deadline, as
+// net.Conn's Write does: the Link ends with an error that wraps
+// os.ErrDeadlineExceeded once the deadline passes, and not before.
+func TestLinkNotifiedWriteDeadline(t *testing.T) {
+	a, _ := tcpPair(t)
+	peer, _ := tcpPair(t) // the far end never reads
+	peer.SetWriteBuffer(16 << 10)
+	const wait = 300 * time.Millisecond
+	start := time.Now()
+	peer.SetWriteDeadline(start.Add(wait))
+	src := newFeedConn(a)
+	ended := make(chan error, 1)
+	l := netutil.NewLink(src, peer, nil, nil, netutil.EndFunc(func(_, _ int64, err error) { ended <- err }))
+	go l.Run()
+	defer l.Close()
+	chunk := make([]byte, 1<<20)
+	for range 200 {
+		select {
+		case err := <-ended:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the Link ended with %v, want the write deadline", err)
+			}
+			if took := time.Since(start); took < wait {
+				t.Fatalf("the Link ended after %v, before the write deadline (%v)", took, wait)
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		if src.registered() {
+			src.feed(chunk)
+		}
+	}
+	t.Fatal("the Link did not end at the write deadline of its full destination")
 }

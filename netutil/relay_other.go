@@ -28,6 +28,9 @@ func (d *dirState) setupDeliver() {}
 // deliver has no raw sockets to write to off Linux: a goroutine does it.
 func (d *dirState) deliver() bool { return false }
 
+// writeDst writes through the destination's Write off Linux.
+func (d *dirState) writeDst(b []byte) (int, error) { return d.dst().Write(b) }
+
 // Sockets are never detached off Linux.
 func (l *Link) detach()                           {}
 func (l *Link) attach() error                     { return nil }

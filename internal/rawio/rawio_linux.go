@@ -5,17 +5,8 @@ import (
 	"unsafe"
 )
 
-// Read reads from the non-blocking descriptor fd into p. bulk says the last
-// read of fd that returned bytes returned at least Bulk: the call is made raw
-// then.
-func Read(fd int, p []byte, bulk bool) (int, error) {
-	if !bulk {
-		n, err := syscall.Read(fd, p)
-		if err != nil {
-			return 0, err
-		}
-		return n, nil
-	}
+// Read reads from the non-blocking descriptor fd into p.
+func Read(fd int, p []byte) (int, error) {
 	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
@@ -24,16 +15,8 @@ func Read(fd int, p []byte, bulk bool) (int, error) {
 	return int(r), nil
 }
 
-// Write writes p to the non-blocking descriptor fd, raw when p holds at least
-// Bulk bytes.
+// Write writes p to the non-blocking descriptor fd.
 func Write(fd int, p []byte) (int, error) {
-	if len(p) < Bulk {
-		n, err := syscall.Write(fd, p)
-		if err != nil {
-			return 0, err
-		}
-		return n, nil
-	}
 	raceBeforeWrite(p)
 	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {
@@ -43,16 +26,10 @@ func Write(fd int, p []byte) (int, error) {
 }
 
 // Splice moves up to n bytes from descriptor in to descriptor out, one of them
-// a pipe, with flags (SPLICE_F_NONBLOCK makes the pipe's side non-blocking;
-// the socket's side must be already). bulk says the call is expected to move
-// at least Bulk bytes (into a pipe: the previous splice from in did; out of
-// one: n is that large); the call is made raw then.
-func Splice(in, out, n int, flags int, bulk bool) (int, error) {
-	trap := syscall.Syscall6
-	if bulk {
-		trap = syscall.RawSyscall6
-	}
-	r, _, e := trap(syscall.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), uintptr(flags))
+// a pipe, with flags; SPLICE_F_NONBLOCK must be among them (it makes the
+// pipe's side non-blocking; the socket's side must be already).
+func Splice(in, out, n int, flags int) (int, error) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), uintptr(flags))
 	if e != 0 {
 		return 0, e
 	}

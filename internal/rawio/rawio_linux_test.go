@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,37 +23,37 @@ func nonblockingPair(t *testing.T) (int, int) {
 	return fds[0], fds[1]
 }
 
-// TestReadWrite: in both modes, bytes written come out, an empty socket says EAGAIN with a
-// count of 0, a closed peer reads as 0 and nil, and a bad descriptor is EBADF.
+// bigSize is a bulk transfer's size: four pages.
+const bigSize = 16 << 10
+
+// TestReadWrite: for small and large messages, bytes written come out, an empty socket says
+// EAGAIN with a count of 0, a closed peer reads as 0 and nil, and a bad descriptor is EBADF.
 func TestReadWrite(t *testing.T) {
-	for _, bulk := range []bool{false, true} {
+	for _, size := range []int{5, bigSize + 5} {
 		a, b := nonblockingPair(t)
-		msg := []byte("hello")
-		if bulk {
-			msg = bytes.Repeat([]byte("hello"), Bulk/5+1) // a raw write
-		}
+		msg := bytes.Repeat([]byte("hello"), size/5)
 		buf := make([]byte, 2*len(msg))
-		if n, err := Read(a, buf, bulk); n != 0 || err != unix.EAGAIN {
-			t.Fatalf("bulk=%v: read of an empty socket = %d, %v; want 0, EAGAIN", bulk, n, err)
+		if n, err := Read(a, buf); n != 0 || err != unix.EAGAIN {
+			t.Fatalf("size %d: read of an empty socket = %d, %v; want 0, EAGAIN", size, n, err)
 		}
 		if n, err := Write(b, msg); n != len(msg) || err != nil {
-			t.Fatalf("bulk=%v: write = %d, %v", bulk, n, err)
+			t.Fatalf("size %d: write = %d, %v", size, n, err)
 		}
-		if n, err := Read(a, buf, bulk); n != len(msg) || err != nil || !bytes.Equal(buf[:n], msg) {
-			t.Fatalf("bulk=%v: read = %d bytes, %v", bulk, n, err)
+		if n, err := Read(a, buf); n != len(msg) || err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("size %d: read = %d bytes, %v", size, n, err)
 		}
 		if n, err := Write(b, nil); n != 0 || err != nil {
 			t.Fatalf("empty write = %d, %v", n, err)
 		}
 		unix.Close(b)
-		if n, err := Read(a, buf, bulk); n != 0 || err != nil {
-			t.Fatalf("bulk=%v: read after the peer closed = %d, %v; want 0, nil", bulk, n, err)
+		if n, err := Read(a, buf); n != 0 || err != nil {
+			t.Fatalf("size %d: read after the peer closed = %d, %v; want 0, nil", size, n, err)
 		}
 		if n, err := Write(-1, msg); n != 0 || err != unix.EBADF {
-			t.Fatalf("bulk=%v: write to fd -1 = %d, %v; want 0, EBADF", bulk, n, err)
+			t.Fatalf("size %d: write to fd -1 = %d, %v; want 0, EBADF", size, n, err)
 		}
-		if n, err := Read(-1, buf, bulk); n != 0 || err != unix.EBADF {
-			t.Fatalf("bulk=%v: read of fd -1 = %d, %v; want 0, EBADF", bulk, n, err)
+		if n, err := Read(-1, buf); n != 0 || err != unix.EBADF {
+			t.Fatalf("size %d: read of fd -1 = %d, %v; want 0, EBADF", size, n, err)
 		}
 	}
 }
@@ -77,48 +78,49 @@ func TestWriteFull(t *testing.T) {
 	}
 }
 
-// TestSplice moves bytes from a socket into a pipe and out to another socket, in both modes.
+// TestSplice moves bytes from a socket into a pipe and out to another socket.
 func TestSplice(t *testing.T) {
-	for _, bulk := range []bool{false, true} {
-		a, b := nonblockingPair(t)
-		c, d := nonblockingPair(t)
-		var p [2]int
-		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-			t.Fatal(err)
-		}
-		const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
-		if n, err := Splice(a, p[1], 1<<16, flags, bulk); n != 0 || err != unix.EAGAIN {
-			t.Fatalf("bulk=%v: splice from an empty socket = %d, %v; want 0, EAGAIN", bulk, n, err)
-		}
-		Write(b, []byte("through a pipe"))
-		n, err := Splice(a, p[1], 1<<16, flags, bulk)
-		if n != 14 || err != nil {
-			t.Fatalf("bulk=%v: splice in = %d, %v", bulk, n, err)
-		}
-		if n, err := Splice(p[0], c, n, flags, bulk); n != 14 || err != nil {
-			t.Fatalf("bulk=%v: splice out = %d, %v", bulk, n, err)
-		}
-		buf := make([]byte, 64)
-		if n, err := Read(d, buf, false); string(buf[:n]) != "through a pipe" || err != nil {
-			t.Fatalf("read = %q, %v", buf[:n], err)
-		}
-		unix.Close(p[0])
-		unix.Close(p[1])
+	a, b := nonblockingPair(t)
+	c, d := nonblockingPair(t)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	if n, err := Splice(a, p[1], 1<<16, flags); n != 0 || err != unix.EAGAIN {
+		t.Fatalf("splice from an empty socket = %d, %v; want 0, EAGAIN", n, err)
+	}
+	Write(b, []byte("through a pipe"))
+	n, err := Splice(a, p[1], 1<<16, flags)
+	if n != 14 || err != nil {
+		t.Fatalf("splice in = %d, %v", n, err)
+	}
+	if n, err := Splice(p[0], c, n, flags); n != 14 || err != nil {
+		t.Fatalf("splice out = %d, %v", n, err)
+	}
+	buf := make([]byte, 64)
+	if n, err := Read(d, buf); string(buf[:n]) != "through a pipe" || err != nil {
+		t.Fatalf("read = %q, %v", buf[:n], err)
+	}
+	if n, err := Splice(-1, p[1], 1, flags); n != 0 || err != unix.EBADF {
+		t.Fatalf("splice from fd -1 = %d, %v; want 0, EBADF", n, err)
 	}
 }
 
-// TestAllocs: the calls allocate nothing in either mode, errors included.
+// TestAllocs: the calls allocate nothing, errors included.
 func TestAllocs(t *testing.T) {
 	a, b := nonblockingPair(t)
-	buf := make([]byte, 2*Bulk)
-	small, big := []byte("x"), make([]byte, Bulk)
+	buf := make([]byte, 2*bigSize)
+	small, big := []byte("x"), make([]byte, bigSize)
 	n := testing.AllocsPerRun(100, func() {
 		Write(b, small)
-		Read(a, buf, false)
-		Read(a, buf, false) // EAGAIN
+		Read(a, buf)
+		Read(a, buf) // EAGAIN
 		Write(b, big)
-		Read(a, buf, true)
-		Read(a, buf, true) // EAGAIN
+		Read(a, buf)
+		Read(a, buf) // EAGAIN
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per four writes and reads, want 0", n)
@@ -159,10 +161,12 @@ func heldP(t *testing.T, script string, childEnd *os.File, asStdin bool, call, a
 	return held
 }
 
-// TestRawCallsKeepTheirP: a bulk read, write or splice is made without the scheduler's
-// bookkeeping (its goroutine keeps the P while the kernel blocks it), and a small one with it
-// (the runtime hands the P to the test goroutine). Blocking descriptors make the difference
-// visible: the data path's are non-blocking, where a raw call returns at once.
+// TestRawCallsKeepTheirP: every read, write (small or large) and splice is made without the
+// scheduler's bookkeeping: its goroutine keeps the P while the kernel blocks it, where a call
+// through the syscall package would let the runtime hand the P to the test goroutine.
+// Blocking descriptors make the difference visible: the data path's are non-blocking, where a
+// raw call returns at once. The syscall package's read is the control: it must hand the P over,
+// or the test could not tell the two apart.
 func TestRawCallsKeepTheirP(t *testing.T) {
 	const pause = "sleep 0.4; "
 	pipe := func() (*os.File, *os.File) {
@@ -173,18 +177,20 @@ func TestRawCallsKeepTheirP(t *testing.T) {
 		t.Cleanup(func() { r.Close(); w.Close() })
 		return r, w
 	}
-	for _, bulk := range []bool{false, true} {
-		r, w := pipe()
-		buf := make([]byte, 2*Bulk)
-		if got := heldP(t, pause+"printf x", w, false, func() { Read(int(r.Fd()), buf, bulk) }, func() {}); got != bulk {
-			t.Errorf("read with bulk=%v: P held %v, want %v", bulk, got, bulk)
-		}
+	buf := make([]byte, 2*bigSize)
 
+	r, w := pipe()
+	if heldP(t, pause+"printf x", w, false, func() { syscall.Read(int(r.Fd()), buf) }, func() {}) {
+		t.Fatal("syscall.Read held the P: the test cannot tell raw calls from others here")
+	}
+
+	r, w = pipe()
+	if !heldP(t, pause+"printf x", w, false, func() { Read(int(r.Fd()), buf) }, func() {}) {
+		t.Error("read: P handed over, want held")
+	}
+
+	for _, size := range []int{100, bigSize} {
 		r, w = pipe()
-		size := 100
-		if bulk {
-			size = Bulk
-		}
 		wfd := int(w.Fd()) // Fd puts the file in blocking mode: call it once
 		unix.SetNonblock(wfd, true)
 		fill := make([]byte, 1<<20)
@@ -195,14 +201,14 @@ func TestRawCallsKeepTheirP(t *testing.T) {
 		}
 		unix.SetNonblock(wfd, false)
 		msg := make([]byte, size)
-		if got := heldP(t, pause+"cat > /dev/null", r, true, func() { Write(wfd, msg) }, func() { w.Close() }); got != bulk {
-			t.Errorf("write of %d bytes: P held %v, want %v", size, got, bulk)
+		if !heldP(t, pause+"cat > /dev/null", r, true, func() { Write(wfd, msg) }, func() { w.Close() }) {
+			t.Errorf("write of %d bytes: P handed over, want held", size)
 		}
+	}
 
-		r, w = pipe()
-		_, w2 := pipe()
-		if got := heldP(t, pause+"printf x", w, false, func() { Splice(int(r.Fd()), int(w2.Fd()), 1<<16, 0, bulk) }, func() {}); got != bulk {
-			t.Errorf("splice with bulk=%v: P held %v, want %v", bulk, got, bulk)
-		}
+	r, w = pipe()
+	_, w2 := pipe()
+	if !heldP(t, pause+"printf x", w, false, func() { Splice(int(r.Fd()), int(w2.Fd()), 1<<16, 0) }, func() {}) {
+		t.Error("splice: P handed over, want held")
 	}
 }

@@ -7,8 +7,8 @@ import "syscall"
 // Elsewhere the calls go through the syscall package, scheduler bookkeeping
 // included: the data path's own tuning is for Linux.
 
-// Read reads from the non-blocking descriptor fd into p; bulk is ignored.
-func Read(fd int, p []byte, bulk bool) (int, error) {
+// Read reads from the non-blocking descriptor fd into p.
+func Read(fd int, p []byte) (int, error) {
 	n, err := syscall.Read(fd, p)
 	if err != nil {
 		return 0, err

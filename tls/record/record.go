@@ -116,7 +116,6 @@ type Conn struct {
 	readFn  func(uintptr) bool // c.readFD, made once
 	rawN    int                // result of readFD
 	rawErr  error              // result of readFD
-	bulkIn  bool               // the last read that returned bytes returned rawio.Bulk or more
 	// idleDL is the read deadline WaitReadable set, in Unix nanoseconds; 0
 	// when the socket's deadline is not WaitReadable's (SetReadDeadline
 	// clears it, from any goroutine).
@@ -499,7 +498,7 @@ func (c *Conn) idleExpired(err error) bool {
 func (c *Conn) readFD(fd uintptr) bool {
 	buf := inPool.Get().(*[inSize]byte)
 	for {
-		c.rawN, c.rawErr = rawio.Read(int(fd), buf[:], c.bulkIn)
+		c.rawN, c.rawErr = rawio.Read(int(fd), buf[:])
 		if c.rawErr != syscall.EINTR {
 			break
 		}
@@ -507,9 +506,6 @@ func (c *Conn) readFD(fd uintptr) bool {
 	if c.rawErr == syscall.EAGAIN {
 		inPool.Put(buf)
 		return false
-	}
-	if c.rawN > 0 {
-		c.bulkIn = c.rawN >= rawio.Bulk
 	}
 	c.in = buf
 	return true
@@ -839,13 +835,13 @@ func (c *Conn) flushLocked() error {
 	return err
 }
 
-// writeOutLocked writes all of p to conn. When c.direct and p is a bulk write
-// (rawio.Bulk or more), it writes to the socket from RawConn.Write's callback
-// with rawio (no scheduler bookkeeping per system call); the netpoller waits
-// out a full socket and the write deadline, as net.Conn.Write does, and errors
-// come back as net.Conn's would. Smaller writes take conn's Write.
+// writeOutLocked writes all of p to conn. When c.direct, it writes to the
+// socket from RawConn.Write's callback with rawio (no scheduler bookkeeping
+// per system call); the netpoller waits out a full socket and the write
+// deadline, as net.Conn.Write does, and errors come back as net.Conn's would.
+// Otherwise it takes conn's Write.
 func (c *Conn) writeOutLocked(p []byte) error {
-	if !c.direct || len(p) < rawio.Bulk {
+	if !c.direct {
 		_, err := c.conn.Write(p)
 		return err
 	}
