@@ -36,9 +36,14 @@ vet:
 # benchmark once so none of them rots; the deploy module; every fuzz target for FUZZTIME_CI.
 test: vet
 	$(MAKE) --no-print-directory race
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(RAW_PKGS)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory fuzz-ci
+
+# The packages whose system calls are raw only without the race detector (internal/rawio's
+# race.go): make test runs their tests without it too.
+RAW_PKGS = ./internal/rawio ./netutil ./tls/record
 
 # The whole suite under the race detector (unit, end-to-end in network namespaces when root).
 race:

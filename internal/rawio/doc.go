@@ -22,6 +22,10 @@
 // the functions here are for descriptors in non-blocking mode only (every
 // socket from the net package is).
 //
+// Built with the race detector, Read and Write go through the syscall
+// package instead, so the detector sees the order a socket puts between a
+// writer and a reader in the same process (see race.go).
+//
 // Results follow golang.org/x/sys/unix: an error is a syscall.Errno (compare
 // with unix.EAGAIN and friends), and the count is 0 with it.
 package rawio

@@ -7,17 +7,29 @@ import (
 
 // Read reads from the non-blocking descriptor fd into p.
 func Read(fd int, p []byte) (int, error) {
+	if raceEnabled {
+		n, err := syscall.Read(fd, p)
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}
-	raceAfterRead(p[:r])
 	return int(r), nil
 }
 
 // Write writes p to the non-blocking descriptor fd.
 func Write(fd int, p []byte) (int, error) {
-	raceBeforeWrite(p)
+	if raceEnabled {
+		n, err := syscall.Write(fd, p)
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
