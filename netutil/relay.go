@@ -140,7 +140,8 @@ type Refuser interface {
 // Close the Link, never a or b directly, to end it from outside: a direction
 // parked in the epoll loop does not see a socket closed under it. The Link
 // sets the read deadlines of TCP sources itself (the idle timer): callers
-// must not use them.
+// must not use them. Write deadlines a caller sets do not last either: a
+// detached socket comes back as a new *net.TCPConn, without them.
 type Link struct {
 	a, b net.Conn
 	done Ender // told once, by the last direction to end

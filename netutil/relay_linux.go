@@ -439,8 +439,8 @@ func (d *dirState) writeDstNow(o *rawOp) error {
 
 // writeDst writes all of b to the destination for copyNotified: to a TCP
 // socket through its RawConn with rawio, waiting in the netpoller while the
-// socket is full (under its write deadline, as net.Conn.Write does), so the
-// write wakes no scheduler thread; to anything else with its Write. The
+// socket is full (as net.Conn.Write does; closing the socket wakes it), so
+// the write wakes no scheduler thread; to anything else with its Write. The
 // direction's goroutine runs it, so the Link is attached.
 func (d *dirState) writeDst(b []byte) (int, error) {
 	rc := d.dstRaw()

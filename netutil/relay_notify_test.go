@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -92,6 +91,13 @@ func (f *feedConn) feed(p []byte) {
 	f.mu.Unlock()
 	f.cond.Broadcast()
 	f.notify()
+}
+
+// buffered is how many fed bytes the direction has not read yet.
+func (f *feedConn) buffered() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.buf)
 }
 
 func (f *feedConn) registered() bool {
@@ -307,39 +313,72 @@ func feedParked(t *testing.T, src interface {
 	}
 }
 
-// TestLinkNotifiedWriteDeadline: a direction whose source is a ReadNotifier
-// and whose destination socket is full waits for room on its goroutine (which
-// writes with rawio, see writeDst) under the socket's write deadline, as
-// net.Conn's Write does: the Link ends with an error that wraps
-// os.ErrDeadlineExceeded once the deadline passes, and not before.
-func TestLinkNotifiedWriteDeadline(t *testing.T) {
+// TestLinkNotifiedFullDestination: a direction whose source is a
+// ReadNotifier and whose destination socket is full waits for room on its
+// goroutine (writeDst: rawio in the netpoller's wait), then goes on, losing
+// and reordering nothing; and a Close while it waits ends it. (A writeDst
+// that gave up at the first EAGAIN would end the Link with a short write.)
+func TestLinkNotifiedFullDestination(t *testing.T) {
 	a, _ := tcpPair(t)
-	peer, _ := tcpPair(t) // the far end never reads
-	peer.SetWriteBuffer(16 << 10)
-	const wait = 300 * time.Millisecond
-	start := time.Now()
-	peer.SetWriteDeadline(start.Add(wait))
+	peer, far := tcpPair(t)
+	// Small socket buffers: one feed fills them many times over.
+	if err := peer.SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := far.SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
 	src := newFeedConn(a)
 	ended := make(chan error, 1)
-	l := netutil.NewLink(src, peer, nil, nil, netutil.EndFunc(func(_, _ int64, err error) { ended <- err }))
+	var count atomic.Int64
+	l := netutil.NewLink(src, peer, &count, nil, netutil.EndFunc(func(_, _ int64, err error) { ended <- err }))
 	go l.Run()
 	defer l.Close()
-	chunk := make([]byte, 1<<20)
-	for range 200 {
-		select {
-		case err := <-ended:
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("the Link ended with %v, want the write deadline", err)
-			}
-			if took := time.Since(start); took < wait {
-				t.Fatalf("the Link ended after %v, before the write deadline (%v)", took, wait)
-			}
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-		if src.registered() {
-			src.feed(chunk)
-		}
+	testwait.Until(t, "the direction to park on its source", 5*time.Second, src.registered)
+
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 251)
 	}
-	t.Fatal("the Link did not end at the write deadline of its full destination")
+	// stuck feeds data and waits until the direction holds bytes it cannot
+	// write: the count stands still while the source still has some.
+	stuck := func() {
+		t.Helper()
+		src.feed(data)
+		last, still := int64(-1), 0
+		testwait.Until(t, "the destination to fill", 10*time.Second, func() bool {
+			select {
+			case err := <-ended:
+				t.Fatalf("the Link ended with %v while its destination was full", err)
+			default:
+			}
+			if n := count.Load(); n != last {
+				last, still = n, 0
+				return false
+			}
+			still++
+			return still >= 5 && src.buffered() > 0
+		})
+	}
+
+	stuck()
+	far.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(far, got); err != nil {
+		t.Fatalf("reading what the full destination was sent: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the bytes relayed through a full destination differ from those fed")
+	}
+
+	stuck()
+	l.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("the Link closed while writing to a full destination ended with %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a direction waiting for room in its destination")
+	}
 }
