@@ -256,6 +256,21 @@ func TestLinkRunDeliversReadySource(t *testing.T) {
 	}
 }
 
+// smallBufferPair is tcpPair with 16 KiB socket buffers (peer's send, far's
+// receive), so a destination fills after a few tens of KiB while far does
+// not read.
+func smallBufferPair(t *testing.T) (peer, far *net.TCPConn) {
+	t.Helper()
+	peer, far = tcpPair(t)
+	if err := peer.SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := far.SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	return peer, far
+}
+
 // TestLinkDeliverFullBuffer: a parked direction whose source is a
 // ReadNotifier (not a DirectNotifier) reads on the notifying goroutine into a
 // 64 KiB buffer and writes to the destination socket without waiting; when
@@ -264,14 +279,7 @@ func TestLinkRunDeliversReadySource(t *testing.T) {
 // and every byte arrives once, in order.
 func TestLinkDeliverFullBuffer(t *testing.T) {
 	a, _ := tcpPair(t)
-	peer, far := tcpPair(t)
-	// Small socket buffers: no 64 KiB write completes without waiting.
-	if err := peer.SetWriteBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := far.SetReadBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
+	peer, far := smallBufferPair(t) // no 64 KiB write completes without waiting
 	src := newFeedConn(a)
 	l := netutil.NewLink(src, peer, nil, nil, nil)
 	go l.Run()
@@ -320,14 +328,7 @@ func feedParked(t *testing.T, src interface {
 // that gave up at the first EAGAIN would end the Link with a short write.)
 func TestLinkNotifiedFullDestination(t *testing.T) {
 	a, _ := tcpPair(t)
-	peer, far := tcpPair(t)
-	// Small socket buffers: one feed fills them many times over.
-	if err := peer.SetWriteBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := far.SetReadBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
+	peer, far := smallBufferPair(t) // one feed fills them many times over
 	src := newFeedConn(a)
 	ended := make(chan error, 1)
 	var count atomic.Int64
