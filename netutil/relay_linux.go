@@ -453,8 +453,7 @@ func (d *dirState) writeDst(b []byte) (int, error) {
 	n, werr := int(o.wdone), o.err
 	o.release()
 	if err == nil && werr != nil {
-		dst := d.dst()
-		err = &net.OpError{Op: "write", Net: "tcp", Source: dst.LocalAddr(), Addr: dst.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+		err = rawio.WriteError(d.dst(), werr)
 	}
 	return n, err
 }

@@ -848,7 +848,7 @@ func (c *Conn) writeOutLocked(p []byte) error {
 	c.wp, c.wErr = p, nil
 	err := c.raw.Write(c.writeFn)
 	if err == nil && c.wErr != nil {
-		err = &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", c.wErr)}
+		err = rawio.WriteError(c, c.wErr)
 	}
 	c.wp, c.wErr = nil, nil
 	return err
