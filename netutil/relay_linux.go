@@ -463,18 +463,14 @@ func (d *dirState) writeDst(b []byte) (int, error) {
 // asks to wait) unless o.wait, for writeDst's goroutine: then it asks the
 // netpoller to wait for room.
 func (o *rawOp) writeNow(fd uintptr) bool {
-	for int(o.wdone) < len(o.wbuf) {
-		n, err := rawio.Write(int(fd), o.wbuf[o.wdone:])
-		switch err {
-		case nil:
-			o.wdone += int32(n)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return !o.wait
-		default:
-			o.err = err
-			return true
-		}
+	n, err := rawio.WriteAll(int(fd), o.wbuf[o.wdone:])
+	o.wdone += int32(n)
+	switch err {
+	case nil:
+	case unix.EAGAIN:
+		return !o.wait
+	default:
+		o.err = err
 	}
 	return true
 }

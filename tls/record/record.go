@@ -857,18 +857,14 @@ func (c *Conn) writeOutLocked(p []byte) error {
 // writeFD is c.raw's Write callback: it writes c.wp until done or until the
 // socket is full (false: wait for room, then call again).
 func (c *Conn) writeFD(fd uintptr) bool {
-	for len(c.wp) > 0 {
-		n, err := rawio.Write(int(fd), c.wp)
-		switch err {
-		case nil:
-			c.wp = c.wp[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			c.wErr = err
-			return true
-		}
+	n, err := rawio.WriteAll(int(fd), c.wp)
+	c.wp = c.wp[n:]
+	switch err {
+	case nil:
+	case syscall.EAGAIN:
+		return false
+	default:
+		c.wErr = err
 	}
 	return true
 }
