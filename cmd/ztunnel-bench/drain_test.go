@@ -144,7 +144,7 @@ func TestResetConnState(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("SKIPPED: ss (iproute2) is not installed")
 	}
-	topo, err := newTopology()
+	topo, err := newTopology("")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,7 @@ type harness struct {
 	ztunnel  string    // the ztunnel binary
 
 	topo          *topology
+	tcpCC         string // the congestion control the namespaces run, read in the node's
 	node, a, b, x *netns
 	c, idle       *netns
 	rc, rx        *netns // pods with the in-pod rules for the pod-borne TLS relay (nil unless needed)
@@ -281,13 +282,19 @@ func (h *harness) setup(ctx context.Context) error {
 	if h.ztunnel, err = h.buildZtunnel(ctx); err != nil {
 		return err
 	}
-	if h.topo, err = newTopology(); err != nil {
+	if h.topo, err = newTopology(h.opts.tcpCC); err != nil {
 		return err
 	}
 	h.logf("building namespaces %s-*", h.topo.prefix)
 	if h.node, err = h.topo.netns("node"); err != nil {
 		return err
 	}
+	cc, err := h.node.run("sysctl", "-n", "net.ipv4.tcp_congestion_control")
+	if err != nil {
+		return err
+	}
+	h.tcpCC = strings.TrimSpace(cc)
+	h.logf("TCP congestion control in every namespace: %s", h.tcpCC)
 	if err := h.topo.bridge(h.node, "br0", nodeCIDR); err != nil {
 		return err
 	}

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/tls/aesgcm"
 )
 
 func main() {
@@ -63,6 +65,7 @@ type options struct {
 	render        string   // a saved -json report to print instead of running
 	keep          bool     // keep the temporary directory (process logs, configs)
 	ztunnelEnv    []string // NAME=VALUE pairs added to every ztunnel's environment (-ztunnel-env)
+	tcpCC         string   // TCP congestion control of every namespace (-tcp-cc; "": the host's)
 }
 
 // set parses a comma-separated selection of allowed names ("all" for every one).
@@ -112,6 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.ztunnelEnv = append(o.ztunnelEnv, v)
 		return nil
 	})
+	fs.StringVar(&o.tcpCC, "tcp-cc", "", "TCP congestion control of every namespace the harness builds, e.g. cubic "+
+		"(default: what they inherit, the host's net.ipv4.tcp_congestion_control)")
 	quick := fs.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -157,6 +162,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-rest %v: want 0 or longer than -settle (%v)", o.rest, o.settle)
 	case o.json && o.markdown:
 		return o, fmt.Errorf("-json and -markdown are exclusive")
+	case strings.ContainsAny(o.tcpCC, " \t/="):
+		return o, fmt.Errorf("-tcp-cc %q: want the name of a congestion control, such as cubic", o.tcpCC)
 	}
 	return o, nil
 }
@@ -197,7 +204,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads, Settle: opts.settle.String(),
 		Rest:      restString(opts.rest),
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
-		ZtunnelEnv: opts.ztunnelEnv,
+		ZtunnelEnv: opts.ztunnelEnv, TCPCC: opts.tcpCC,
 	}}
 	h := &harness{opts: opts, progress: stderr}
 	for _, n := range notes {
@@ -215,6 +222,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	rep.Notes = append(rep.Notes, h.notes...)
+	rep.Machine.TCPCC = h.tcpCC
 	rep.Machine.LoadAtEnd = loadavg()
 	rep.summarize()
 	if err = rep.write(opts, stdout); err != nil {
@@ -525,17 +533,46 @@ func machineInfo() Machine {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range bytes.SplitSeq(b, []byte{'\n'}) {
-			if k, v, ok := bytes.Cut(line, []byte(":")); ok && string(bytes.TrimSpace(k)) == "model name" {
-				m.CPUModel = string(bytes.TrimSpace(v))
-				break
-			}
-		}
+		m.CPUModel, m.CPUID = cpuIdentity(b)
 	}
+	m.AESGCM = aesgcm.Implementation()
 	if out, err := exec.Command("haproxy", "-v").Output(); err == nil {
 		m.HAProxy, _, _ = strings.Cut(string(out), "\n")
 	}
 	return m
+}
+
+// cpuIdentity reads the first processor's model name and its family,
+// model and stepping ("family 25 model 17 stepping 1") from /proc/cpuinfo.
+func cpuIdentity(cpuinfo []byte) (name, id string) {
+	var family, model, stepping string
+	for line := range bytes.SplitSeq(cpuinfo, []byte{'\n'}) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			break // the end of the first processor's block
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		val := string(bytes.TrimSpace(v))
+		switch string(bytes.TrimSpace(k)) {
+		case "model name":
+			name = val
+		case "cpu family":
+			family = val
+		case "model":
+			model = val
+		case "stepping":
+			stepping = val
+		}
+	}
+	if family != "" && model != "" {
+		id = "family " + family + " model " + model
+		if stepping != "" {
+			id += " stepping " + stepping
+		}
+	}
+	return name, id
 }
 
 // loadavg returns the 1, 5 and 15 minute load averages.

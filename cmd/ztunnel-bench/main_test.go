@@ -59,7 +59,8 @@ func TestQuickRun(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
 	code := run(ctx, []string{"-quick", "-json", "-duration", "200ms", "-rr-duration", "100ms",
-		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms", "-rest", "300ms"}, &stdout, &stderr)
+		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms", "-rest", "300ms",
+		"-tcp-cc", "reno"}, &stdout, &stderr)
 	t.Logf("harness took %v; progress:\n%s", time.Since(start).Round(time.Millisecond), stderr.String())
 	if code != 0 {
 		t.Fatalf("exit status %d", code)
@@ -67,6 +68,11 @@ func TestQuickRun(t *testing.T) {
 	var rep Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
+	}
+	// reno is built into every kernel, and no host defaults to it: the namespaces run it only
+	// because -tcp-cc set it.
+	if rep.Settings.TCPCC != "reno" || rep.Machine.TCPCC != "reno" {
+		t.Errorf("-tcp-cc reno: settings record %q, the namespaces ran %q", rep.Settings.TCPCC, rep.Machine.TCPCC)
 	}
 	if rep.Settings.Settle != "100ms" || rep.Settings.Rest != "300ms" {
 		t.Errorf("settings record settle %q and rest %q, want the 100ms and 300ms asked for", rep.Settings.Settle, rep.Settings.Rest)

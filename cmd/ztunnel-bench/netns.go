@@ -28,6 +28,7 @@ type topology struct {
 	prefix string   // immutable after newTopology: random, so runs never collide
 	nets   []*netns // deleted in reverse order by close
 	nextIf int      // numbers veth pairs
+	tcpCC  string   // congestion control netns sets in each namespace ("": inherited); immutable
 }
 
 // netns is one namespace of the topology.
@@ -36,12 +37,14 @@ type netns struct {
 	f    *os.File // open bind mount; its fd is what do switches to
 }
 
-func newTopology() (*topology, error) {
+// newTopology names a new topology; tcpCC, when set, is the TCP congestion
+// control of each of its namespaces.
+func newTopology(tcpCC string) (*topology, error) {
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("random prefix: %w", err)
 	}
-	return &topology{prefix: "zb" + hex.EncodeToString(rnd[:])}, nil
+	return &topology{prefix: "zb" + hex.EncodeToString(rnd[:]), tcpCC: tcpCC}, nil
 }
 
 // ip runs the ip tool in the host namespace (use -n to address a harness namespace).
@@ -56,7 +59,8 @@ func ip(args ...string) error {
 // netns creates <prefix>-<name> with its loopback up and the sysctls a connection-rate
 // benchmark needs: TIME_WAIT reuse, and at most 4,096 TIME_WAIT sockets, because tens of
 // thousands of them (S3 makes ~10,000 connections per second on the direct path) made every
-// path's connection rate fall from one repetition to the next.
+// path's connection rate fall from one repetition to the next. With t.tcpCC it also sets the
+// namespace's TCP congestion control, which a new namespace otherwise takes from the host.
 func (t *topology) netns(name string) (*netns, error) {
 	full := t.prefix + "-" + name
 	if err := ip("netns", "add", full); err != nil {
@@ -74,6 +78,11 @@ func (t *topology) netns(name string) (*netns, error) {
 	}
 	if _, err := n.run("sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=4096"); err != nil {
 		return nil, err
+	}
+	if t.tcpCC != "" {
+		if _, err := n.run("sysctl", "-q", "-w", "net.ipv4.tcp_congestion_control="+t.tcpCC); err != nil {
+			return nil, fmt.Errorf("-tcp-cc %s: %w", t.tcpCC, err)
+		}
 	}
 	return n, nil
 }

@@ -37,6 +37,41 @@ func TestParseStatusRSS(t *testing.T) {
 	}
 }
 
+// TestCPUIdentity reads the first processor of a two-processor cpuinfo, and
+// leaves the identity out when the family or the model is missing (as on
+// arm64, whose cpuinfo has neither).
+func TestCPUIdentity(t *testing.T) {
+	two := "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n" +
+		"model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 6\nmodel\t\t: 143\n" +
+		"model name\t: Other\nstepping\t: 8\n"
+	if name, id := cpuIdentity([]byte(two)); name != "AMD EPYC" || id != "family 25 model 17 stepping 1" {
+		t.Errorf("got %q, %q", name, id)
+	}
+	arm := "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n"
+	if name, id := cpuIdentity([]byte(arm)); name != "" || id != "" {
+		t.Errorf("arm64: got %q, %q", name, id)
+	}
+	m := Machine{CPUModel: "AMD EPYC", CPUID: "family 25 model 17 stepping 1", AESGCM: "vaes-avx512"}
+	if got, want := m.cpu(), "AMD EPYC, family 25 model 17 stepping 1; ztunnel's AES-GCM: vaes-avx512"; got != want {
+		t.Errorf("cpu() = %q, want %q", got, want)
+	}
+	if got := (Machine{CPUModel: "AMD EPYC"}).cpu(); got != "AMD EPYC" {
+		t.Errorf("an older report's cpu() = %q", got)
+	}
+	for _, c := range []struct {
+		set, ran, want string
+	}{
+		{"", "", "6.18"},
+		{"", "bbr", "6.18 with TCP congestion control bbr (the host's)"},
+		{"cubic", "cubic", "6.18 with TCP congestion control cubic (-tcp-cc)"},
+	} {
+		r := &Report{Machine: Machine{Kernel: "6.18", TCPCC: c.ran}, Settings: Settings{TCPCC: c.set}}
+		if got := r.kernel(); got != c.want {
+			t.Errorf("kernel() with -tcp-cc %q, ran %q: %q, want %q", c.set, c.ran, got, c.want)
+		}
+	}
+}
+
 // TestProcSelf reads the test's own process: CPU and RSS are positive and CPU grows with work,
 // to better than the 10 ms ticks of /proc/<pid>/stat.
 func TestProcSelf(t *testing.T) {
@@ -179,6 +214,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-rest", "25s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
 		{[]string{"-rest", "1s"}, false, 0, 0, 0, 0}, // not after the settle reading (1s)
 		{[]string{"-settle", "2s", "-rest", "1500ms"}, false, 0, 0, 0, 0},
+		{[]string{"-tcp-cc", "cubic"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-tcp-cc", "cubic bbr"}, false, 0, 0, 0, 0},
+		{[]string{"-tcp-cc", "../x"}, false, 0, 0, 0, 0},
 		{[]string{"-quick", "-rest", "500ms"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6}, // after -quick's 200ms settle
 	}
 	for _, c := range cases {

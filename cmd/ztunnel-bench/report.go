@@ -97,13 +97,50 @@ type Target struct {
 
 // Machine describes where the run happened, load included.
 type Machine struct {
-	CPUs        int    `json:"cpus"`
-	CPUModel    string `json:"cpu_model"`
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model"`
+	// CPUID is the CPU's family, model and stepping (absent in reports made
+	// before it was recorded): hosts that share a model name differ here.
+	CPUID string `json:"cpu_id,omitempty"`
+	// AESGCM is the AES-GCM the ztunnels' record layer runs on this CPU
+	// (aesgcm.Implementation; absent in older reports).
+	AESGCM string `json:"aes_gcm,omitempty"`
+	// TCPCC is the TCP congestion control the harness's namespaces ran, read
+	// in them (absent in older reports: those ran the host's, bbr here from
+	// at least the forty-fourth session's host on).
+	TCPCC       string `json:"tcp_cc,omitempty"`
 	Kernel      string `json:"kernel"`
 	GoVersion   string `json:"go_version"`
 	HAProxy     string `json:"haproxy,omitempty"`
 	LoadAtStart string `json:"loadavg_start"`
 	LoadAtEnd   string `json:"loadavg_end"`
+}
+
+// cpu describes the CPU for the machine line: its model name, then what
+// the report recorded of its identity and of the AES-GCM run on it.
+func (m Machine) cpu() string {
+	s := m.CPUModel
+	if m.CPUID != "" {
+		s += ", " + m.CPUID
+	}
+	if m.AESGCM != "" {
+		s += "; ztunnel's AES-GCM: " + m.AESGCM
+	}
+	return s
+}
+
+// kernel describes the kernel for the machine line, with the TCP congestion
+// control the namespaces ran when the report recorded it.
+func (r *Report) kernel() string {
+	s := r.Machine.Kernel
+	switch {
+	case r.Machine.TCPCC == "":
+	case r.Settings.TCPCC != "":
+		s += " with TCP congestion control " + r.Machine.TCPCC + " (-tcp-cc)"
+	default:
+		s += " with TCP congestion control " + r.Machine.TCPCC + " (the host's)"
+	}
+	return s
 }
 
 // Settings are the knobs the run used.
@@ -121,6 +158,8 @@ type Settings struct {
 	Rest      string   `json:"rest,omitempty"`
 	Scenarios []string `json:"scenarios"`
 	Paths     []string `json:"paths"`
+	// TCPCC is what -tcp-cc set in every namespace (absent: the host's default).
+	TCPCC string `json:"tcp_cc,omitempty"`
 	// ZtunnelEnv is what -ztunnel-env added to the ztunnels' environment (none: the defaults).
 	ZtunnelEnv []string `json:"ztunnel_env,omitempty"`
 }
@@ -373,7 +412,7 @@ func (r *Report) writeTable(w io.Writer) error {
 		fmt.Fprintln(w, "note:", n)
 	}
 	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s; load average at start %s, at end %s\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+		r.Machine.CPUs, r.Machine.cpu(), r.kernel(), r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
 	return nil
 }
 
@@ -418,7 +457,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5%s); %d workloads (idle RSS).\n",
 		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+		r.Machine.CPUs, r.Machine.cpu(), r.kernel(), r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
 	if len(r.Settings.ZtunnelEnv) > 0 {
 		fmt.Fprintf(&b, "ztunnel environment added: `%s`.\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}

@@ -28,6 +28,9 @@ const (
 	maxText = (1<<32 - 2) * aes.BlockSize
 )
 
+// implStd is Implementation's name for crypto/cipher's GCM.
+const implStd = "crypto/cipher"
+
 var errOpen = errors.New("cipher: message authentication failed")
 
 // New returns AES-GCM under key (16, 24 or 32 bytes), the assembly one

@@ -21,6 +21,9 @@ func TestGenericFallback(t *testing.T) {
 	if typ := fmt.Sprintf("%T", a); typ == "*aesgcm.gcmAsm" {
 		t.Fatal("New returned the assembly while it is switched off")
 	}
+	if got := Implementation(); got != "crypto/cipher" {
+		t.Fatalf("Implementation() = %q while the assembly is switched off", got)
+	}
 	block, _ := aes.NewCipher(key)
 	std, _ := cipher.NewGCM(block)
 	nonce, pt := make([]byte, NonceSize), []byte("fallback")

@@ -27,6 +27,20 @@ var useAVX512 = hasAVX512
 // Accelerated reports whether New returns the assembly implementation.
 func Accelerated() bool { return (hasAVX512 || hasAVX2) && !forceGeneric }
 
+// Implementation names what New returns on this CPU: "vaes-avx512"
+// (asm_amd64.s), "vaes-avx2" (avx2_amd64.s) or "crypto/cipher". The perf
+// harness records it, since it sets the cost of every byte HBONE carries.
+func Implementation() string {
+	switch {
+	case !Accelerated():
+		return implStd
+	case useAVX512:
+		return "vaes-avx512"
+	default:
+		return "vaes-avx2"
+	}
+}
+
 // htabBlocks is the size of gcmAsm.htab: H^16..H^1, then 15 blocks the
 // assembly may read past H^1 (multiplied only by zeros) when it hashes
 // fewer than 16 blocks.

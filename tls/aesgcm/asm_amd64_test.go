@@ -98,6 +98,24 @@ var lengths = func() []int {
 	return append(l, 1023, 1024, 1025, 4095, 4096, 16383, 16384, 16385, 16384+17+256)
 }()
 
+// TestImplementation checks that Implementation names the assembly New
+// returns, for each one the CPU runs.
+func TestImplementation(t *testing.T) {
+	paths(t, func(t *testing.T) {
+		a, err := New(make([]byte, 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "vaes-avx2"
+		if a.(*gcmAsm).wide {
+			want = "vaes-avx512"
+		}
+		if got := Implementation(); got != want {
+			t.Fatalf("Implementation() = %q, New returned %s", got, want)
+		}
+	})
+}
+
 func TestMatchesCryptoCipher(t *testing.T) { paths(t, testMatchesCryptoCipher) }
 
 func testMatchesCryptoCipher(t *testing.T) {
