@@ -69,8 +69,8 @@ func TestQuickRun(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
 	}
-	// reno is built into every kernel, and no host defaults to it: the namespaces run it only
-	// because -tcp-cc set it.
+	// reno is built into every kernel and is neither Linux's default nor this project's hosts':
+	// the namespaces run it because -tcp-cc set it.
 	if rep.Settings.TCPCC != "reno" || rep.Machine.TCPCC != "reno" {
 		t.Errorf("-tcp-cc reno: settings record %q, the namespaces ran %q", rep.Settings.TCPCC, rep.Machine.TCPCC)
 	}
