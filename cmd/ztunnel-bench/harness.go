@@ -145,7 +145,7 @@ type harness struct {
 	ztunnel  string    // the ztunnel binary
 
 	topo          *topology
-	tcpCC         string // the congestion control the namespaces run, read in the node's
+	tcpCC         string // the congestion control the namespaces run, read in the node namespace
 	node, a, b, x *netns
 	c, idle       *netns
 	rc, rx        *netns // pods with the in-pod rules for the pod-borne TLS relay (nil unless needed)
