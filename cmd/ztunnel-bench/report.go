@@ -106,8 +106,8 @@ type Machine struct {
 	// (aesgcm.Implementation; absent in older reports).
 	AESGCM string `json:"aes_gcm,omitempty"`
 	// TCPCC is the TCP congestion control the harness's namespaces ran, read
-	// in them (absent in older reports: those ran the host's, bbr here from
-	// at least the forty-fourth session's host on).
+	// in them (absent in older reports, which ran the host's without
+	// recording it).
 	TCPCC       string `json:"tcp_cc,omitempty"`
 	Kernel      string `json:"kernel"`
 	GoVersion   string `json:"go_version"`
