@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -536,6 +537,7 @@ func machineInfo() Machine {
 		m.CPUModel, m.CPUID = cpuIdentity(b)
 	}
 	m.AESGCM = aesgcm.Implementation()
+	m.CPUIdle = cpuIdle(os.DirFS("/sys"))
 	if out, err := exec.Command("haproxy", "-v").Output(); err == nil {
 		m.HAProxy, _, _ = strings.Cut(string(out), "\n")
 	}
@@ -573,6 +575,35 @@ func cpuIdentity(cpuinfo []byte) (name, id string) {
 		}
 	}
 	return name, id
+}
+
+// cpuIdle describes how an idle CPU waits, from sysfs (sys is /sys): the
+// cpuidle driver and governor, and, under the haltpoll driver, how long a
+// guest polls before it halts (guest_halt_poll_ns; 0 halts at once, so every
+// wake-up of an idle vCPU goes through the hypervisor). Empty when sysfs has
+// no cpuidle (a container without it, or a kernel built without it).
+func cpuIdle(sys fs.FS) string {
+	read := func(name string) string {
+		b, err := fs.ReadFile(sys, name)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	driver := read("devices/system/cpu/cpuidle/current_driver")
+	if driver == "" || driver == "none" {
+		return ""
+	}
+	s := driver
+	if g := read("devices/system/cpu/cpuidle/current_governor"); g != "" && g != driver {
+		s += ", governor " + g
+	}
+	if driver == "haltpoll" {
+		if ns := read("module/haltpoll/parameters/guest_halt_poll_ns"); ns != "" {
+			s += ", guest_halt_poll_ns " + ns
+		}
+	}
+	return s
 }
 
 // loadavg returns the 1, 5 and 15 minute load averages.

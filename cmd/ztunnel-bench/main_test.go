@@ -74,6 +74,9 @@ func TestQuickRun(t *testing.T) {
 	if rep.Settings.TCPCC != "reno" || rep.Machine.TCPCC != "reno" {
 		t.Errorf("-tcp-cc reno: settings record %q, the namespaces ran %q", rep.Settings.TCPCC, rep.Machine.TCPCC)
 	}
+	if want := cpuIdle(os.DirFS("/sys")); rep.Machine.CPUIdle != want {
+		t.Errorf("the report records the idle states %q, sysfs says %q", rep.Machine.CPUIdle, want)
+	}
 	if rep.Settings.Settle != "100ms" || rep.Settings.Rest != "300ms" {
 		t.Errorf("settings record settle %q and rest %q, want the 100ms and 300ms asked for", rep.Settings.Settle, rep.Settings.Rest)
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -68,6 +69,37 @@ func TestCPUIdentity(t *testing.T) {
 		r := &Report{Machine: Machine{Kernel: "6.18", TCPCC: c.ran}, Settings: Settings{TCPCC: c.set}}
 		if got := r.kernel(); got != c.want {
 			t.Errorf("kernel() with -tcp-cc %q, ran %q: %q, want %q", c.set, c.ran, got, c.want)
+		}
+	}
+	r := &Report{Machine: Machine{Kernel: "6.18", TCPCC: "bbr", CPUIdle: "haltpoll, guest_halt_poll_ns 0"}}
+	if got, want := r.kernel(), "6.18 with TCP congestion control bbr (the host's); cpuidle haltpoll, guest_halt_poll_ns 0"; got != want {
+		t.Errorf("kernel() with the idle states: %q, want %q", got, want)
+	}
+}
+
+// TestCPUIdle reads the cpuidle driver and governor from a sysfs tree, and the
+// guest's halt polling only under the haltpoll driver.
+func TestCPUIdle(t *testing.T) {
+	const dir = "devices/system/cpu/cpuidle/"
+	const poll = "module/haltpoll/parameters/guest_halt_poll_ns"
+	file := func(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s + "\n")} }
+	for _, c := range []struct {
+		name string
+		sys  fstest.MapFS
+		want string
+	}{
+		{"haltpoll guest", fstest.MapFS{dir + "current_driver": file("haltpoll"),
+			dir + "current_governor": file("haltpoll"), poll: file("0")}, "haltpoll, guest_halt_poll_ns 0"},
+		{"haltpoll polling", fstest.MapFS{dir + "current_driver": file("haltpoll"),
+			dir + "current_governor": file("haltpoll"), poll: file("200000")}, "haltpoll, guest_halt_poll_ns 200000"},
+		{"bare metal", fstest.MapFS{dir + "current_driver": file("intel_idle"),
+			dir + "current_governor": file("menu"), poll: file("0")}, "intel_idle, governor menu"},
+		{"acpi without a governor file", fstest.MapFS{dir + "current_driver": file("acpi_idle")}, "acpi_idle"},
+		{"no driver", fstest.MapFS{dir + "current_driver": file("none")}, ""},
+		{"no cpuidle", fstest.MapFS{}, ""},
+	} {
+		if got := cpuIdle(c.sys); got != c.want {
+			t.Errorf("%s: cpuIdle = %q, want %q", c.name, got, c.want)
 		}
 	}
 }

@@ -108,7 +108,12 @@ type Machine struct {
 	// TCPCC is the TCP congestion control the harness's namespaces ran, read
 	// in them (absent in older reports, which ran the host's without
 	// recording it).
-	TCPCC       string `json:"tcp_cc,omitempty"`
+	TCPCC string `json:"tcp_cc,omitempty"`
+	// CPUIdle is how an idle CPU waits (cpuIdle: the cpuidle driver, its
+	// governor, the guest's halt polling; absent in older reports). A
+	// proxy's round trip wakes sleeping threads, and what such a wake-up
+	// costs depends on it (S4).
+	CPUIdle     string `json:"cpu_idle,omitempty"`
 	Kernel      string `json:"kernel"`
 	GoVersion   string `json:"go_version"`
 	HAProxy     string `json:"haproxy,omitempty"`
@@ -130,7 +135,8 @@ func (m Machine) cpu() string {
 }
 
 // kernel describes the kernel for the machine line, with the TCP congestion
-// control the namespaces ran when the report recorded it.
+// control the namespaces ran and the CPUs' idle states when the report
+// recorded them.
 func (r *Report) kernel() string {
 	s := r.Machine.Kernel
 	switch {
@@ -139,6 +145,9 @@ func (r *Report) kernel() string {
 		s += " with TCP congestion control " + r.Machine.TCPCC + " (-tcp-cc)"
 	default:
 		s += " with TCP congestion control " + r.Machine.TCPCC + " (the host's)"
+	}
+	if r.Machine.CPUIdle != "" {
+		s += "; cpuidle " + r.Machine.CPUIdle
 	}
 	return s
 }
