@@ -578,10 +578,11 @@ func cpuIdentity(cpuinfo []byte) (name, id string) {
 }
 
 // cpuIdle describes how an idle CPU waits, from sysfs (sys is /sys): the
-// cpuidle driver and governor, and, under the haltpoll driver, how long a
-// guest polls before it halts (guest_halt_poll_ns; 0 halts at once, so every
-// wake-up of an idle vCPU goes through the hypervisor). Empty when sysfs has
-// no cpuidle (a container without it, or a kernel built without it).
+// cpuidle driver, then in parentheses its governor when that is named
+// otherwise and, under the haltpoll driver, how long a guest polls before it
+// halts (guest_halt_poll_ns; 0 halts at once, so every wake-up of an idle vCPU
+// goes through the hypervisor). Empty when sysfs has no cpuidle (a container
+// without it, or a kernel built without it).
 func cpuIdle(sys fs.FS) string {
 	read := func(name string) string {
 		b, err := fs.ReadFile(sys, name)
@@ -594,16 +595,19 @@ func cpuIdle(sys fs.FS) string {
 	if driver == "" || driver == "none" {
 		return ""
 	}
-	s := driver
+	var details []string
 	if g := read("devices/system/cpu/cpuidle/current_governor"); g != "" && g != driver {
-		s += ", governor " + g
+		details = append(details, "governor "+g)
 	}
 	if driver == "haltpoll" {
 		if ns := read("module/haltpoll/parameters/guest_halt_poll_ns"); ns != "" {
-			s += ", guest_halt_poll_ns " + ns
+			details = append(details, "guest_halt_poll_ns "+ns)
 		}
 	}
-	return s
+	if len(details) == 0 {
+		return driver
+	}
+	return driver + " (" + strings.Join(details, ", ") + ")"
 }
 
 // loadavg returns the 1, 5 and 15 minute load averages.

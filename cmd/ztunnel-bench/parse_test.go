@@ -71,8 +71,8 @@ func TestCPUIdentity(t *testing.T) {
 			t.Errorf("kernel() with -tcp-cc %q, ran %q: %q, want %q", c.set, c.ran, got, c.want)
 		}
 	}
-	r := &Report{Machine: Machine{Kernel: "6.18", TCPCC: "bbr", CPUIdle: "haltpoll, guest_halt_poll_ns 0"}}
-	if got, want := r.kernel(), "6.18 with TCP congestion control bbr (the host's); cpuidle haltpoll, guest_halt_poll_ns 0"; got != want {
+	r := &Report{Machine: Machine{Kernel: "6.18", TCPCC: "bbr", CPUIdle: "haltpoll (guest_halt_poll_ns 0)"}}
+	if got, want := r.kernel(), "6.18 with TCP congestion control bbr (the host's); cpuidle haltpoll (guest_halt_poll_ns 0)"; got != want {
 		t.Errorf("kernel() with the idle states: %q, want %q", got, want)
 	}
 }
@@ -89,11 +89,11 @@ func TestCPUIdle(t *testing.T) {
 		want string
 	}{
 		{"haltpoll guest", fstest.MapFS{dir + "current_driver": file("haltpoll"),
-			dir + "current_governor": file("haltpoll"), poll: file("0")}, "haltpoll, guest_halt_poll_ns 0"},
+			dir + "current_governor": file("haltpoll"), poll: file("0")}, "haltpoll (guest_halt_poll_ns 0)"},
 		{"haltpoll polling", fstest.MapFS{dir + "current_driver": file("haltpoll"),
-			dir + "current_governor": file("haltpoll"), poll: file("200000")}, "haltpoll, guest_halt_poll_ns 200000"},
+			dir + "current_governor": file("haltpoll"), poll: file("200000")}, "haltpoll (guest_halt_poll_ns 200000)"},
 		{"bare metal", fstest.MapFS{dir + "current_driver": file("intel_idle"),
-			dir + "current_governor": file("menu"), poll: file("0")}, "intel_idle, governor menu"},
+			dir + "current_governor": file("menu"), poll: file("0")}, "intel_idle (governor menu)"},
 		{"acpi without a governor file", fstest.MapFS{dir + "current_driver": file("acpi_idle")}, "acpi_idle"},
 		{"no driver", fstest.MapFS{dir + "current_driver": file("none")}, ""},
 		{"no cpuidle", fstest.MapFS{}, ""},
