@@ -67,6 +67,7 @@ type options struct {
 	keep          bool     // keep the temporary directory (process logs, configs)
 	ztunnelEnv    []string // NAME=VALUE pairs added to every ztunnel's environment (-ztunnel-env)
 	tcpCC         string   // TCP congestion control of every namespace (-tcp-cc; "": the host's)
+	order         string   // orderAlternate or orderFixed (-order)
 }
 
 // set parses a comma-separated selection of allowed names ("all" for every one).
@@ -118,6 +119,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	})
 	fs.StringVar(&o.tcpCC, "tcp-cc", "", "TCP congestion control of every namespace the harness builds, e.g. cubic "+
 		"(default: what they inherit, the host's net.ipv4.tcp_congestion_control)")
+	fs.StringVar(&o.order, "order", orderAlternate, "order of the paths within a repetition: "+orderAlternate+
+		" (the table's order in odd repetitions, reversed in even ones, so that no path always runs first or last) or "+
+		orderFixed+" (the table's order every time)")
 	quick := fs.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -165,6 +169,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-json and -markdown are exclusive")
 	case strings.ContainsAny(o.tcpCC, " \t/="):
 		return o, fmt.Errorf("-tcp-cc %q: want the name of a congestion control, such as cubic", o.tcpCC)
+	case o.order != orderAlternate && o.order != orderFixed:
+		return o, fmt.Errorf("-order %q: want %s or %s", o.order, orderAlternate, orderFixed)
 	}
 	return o, nil
 }
@@ -205,7 +211,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleConns: opts.idleConns, IdleWorkloads: opts.idleWorkloads, Settle: opts.settle.String(),
 		Rest:      restString(opts.rest),
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
-		ZtunnelEnv: opts.ztunnelEnv, TCPCC: opts.tcpCC,
+		ZtunnelEnv: opts.ztunnelEnv, TCPCC: opts.tcpCC, Order: opts.order,
 	}}
 	h := &harness{opts: opts, progress: stderr}
 	for _, n := range notes {
@@ -260,12 +266,37 @@ func selected(all []string, set map[string]bool) []string {
 	return out
 }
 
+// The orders of the paths within a repetition (-order).
+const (
+	orderAlternate = "alternate"
+	orderFixed     = "fixed"
+)
+
+// pathOrder returns the paths in the order repetition i (1-based) runs them: the table's order,
+// or under orderAlternate its reverse in even repetitions. A path's figures can depend on its
+// place (the caches and the CPU frequency the path before it left, a machine that slows down
+// or speeds up over a repetition); alternating puts every path first and last equally often
+// over an even number of repetitions, and within one of each other over an odd number.
+func pathOrder[T any](paths []T, i int, order string) []T {
+	out := slices.Clone(paths)
+	if order == orderAlternate && i%2 == 0 {
+		slices.Reverse(out)
+	}
+	return out
+}
+
 // measure runs every selected scenario on every path, repetition by repetition, so that drift
 // of a shared machine spreads over all paths alike. A failed run is noted and skipped; the
 // context ending stops everything.
 func (h *harness) measure(ctx context.Context, rep *Report) error {
 	for i := 1; i <= h.opts.reps; i++ {
 		rep.startRep(i)
+		paths := pathOrder(h.paths, i, h.opts.order)
+		names := make([]string, len(paths))
+		for j, p := range paths {
+			names[j] = p.name
+		}
+		rep.PathOrder = append(rep.PathOrder, names)
 		for _, scen := range allScenarios {
 			if !h.opts.scenarios[scen] {
 				continue
@@ -280,7 +311,7 @@ func (h *harness) measure(ctx context.Context, rep *Report) error {
 				}
 				continue
 			}
-			for _, p := range h.paths {
+			for _, p := range paths {
 				if scen == scenS5 && p.group == nil {
 					continue // no proxy, no RSS to attribute
 				}

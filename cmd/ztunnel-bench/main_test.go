@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -118,6 +119,9 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	if len(rep.PathOrder) != 1 || !slices.Equal(rep.PathOrder[0], paths) {
+		t.Errorf("path order %v, want one repetition in the table's order %v", rep.PathOrder, paths)
+	}
 	if rep.Settings.Reps != 1 || rep.Settings.IdleConns != 50 || rep.Machine.CPUs < 1 {
 		t.Errorf("settings %+v machine %+v", rep.Settings, rep.Machine)
 	}
@@ -135,6 +139,51 @@ func TestQuickRun(t *testing.T) {
 	}
 	if after := benchNetns(t); !slices.Equal(after, before) {
 		t.Errorf("namespaces left behind: before %v, after %v", before, after)
+	}
+}
+
+// TestPathOrderAlternates runs two repetitions and checks that the second ran the paths in the
+// reverse order, as the report and the progress lines say, and that each path's figures are
+// filed under their own repetition.
+func TestPathOrderAlternates(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"-quick", "-json", "-reps", "2", "-scenarios", "s4", "-paths", "direct,tls-relay",
+		"-rr-duration", "100ms"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d; progress:\n%s", code, stderr.String())
+	}
+	var rep Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout.String())
+	}
+	want := [][]string{{pathDirect, pathTLSRelay}, {pathTLSRelay, pathDirect}}
+	if len(rep.PathOrder) != 2 || !slices.Equal(rep.PathOrder[0], want[0]) || !slices.Equal(rep.PathOrder[1], want[1]) {
+		t.Errorf("path order %v, want %v", rep.PathOrder, want)
+	}
+	if rep.Settings.Order != orderAlternate {
+		t.Errorf("settings record order %q, want %q", rep.Settings.Order, orderAlternate)
+	}
+	// The progress lines, in the order they were written.
+	var ran []string
+	for line := range strings.Lines(stderr.String()) {
+		for _, p := range []string{pathDirect, pathTLSRelay} {
+			for i := 1; i <= 2; i++ {
+				if strings.Contains(line, fmt.Sprintf("[%d/2] S4 %-15s p50", i, p)) {
+					ran = append(ran, fmt.Sprintf("%d %s", i, p))
+				}
+			}
+		}
+	}
+	if wantRan := []string{"1 direct", "1 tls-relay", "2 tls-relay", "2 direct"}; !slices.Equal(ran, wantRan) {
+		t.Errorf("progress shows the runs %q, want %q; progress:\n%s", ran, wantRan, stderr.String())
+	}
+	for _, p := range []string{pathDirect, pathTLSRelay} {
+		if s := rep.find(scenS4, metP50, p); s == nil || !slices.Equal(s.Reps, []int{1, 2}) {
+			t.Errorf("S4 p50 on %s: %+v, want a value from each repetition", p, s)
+		}
 	}
 }
 

@@ -250,6 +250,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-tcp-cc", "cubic bbr"}, false, 0, 0, 0, 0},
 		{[]string{"-tcp-cc", "../x"}, false, 0, 0, 0, 0},
 		{[]string{"-quick", "-rest", "500ms"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6}, // after -quick's 200ms settle
+		{[]string{"-order", "fixed"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-order", "random"}, false, 0, 0, 0, 0},
+		{[]string{"-order", ""}, false, 0, 0, 0, 0},
 	}
 	for _, c := range cases {
 		o, err := parseFlags(c.args, io.Discard)
@@ -263,6 +266,78 @@ func TestParseFlags(t *testing.T) {
 		if o.duration != c.dur || o.rrDuration != c.rr || o.reps != c.reps || len(o.paths) != c.paths {
 			t.Errorf("%q: duration %v rr %v reps %d paths %v; want %v %v %d %d paths",
 				c.args, o.duration, o.rrDuration, o.reps, o.paths, c.dur, c.rr, c.reps, c.paths)
+		}
+	}
+}
+
+// TestParseOrder: the paths alternate unless -order fixed says otherwise.
+func TestParseOrder(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, orderAlternate},
+		{[]string{"-quick"}, orderAlternate},
+		{[]string{"-order", "fixed"}, orderFixed},
+		{[]string{"-order", "alternate"}, orderAlternate},
+	} {
+		o, err := parseFlags(c.args, io.Discard)
+		if err != nil || o.order != c.want {
+			t.Errorf("%q: order %q, err %v; want %q", c.args, o.order, err, c.want)
+		}
+	}
+}
+
+// TestPathOrder: under -order alternate every path runs first and last equally often over an
+// even number of repetitions; -order fixed keeps the table's order; the harness's list is
+// never reordered in place.
+func TestPathOrder(t *testing.T) {
+	table := []string{pathDirect, pathPassthrough, pathHBONE, pathHAProxy}
+	reversed := []string{pathHAProxy, pathHBONE, pathPassthrough, pathDirect}
+	first, last := map[string]int{}, map[string]int{}
+	for i := 1; i <= 4; i++ {
+		got := pathOrder(table, i, orderAlternate)
+		want := table
+		if i%2 == 0 {
+			want = reversed
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("alternate, repetition %d: %v, want %v", i, got, want)
+		}
+		first[got[0]]++
+		last[got[len(got)-1]]++
+		if got := pathOrder(table, i, orderFixed); !slices.Equal(got, table) {
+			t.Errorf("fixed, repetition %d: %v, want %v", i, got, table)
+		}
+	}
+	if first[pathDirect] != 2 || first[pathHAProxy] != 2 || last[pathDirect] != 2 || last[pathHAProxy] != 2 {
+		t.Errorf("over four repetitions: first %v, last %v; want direct and haproxy twice each", first, last)
+	}
+	if table[0] != pathDirect || table[3] != pathHAProxy {
+		t.Errorf("the harness's own list was reordered: %v", table)
+	}
+}
+
+// TestOrderNote: the table and the markdown say when the paths alternated, and only then.
+func TestOrderNote(t *testing.T) {
+	const said = "reversed in even ones"
+	r := &Report{Settings: Settings{Reps: 3, Order: orderAlternate, Paths: []string{pathDirect, pathHBONE}}}
+	r.add(scenS4, metP50, pathHBONE, 50)
+	r.summarize()
+	checkRendered(t, r, said)
+	for _, s := range []Settings{
+		{Reps: 3, Order: orderFixed, Paths: []string{pathDirect, pathHBONE}},
+		{Reps: 3, Paths: []string{pathDirect, pathHBONE}}, // a report from before -order
+		{Reps: 1, Order: orderAlternate, Paths: []string{pathDirect, pathHBONE}},
+		{Reps: 3, Order: orderAlternate, Paths: []string{pathHBONE}},
+	} {
+		r.Settings = s
+		var table bytes.Buffer
+		if err := r.writeTable(&table); err != nil {
+			t.Fatal(err)
+		}
+		if md := checkRendered(t, r); strings.Contains(md, said) || strings.Contains(table.String(), said) {
+			t.Errorf("settings %+v: the report says the paths alternated:\n%s\n%s", s, table.String(), md)
 		}
 	}
 }

@@ -171,6 +171,18 @@ type Settings struct {
 	TCPCC string `json:"tcp_cc,omitempty"`
 	// ZtunnelEnv is what -ztunnel-env added to the ztunnels' environment (none: the defaults).
 	ZtunnelEnv []string `json:"ztunnel_env,omitempty"`
+	// Order is -order: how the paths were ordered within each repetition (absent in reports
+	// made before it existed, which all ran the table's order every time).
+	Order string `json:"order,omitempty"`
+}
+
+// orderNote says how the paths were ordered within the repetitions, when that was not the
+// table's order every time ("" then).
+func (r *Report) orderNote() string {
+	if r.Settings.Order == orderAlternate && r.Settings.Reps > 1 && len(r.Settings.Paths) > 1 {
+		return ", the paths in the table's order in odd ones and reversed in even ones"
+	}
+	return ""
 }
 
 // Report is the whole result of a run, the -json output.
@@ -180,6 +192,8 @@ type Report struct {
 	Results  []*Series `json:"results"`
 	Targets  []Target  `json:"targets"`
 	Notes    []string  `json:"notes,omitempty"`
+	// PathOrder lists, for each repetition, the paths in the order it ran them.
+	PathOrder [][]string `json:"path_order,omitempty"`
 
 	rep int // the repetition add records values for (set by the harness; 0 before the first)
 }
@@ -404,8 +418,8 @@ func (r *Report) writeTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nmedian [min-max] of %d repetitions; duration %s (S1, S2, S6 bulk), %s (S3, S4, S6 RR)\n",
-		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration)
+	fmt.Fprintf(w, "\nmedian [min-max] of %d repetitions%s; duration %s (S1, S2, S6 bulk), %s (S3, S4, S6 RR)\n",
+		r.Settings.Reps, r.orderNote(), r.Settings.Duration, r.Settings.RRDuration)
 	if len(r.Settings.ZtunnelEnv) > 0 {
 		fmt.Fprintf(w, "ztunnel environment added: %s\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}
@@ -463,8 +477,8 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 			settle += " and again at rest, " + r.Settings.Rest + " after"
 		}
 	}
-	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions; bulk %s, RR/CRR %s; %d idle connections (S5%s); %d workloads (idle RSS).\n",
-		r.Settings.Reps, r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
+	fmt.Fprintf(&b, "\nMedian [min-max] of %d repetitions%s; bulk %s, RR/CRR %s; %d idle connections (S5%s); %d workloads (idle RSS).\n",
+		r.Settings.Reps, r.orderNote(), r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
 		r.Machine.CPUs, r.Machine.cpu(), r.kernel(), r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
 	if len(r.Settings.ZtunnelEnv) > 0 {
