@@ -91,25 +91,25 @@ func parseSet(s string, allowed []string) (map[string]bool, error) {
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("ztunnel-bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.ztunnel, "ztunnel", "", "ztunnel binary (default: go build the module's cmd/ztunnel)")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each bulk run (S1, S2, S6)")
-	fs.DurationVar(&o.rrDuration, "rr-duration", 5*time.Second, "length of each CRR/RR run (S3, S4, S6)")
-	fs.IntVar(&o.reps, "reps", 3, "repetitions of every figure (median, min, max)")
-	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle connections held through each path (S5)")
-	fs.IntVar(&o.idleWorkloads, "idle-workloads", 1000, "workloads in the config of the idle-RSS ztunnel")
-	fs.DurationVar(&o.settle, "settle", time.Second, "wait before reading RSS (S5, idle)")
-	fs.DurationVar(&o.rest, "rest", 0, "S5 reads RSS a second time this long after the connections settled, "+
+	flags := flag.NewFlagSet("ztunnel-bench", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.StringVar(&o.ztunnel, "ztunnel", "", "ztunnel binary (default: go build the module's cmd/ztunnel)")
+	flags.DurationVar(&o.duration, "duration", 10*time.Second, "length of each bulk run (S1, S2, S6)")
+	flags.DurationVar(&o.rrDuration, "rr-duration", 5*time.Second, "length of each CRR/RR run (S3, S4, S6)")
+	flags.IntVar(&o.reps, "reps", 3, "repetitions of every figure (median, min, max)")
+	flags.IntVar(&o.idleConns, "idle-conns", 10000, "idle connections held through each path (S5)")
+	flags.IntVar(&o.idleWorkloads, "idle-workloads", 1000, "workloads in the config of the idle-RSS ztunnel")
+	flags.DurationVar(&o.settle, "settle", time.Second, "wait before reading RSS (S5, idle)")
+	flags.DurationVar(&o.rest, "rest", 0, "S5 reads RSS a second time this long after the connections settled, "+
 		"at rest (more than twice ZTUNNEL_MEMORY_TRIM_INTERVAL lets the idle trim run first; 0: no second reading)")
-	scen := fs.String("scenarios", "all", "scenarios to run: "+strings.Join(allScenarios, ","))
-	paths := fs.String("paths", "all", "paths to measure: "+strings.Join(allPaths, ","))
-	fs.BoolVar(&o.json, "json", false, "write the report as JSON on stdout instead of the table")
-	fs.BoolVar(&o.markdown, "markdown", false, "write a markdown summary on stdout instead of the table")
-	fs.BoolVar(&o.abrupt, "abrupt", false, "end bulk streams by closing them with data in flight (as an aborted download does) instead of half-closing and draining")
-	fs.StringVar(&o.render, "render", "", "print a report saved with -json (as table, or -markdown) instead of measuring")
-	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with the processes' logs and configs")
-	fs.Func("ztunnel-env", "NAME=VALUE added to the environment of every ztunnel (repeatable), e.g. HTTP2_STREAM_WINDOW_SIZE=262144", func(v string) error {
+	scen := flags.String("scenarios", "all", "scenarios to run: "+strings.Join(allScenarios, ","))
+	paths := flags.String("paths", "all", "paths to measure: "+strings.Join(allPaths, ","))
+	flags.BoolVar(&o.json, "json", false, "write the report as JSON on stdout instead of the table")
+	flags.BoolVar(&o.markdown, "markdown", false, "write a markdown summary on stdout instead of the table")
+	flags.BoolVar(&o.abrupt, "abrupt", false, "end bulk streams by closing them with data in flight (as an aborted download does) instead of half-closing and draining")
+	flags.StringVar(&o.render, "render", "", "print a report saved with -json (as table, or -markdown) instead of measuring")
+	flags.BoolVar(&o.keep, "keep", false, "keep the temporary directory with the processes' logs and configs")
+	flags.Func("ztunnel-env", "NAME=VALUE added to the environment of every ztunnel (repeatable), e.g. HTTP2_STREAM_WINDOW_SIZE=262144", func(v string) error {
 		name, _, ok := strings.Cut(v, "=")
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return fmt.Errorf("%q: want NAME=VALUE", v)
@@ -117,21 +117,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.ztunnelEnv = append(o.ztunnelEnv, v)
 		return nil
 	})
-	fs.StringVar(&o.tcpCC, "tcp-cc", "", "TCP congestion control of every namespace the harness builds, e.g. cubic "+
+	flags.StringVar(&o.tcpCC, "tcp-cc", "", "TCP congestion control of every namespace the harness builds, e.g. cubic "+
 		"(default: what they inherit, the host's net.ipv4.tcp_congestion_control)")
-	fs.StringVar(&o.order, "order", orderAlternate, "order of the paths within a repetition: "+orderAlternate+
+	flags.StringVar(&o.order, "order", orderAlternate, "order of the paths within a repetition: "+orderAlternate+
 		" (the table's order in odd repetitions, reversed in even ones, so that no path always runs first or last) or "+
 		orderFixed+" (the table's order every time)")
-	quick := fs.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
-	if err := fs.Parse(args); err != nil {
+	quick := flags.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
+	if err := flags.Parse(args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	if flags.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", flags.Args())
 	}
 	if *quick {
 		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for name, v := range map[string]any{
 			"duration": 300 * time.Millisecond, "rr-duration": 200 * time.Millisecond,
 			"reps": 1, "idle-conns": 200, "settle": 200 * time.Millisecond,
@@ -141,9 +141,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			}
 			switch p := v.(type) {
 			case time.Duration:
-				fs.Lookup(name).Value.Set(p.String())
+				flags.Lookup(name).Value.Set(p.String())
 			case int:
-				fs.Lookup(name).Value.Set(fmt.Sprint(p))
+				flags.Lookup(name).Value.Set(fmt.Sprint(p))
 			}
 		}
 	}
