@@ -14,21 +14,29 @@ import (
 // service hostnames first, then the system resolver.
 
 const (
-	socksVersion     = 5
-	socksCmdConnect  = 1
-	socksAtypIPv4    = 1
-	socksAtypDomain  = 3
-	socksAtypIPv6    = 4
-	socksRepOK       = 0
-	socksRepFailure  = 1
-	socksRepCmd      = 7
-	socksRepAddrType = 8
+	socksVersion        = 5
+	socksMethodNone     = 0    // no authentication required
+	socksMethodNoneFits = 0xff // none of the client's methods is acceptable
+	socksCmdConnect     = 1
+	socksAtypIPv4       = 1
+	socksAtypDomain     = 3
+	socksAtypIPv6       = 4
+	socksRepOK          = 0
+	socksRepHost        = 4 // host unreachable: the name did not resolve
+	socksRepCmd         = 7
+	socksRepAddrType    = 8
+
+	// socksHandshakeTimeout bounds the whole negotiation, name resolution included.
+	socksHandshakeTimeout = 10 * time.Second
 )
 
 // handleSOCKS5 negotiates one SOCKS5 CONNECT and hands the connection to the outbound path.
 func (p *Proxy) handleSOCKS5(c net.Conn, st *connState) {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	dst, err := p.socksHandshake(c)
+	deadline := time.Now().Add(socksHandshakeTimeout)
+	c.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	dst, err := socksHandshake(ctx, c, p.resolveName)
+	cancel()
 	if err != nil {
 		p.log.Debug("socks5: handshake failed", "src", c.RemoteAddr().String(), "err", err)
 		c.Close()
@@ -38,73 +46,108 @@ func (p *Proxy) handleSOCKS5(c net.Conn, st *connState) {
 	p.outbound(c, addrPort(c.RemoteAddr()), dst, st)
 }
 
-func (p *Proxy) socksHandshake(c net.Conn) (netip.AddrPort, error) {
+// socksHandshake reads a client's greeting and CONNECT request from rw, answers both, and returns
+// the destination. It reads exactly the two messages, never past them, so that what a client
+// pipelined behind its request stays for the relay. A name is mapped to an address by resolve,
+// within ctx. On an error, rw may have a failure reply written to it; the caller closes it.
+func socksHandshake(ctx context.Context, rw io.ReadWriter, resolve func(context.Context, string) netip.Addr) (netip.AddrPort, error) {
+	// The greeting: version, the number of methods, the methods.
 	var hdr [2]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+	if _, err := io.ReadFull(rw, hdr[:]); err != nil {
 		return netip.AddrPort{}, err
 	}
 	if hdr[0] != socksVersion {
 		return netip.AddrPort{}, errSOCKS("unsupported version")
 	}
-	methods := make([]byte, hdr[1])
-	if _, err := io.ReadFull(c, methods); err != nil {
+	var methods [255]byte
+	if _, err := io.ReadFull(rw, methods[:hdr[1]]); err != nil {
 		return netip.AddrPort{}, err
 	}
-	if _, err := c.Write([]byte{socksVersion, 0}); err != nil { // no authentication
+	if !offersNoAuth(methods[:hdr[1]]) {
+		// RFC 1928 section 3: no acceptable method, and the client must close.
+		rw.Write([]byte{socksVersion, socksMethodNoneFits})
+		return netip.AddrPort{}, errSOCKS("the client offers no unauthenticated method")
+	}
+	if _, err := rw.Write([]byte{socksVersion, socksMethodNone}); err != nil {
 		return netip.AddrPort{}, err
 	}
+
+	// The request: version, command, reserved, address type, address, port.
 	var req [4]byte
-	if _, err := io.ReadFull(c, req[:]); err != nil {
+	if _, err := io.ReadFull(rw, req[:]); err != nil {
 		return netip.AddrPort{}, err
 	}
 	if req[0] != socksVersion || req[1] != socksCmdConnect {
-		socksReply(c, socksRepCmd)
+		socksReply(rw, socksRepCmd)
 		return netip.AddrPort{}, errSOCKS("only CONNECT is supported")
 	}
 	var ip netip.Addr
 	switch req[3] {
 	case socksAtypIPv4:
 		var b [4]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
+		if _, err := io.ReadFull(rw, b[:]); err != nil {
 			return netip.AddrPort{}, err
 		}
 		ip = netip.AddrFrom4(b)
 	case socksAtypIPv6:
 		var b [16]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
+		if _, err := io.ReadFull(rw, b[:]); err != nil {
 			return netip.AddrPort{}, err
 		}
 		ip = netip.AddrFrom16(b).Unmap()
 	case socksAtypDomain:
 		var n [1]byte
-		if _, err := io.ReadFull(c, n[:]); err != nil {
+		if _, err := io.ReadFull(rw, n[:]); err != nil {
 			return netip.AddrPort{}, err
 		}
-		name := make([]byte, n[0])
-		if _, err := io.ReadFull(c, name); err != nil {
+		var name [255]byte
+		if _, err := io.ReadFull(rw, name[:n[0]]); err != nil {
 			return netip.AddrPort{}, err
 		}
-		ip = p.resolveName(string(name))
+		// The port follows the name; read it before the lookup so that a failed lookup
+		// answers a request read whole.
+		var port [2]byte
+		if _, err := io.ReadFull(rw, port[:]); err != nil {
+			return netip.AddrPort{}, err
+		}
+		ip = resolve(ctx, string(name[:n[0]]))
 		if !ip.IsValid() {
-			socksReply(c, socksRepFailure)
-			return netip.AddrPort{}, errSOCKS("cannot resolve " + string(name))
+			socksReply(rw, socksRepHost)
+			return netip.AddrPort{}, errSOCKS("cannot resolve " + string(name[:n[0]]))
 		}
+		return socksAccept(rw, netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])))
 	default:
-		socksReply(c, socksRepAddrType)
+		socksReply(rw, socksRepAddrType)
 		return netip.AddrPort{}, errSOCKS("unsupported address type")
 	}
 	var port [2]byte
-	if _, err := io.ReadFull(c, port[:]); err != nil {
+	if _, err := io.ReadFull(rw, port[:]); err != nil {
 		return netip.AddrPort{}, err
 	}
-	if err := socksReply(c, socksRepOK); err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])), nil
+	return socksAccept(rw, netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])))
 }
 
-// resolveName maps a mesh service hostname to its VIP, else asks the system resolver.
-func (p *Proxy) resolveName(name string) netip.Addr {
+// offersNoAuth reports whether a greeting's methods include "no authentication".
+func offersNoAuth(methods []byte) bool {
+	for _, m := range methods {
+		if m == socksMethodNone {
+			return true
+		}
+	}
+	return false
+}
+
+// socksAccept answers a request with success and returns its destination.
+func socksAccept(w io.Writer, dst netip.AddrPort) (netip.AddrPort, error) {
+	if err := socksReply(w, socksRepOK); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return dst, nil
+}
+
+// resolveName maps a mesh service hostname to its VIP, else asks the system resolver within ctx.
+// It returns the zero Addr when the name does not resolve.
+func (p *Proxy) resolveName(ctx context.Context, name string) netip.Addr {
 	for _, svc := range p.cfg.Store.Snapshot().ServicesByHostname(name) {
 		for _, vip := range svc.VIPs {
 			if vip.Network == p.cfg.Network {
@@ -112,15 +155,17 @@ func (p *Proxy) resolveName(name string) netip.Addr {
 			}
 		}
 	}
-	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", name)
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 	if err != nil || len(addrs) == 0 {
 		return netip.Addr{}
 	}
 	return addrs[0].Unmap()
 }
 
-func socksReply(c net.Conn, rep byte) error {
-	_, err := c.Write([]byte{socksVersion, rep, 0, socksAtypIPv4, 0, 0, 0, 0, 0, 0})
+// socksReply writes a reply with code rep. The bound address is always 0.0.0.0:0: the outbound
+// connection is made after the reply, as the Rust ztunnel does.
+func socksReply(w io.Writer, rep byte) error {
+	_, err := w.Write([]byte{socksVersion, rep, 0, socksAtypIPv4, 0, 0, 0, 0, 0, 0})
 	return err
 }
 
