@@ -35,6 +35,10 @@ func (a *App) newShared(base proxy.Config) error {
 	base.Socket.ReusePort = a.cfg.InPod.PortReuse
 	// Pod sockets need CAP_NET_ADMIN anyway (setns); transparent inbound connections too.
 	base.Socket.Transparent = true
+	m, err := inpod.NewMetrics(a.metrics.Registerer())
+	if err != nil {
+		return err
+	}
 	s := &sharedMode{notReady: a.ready.Register(readyInpod)}
 	c, err := inpod.NewClient(inpod.Config{
 		Path:    a.cfg.InPod.UDS,
@@ -52,7 +56,8 @@ func (a *App) newShared(base proxy.Config) error {
 				s.notReady = a.ready.Register(readyInpod)
 			}
 		},
-		Logger: a.out.Logger("ztunnel::inpod"),
+		Metrics: m,
+		Logger:  a.out.Logger("ztunnel::inpod"),
 	})
 	if err != nil {
 		return err

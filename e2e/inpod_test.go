@@ -103,6 +103,31 @@ func p53(t *testing.T, ns *lab.Netns) string {
 	return ns.MustRun(t, "ss", "-Hlun")
 }
 
+// workloadManagerMetrics is what a shared-mode ztunnel's /metrics says of its pod proxies.
+type workloadManagerMetrics struct{ active, pending, started, stopped float64 }
+
+// workloadManager scrapes z's workload_manager_* metrics; each must be there.
+func (z *ztunnel) workloadManager(t *testing.T) workloadManagerMetrics {
+	t.Helper()
+	code, body := z.get("127.0.0.1:15020", "/metrics")
+	var m workloadManagerMetrics
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{
+		{"workload_manager_active_proxy_count", &m.active},
+		{"workload_manager_pending_proxy_count", &m.pending},
+		{"workload_manager_proxies_started_total", &m.started},
+		{"workload_manager_proxies_stopped_total", &m.stopped},
+	} {
+		if code != 200 || !promtext.Has(body, f.name) {
+			t.Fatalf("metrics (%d) lack %s:\n%s", code, f.name, grep(body, "workload_manager"))
+		}
+		*f.v = promtext.Sum(body, f.name)
+	}
+	return m
+}
+
 func hasPorts(ss string, ports ...string) bool {
 	for _, p := range ports {
 		if !strings.Contains(ss, ":"+p+" ") {
@@ -141,8 +166,16 @@ func TestSharedMode(t *testing.T) {
 		if ss := listening(t, s.e.NS); hasPorts(ss, "15001") {
 			t.Fatalf("pod e listens before its Add:\n%s", ss)
 		}
+		before := s.z1.workloadManager(t)
+		if before.active != 2 || before.pending != 0 {
+			t.Errorf("before e's Add, node 1's ztunnel reports %+v, want a and b active and none pending", before)
+		}
 		if err := s.e.Enroll(); err != nil {
 			t.Fatalf("add e: %v", err)
+		}
+		// The Add is acknowledged once e's proxy runs, so the scrape that follows sees it.
+		if got := s.z1.workloadManager(t); got.active != before.active+1 || got.started != before.started+1 || got.pending != 0 {
+			t.Errorf("after e's Add: %+v, want one more active and started than %+v", got, before)
 		}
 		if ss := listening(t, s.e.NS); !hasPorts(ss, "15001", "15006", "15008") {
 			t.Fatalf("after Add pod e listens on:\n%s", ss)
@@ -156,6 +189,10 @@ func TestSharedMode(t *testing.T) {
 		}
 		testwait.Until(t, "pod e listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.e.NS), ":1500")
+		})
+		testwait.Until(t, "e's proxy counted as stopped", 5*time.Second, func() bool {
+			got := s.z1.workloadManager(t)
+			return got.active == before.active && got.stopped == before.stopped+1 && got.started == before.started+1
 		})
 		// The node namespace never had pod listeners.
 		if ss := listening(t, s.n1.NS); hasPorts(ss, "15001") {

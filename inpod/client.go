@@ -25,7 +25,9 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// RetryInterval is how often pods that failed to start are retried; zero means 5 s.
 	RetryInterval time.Duration
-	Logger        *slog.Logger
+	// Metrics, when set, receives the workload manager's gauges and counters.
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Client is ztunnel's end of ZDS. It is used by one Run call.
@@ -53,7 +55,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = 5 * time.Second
 	}
-	return &Client{cfg: cfg, log: cfg.Logger, state: newState(cfg.Factory, cfg.Logger)}, nil
+	return &Client{cfg: cfg, log: cfg.Logger, state: newState(cfg.Factory, cfg.Logger, cfg.Metrics)}, nil
 }
 
 // Pods returns the pods the client knows, by UID, for /config_dump. Safe for concurrent use.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -66,6 +67,7 @@ type harness struct {
 	l       *net.UnixListener
 	f       *fakeFactory
 	c       *Client
+	reg     *prometheus.Registry // the client's workload_manager_* metrics
 	readyMu sync.Mutex
 	ready   []bool
 	cancel  context.CancelFunc
@@ -82,9 +84,13 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, l: l, f: &fakeFactory{fail: map[string]int{}}, done: make(chan error, 1)}
+	h := &harness{t: t, l: l, f: &fakeFactory{fail: map[string]int{}}, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+	m, err := NewMetrics(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := NewClient(Config{
-		Path: path, Factory: h.f, RetryInterval: 50 * time.Millisecond,
+		Path: path, Factory: h.f, RetryInterval: 50 * time.Millisecond, Metrics: m,
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Ready: func(v bool) {
 			h.readyMu.Lock()
@@ -406,6 +412,98 @@ func TestFailedPodIsPendingAndRetried(t *testing.T) {
 	if string(b) != `{"a":{"state":"Up","info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {
 		t.Errorf("workloadState JSON = %s", b)
 	}
+}
+
+// podCounts is the workload manager's metrics at one moment.
+type podCounts struct{ active, pending, started, stopped float64 }
+
+// counts gathers the client's workload_manager_* metrics; each must be registered.
+func (h *harness) counts() podCounts {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetGauge() != nil:
+				got[mf.GetName()] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				got[mf.GetName()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	var c podCounts
+	for name, v := range map[string]*float64{
+		"workload_manager_active_proxy_count":    &c.active,
+		"workload_manager_pending_proxy_count":   &c.pending,
+		"workload_manager_proxies_started_total": &c.started,
+		"workload_manager_proxies_stopped_total": &c.stopped,
+	} {
+		val, ok := got[name]
+		if !ok {
+			h.t.Fatalf("%s is not registered (have %v)", name, got)
+		}
+		*v = val
+	}
+	return c
+}
+
+// TestWorkloadManagerMetrics: the gauges follow the running and pending pods as each request is
+// answered, and the counters count proxies started and proxies drained, through a failed start,
+// its retry, a live delete, a recreated sandbox and the client's shutdown.
+func TestWorkloadManagerMetrics(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	expect := func(what string, want podCounts) {
+		t.Helper()
+		testwait.Until(t, what, 5*time.Second, func() bool { return h.counts() == want })
+	}
+	// Gauges are set before a request is answered, so they are exact right after an answer.
+	exact := func(what string, want podCounts) {
+		t.Helper()
+		if got := h.counts(); got != want {
+			t.Fatalf("%s: %+v, want %+v", what, got, want)
+		}
+	}
+	if got := h.counts(); got != (podCounts{}) {
+		t.Fatalf("before any pod: %+v, want zeros", got)
+	}
+
+	h.f.fail["c"] = 1
+	p := h.accept()
+	for _, uid := range []string{"a", "b"} {
+		if e := p.send(add(uid), netnsFile(t, dir, uid)); e != "" {
+			t.Fatalf("add %s NACKed: %s", uid, e)
+		}
+	}
+	exact("a and b added", podCounts{active: 2, started: 2})
+	if e := p.send(add("c"), netnsFile(t, dir, "c")); e == "" {
+		t.Fatal("c's failed start was ACKed")
+	}
+	exact("c failed to start", podCounts{active: 2, pending: 1, started: 2})
+	if e := p.send(snapshotSent); e != "" {
+		t.Fatal(e)
+	}
+	expect("c started by the retry", podCounts{active: 3, started: 3})
+
+	if e := p.send(del("a")); e != "" {
+		t.Fatal(e)
+	}
+	expect("a drained", podCounts{active: 2, started: 3, stopped: 1})
+
+	// b's sandbox is recreated: the old proxy drains, a new one starts.
+	if e := p.send(add("b"), netnsFile(t, dir, "b2")); e != "" {
+		t.Fatal(e)
+	}
+	expect("b replaced", podCounts{active: 2, started: 4, stopped: 2})
+
+	h.cancel()
+	err := <-h.done
+	h.done <- err // for the cleanup
+	exact("after shutdown", podCounts{started: 4, stopped: 4})
 }
 
 func mustMarshal(m proto.Message) []byte {

@@ -63,6 +63,7 @@ type runningPod struct {
 type state struct {
 	factory ProxyFactory
 	log     *slog.Logger
+	metrics *Metrics // nil: none; safe for the drain goroutines
 
 	pods    map[string]*runningPod // uid -> started proxy
 	pending map[string]*Pod        // uid -> pod whose proxy failed to start; retried
@@ -83,8 +84,9 @@ type PodStatus struct {
 	Info  WorkloadInfo `json:"info"`
 }
 
-// publish replaces the status view with the current pods.
+// publish replaces the status view with the current pods and sets the pod gauges.
 func (s *state) publish() {
+	s.metrics.setCounts(len(s.pods), len(s.pending))
 	m := make(map[string]PodStatus, len(s.pods)+len(s.pending))
 	for uid, r := range s.pods {
 		m[uid] = PodStatus{State: "Up", Info: r.pod.Info}
@@ -95,10 +97,11 @@ func (s *state) publish() {
 	s.status.Store(&m)
 }
 
-func newState(f ProxyFactory, log *slog.Logger) *state {
+func newState(f ProxyFactory, log *slog.Logger, m *Metrics) *state {
 	return &state{
 		factory:      f,
 		log:          log,
+		metrics:      m,
 		pods:         make(map[string]*runningPod),
 		pending:      make(map[string]*Pod),
 		snapshotUIDs: make(map[string]bool),
@@ -208,6 +211,7 @@ func (s *state) add(ctx context.Context, pod *Pod) error {
 	}
 	delete(s.pending, pod.UID)
 	s.pods[pod.UID] = &runningPod{pod: pod, proxy: px}
+	s.metrics.proxyStarted()
 	return nil
 }
 
@@ -243,6 +247,7 @@ func (s *state) del(uid string) {
 			s.log.Warn("pod proxy drain", "uid", uid, "err", err)
 		}
 		r.pod.Netns.Close()
+		s.metrics.proxyStopped()
 	})
 }
 
