@@ -37,6 +37,10 @@ type route struct {
 	// waypoint is true when hboneAddr is the waypoint in front of dst (then target == dst and
 	// dstW is the waypoint workload).
 	waypoint bool
+	// passthrough is true when dst is the VIP of a service whose load balancer passes
+	// connections through to the original destination: target == dst, connected directly, and
+	// dstW and dstSvc are nil, as ztunnel reports it.
+	passthrough bool
 
 	// dstW is the workload the connection reaches (the waypoint when there is one); dstSvc the
 	// service the app addressed, waypoint or not.
@@ -50,11 +54,13 @@ var errNoHealthyEndpoint = errors.New("no healthy upstream")
 // errUnknownWaypoint is returned when a waypoint's address or hostname names nothing known.
 var errUnknownWaypoint = errors.New("unknown waypoint")
 
-// resolve picks the route for a connection from src (whose identity is srcID) to dst, as
-// ztunnel's build_request does:
+// resolve picks the route for a connection from src (whose identity is srcID and workload srcW,
+// nil when unknown) to dst, as ztunnel's build_request does:
 //   - a service VIP whose service has a waypoint goes to the waypoint, always;
+//   - a service VIP whose load balancer is in passthrough mode goes to dst itself, directly;
 //   - any other service VIP goes to one of its healthy endpoints (service port mapped to the
-//     endpoint's target port), whatever waypoint that endpoint has;
+//     endpoint's target port, see pickEndpoint for which), whatever waypoint that endpoint has,
+//     at the endpoint's address of dst's family (see pickIP);
 //   - a workload address whose workload has a waypoint goes to the waypoint, unless the
 //     connection comes from that waypoint itself (identity and address both match);
 //   - a mesh workload speaking HBONE is tunnelled, one speaking TCP and any other address are
@@ -65,25 +71,33 @@ var errUnknownWaypoint = errors.New("unknown waypoint")
 //
 // To a waypoint, the route is always HBONE, the authority stays dst and the peer must present
 // the waypoint workload's identity (or its service's subjectAltNames).
-func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.ID, dst netip.AddrPort) (route, error) {
+func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.ID, srcW *workload.Workload, dst netip.AddrPort) (route, error) {
 	rt := route{dst: dst, target: dst}
 	network := p.cfg.Network
 	ns := srcID.Namespace
 	if svc := snap.ServiceByVIPFrom(network, dst.Addr(), ns); svc != nil {
 		rt.dstSvc = svc
 		if gw := serviceWaypoint(svc); gw != nil {
-			return rt, p.viaWaypoint(snap, &rt, gw, ns)
+			return rt, p.viaWaypoint(snap, &rt, gw, ns, srcW)
 		}
-		w, port, err := pickEndpoint(snap, svc, dst.Port(), false)
+		if lb := svc.LoadBalancer; lb != nil && lb.Mode == workload.LBPassthrough {
+			rt.dstSvc, rt.passthrough = nil, true
+			return rt, nil
+		}
+		w, port, err := pickEndpoint(snap, svc, dst.Port(), false, srcW)
 		if err != nil {
 			return rt, fmt.Errorf("service %s: %w", svc.Hostname, err)
 		}
 		rt.dstW = w
-		rt.target = netip.AddrPortFrom(workloadIP(w), port)
+		ip := pickIP(w, dst.Addr(), svc.IPFamilies)
+		if !ip.IsValid() {
+			return rt, fmt.Errorf("service %s: endpoint %s has no address of the service's families (%v)", svc.Hostname, w.Name, svc.IPFamilies)
+		}
+		rt.target = netip.AddrPortFrom(ip, port)
 	} else if w := snap.WorkloadByAddr(network, dst.Addr()); w != nil {
 		rt.dstW = w
 		if w.Waypoint != nil && !fromWaypoint(snap, w.Waypoint, src, srcID) {
-			return rt, p.viaWaypoint(snap, &rt, w.Waypoint, ns)
+			return rt, p.viaWaypoint(snap, &rt, w.Waypoint, ns, srcW)
 		}
 	}
 	if w := rt.dstW; w != nil && w.Protocol == workload.ProtocolHBONE {
@@ -130,9 +144,9 @@ func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
 // viaWaypoint points rt at the waypoint gw: HBONE to the waypoint workload's address, with the
 // authority left at the original destination. rt.dstSvc is kept (the service the app asked
 // for); rt.dstW becomes the waypoint, which is what the metrics and the access log name. ns is
-// the client's namespace (see findWaypoint).
-func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string) error {
-	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr(), ns)
+// the client's namespace and srcW its workload (nil: unknown; see findWaypoint).
+func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string, srcW *workload.Workload) error {
+	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr(), ns, srcW)
 	if err != nil {
 		return fmt.Errorf("waypoint %s: %w", gw.Destination, err)
 	}
@@ -158,20 +172,21 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 //
 // orig is the destination the app asked for: the waypoint address of the same family is
 // preferred when the waypoint is named by hostname. ns, the client's namespace, chooses among
-// services sharing the waypoint's VIP, as for any destination.
-func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
+// services sharing the waypoint's VIP, as for any destination, and srcW, the client's workload
+// (nil: unknown), is what the waypoint service's routing preferences compare with.
+func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string, srcW *workload.Workload) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
 	port := gw.HBONEMTLSPort
 	switch d := gw.Destination; {
 	case d.Address != nil:
 		orig = d.Address.Address
 		if svc = snap.ServiceByVIPFrom(d.Address.Network, d.Address.Address, ns); svc != nil {
-			w, port, err = pickEndpoint(snap, svc, port, true)
+			w, port, err = pickEndpoint(snap, svc, port, true, srcW)
 		} else if w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w == nil {
 			err = errUnknownWaypoint
 		}
 	case d.Hostname != nil:
 		if svc = snap.ServiceByName(*d.Hostname); svc != nil {
-			w, port, err = pickEndpoint(snap, svc, port, true)
+			w, port, err = pickEndpoint(snap, svc, port, true, srcW)
 		} else if w = workloadByHostname(snap, *d.Hostname); w == nil {
 			err = errUnknownWaypoint
 		}
@@ -181,7 +196,11 @@ func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig net
 	if err != nil {
 		return nil, addr, nil, err
 	}
-	ip := pickIP(w, orig)
+	families := workload.IPFamilyAutomatic
+	if svc != nil {
+		families = svc.IPFamilies
+	}
+	ip := pickIP(w, orig, families)
 	if !ip.IsValid() {
 		return nil, addr, nil, fmt.Errorf("waypoint workload %s has no address", w.Name)
 	}
@@ -199,17 +218,24 @@ func workloadByHostname(snap *workload.Snapshot, n workload.NamespacedHostname) 
 	return nil
 }
 
-// pickIP returns want when w has it, else w's first address of want's family, else its first.
-func pickIP(w *workload.Workload, want netip.Addr) netip.Addr {
+// pickIP returns want when w has it; else, of w's addresses that families allows, the first of
+// want's family, else the first; else the zero Addr.
+func pickIP(w *workload.Workload, want netip.Addr, families workload.IPFamily) netip.Addr {
 	if slices.Contains(w.WorkloadIPs, want) {
 		return want
 	}
+	var first netip.Addr
 	for _, ip := range w.WorkloadIPs {
-		if ip.Is4() == want.Is4() {
+		switch {
+		case families == workload.IPFamilyIPv4 && !ip.Is4(), families == workload.IPFamilyIPv6 && ip.Is4():
+			continue
+		case ip.Is4() == want.Is4():
 			return ip
+		case !first.IsValid():
+			first = ip
 		}
 	}
-	return workloadIP(w)
+	return first
 }
 
 // fromWaypoint reports whether the connection from src with identity srcID comes from one of the
@@ -245,16 +271,32 @@ func fromWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, src neti
 	return false
 }
 
-// pickEndpoint chooses one of svc's endpoints at random (the snapshot already left out the
-// unhealthy ones unless the service's load balancer allows them) and maps the service port.
+// pickEndpoint chooses one of svc's endpoints as ztunnel's load balancer does and maps the
+// service port to its target port. The snapshot already left out the unhealthy endpoints unless
+// the service's load balancer allows them.
+//   - Under a load balancer in Strict or Failover mode (Kubernetes' trafficDistribution
+//     PreferClose, Istio's locality failover), only the endpoints that share the most of the
+//     routing preferences with the client's workload src are candidates (see localityRank);
+//     Strict also drops every endpoint that does not share them all. A nil src is a client
+//     whose locality is unknown: every field empty.
+//   - Among the candidates, an endpoint is drawn with a probability proportional to its
+//     workload's capacity (1 unless istiod says otherwise).
+//
 // For a waypoint's service (waypoint true), an endpoint with an application tunnel port is
 // also reached on svcPort itself when no mapping knows the port.
-func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool) (*workload.Workload, uint16, error) {
+func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool, src *workload.Workload) (*workload.Workload, uint16, error) {
 	type cand struct {
 		w    *workload.Workload
 		port uint16
 	}
+	lb := svc.LoadBalancer
+	ranked := lb != nil && lb.Mode != workload.LBStandard
+	if src == nil {
+		src = &noWorkload
+	}
 	var cands []cand
+	var weight uint64 // the sum of cands' capacities
+	best := -1        // the rank of cands
 	for _, ep := range svc.Endpoints {
 		w := snap.WorkloadByUID(ep.WorkloadUID)
 		if w == nil || !workloadIP(w).IsValid() {
@@ -267,13 +309,79 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 		if !ok {
 			continue
 		}
+		rank := 0
+		if ranked {
+			if rank, ok = localityRank(lb, src, w); !ok {
+				continue
+			}
+		}
+		switch {
+		case rank < best:
+			continue
+		case rank > best:
+			best, cands, weight = rank, cands[:0], 0
+		}
 		cands = append(cands, cand{w, port})
+		weight += uint64(w.Capacity)
 	}
-	if len(cands) == 0 {
+	if weight == 0 {
 		return nil, 0, errNoHealthyEndpoint
 	}
-	c := cands[rand.IntN(len(cands))]
-	return c.w, c.port, nil
+	n := rand.Uint64N(weight)
+	for _, c := range cands {
+		if n < uint64(c.w.Capacity) {
+			return c.w, c.port, nil
+		}
+		n -= uint64(c.w.Capacity)
+	}
+	panic("unreachable: n is below the sum of the capacities")
+}
+
+// noWorkload stands for a client whose workload is unknown: no locality, network, node or
+// cluster. Never modified.
+var noWorkload workload.Workload
+
+// localityRank scores endpoint w against the client's workload src under lb's routing
+// preferences, as ztunnel does: the preferences are compared in order and the rank is the
+// number matched before the first that does not match. When Network is the first preference,
+// an endpoint in another network skips it (and the rank counts the other scopes from there),
+// while one in the client's network ranks above every endpoint elsewhere. ok is false when lb
+// is Strict and w does not match every preference.
+func localityRank(lb *workload.LoadBalancer, src, w *workload.Workload) (rank int, ok bool) {
+	prefs := lb.RoutingPreferences
+	networkFirst := len(prefs) > 0 && prefs[0] == workload.ScopeNetwork
+	adjust := 0
+	for _, scope := range prefs {
+		var match bool
+		switch scope {
+		case workload.ScopeRegion:
+			match = src.Locality.Region == w.Locality.Region
+		case workload.ScopeZone:
+			match = src.Locality.Zone == w.Locality.Zone
+		case workload.ScopeSubzone:
+			match = src.Locality.Subzone == w.Locality.Subzone
+		case workload.ScopeNode:
+			match = src.Node == w.Node
+		case workload.ScopeCluster:
+			match = src.ClusterID == w.ClusterID
+		case workload.ScopeNetwork:
+			match = src.Network == w.Network
+			if networkFirst {
+				if !match {
+					continue
+				}
+				adjust = len(prefs) - 1
+			}
+		}
+		if !match {
+			break
+		}
+		rank++
+	}
+	if lb.Mode == workload.LBStrict && rank != len(prefs) {
+		return 0, false
+	}
+	return rank + adjust, true
 }
 
 // workloadIP returns the workload's first address (the one HBONE reaches).
@@ -332,15 +440,15 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		srcID = rec.srcW.Identity()
 	}
 	rec.srcID = identOf(srcID)
-	rt, err := p.resolve(snap, src.Addr(), srcID, dst)
-	if err == nil && rt.dstW == nil && rt.dstSvc == nil && p.cfg.OnDemand != nil {
+	rt, err := p.resolve(snap, src.Addr(), srcID, rec.srcW, dst)
+	if err == nil && rt.dstW == nil && rt.dstSvc == nil && !rt.passthrough && p.cfg.OnDemand != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 		if derr := p.cfg.OnDemand(ctx, p.cfg.Network, dst.Addr()); derr != nil {
 			p.log.Debug("on-demand lookup failed", "dst", dst.String(), "err", derr)
 		}
 		cancel()
 		snap = p.cfg.Store.Snapshot()
-		rt, err = p.resolve(snap, src.Addr(), srcID, dst)
+		rt, err = p.resolve(snap, src.Addr(), srcID, rec.srcW, dst)
 	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {

@@ -82,7 +82,7 @@ func TestResolveWaypointAtSharedVIP(t *testing.T) {
 	p := &Proxy{cfg: Config{Ports: Ports{RemoteHBONE: 15008}}}
 	for _, c := range []struct{ ns, want string }{{"ns", "wp"}, {"zz", "elsewhere"}} {
 		srcID := identity.ID{TrustDomain: "cluster.local", Namespace: c.ns, ServiceAccount: "client"}
-		rt, err := p.resolve(store.Snapshot(), netip.MustParseAddr("10.0.0.3"), srcID, netip.MustParseAddrPort("10.0.0.20:80"))
+		rt, err := p.resolve(store.Snapshot(), netip.MustParseAddr("10.0.0.3"), srcID, nil, netip.MustParseAddrPort("10.0.0.20:80"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -403,7 +403,7 @@ func TestResolveWaypoint(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dst := netip.MustParseAddrPort(c.dst)
-			rt, err := p.resolve(snap, c.src, c.srcID, dst)
+			rt, err := p.resolve(snap, c.src, c.srcID, nil, dst)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err = %v, want error %v", err, c.wantErr)
 			}
@@ -480,7 +480,7 @@ func BenchmarkResolveWaypoint(b *testing.B) {
 	src, dst := netip.MustParseAddr("10.0.0.3"), netip.MustParseAddrPort("10.96.0.1:80")
 	b.ReportAllocs()
 	for b.Loop() {
-		if rt, err := p.resolve(snap, src, identity.ID{}, dst); err != nil || !rt.waypoint {
+		if rt, err := p.resolve(snap, src, identity.ID{}, nil, dst); err != nil || !rt.waypoint {
 			b.Fatal(rt, err)
 		}
 	}
