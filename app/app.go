@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -140,6 +141,12 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	}
 	if a.cp.xds != nil && cfg.XDS.OnDemand {
 		pcfg.OnDemand = a.cp.xds.Demand
+	}
+	if !cfg.IPv6Enabled {
+		// As ztunnel: with IPv6 off, workloads known by hostname resolve to IPv4 only.
+		pcfg.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		}
 	}
 	if limit := pcfg.Limit; limit != nil {
 		err := a.metrics.Registerer().Register(prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -128,6 +128,8 @@ type Registry struct {
 	socketsOutbound prometheus.Gauge // istio_tcp_sockets_open{reporter="source"}
 	socketsInbound  prometheus.Gauge // istio_tcp_sockets_open{reporter="destination"}
 
+	onDemandDNS *prometheus.CounterVec // istio_on_demand_dns_total, onDemandDNSLabels
+
 	cache     *boundedmap.Map[Labels, *series] // normalized label sets to their series (cache.go)
 	newSeries func(Labels) *series             // r.makeSeries, bound once
 }
@@ -152,6 +154,7 @@ func New(component, version string) *Registry {
 	r.reg.MustRegister(sockets)
 	r.socketsOutbound = sockets.WithLabelValues(ReporterSource)
 	r.socketsInbound = sockets.WithLabelValues(ReporterDestination)
+	r.onDemandDNS = registerCounter("istio_on_demand_dns_total", "The total number of requests that used on-demand DNS (unstable).", onDemandDNSLabels, r.reg)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -159,6 +162,30 @@ func New(component, version string) *Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
 	return r
+}
+
+// onDemandDNSLabels are istio_on_demand_dns_total's labels: the client's source_* labels and
+// the hostname looked up.
+var onDemandDNSLabels = []string{
+	"source_workload", "source_canonical_service", "source_canonical_revision",
+	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+	"hostname",
+}
+
+// registerCounter registers a counter family with reg.
+func registerCounter(name, help string, labels []string, reg *prometheus.Registry) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	reg.MustRegister(c)
+	return c
+}
+
+// OnDemandDNS counts a DNS lookup of hostname made to connect a client whose labels are l (only
+// its source fields are used): the address of a workload istiod knows by hostname only.
+func (r *Registry) OnDemandDNS(l Labels, hostname string) {
+	n := l.normalized()
+	r.onDemandDNS.WithLabelValues(n.SourceWorkload, n.SourceCanonicalService, n.SourceCanonicalRevision,
+		n.SourceWorkloadNamespace, n.SourcePrincipal, n.SourceApp, n.SourceVersion, n.SourceCluster,
+		orUnknown(hostname)).Inc()
 }
 
 // Registerer lets other packages (xds, dns) add their own metrics.

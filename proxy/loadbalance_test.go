@@ -1,15 +1,20 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -277,5 +282,114 @@ func TestOutboundPassthroughService(t *testing.T) {
 	if !strings.Contains(log, "dst.addr="+dst) || strings.Contains(log, "pass.default.svc.cluster.local") ||
 		strings.Contains(log, "dst.hbone_addr") {
 		t.Errorf("access log:\n%s\nwant a plain connection to %s naming no service", log, dst)
+	}
+}
+
+// startTestDNS serves A records for names on a loopback UDP port (a real DNS server, miekg/dns)
+// and returns a resolver that asks only it. Other names are NXDOMAIN.
+func startTestDNS(t *testing.T, names map[string]netip.Addr) func(ctx context.Context, host string) ([]netip.Addr, error) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queries atomic.Int64
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		queries.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		ip, ok := names[strings.TrimSuffix(q.Name, ".")]
+		switch {
+		case !ok:
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA && ip.Is4():
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: ip.AsSlice()})
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
+	}}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return r.LookupNetIP(ctx, "ip", host+".") // fully qualified: no search domains
+	}
+}
+
+// TestOutboundOnDemandDNS: a service whose endpoint istiod knows by hostname only (a
+// ServiceEntry with DNS resolution) is reached at the address the hostname resolves to, looked
+// up over DNS when the connection is made and counted in istio_on_demand_dns_total; a hostname
+// that does not resolve fails the connection alone.
+func TestOutboundOnDemandDNS(t *testing.T) {
+	extIP := netip.MustParseAddr("127.0.0.40")
+	lookup := startTestDNS(t, map[string]netip.Addr{"external.example": extIP})
+	e := newEnvConfig(t, func(c *Config) { c.LookupHost = lookup })
+	l, err := net.Listen("tcp", netip.AddrPortFrom(extIP, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	extPort := uint16(l.Addr().(*net.TCPAddr).Port)
+	external := func(uid, host string) *workload.Workload {
+		return &workload.Workload{UID: uid, Name: uid, Namespace: "default", Hostname: host, Capacity: 1}
+	}
+	service := func(name string, vip netip.Addr, uid string) *workload.Service {
+		return &workload.Service{Name: name, Namespace: "default", Hostname: name + ".example",
+			VIPs:      []workload.NetworkAddress{{Address: vip}},
+			Ports:     map[uint16]uint16{80: extPort},
+			Endpoints: map[string]*workload.Endpoint{uid: {WorkloadUID: uid}}}
+	}
+	good, bad := netip.MustParseAddr("127.0.0.41"), netip.MustParseAddr("127.0.0.42")
+	e.apply(t, workload.Update{
+		Workloads: []*workload.Workload{external("ext", "external.example"), external("gone", "gone.example")},
+		Services:  []*workload.Service{service("ext", good, "ext"), service("gone", bad, "gone")},
+	})
+
+	for i := range 2 {
+		c := e.socksDial(t, netip.AddrPortFrom(good, 80))
+		if got := roundTrip(t, c, "out of the mesh"); got != "out of the mesh" {
+			t.Fatalf("connection %d: echo = %q", i, got)
+		}
+	}
+	c := e.socksDial(t, netip.AddrPortFrom(bad, 80))
+	if got := roundTrip(t, c, "nowhere"); got != "" {
+		t.Errorf("a hostname that does not resolve echoed %q", got)
+	}
+
+	rec := httptest.NewRecorder()
+	e.proxy.cfg.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	src := `source_workload="client"`
+	if n := promtext.Sum(body, "istio_on_demand_dns_total", `hostname="external.example"`, src); n != 2 {
+		t.Errorf("istio_on_demand_dns_total for external.example = %v, want 2:\n%s", n, body)
+	}
+	if n := promtext.Sum(body, "istio_on_demand_dns_total", `hostname="gone.example"`, src); n != 1 {
+		t.Errorf("istio_on_demand_dns_total for gone.example = %v, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(e.access.String(), "on-demand DNS lookup of gone.example") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if log := e.access.String(); !strings.Contains(log, "on-demand DNS lookup of gone.example") ||
+		!strings.Contains(log, "dst.addr="+netip.AddrPortFrom(extIP, extPort).String()) {
+		t.Errorf("access log lacks the connection to %v or the failed lookup:\n%s", extIP, log)
 	}
 }

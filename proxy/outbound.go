@@ -37,6 +37,10 @@ type route struct {
 	// waypoint is true when hboneAddr is the waypoint in front of dst (then target == dst and
 	// dstW is the waypoint workload).
 	waypoint bool
+	// lookup, when not empty, is the hostname of dstW, a workload known by hostname only: its
+	// address is looked up when the connection is made (see lookupTarget), and until then
+	// target holds only the port.
+	lookup string
 	// passthrough is true when dst is the VIP of a service whose load balancer passes
 	// connections through to the original destination: target == dst, connected directly, and
 	// dstW and dstSvc are nil, as ztunnel reports it.
@@ -90,7 +94,11 @@ func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.
 		}
 		rt.dstW = w
 		ip := pickIP(w, dst.Addr(), svc.IPFamilies)
-		if !ip.IsValid() {
+		switch {
+		case ip.IsValid():
+		case w.Hostname != "":
+			rt.lookup = w.Hostname
+		default:
 			return rt, fmt.Errorf("service %s: endpoint %s has no address of the service's families (%v)", svc.Hostname, w.Name, svc.IPFamilies)
 		}
 		rt.target = netip.AddrPortFrom(ip, port)
@@ -299,8 +307,8 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 	best := -1        // the rank of cands
 	for _, ep := range svc.Endpoints {
 		w := snap.WorkloadByUID(ep.WorkloadUID)
-		if w == nil || !workloadIP(w).IsValid() {
-			continue
+		if w == nil || !workloadIP(w).IsValid() && (waypoint || w.Hostname == "") {
+			continue // nothing to connect to (a waypoint known by hostname only is not looked up)
 		}
 		port, ok := svc.TargetPort(ep, svcPort)
 		if !ok && waypoint && w.ApplicationTunnel != nil && w.ApplicationTunnel.Port != 0 {
@@ -384,6 +392,43 @@ func localityRank(lb *workload.LoadBalancer, src, w *workload.Workload) (rank in
 	return rank + adjust, true
 }
 
+// lookupTarget looks up rt.lookup, the hostname of the workload rt goes to, and completes
+// rt.target (and the tunnel's address) with one of its addresses, as ztunnel's on-demand DNS
+// does: drawn at random among those of the original destination's family, else among the others.
+// The lookup is counted in istio_on_demand_dns_total with rec's source labels.
+func (p *Proxy) lookupTarget(rt *route, rec *record) error {
+	p.cfg.Metrics.OnDemandDNS(rec.labels(metrics.ReporterSource), rt.lookup)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	addrs, err := p.cfg.LookupHost(ctx, rt.lookup)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("on-demand DNS lookup of %s: %w", rt.lookup, err)
+	}
+	same := 0 // addrs[:same] are of the destination's family
+	for i, a := range addrs {
+		a = a.Unmap()
+		addrs[i] = a
+		if a.Is4() == rt.dst.Addr().Is4() {
+			addrs[same], addrs[i] = a, addrs[same]
+			same++
+		}
+	}
+	var ip netip.Addr
+	switch {
+	case same > 0:
+		ip = addrs[rand.IntN(same)]
+	case len(addrs) > 0:
+		ip = addrs[rand.IntN(len(addrs))]
+	default:
+		return fmt.Errorf("on-demand DNS lookup of %s: no addresses", rt.lookup)
+	}
+	rt.target = netip.AddrPortFrom(ip, rt.target.Port())
+	if rt.hbone {
+		rt.hboneAddr = netip.AddrPortFrom(ip, rt.hboneAddr.Port())
+	}
+	return nil
+}
+
 // workloadIP returns the workload's first address (the one HBONE reaches).
 func workloadIP(w *workload.Workload) netip.Addr {
 	if len(w.WorkloadIPs) == 0 {
@@ -450,6 +495,9 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		snap = p.cfg.Store.Snapshot()
 		rt, err = p.resolve(snap, src.Addr(), srcID, rec.srcW, dst)
 	}
+	if err == nil && rt.lookup != "" {
+		err = p.lookupTarget(&rt, rec)
+	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the
@@ -459,6 +507,8 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		rec.dst = packAddr(rt.hboneAddr)
 		rec.hboneAddr = packAddr(rt.target)
 		rec.dstID = identOf(rt.expected[0])
+	} else if err == nil {
+		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
 	rec.open(p.cfg.Metrics)
 	if err != nil {

@@ -46,6 +46,10 @@ type Config struct {
 	// and returns once it answered; the outbound path then looks the address up again. Nil means
 	// unknown addresses are passed through at once.
 	OnDemand func(ctx context.Context, network string, ip netip.Addr) error
+	// LookupHost resolves the hostname of a workload istiod knows by hostname only (a
+	// ServiceEntry endpoint with DNS resolution), when a connection goes to it. Nil means the
+	// process's resolver (/etc/resolv.conf), for both address families.
+	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Self is the identity the proxy falls back to when the store does not know the local
 	// workload (dedicated mode: from PROXY_WORKLOAD_INFO). Zero means no fallback.
@@ -162,6 +166,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New("ztunnel", "unknown")
+	}
+	if cfg.LookupHost == nil {
+		cfg.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
 	}
 	if !cfg.ListenIP.IsValid() {
 		cfg.ListenIP = netip.IPv6Unspecified()
