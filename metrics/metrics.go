@@ -154,7 +154,9 @@ func New(component, version string) *Registry {
 	r.reg.MustRegister(sockets)
 	r.socketsOutbound = sockets.WithLabelValues(ReporterSource)
 	r.socketsInbound = sockets.WithLabelValues(ReporterDestination)
-	r.onDemandDNS = registerCounter("istio_on_demand_dns_total", "The total number of requests that used on-demand DNS (unstable).", onDemandDNSLabels, r.reg)
+	r.onDemandDNS = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_on_demand_dns_total",
+		Help: "DNS lookups made to connect to workloads known by hostname only (unstable)."}, onDemandDNSLabels)
+	r.reg.MustRegister(r.onDemandDNS)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -170,13 +172,6 @@ var onDemandDNSLabels = []string{
 	"source_workload", "source_canonical_service", "source_canonical_revision",
 	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
 	"hostname",
-}
-
-// registerCounter registers a counter family with reg.
-func registerCounter(name, help string, labels []string, reg *prometheus.Registry) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	reg.MustRegister(c)
-	return c
 }
 
 // OnDemandDNS counts a DNS lookup of hostname made to connect a client whose labels are l (only

@@ -342,7 +342,8 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 		}
 		n -= uint64(c.w.Capacity)
 	}
-	panic("unreachable: n is below the sum of the capacities")
+	c := cands[len(cands)-1] // not reached: n is below the sum of the capacities
+	return c.w, c.port, nil
 }
 
 // noWorkload stands for a client whose workload is unknown: no locality, network, node or
