@@ -19,23 +19,17 @@ type Metrics struct {
 
 // NewMetrics registers the workload manager's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "workload_manager_" + name, Help: help})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "workload_manager_" + name, Help: help})
+	}
 	m := &Metrics{
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "workload_manager_active_proxy_count",
-			Help: "Pods whose proxy is running (unstable).",
-		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "workload_manager_pending_proxy_count",
-			Help: "Pods whose proxy failed to start and is retried (unstable).",
-		}),
-		started: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "workload_manager_proxies_started_total",
-			Help: "Pod proxies started (unstable).",
-		}),
-		stopped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "workload_manager_proxies_stopped_total",
-			Help: "Pod proxies stopped, counted once their connections have drained (unstable).",
-		}),
+		active:  gauge("active_proxy_count", "Pods whose proxy is running (unstable)."),
+		pending: gauge("pending_proxy_count", "Pods whose proxy failed to start and is retried (unstable)."),
+		started: counter("proxies_started_total", "Pod proxies started (unstable)."),
+		stopped: counter("proxies_stopped_total", "Pod proxies stopped, counted once their connections have drained (unstable)."),
 	}
 	for _, c := range []prometheus.Collector{m.active, m.pending, m.started, m.stopped} {
 		if err := reg.Register(c); err != nil {

@@ -232,32 +232,39 @@ func TestResolveEndpointFamily(t *testing.T) {
 
 var clientIDForLB = (&workload.Workload{Namespace: "default", ServiceAccount: "client"}).Identity()
 
-// TestOutboundPassthroughService: a connection to the VIP of a service whose load balancer is
-// in passthrough mode goes to that VIP itself, directly (no HBONE to the endpoint), and the
-// access log names no destination service or workload, as ztunnel does.
-func TestOutboundPassthroughService(t *testing.T) {
-	e := newEnv(t)
-	vip := netip.MustParseAddr("127.0.0.30")
-	l, err := net.Listen("tcp", netip.AddrPortFrom(vip, 0).String())
+// startEcho listens on ip (a free port, returned) until the test ends, counting accepted
+// connections in conns and echoing each one.
+func startEcho(t *testing.T, ip netip.Addr, conns *atomic.Int64) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	var vipConns atomic.Int64
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			vipConns.Add(1)
+			conns.Add(1)
 			go func() {
 				defer c.Close()
 				io.Copy(c, c)
 			}()
 		}
 	}()
-	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestOutboundPassthroughService: a connection to the VIP of a service whose load balancer is
+// in passthrough mode goes to that VIP itself, directly (no HBONE to the endpoint), and the
+// access log names no destination service or workload, as ztunnel does.
+func TestOutboundPassthroughService(t *testing.T) {
+	e := newEnv(t)
+	vip := netip.MustParseAddr("127.0.0.30")
+	var vipConns atomic.Int64
+	port := startEcho(t, vip, &vipConns)
 	svc := &workload.Service{Name: "pass", Namespace: "default", Hostname: "pass.default.svc.cluster.local",
 		VIPs:         []workload.NetworkAddress{{Address: vip}},
 		Ports:        map[uint16]uint16{port: e.appPort},
@@ -330,24 +337,8 @@ func TestOutboundOnDemandDNS(t *testing.T) {
 	extIP := netip.MustParseAddr("127.0.0.40")
 	lookup := startTestDNS(t, map[string]netip.Addr{"external.example": extIP})
 	e := newEnvConfig(t, func(c *Config) { c.LookupHost = lookup })
-	l, err := net.Listen("tcp", netip.AddrPortFrom(extIP, 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	extPort := uint16(l.Addr().(*net.TCPAddr).Port)
+	var extConns atomic.Int64
+	extPort := startEcho(t, extIP, &extConns)
 	external := func(uid, host string) *workload.Workload {
 		return &workload.Workload{UID: uid, Name: uid, Namespace: "default", Hostname: host, Capacity: 1}
 	}
@@ -372,6 +363,9 @@ func TestOutboundOnDemandDNS(t *testing.T) {
 	c := e.socksDial(t, netip.AddrPortFrom(bad, 80))
 	if got := roundTrip(t, c, "nowhere"); got != "" {
 		t.Errorf("a hostname that does not resolve echoed %q", got)
+	}
+	if n := extConns.Load(); n != 2 {
+		t.Errorf("the external address saw %d connections, want 2", n)
 	}
 
 	rec := httptest.NewRecorder()
