@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -184,6 +185,32 @@ func TestPickEndpointByCapacity(t *testing.T) {
 	onlyZero := lbService(nil, zero)
 	if _, _, err := pickEndpoint(lbSnapshot(t, onlyZero, zero), onlyZero, 80, false, nil); !errors.Is(err, errNoHealthyEndpoint) {
 		t.Errorf("only capacity 0: %v, want %v", err, errNoHealthyEndpoint)
+	}
+}
+
+// TestPickEndpointAllocatesNothing: choosing an endpoint, with or without routing preferences,
+// costs a connection no allocation.
+func TestPickEndpointAllocatesNothing(t *testing.T) {
+	if recordRace {
+		t.Skip("the race detector's instrumentation allocates; budgets hold without it")
+	}
+	src := lbWorkload("client", "10.0.0.1", "r1", "z1", "", "", 1)
+	ws := []*workload.Workload{
+		lbWorkload("a", "10.0.1.1", "r1", "z1", "", "", 1), lbWorkload("b", "10.0.1.2", "r1", "z2", "", "", 2),
+		lbWorkload("c", "10.0.1.3", "r2", "z3", "", "", 1), lbWorkload("d", "10.0.1.4", "r1", "z1", "", "", 3),
+	}
+	for _, lb := range []*workload.LoadBalancer{nil, {Mode: workload.LBFailover,
+		RoutingPreferences: []workload.RoutingScope{workload.ScopeRegion, workload.ScopeZone}}} {
+		svc := lbService(lb, ws...)
+		snap := lbSnapshot(t, svc, ws...)
+		svc = snap.ServiceByVIP("", netip.MustParseAddr("10.96.0.1"))
+		if n := testing.AllocsPerRun(200, func() {
+			if _, _, err := pickEndpoint(snap, svc, 80, false, src); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("load balancer %v: %v allocations per pick, want 0", lb, n)
+		}
 	}
 }
 
@@ -385,5 +412,39 @@ func TestOutboundOnDemandDNS(t *testing.T) {
 	if log := e.access.String(); !strings.Contains(log, "on-demand DNS lookup of gone.example") ||
 		!strings.Contains(log, "dst.addr="+netip.AddrPortFrom(extIP, extPort).String()) {
 		t.Errorf("access log lacks the connection to %v or the failed lookup:\n%s", extIP, log)
+	}
+}
+
+// BenchmarkPickEndpoint: one endpoint drawn from a service of 16 across four zones, without and
+// with PreferClose's routing preferences.
+func BenchmarkPickEndpoint(b *testing.B) {
+	src := lbWorkload("client", "10.0.0.1", "r1", "z1", "", "", 1)
+	var ws []*workload.Workload
+	for i := range 16 {
+		ws = append(ws, lbWorkload(fmt.Sprintf("ep%d", i), fmt.Sprintf("10.0.1.%d", i+1), "r1", fmt.Sprintf("z%d", i%4), "", "", 1))
+	}
+	for _, bc := range []struct {
+		name string
+		lb   *workload.LoadBalancer
+	}{
+		{"standard", nil},
+		{"failover", &workload.LoadBalancer{Mode: workload.LBFailover,
+			RoutingPreferences: []workload.RoutingScope{workload.ScopeNetwork, workload.ScopeRegion, workload.ScopeZone, workload.ScopeSubzone}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			svc := lbService(bc.lb, ws...)
+			store := workload.NewStore()
+			if err := store.Apply(workload.Update{Workloads: ws, Services: []*workload.Service{svc}}); err != nil {
+				b.Fatal(err)
+			}
+			snap := store.Snapshot()
+			svc = snap.ServiceByVIP("", netip.MustParseAddr("10.96.0.1"))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := pickEndpoint(snap, svc, 80, false, src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

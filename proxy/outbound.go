@@ -293,57 +293,65 @@ func fromWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, src neti
 // For a waypoint's service (waypoint true), an endpoint with an application tunnel port is
 // also reached on svcPort itself when no mapping knows the port.
 func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool, src *workload.Workload) (*workload.Workload, uint16, error) {
-	type cand struct {
-		w    *workload.Workload
-		port uint16
-	}
-	lb := svc.LoadBalancer
-	ranked := lb != nil && lb.Mode != workload.LBStandard
 	if src == nil {
 		src = &noWorkload
 	}
-	var cands []cand
-	var weight uint64 // the sum of cands' capacities
-	best := -1        // the rank of cands
+	// Two passes and no candidate list, so that a connection allocates nothing here: the first
+	// finds the best rank and the candidates' total capacity, the second draws among them. The
+	// passes may see the endpoints in different orders; a draw by cumulative capacity is fair in
+	// any order.
+	best, weight := -1, uint64(0)
 	for _, ep := range svc.Endpoints {
-		w := snap.WorkloadByUID(ep.WorkloadUID)
-		if w == nil || !workloadIP(w).IsValid() && (waypoint || w.Hostname == "") {
-			continue // nothing to connect to (a waypoint known by hostname only is not looked up)
-		}
-		port, ok := svc.TargetPort(ep, svcPort)
-		if !ok && waypoint && w.ApplicationTunnel != nil && w.ApplicationTunnel.Port != 0 {
-			port, ok = svcPort, true
-		}
-		if !ok {
-			continue
-		}
-		rank := 0
-		if ranked {
-			if rank, ok = localityRank(lb, src, w); !ok {
-				continue
-			}
-		}
+		w, _, rank, ok := endpointCandidate(snap, svc, ep, svcPort, waypoint, src)
 		switch {
-		case rank < best:
-			continue
+		case !ok || rank < best:
 		case rank > best:
-			best, cands, weight = rank, cands[:0], 0
+			best, weight = rank, uint64(w.Capacity)
+		default:
+			weight += uint64(w.Capacity)
 		}
-		cands = append(cands, cand{w, port})
-		weight += uint64(w.Capacity)
 	}
 	if weight == 0 {
 		return nil, 0, errNoHealthyEndpoint
 	}
 	n := rand.Uint64N(weight)
-	for _, c := range cands {
-		if n < uint64(c.w.Capacity) {
-			return c.w, c.port, nil
+	var last *workload.Workload
+	var lastPort uint16
+	for _, ep := range svc.Endpoints {
+		w, port, rank, ok := endpointCandidate(snap, svc, ep, svcPort, waypoint, src)
+		if !ok || rank != best || w.Capacity == 0 {
+			continue
 		}
-		n -= uint64(c.w.Capacity)
+		if n < uint64(w.Capacity) {
+			return w, port, nil
+		}
+		n -= uint64(w.Capacity)
+		last, lastPort = w, port
 	}
-	c := cands[len(cands)-1] // not reached: n is below the sum of the capacities
-	return c.w, c.port, nil
+	return last, lastPort, nil // not reached: n is below the candidates' total capacity
+}
+
+// endpointCandidate returns ep's workload, its target port for svcPort and its rank under svc's
+// load balancer (0 without routing preferences); ok is false when ep cannot be picked: no
+// workload, nothing to connect to, no port, or outside a Strict load balancer's preferences.
+func endpointCandidate(snap *workload.Snapshot, svc *workload.Service, ep *workload.Endpoint, svcPort uint16, waypoint bool, src *workload.Workload) (w *workload.Workload, port uint16, rank int, ok bool) {
+	w = snap.WorkloadByUID(ep.WorkloadUID)
+	if w == nil || !workloadIP(w).IsValid() && (waypoint || w.Hostname == "") {
+		return nil, 0, 0, false // nothing to connect to (a waypoint known by hostname only is not looked up)
+	}
+	port, ok = svc.TargetPort(ep, svcPort)
+	if !ok && waypoint && w.ApplicationTunnel != nil && w.ApplicationTunnel.Port != 0 {
+		port, ok = svcPort, true
+	}
+	if !ok {
+		return nil, 0, 0, false
+	}
+	if lb := svc.LoadBalancer; lb != nil && lb.Mode != workload.LBStandard {
+		if rank, ok = localityRank(lb, src, w); !ok {
+			return nil, 0, 0, false
+		}
+	}
+	return w, port, rank, true
 }
 
 // noWorkload stands for a client whose workload is unknown: no locality, network, node or
