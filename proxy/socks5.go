@@ -34,9 +34,7 @@ const (
 func (p *Proxy) handleSOCKS5(c net.Conn, st *connState) {
 	deadline := time.Now().Add(socksHandshakeTimeout)
 	c.SetDeadline(deadline)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	dst, err := socksHandshake(ctx, c, p.resolveName)
-	cancel()
+	dst, err := socksHandshake(deadline, c, p.resolveName)
 	if err != nil {
 		p.log.Debug("socks5: handshake failed", "src", c.RemoteAddr().String(), "err", err)
 		c.Close()
@@ -49,8 +47,9 @@ func (p *Proxy) handleSOCKS5(c net.Conn, st *connState) {
 // socksHandshake reads a client's greeting and CONNECT request from rw, answers both, and returns
 // the destination. It reads exactly the two messages, never past them, so that what a client
 // pipelined behind its request stays for the relay. A name is mapped to an address by resolve,
-// within ctx. On an error, rw may have a failure reply written to it; the caller closes it.
-func socksHandshake(ctx context.Context, rw io.ReadWriter, resolve func(context.Context, string) netip.Addr) (netip.AddrPort, error) {
+// under a context that ends at deadline (made only then: most requests carry an address). On an
+// error, rw may have a failure reply written to it; the caller closes it.
+func socksHandshake(deadline time.Time, rw io.ReadWriter, resolve func(context.Context, string) netip.Addr) (netip.AddrPort, error) {
 	// The greeting: version, the number of methods, the methods.
 	var hdr [2]byte
 	if _, err := io.ReadFull(rw, hdr[:]); err != nil {
@@ -82,6 +81,7 @@ func socksHandshake(ctx context.Context, rw io.ReadWriter, resolve func(context.
 		return netip.AddrPort{}, errSOCKS("only CONNECT is supported")
 	}
 	var ip netip.Addr
+	var name []byte // the name to resolve, once the port is read too
 	switch req[3] {
 	case socksAtypIPv4:
 		var b [4]byte
@@ -100,22 +100,10 @@ func socksHandshake(ctx context.Context, rw io.ReadWriter, resolve func(context.
 		if _, err := io.ReadFull(rw, n[:]); err != nil {
 			return netip.AddrPort{}, err
 		}
-		var name [255]byte
-		if _, err := io.ReadFull(rw, name[:n[0]]); err != nil {
+		name = make([]byte, n[0])
+		if _, err := io.ReadFull(rw, name); err != nil {
 			return netip.AddrPort{}, err
 		}
-		// The port follows the name; read it before the lookup so that a failed lookup
-		// answers a request read whole.
-		var port [2]byte
-		if _, err := io.ReadFull(rw, port[:]); err != nil {
-			return netip.AddrPort{}, err
-		}
-		ip = resolve(ctx, string(name[:n[0]]))
-		if !ip.IsValid() {
-			socksReply(rw, socksRepHost)
-			return netip.AddrPort{}, errSOCKS("cannot resolve " + string(name[:n[0]]))
-		}
-		return socksAccept(rw, netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])))
 	default:
 		socksReply(rw, socksRepAddrType)
 		return netip.AddrPort{}, errSOCKS("unsupported address type")
@@ -124,7 +112,20 @@ func socksHandshake(ctx context.Context, rw io.ReadWriter, resolve func(context.
 	if _, err := io.ReadFull(rw, port[:]); err != nil {
 		return netip.AddrPort{}, err
 	}
-	return socksAccept(rw, netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])))
+	if name != nil {
+		// Looked up once the request is read whole, so that a failure answers all of it.
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		ip = resolve(ctx, string(name))
+		cancel()
+		if !ip.IsValid() {
+			socksReply(rw, socksRepHost)
+			return netip.AddrPort{}, errSOCKS("cannot resolve " + string(name))
+		}
+	}
+	if err := socksReply(rw, socksRepOK); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port[:])), nil
 }
 
 // offersNoAuth reports whether a greeting's methods include "no authentication".
@@ -135,14 +136,6 @@ func offersNoAuth(methods []byte) bool {
 		}
 	}
 	return false
-}
-
-// socksAccept answers a request with success and returns its destination.
-func socksAccept(w io.Writer, dst netip.AddrPort) (netip.AddrPort, error) {
-	if err := socksReply(w, socksRepOK); err != nil {
-		return netip.AddrPort{}, err
-	}
-	return dst, nil
 }
 
 // resolveName maps a mesh service hostname to its VIP, else asks the system resolver within ctx.
