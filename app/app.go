@@ -20,6 +20,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/admin"
 	"github.com/ztunnel-go/ztunnel/config"
+	"github.com/ztunnel-go/ztunnel/dns"
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -142,10 +143,17 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	if a.cp.xds != nil && cfg.XDS.OnDemand {
 		pcfg.OnDemand = a.cp.xds.Demand
 	}
-	if !cfg.IPv6Enabled {
-		// As ztunnel: with IPv6 off, workloads known by hostname resolve to IPv4 only.
-		pcfg.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
-			return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	// Workloads known by hostname only are looked up as ztunnel does: over DNS with
+	// resolv.conf's servers and search list, answers cached for their TTLs, IPv4 only when
+	// IPv6 is off.
+	if res, err := dns.NewResolver(dns.ResolverConfig{IPv4Only: !cfg.IPv6Enabled}); err == nil {
+		pcfg.LookupHost = res.LookupHost
+	} else {
+		a.log.Warn("on-demand DNS uses the Go resolver, uncached", "err", err)
+		if !cfg.IPv6Enabled {
+			pcfg.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+				return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+			}
 		}
 	}
 	if limit := pcfg.Limit; limit != nil {

@@ -30,6 +30,10 @@
 // EDNS0 payload size) with the TC bit set, so the client retries over TCP.
 // Malformed queries whose header parses get FORMERR; the rest are dropped.
 //
+// Resolver is the other side: the client with which on-demand DNS looks up
+// workloads known by hostname only (ServiceEntry endpoints with DNS
+// resolution), caching answers for their TTLs.
+//
 // The server counts istio_dns_requests_total and the upstream metrics of
 // ztunnel (istio_dns_upstream_requests_total,
 // istio_dns_upstream_failures_total,

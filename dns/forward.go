@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,12 +109,23 @@ func (s *Server) exchangeOver(ctx context.Context, network, upstream string, r *
 	return resp, nil
 }
 
-// parseResolvConf returns the nameserver addresses ("ip:53") of a
-// resolv.conf. Malformed lines are skipped, as the C library does. The
-// search list is not used: the proxy's own resolv.conf has the proxy's
-// namespace in it, so the search domains are derived from each client's
-// namespace instead (as ztunnel does in shared mode).
-func parseResolvConf(r io.Reader) (servers []string) {
+// resolvConf is what a resolv.conf sets.
+type resolvConf struct {
+	servers  []string // "ip:53", in order
+	search   []string // the last "search" (or "domain") line's domains
+	ndots    int      // options ndots:n; 0 when unset
+	timeout  time.Duration
+	attempts int
+}
+
+// parseResolvConf parses a resolv.conf as the C library does: malformed
+// lines and options are skipped, the last "search" or "domain" line wins.
+// The DNS proxy uses only the nameservers: the proxy's own search list has
+// the proxy's namespace in it, so the proxy derives search domains from each
+// client's namespace instead (as ztunnel does in shared mode). The on-demand
+// Resolver uses all of it, as ztunnel's does.
+func parseResolvConf(r io.Reader) resolvConf {
+	var rc resolvConf
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 64*1024)
 	for sc.Scan() {
@@ -124,11 +137,62 @@ func parseResolvConf(r io.Reader) (servers []string) {
 		if len(f) < 2 {
 			continue
 		}
-		if f[0] == "nameserver" {
+		switch f[0] {
+		case "nameserver":
 			if a, err := netip.ParseAddr(f[1]); err == nil {
-				servers = append(servers, netip.AddrPortFrom(a, 53).String())
+				rc.servers = append(rc.servers, netip.AddrPortFrom(a, 53).String())
+			}
+		case "search":
+			rc.search = slices.Clone(f[1:])
+		case "domain":
+			rc.search = []string{f[1]}
+		case "options":
+			for _, o := range f[1:] {
+				k, v, _ := strings.Cut(o, ":")
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					continue
+				}
+				switch k {
+				case "ndots":
+					rc.ndots = min(n, 15) // the C library's cap
+				case "timeout":
+					rc.timeout = time.Duration(min(n, 30)) * time.Second
+				case "attempts":
+					rc.attempts = min(n, 5)
+				}
 			}
 		}
 	}
-	return servers
+	return rc
+}
+
+// parseHosts parses a hosts file: each line an address and the names it
+// answers for (lower-cased); comments and malformed lines are skipped.
+func parseHosts(r io.Reader) map[string][]netip.Addr {
+	hosts := map[string][]netip.Addr{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 64*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		a, err := netip.ParseAddr(f[0])
+		if err != nil || a.Zone() != "" {
+			continue
+		}
+		a = a.Unmap()
+		for _, name := range f[1:] {
+			name = strings.ToLower(strings.TrimSuffix(name, "."))
+			if !slices.Contains(hosts[name], a) {
+				hosts[name] = append(hosts[name], a)
+			}
+		}
+	}
+	return hosts
 }

@@ -133,7 +133,7 @@ func FuzzParseResolvConf(f *testing.F) {
 	f.Add("nameserver fe80::1%eth0\nnameserver 1.1.1.1 # comment\n;nameserver 9.9.9.9\n")
 	f.Add("nameserver\nnameserver not-an-ip\n\x00\xff")
 	f.Fuzz(func(t *testing.T, conf string) {
-		for _, s := range parseResolvConf(strings.NewReader(conf)) {
+		for _, s := range parseResolvConf(strings.NewReader(conf)).servers {
 			if _, err := parseUpstream(s); err != nil {
 				t.Fatalf("parsed %q, which is not an address: %v", s, err)
 			}
@@ -152,7 +152,7 @@ func TestParseResolvConf(t *testing.T) {
 		{"nameserver\nnameserver bogus\ndomain example.com\n", nil},
 	}
 	for _, c := range cases {
-		got := parseResolvConf(strings.NewReader(c.conf))
+		got := parseResolvConf(strings.NewReader(c.conf)).servers
 		if strings.Join(got, ",") != strings.Join(c.want, ",") {
 			t.Errorf("parseResolvConf(%q) = %q, want %q", c.conf, got, c.want)
 		}

@@ -146,7 +146,7 @@ func NewServer(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dns: upstream resolvers: %w", err)
 		}
-		ups = parseResolvConf(f)
+		ups = parseResolvConf(f).servers
 		f.Close()
 		if len(ups) == 0 {
 			return nil, fmt.Errorf("dns: upstream resolvers: no nameserver line in %s", resolvConfPath)

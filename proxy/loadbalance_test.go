@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	zdns "github.com/ztunnel-go/ztunnel/dns"
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -319,9 +320,10 @@ func TestOutboundPassthroughService(t *testing.T) {
 	}
 }
 
-// startTestDNS serves A records for names on a loopback UDP port (a real DNS server, miekg/dns)
-// and returns a resolver that asks only it. Other names are NXDOMAIN.
-func startTestDNS(t *testing.T, names map[string]netip.Addr) func(ctx context.Context, host string) ([]netip.Addr, error) {
+// startTestDNS serves A records for names on a loopback UDP port (a real DNS server, miekg/dns),
+// with an SOA in every answer without records, and returns the resolver ztunnel uses for it
+// (ztunnel-go's dns.Resolver, caching) and the count of queries the server saw.
+func startTestDNS(t *testing.T, names map[string]netip.Addr) (func(ctx context.Context, host string) ([]netip.Addr, error), *atomic.Int64) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -340,6 +342,10 @@ func startTestDNS(t *testing.T, names map[string]netip.Addr) func(ctx context.Co
 		case q.Qtype == dns.TypeA && ip.Is4():
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: ip.AsSlice()})
 		}
+		if len(m.Answer) == 0 {
+			m.Ns = append(m.Ns, &dns.SOA{Hdr: dns.RR_Header{Name: "example.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 30},
+				Ns: "ns.example.", Mbox: "admin.example.", Serial: 1, Refresh: 60, Retry: 60, Expire: 600, Minttl: 30})
+		}
 		w.WriteMsg(m)
 	})}
 	started := make(chan struct{})
@@ -347,22 +353,20 @@ func startTestDNS(t *testing.T, names map[string]netip.Addr) func(ctx context.Co
 	go srv.ActivateAndServe()
 	<-started
 	t.Cleanup(func() { srv.Shutdown() })
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
-	}}
-	return func(ctx context.Context, host string) ([]netip.Addr, error) {
-		return r.LookupNetIP(ctx, "ip", host+".") // fully qualified: no search domains
+	r, err := zdns.NewResolver(zdns.ResolverConfig{Servers: []string{pc.LocalAddr().String()}, Hosts: map[string][]netip.Addr{}})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return r.LookupHost, &queries
 }
 
 // TestOutboundOnDemandDNS: a service whose endpoint istiod knows by hostname only (a
 // ServiceEntry with DNS resolution) is reached at the address the hostname resolves to, looked
-// up over DNS when the connection is made and counted in istio_on_demand_dns_total; a hostname
-// that does not resolve fails the connection alone.
+// up over DNS when the connection is made (the answer cached for its TTL) and counted in
+// istio_on_demand_dns_total; a hostname that does not resolve fails the connection alone.
 func TestOutboundOnDemandDNS(t *testing.T) {
 	extIP := netip.MustParseAddr("127.0.0.40")
-	lookup := startTestDNS(t, map[string]netip.Addr{"external.example": extIP})
+	lookup, queries := startTestDNS(t, map[string]netip.Addr{"external.example": extIP})
 	e := newEnvConfig(t, func(c *Config) { c.LookupHost = lookup })
 	var extConns atomic.Int64
 	extPort := startEcho(t, extIP, &extConns)
@@ -393,6 +397,10 @@ func TestOutboundOnDemandDNS(t *testing.T) {
 	}
 	if n := extConns.Load(); n != 2 {
 		t.Errorf("the external address saw %d connections, want 2", n)
+	}
+	// A and AAAA for each name, once: the second connection's answers came from the cache.
+	if n := queries.Load(); n != 4 {
+		t.Errorf("the DNS server saw %d queries, want 4", n)
 	}
 
 	rec := httptest.NewRecorder()

@@ -47,8 +47,9 @@ type Config struct {
 	// unknown addresses are passed through at once.
 	OnDemand func(ctx context.Context, network string, ip netip.Addr) error
 	// LookupHost resolves the hostname of a workload istiod knows by hostname only (a
-	// ServiceEntry endpoint with DNS resolution), when a connection goes to it. Nil means the
-	// process's resolver (/etc/resolv.conf), for both address families.
+	// ServiceEntry endpoint with DNS resolution), when a connection goes to it. The returned
+	// slice is the caller's. Nil means Go's resolver (/etc/resolv.conf, uncached), for both
+	// address families; the app sets dns.Resolver, which caches as ztunnel does.
 	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Self is the identity the proxy falls back to when the store does not know the local
