@@ -189,6 +189,46 @@ func TestPickEndpointByCapacity(t *testing.T) {
 	}
 }
 
+// TestPickEndpointServicePorts: a port is mapped by the endpoint first, then by the service; a
+// port the service does not list is refused even when an endpoint maps it, as ztunnel does, but
+// for a waypoint's endpoint with an application tunnel; a listed port with no target (a named
+// port) takes only the endpoints that map it.
+func TestPickEndpointServicePorts(t *testing.T) {
+	a := lbWorkload("a", "10.0.1.1", "", "", "", "", 1)
+	b := lbWorkload("b", "10.0.1.2", "", "", "", "", 1)
+	tunnel := lbWorkload("tunnel", "10.0.1.3", "", "", "", "", 1)
+	tunnel.ApplicationTunnel = &workload.ApplicationTunnel{Protocol: workload.TunnelProxy, Port: 15088}
+	svc := lbService(nil, a, b)
+	svc.Ports = map[uint16]uint16{80: 8080, 90: 0}
+	svc.Endpoints["a"].Port = map[uint16]uint16{80: 8000, 90: 9000, 81: 8100}
+	snap := lbSnapshot(t, svc, a, b)
+	svc = snap.ServiceByVIP("", netip.MustParseAddr("10.96.0.1"))
+	want := map[string]uint16{"a": 8000, "b": 8080}
+	for range 50 {
+		w, port, err := pickEndpoint(snap, svc, 80, false, nil)
+		if err != nil || port != want[w.UID] {
+			t.Fatalf("port 80: %v on %d (%v), want a on 8000 or b on 8080", w, port, err)
+		}
+		if w, port, err = pickEndpoint(snap, svc, 90, false, nil); err != nil || w.UID != "a" || port != 9000 {
+			t.Fatalf("named port 90: %v on %d (%v), want a on 9000", w, port, err)
+		}
+	}
+	for _, waypoint := range []bool{false, true} {
+		if w, _, err := pickEndpoint(snap, svc, 81, waypoint, nil); !errors.Is(err, errNoHealthyEndpoint) {
+			t.Errorf("port 81, which only an endpoint maps (waypoint %v): %v (%v), want %v", waypoint, w, err, errNoHealthyEndpoint)
+		}
+	}
+
+	wp := lbService(nil, tunnel, b)
+	snap = lbSnapshot(t, wp, tunnel, b)
+	wp = snap.ServiceByVIP("", netip.MustParseAddr("10.96.0.1"))
+	for range 20 {
+		if w, port, err := pickEndpoint(snap, wp, 15008, true, nil); err != nil || w.UID != "tunnel" || port != 15008 {
+			t.Fatalf("waypoint on an unlisted 15008: %v on %d (%v), want tunnel on 15008", w, port, err)
+		}
+	}
+}
+
 // TestPickEndpointAllocatesNothing: choosing an endpoint, with or without routing preferences,
 // costs a connection no allocation.
 func TestPickEndpointAllocatesNothing(t *testing.T) {

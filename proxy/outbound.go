@@ -39,7 +39,7 @@ type route struct {
 	waypoint bool
 	// lookup, when not empty, is the hostname of dstW, a workload known by hostname only: its
 	// address is looked up when the connection is made (see lookupTarget), and until then
-	// target holds only the port.
+	// target (hboneAddr for a waypoint) holds only the port.
 	lookup string
 	// passthrough is true when dst is the VIP of a service whose load balancer passes
 	// connections through to the original destination: target == dst, connected directly, and
@@ -167,6 +167,9 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 	rt.target = rt.dst
 	rt.hbone = true
 	rt.hboneAddr = addr
+	if !addr.Addr().IsValid() {
+		rt.lookup = w.Hostname
+	}
 	rt.expected = withSANs([]identity.ID{w.Identity()}, svc)
 	return nil
 }
@@ -177,6 +180,9 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 //     workload at that address, on hboneMtlsPort.
 //   - namespace/hostname: the service of that name, load-balanced on port hboneMtlsPort (its
 //     target port is dialed); otherwise the workload with that hostname, on hboneMtlsPort.
+//
+// A waypoint workload known by hostname only gives addr with the port alone: its address is
+// looked up when the connection is made, as for any such workload.
 //
 // orig is the destination the app asked for: the waypoint address of the same family is
 // preferred when the waypoint is named by hostname. ns, the client's namespace, chooses among
@@ -209,7 +215,7 @@ func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig net
 		families = svc.IPFamilies
 	}
 	ip := pickIP(w, orig, families)
-	if !ip.IsValid() {
+	if !ip.IsValid() && w.Hostname == "" {
 		return nil, addr, nil, fmt.Errorf("waypoint workload %s has no address", w.Name)
 	}
 	return w, netip.AddrPortFrom(ip, port), svc, nil
@@ -290,9 +296,15 @@ func fromWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, src neti
 //   - Among the candidates, an endpoint is drawn with a probability proportional to its
 //     workload's capacity (1 unless istiod says otherwise).
 //
-// For a waypoint's service (waypoint true), an endpoint with an application tunnel port is
-// also reached on svcPort itself when no mapping knows the port.
+// The service must list svcPort, as ztunnel requires: an endpoint's own mapping of a port the
+// service does not list is not used. For a waypoint's service (waypoint true), an endpoint with
+// an application tunnel is exempt: it is reached on svcPort itself when no mapping knows the
+// port.
 func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool, src *workload.Workload) (*workload.Workload, uint16, error) {
+	_, listed := svc.Ports[svcPort]
+	if !listed && !waypoint {
+		return nil, 0, fmt.Errorf("%w: the service has no port %d", errNoHealthyEndpoint, svcPort)
+	}
 	if src == nil {
 		src = &noWorkload
 	}
@@ -302,7 +314,7 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 	// any order.
 	best, weight := -1, uint64(0)
 	for _, ep := range svc.Endpoints {
-		w, _, rank, ok := endpointCandidate(snap, svc, ep, svcPort, waypoint, src)
+		w, _, rank, ok := endpointCandidate(snap, svc, ep, svcPort, listed, waypoint, src)
 		switch {
 		case !ok || rank < best:
 		case rank > best:
@@ -318,7 +330,7 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 	var last *workload.Workload
 	var lastPort uint16
 	for _, ep := range svc.Endpoints {
-		w, port, rank, ok := endpointCandidate(snap, svc, ep, svcPort, waypoint, src)
+		w, port, rank, ok := endpointCandidate(snap, svc, ep, svcPort, listed, waypoint, src)
 		if !ok || rank != best || w.Capacity == 0 {
 			continue
 		}
@@ -334,10 +346,14 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 // endpointCandidate returns ep's workload, its target port for svcPort and its rank under svc's
 // load balancer (0 without routing preferences); ok is false when ep cannot be picked: no
 // workload, nothing to connect to, no port, or outside a Strict load balancer's preferences.
-func endpointCandidate(snap *workload.Snapshot, svc *workload.Service, ep *workload.Endpoint, svcPort uint16, waypoint bool, src *workload.Workload) (w *workload.Workload, port uint16, rank int, ok bool) {
+// listed tells whether svc lists svcPort.
+func endpointCandidate(snap *workload.Snapshot, svc *workload.Service, ep *workload.Endpoint, svcPort uint16, listed, waypoint bool, src *workload.Workload) (w *workload.Workload, port uint16, rank int, ok bool) {
 	w = snap.WorkloadByUID(ep.WorkloadUID)
-	if w == nil || !workloadIP(w).IsValid() && (waypoint || w.Hostname == "") {
-		return nil, 0, 0, false // nothing to connect to (a waypoint known by hostname only is not looked up)
+	if w == nil || !workloadIP(w).IsValid() && w.Hostname == "" {
+		return nil, 0, 0, false // nothing to connect to
+	}
+	if !listed && w.ApplicationTunnel == nil {
+		return nil, 0, 0, false // a waypoint endpoint (see pickEndpoint)
 	}
 	port, ok = svc.TargetPort(ep, svcPort)
 	if !ok && waypoint && w.ApplicationTunnel != nil && w.ApplicationTunnel.Port != 0 {
@@ -402,9 +418,10 @@ func localityRank(lb *workload.LoadBalancer, src, w *workload.Workload) (rank in
 }
 
 // lookupTarget looks up rt.lookup, the hostname of the workload rt goes to, and completes
-// rt.target (and the tunnel's address) with one of its addresses, as ztunnel's on-demand DNS
-// does: drawn at random among those of the original destination's family, else among the others.
-// The lookup is counted in istio_on_demand_dns_total with rec's source labels.
+// rt.target and the tunnel's address (for a waypoint, the tunnel's address only) with one of its
+// addresses, as ztunnel's on-demand DNS does: drawn at random among those of the original
+// destination's family, else among the others. The lookup is counted in
+// istio_on_demand_dns_total with rec's source labels.
 func (p *Proxy) lookupTarget(rt *route, rec *record) error {
 	p.cfg.Metrics.OnDemandDNS(rec.labels(metrics.ReporterSource), rt.lookup)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
@@ -430,6 +447,10 @@ func (p *Proxy) lookupTarget(rt *route, rec *record) error {
 		ip = addrs[rand.IntN(len(addrs))]
 	default:
 		return fmt.Errorf("on-demand DNS lookup of %s: no addresses", rt.lookup)
+	}
+	if rt.waypoint {
+		rt.hboneAddr = netip.AddrPortFrom(ip, rt.hboneAddr.Port()) // target stays the destination
+		return nil
 	}
 	rt.target = netip.AddrPortFrom(ip, rt.target.Port())
 	if rt.hbone {

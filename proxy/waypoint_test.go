@@ -485,3 +485,40 @@ func BenchmarkResolveWaypoint(b *testing.B) {
 		}
 	}
 }
+
+// TestOutboundWaypointOnDemandDNS: a waypoint whose workload istiod knows by hostname only is
+// looked up when the connection is made, as any such workload: the tunnel goes to the address
+// the name resolves to, its authority stays the destination the app asked for.
+func TestOutboundWaypointOnDemandDNS(t *testing.T) {
+	wpIP := netip.MustParseAddr("127.0.0.12")
+	lookup, queries := startTestDNS(t, map[string]netip.Addr{"waypoint.example": wpIP})
+	e := newEnvConfig(t, func(c *Config) { c.LookupHost = lookup })
+	wpPort := freePort(t)
+	wp := e.startWaypoint(t, netip.AddrPortFrom(wpIP, wpPort), waypointID)
+	byName := waypointWorkload(netip.Addr{})
+	byName.WorkloadIPs, byName.Hostname = nil, "waypoint.example"
+	wpSvc := &workload.Service{Name: "waypoint", Namespace: "default", Hostname: waypointHost,
+		VIPs:      []workload.NetworkAddress{{Address: netip.MustParseAddr("127.0.0.22")}},
+		Ports:     map[uint16]uint16{15008: wpPort},
+		Endpoints: map[string]*workload.Endpoint{"waypoint": {WorkloadUID: "waypoint"}}}
+	e.apply(t, workload.Update{
+		Workloads: []*workload.Workload{byName},
+		Services:  []*workload.Service{wpSvc, e.echoService(waypointNamed("default", waypointHost, 15008))},
+	})
+	dst := netip.AddrPortFrom(echoVIP, 80)
+	for range 2 {
+		if got := roundTrip(t, e.socksDial(t, dst), "hi"); got != "hi" {
+			t.Fatalf("echo = %q, want hi", got)
+		}
+	}
+	if reqs := wp.requests(); len(reqs) != 2 || reqs[0].authority != dst.String() {
+		t.Fatalf("waypoint requests = %+v, want two for %s", reqs, dst)
+	}
+	if n := e.appConns.Load(); n != 0 {
+		t.Errorf("the app saw %d connections, want none", n)
+	}
+	if n := queries.Load(); n != 2 {
+		t.Errorf("the DNS server saw %d queries, want 2 (A and AAAA, once)", n)
+	}
+	waitLog(t, e.access, "connection complete", "dst.addr="+wp.addr.String(), "dst.hbone_addr="+dst.String(), "dst.workload=waypoint")
+}
