@@ -6,12 +6,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // peerInfo is what the HBONE handler knows of the connection a stream arrived on; it travels
@@ -61,24 +64,31 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 
 // serveHBONE handles one CONNECT stream: validate the authority, find the destination workload,
 // enforce policy, connect to the app and relay.
+//
+// The authority is the workload's ip:port, or a service's hostname:port: the inner request of
+// double HBONE, which a client on another network sends through its network gateway. Then the
+// service port is mapped to the workload's target port, as ztunnel does, and the client's
+// address (the gateway's) says nothing of the client when the request's x-istio-origin-network
+// names another network.
 func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	pi, _ := s.Context().Value(peerKey{}).(peerInfo)
-	target, err := netip.ParseAddrPort(req.Authority)
-	if err != nil {
+	target, host, ok := parseAuthority(req.Authority)
+	if !ok {
 		s.Reject(http.StatusBadRequest)
 		return
 	}
-	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
-	if target.Addr() != pi.local.Addr() {
-		// The tunnel must end at the workload the client connected to.
-		s.Reject(http.StatusBadRequest)
-		return
-	}
-	if p.isIllegalPort(target.Port()) {
-		// A tunnel to the proxy's own ports would come straight back in.
-		p.log.Debug("inbound: refusing a CONNECT to the proxy's own port", "src", pi.remote.String(), "authority", req.Authority)
-		s.Reject(http.StatusServiceUnavailable)
-		return
+	if host == "" {
+		if target.Addr() != pi.local.Addr() {
+			// The tunnel must end at the workload the client connected to.
+			s.Reject(http.StatusBadRequest)
+			return
+		}
+		if p.isIllegalPort(target.Port()) {
+			// A tunnel to the proxy's own ports would come straight back in.
+			p.log.Debug("inbound: refusing a CONNECT to the proxy's own port", "src", pi.remote.String(), "authority", req.Authority)
+			s.Reject(http.StatusServiceUnavailable)
+			return
+		}
 	}
 	snap := p.cfg.Store.Snapshot()
 	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
@@ -87,18 +97,30 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(target),
 		srcID: identOf(pi.id), mtls: true,
 	}
-	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
-	if rec.srcW != nil && rec.srcW.Identity() != pi.id {
-		rec.srcW = nil // the address says one thing, the certificate another: trust the certificate
+	if origin := req.Header.Get(originNetworkHeader); origin == "" || strings.EqualFold(origin, p.cfg.Network) {
+		rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
+		if rec.srcW != nil && rec.srcW.Identity() != pi.id {
+			rec.srcW = nil // the address says one thing, the certificate another: trust the certificate
+		}
 	}
-	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, target.Addr())
+	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, pi.local.Addr())
 	if rec.dstW == nil {
 		s.Reject(http.StatusServiceUnavailable)
 		rec.open(p.cfg.Metrics)
-		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", target.Addr()), metrics.FlagConnect, 0, 0)
+		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", pi.local.Addr()), metrics.FlagConnect, 0, 0)
 		return
 	}
 	rec.dstID = identOf(rec.dstW.Identity())
+	if host != "" {
+		var err error
+		if rec.dstSvc, target, err = p.hostnameTarget(snap, rec.dstW, pi.local.Addr(), host, target.Port()); err != nil {
+			s.Reject(http.StatusServiceUnavailable)
+			rec.open(p.cfg.Metrics)
+			rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+			return
+		}
+		rec.hboneAddr = packAddr(target)
+	}
 	rec.open(p.cfg.Metrics)
 
 	pt, pc := rec.policyInputs()
@@ -122,6 +144,52 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	s.Detach()
 	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
 	p.relayInbound(st, s, app)
+}
+
+// originNetworkHeader names the network a double-HBONE client is on (ztunnel's
+// x-istio-origin-network), set on the inner request only.
+const originNetworkHeader = "x-istio-origin-network"
+
+// parseAuthority splits a CONNECT authority: an ip:port gives target (unmapped) and host "";
+// a hostname:port gives host and target with the port alone. ok is false for anything else.
+func parseAuthority(authority string) (target netip.AddrPort, host string, ok bool) {
+	if ap, err := netip.ParseAddrPort(authority); err == nil {
+		if ap.Addr().Zone() != "" {
+			return target, "", false // no pod address has a zone
+		}
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), "", true
+	}
+	h, ps, err := net.SplitHostPort(authority)
+	if err != nil || h == "" || strings.ContainsAny(authority, "[]%") {
+		return target, "", false
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return target, "", false // an address without brackets, or some other oddity
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return target, "", false
+	}
+	return netip.AddrPortFrom(netip.Addr{}, uint16(port)), h, true
+}
+
+// hostnameTarget resolves a CONNECT to service host on svcPort, received by workload w at
+// local: the service of that hostname w's namespace sees, and local on the port w's endpoint
+// maps svcPort to, else the service's target port. A named port w's endpoint does not map, or a
+// port of the proxy's own, is an error.
+func (p *Proxy) hostnameTarget(snap *workload.Snapshot, w *workload.Workload, local netip.Addr, host string, svcPort uint16) (*workload.Service, netip.AddrPort, error) {
+	svc := snap.ServiceByHostFrom(host, w.Namespace)
+	if svc == nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("unknown service hostname %s", host)
+	}
+	port, ok := svc.TargetPort(svc.Endpoints[w.UID], svcPort)
+	if !ok {
+		return svc, netip.AddrPort{}, fmt.Errorf("service %s has no target port for port %d", host, svcPort)
+	}
+	if p.isIllegalPort(port) {
+		return svc, netip.AddrPort{}, fmt.Errorf("service %s port %d maps to the proxy's own port %d", host, svcPort, port)
+	}
+	return svc, netip.AddrPortFrom(local, port), nil
 }
 
 // relayInbound relays an accepted inbound connection to the app while tracking it for drain and

@@ -252,7 +252,8 @@ func TestInboundStatusCodes(t *testing.T) {
 		authority string
 		want      int
 	}{
-		{"authority not an address", "server.default:80", http.StatusBadRequest},
+		{"authority neither ip:port nor hostname:port", "server.default", http.StatusBadRequest},
+		{"authority an unknown service hostname", "server.default:80", http.StatusServiceUnavailable},
 		{"authority is another IP than the connection's", "127.0.0.9:80", http.StatusBadRequest},
 		{"policy denies", "127.0.0.1:9", http.StatusUnauthorized},
 		{"upstream does not answer", netip.AddrPortFrom(serverIP, closedPort).String(), http.StatusServiceUnavailable},

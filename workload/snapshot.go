@@ -111,6 +111,14 @@ func (s *Snapshot) ServicesByHostname(host string) []*Service {
 	return svcs
 }
 
+// ServiceByHostFrom returns the service of that hostname a client in
+// namespace ns reaches, or nil: among the services of one hostname in
+// several namespaces, those not visible to ns are skipped, then ns's own
+// wins, else a canonical one, else the first (as ServiceByVIPFrom chooses).
+func (s *Snapshot) ServiceByHostFrom(host, ns string) *Service {
+	return bestService(s.ServicesByHostname(host), ns)
+}
+
 // ServicesByVIP returns every service with exactly that VIP (several
 // namespaces may share one), or nil. CIDR VIPs are not consulted.
 func (s *Snapshot) ServicesByVIP(network string, ip netip.Addr) []*Service {
