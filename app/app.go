@@ -44,6 +44,7 @@ type App struct {
 	metrics *metrics.Registry
 	ready   *admin.Readiness
 	proxy   *proxy.Proxy
+	lookups *dns.Resolver // on-demand DNS; nil when resolv.conf could not be read
 	local   *xds.LocalSource
 	shared  *sharedMode           // shared (in-pod) mode: ZDS client and pod proxies; nil in dedicated mode
 	self    identity.ID           // dedicated mode: the workload's identity
@@ -147,6 +148,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 	// resolv.conf's servers and search list, answers cached for their TTLs, IPv4 only when
 	// IPv6 is off.
 	if res, err := dns.NewResolver(dns.ResolverConfig{IPv4Only: !cfg.IPv6Enabled}); err == nil {
+		a.lookups = res
 		pcfg.LookupHost = res.LookupHost
 	} else {
 		a.log.Warn("on-demand DNS uses the Go resolver, uncached", "err", err)
@@ -200,6 +202,9 @@ func newSigner(cfg *config.Config, log *slog.Logger) (certs.Signer, error) {
 // Run starts everything and blocks until ctx ends or /quitquitquit, then drains.
 func (a *App) Run(ctx context.Context) error {
 	defer a.certs.Close()
+	if a.lookups != nil {
+		defer a.lookups.Close() // after the drain: no connection looks up any more
+	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	// Cancel, then wait: the goroutines below end on runCtx (deferred calls run last first, so

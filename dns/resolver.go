@@ -78,7 +78,8 @@ type ResolverConfig struct {
 //
 // A Resolver is safe for concurrent use. It holds no goroutine between
 // lookups: a query outlives the lookup that started it (so waiters and the
-// cache get its answer) by at most Attempts × len(Servers) × Timeout.
+// cache get its answer) by at most Attempts × len(Servers) × Timeout, and
+// Close ends the queries in flight and waits for them.
 type Resolver struct {
 	// Immutable after NewResolver.
 	servers  []string
@@ -91,11 +92,19 @@ type Resolver struct {
 	maxSize  int
 	now      func() time.Time // the clock of the cache; tests replace it
 
+	ctx    context.Context // cancelled by Close: ends the queries in flight
+	cancel context.CancelFunc
+
 	mu       sync.Mutex
 	cache    map[cacheKey]*list.Element // guarded by mu; values are *cacheEntry
 	lru      list.List                  // guarded by mu; most recently used first
 	inflight map[cacheKey]*flight       // guarded by mu
+	closed   bool                       // guarded by mu
+	wg       sync.WaitGroup             // the queries' goroutines; added to under mu
 }
+
+// errResolverClosed is the error of lookups after Close.
+var errResolverClosed = errors.New("dns: resolver closed")
 
 // cacheKey names one answer: a fully qualified lower-case name and a type.
 type cacheKey struct {
@@ -195,6 +204,7 @@ func NewResolver(cfg ResolverConfig) (*Resolver, error) {
 			return nil, fmt.Errorf("dns: resolver: %w", err)
 		}
 	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
 
@@ -304,10 +314,24 @@ func (r *Resolver) start(k cacheKey) *flight {
 	if q, ok := r.inflight[k]; ok {
 		return q
 	}
+	if r.closed {
+		return &flight{done: closedChan, err: errResolverClosed}
+	}
 	q := &flight{done: make(chan struct{})}
 	r.inflight[k] = q
+	r.wg.Add(1)
 	go r.run(k, q)
 	return q
+}
+
+// Close ends the queries in flight (their lookups fail) and waits for their
+// goroutines; later lookups fail, but for answers still cached.
+func (r *Resolver) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
 }
 
 // closedChan is the done channel of an answer taken from the cache.
@@ -320,9 +344,11 @@ var closedChan = func() chan struct{} {
 // run asks the servers about k, publishes the answer to q's waiters and
 // caches it for its TTL.
 func (r *Resolver) run(k cacheKey, q *flight) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.attempts*len(r.servers))*r.timeout)
+	defer r.wg.Done()
+	ctx, cancel := context.WithTimeout(r.ctx, time.Duration(r.attempts*len(r.servers))*r.timeout)
 	addrs, ttl, err := r.exchange(ctx, k)
 	cancel()
+	expires := r.now().Add(min(ttl, maxCacheTTL)) // the TTL counts from the answer
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.inflight, k)
@@ -331,7 +357,7 @@ func (r *Resolver) run(k cacheKey, q *flight) {
 	if err != nil || ttl <= 0 || r.maxSize < 0 {
 		return
 	}
-	r.cache[k] = r.lru.PushFront(&cacheEntry{key: k, addrs: addrs, expires: r.now().Add(min(ttl, maxCacheTTL))})
+	r.cache[k] = r.lru.PushFront(&cacheEntry{key: k, addrs: addrs, expires: expires})
 	for r.lru.Len() > r.maxSize {
 		old := r.lru.Back()
 		r.lru.Remove(old)
@@ -371,13 +397,30 @@ func (r *Resolver) exchange(ctx context.Context, k cacheKey) ([]netip.Addr, time
 // exchangeWith asks one server over UDP, and over TCP when the answer is
 // truncated.
 func (r *Resolver) exchangeWith(ctx context.Context, server string, m *dns.Msg) (*dns.Msg, error) {
-	c := dns.Client{Net: "udp", Timeout: r.timeout, UDPSize: resolverEDNSSize}
-	resp, _, err := c.ExchangeContext(ctx, m, server)
+	resp, err := r.exchangeOver(ctx, "udp", server, m)
 	if err == nil && resp.Truncated {
-		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(ctx, m, server)
+		resp, err = r.exchangeOver(ctx, "tcp", server, m)
 	}
 	return resp, err
+}
+
+// exchangeOver does one exchange on a new socket, which the end of ctx closes
+// (the client's own deadline does not watch ctx: Close would wait a timeout).
+func (r *Resolver) exchangeOver(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, server)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	cl := dns.Client{Net: network, Timeout: r.timeout, UDPSize: resolverEDNSSize}
+	resp, _, err := cl.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: c, UDPSize: resolverEDNSSize})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", network, err)
+	}
+	return resp, nil
 }
 
 // answerOf returns the addresses of type qtype in resp and how long they may

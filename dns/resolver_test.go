@@ -162,6 +162,7 @@ func newTestResolver(t *testing.T, cfg ResolverConfig) (*Resolver, *clock) {
 	if err != nil {
 		t.Fatalf("NewResolver: %v", err)
 	}
+	t.Cleanup(r.Close)
 	c := &clock{now: time.Unix(1_700_000_000, 0)}
 	r.now = c.Now
 	return r, c
@@ -556,4 +557,40 @@ func FuzzResolverAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestResolverClose: Close ends a query in flight (its lookup fails at once) and waits for it;
+// later lookups fail but for answers still cached.
+func TestResolverClose(t *testing.T) {
+	z := startZone(t, "kept.example. 60 IN A 192.0.2.12", "stuck.example. 60 IN A 192.0.2.13")
+	r, _ := newTestResolver(t, ResolverConfig{Servers: []string{z.addr}, IPv4Only: true, Timeout: time.Minute})
+	mustLookup(t, r, "kept.example.", "192.0.2.12")
+	z.mu.Lock()
+	z.hold = make(chan struct{})
+	z.mu.Unlock()
+	failed := make(chan error, 1)
+	go func() {
+		_, err := lookup(t, r, "stuck.example.")
+		failed <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		z.mu.Lock()
+		n := len(z.log)
+		z.mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	start := time.Now()
+	r.Close()
+	if err := <-failed; err == nil {
+		t.Error("the lookup in flight succeeded after Close")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %v: it did not end the query (timeout 1 minute)", d)
+	}
+	mustLookup(t, r, "kept.example.", "192.0.2.12")
+	if _, err := lookup(t, r, "other.example."); !errors.Is(err, errResolverClosed) {
+		t.Errorf("lookup after Close: %v, want %v", err, errResolverClosed)
+	}
 }

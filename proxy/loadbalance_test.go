@@ -397,6 +397,7 @@ func startTestDNS(t *testing.T, names map[string]netip.Addr) (func(ctx context.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(r.Close)
 	return r.LookupHost, &queries
 }
 
