@@ -130,6 +130,31 @@ func (z *zone) queries() []string {
 	return l
 }
 
+// holdAnswers makes the zone hold its answers until the returned channel is closed.
+func (z *zone) holdAnswers() chan struct{} {
+	hold := make(chan struct{})
+	z.mu.Lock()
+	z.hold = hold
+	z.mu.Unlock()
+	return hold
+}
+
+// waitQueries waits until the zone has seen n queries since the last call of queries.
+func (z *zone) waitQueries(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		z.mu.Lock()
+		seen := len(z.log)
+		z.mu.Unlock()
+		if seen >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the zone saw %d queries, want %d", seen, n)
+		}
+	}
+}
+
 // clock is a settable clock for the resolver's cache.
 type clock struct {
 	mu  sync.Mutex
@@ -307,10 +332,7 @@ func TestResolverSearch(t *testing.T) {
 // query instead of sending their own.
 func TestResolverSharesQueries(t *testing.T) {
 	z := startZone(t, "busy.example. 60 IN A 192.0.2.9")
-	hold := make(chan struct{})
-	z.mu.Lock()
-	z.hold = hold
-	z.mu.Unlock()
+	hold := z.holdAnswers()
 	r, _ := newTestResolver(t, ResolverConfig{Servers: []string{z.addr}, IPv4Only: true})
 
 	const n = 8
@@ -324,21 +346,8 @@ func TestResolverSharesQueries(t *testing.T) {
 			errs <- err
 		}()
 	}
-	// Wait for the query to reach the server and every lookup to be waiting for it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r.mu.Lock()
-		q := r.inflight[cacheKey{"busy.example.", dns.TypeA}]
-		r.mu.Unlock()
-		z.mu.Lock()
-		seen := len(z.log)
-		z.mu.Unlock()
-		if q != nil && seen > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // let the last lookups join
+	z.waitQueries(t, 1)
+	time.Sleep(50 * time.Millisecond) // let the last lookups join the query in flight
 	close(hold)
 	for range n {
 		if err := <-errs; err != nil {
@@ -352,10 +361,7 @@ func TestResolverSharesQueries(t *testing.T) {
 // its answer is cached for the next lookup.
 func TestResolverWaitEndsWithContext(t *testing.T) {
 	z := startZone(t, "slow.example. 60 IN A 192.0.2.10")
-	hold := make(chan struct{})
-	z.mu.Lock()
-	z.hold = hold
-	z.mu.Unlock()
+	hold := z.holdAnswers()
 	r, _ := newTestResolver(t, ResolverConfig{Servers: []string{z.addr}, IPv4Only: true})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -565,22 +571,13 @@ func TestResolverClose(t *testing.T) {
 	z := startZone(t, "kept.example. 60 IN A 192.0.2.12", "stuck.example. 60 IN A 192.0.2.13")
 	r, _ := newTestResolver(t, ResolverConfig{Servers: []string{z.addr}, IPv4Only: true, Timeout: time.Minute})
 	mustLookup(t, r, "kept.example.", "192.0.2.12")
-	z.mu.Lock()
-	z.hold = make(chan struct{})
-	z.mu.Unlock()
+	z.holdAnswers()
 	failed := make(chan error, 1)
 	go func() {
 		_, err := lookup(t, r, "stuck.example.")
 		failed <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		z.mu.Lock()
-		n := len(z.log)
-		z.mu.Unlock()
-		if n == 2 || time.Now().After(deadline) {
-			break
-		}
-	}
+	z.waitQueries(t, 2) // kept's and stuck's
 	start := time.Now()
 	r.Close()
 	if err := <-failed; err == nil {
