@@ -126,17 +126,7 @@ type resolvConf struct {
 // Resolver uses all of it, as ztunnel's does.
 func parseResolvConf(r io.Reader) resolvConf {
 	var rc resolvConf
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexAny(line, "#;"); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
+	fieldLines(r, "#;", func(f []string) {
 		switch f[0] {
 		case "nameserver":
 			if a, err := netip.ParseAddr(f[1]); err == nil {
@@ -163,7 +153,7 @@ func parseResolvConf(r io.Reader) resolvConf {
 				}
 			}
 		}
-	}
+	})
 	return rc
 }
 
@@ -171,20 +161,10 @@ func parseResolvConf(r io.Reader) resolvConf {
 // answers for (lower-cased); comments and malformed lines are skipped.
 func parseHosts(r io.Reader) map[string][]netip.Addr {
 	hosts := map[string][]netip.Addr{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
+	fieldLines(r, "#", func(f []string) {
 		a, err := netip.ParseAddr(f[0])
 		if err != nil || a.Zone() != "" {
-			continue
+			return
 		}
 		a = a.Unmap()
 		for _, name := range f[1:] {
@@ -193,6 +173,23 @@ func parseHosts(r io.Reader) map[string][]netip.Addr {
 				hosts[name] = append(hosts[name], a)
 			}
 		}
-	}
+	})
 	return hosts
+}
+
+// fieldLines calls fn with the fields of each line of r that has at least
+// two once its comment (from the first byte of comment on) is cut off. A
+// line longer than 64 KiB ends the scan.
+func fieldLines(r io.Reader, comment string, fn func(fields []string)) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 64*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexAny(line, comment); i >= 0 {
+			line = line[:i]
+		}
+		if f := strings.Fields(line); len(f) >= 2 {
+			fn(f)
+		}
+	}
 }
