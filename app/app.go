@@ -127,6 +127,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		Socket:    socket,
 		OrigSrc:   cfg.RequireOriginalSource == nil || *cfg.RequireOriginalSource,
 		EarlyData: cfg.HBONEEarlyData,
+		Baggage:   cfg.EnableResponseBaggage,
 		HBONE: hbone.Config{
 			StreamWindow: cfg.HTTP2.StreamWindowSize,
 			ConnWindow:   cfg.HTTP2.ConnectionWindowSize,

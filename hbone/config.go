@@ -121,6 +121,12 @@ type Request struct {
 	// do, and never deliver it before they answer 200. Connect does not
 	// keep Early after it returns.
 	Early []byte
+	// Response, when not nil, receives the regular fields of the answer
+	// (names in lower case, as they arrived), whatever its status, before
+	// Connect returns; a Response of an answer that did not come is left
+	// alone. Open does not wait for the answer and ignores it. ztunnel
+	// answers 200 with a baggage field describing the destination.
+	Response *Header
 }
 
 // Field is one header field.

@@ -259,6 +259,13 @@ type conn struct {
 	kaLastPing int64  // when the last PING was queued, time since epoch in ns
 	kaSeq      uint64 // payload of the last PING
 
+	// answers maps the id of a client stream whose Request asked for its
+	// answer's fields (Request.Response) to where they go, until they are
+	// stored or its Connect returns; guarded by mu, nil until a request asks.
+	// wantAnswers counts the entries, so the read loop looks only then.
+	answers     map[uint32]*Header
+	wantAnswers atomic.Int32
+
 	// Guarded by mu. Lock order: wmu before mu; never take wmu (or any
 	// caller's lock) while holding mu.
 	mu             sync.Mutex

@@ -50,7 +50,8 @@ type hdrBlock struct {
 
 	method, authority string // requests (server side)
 	status            string // responses (client side)
-	header            Header // a request's regular fields; handed to its Request
+	header            Header // a request's regular fields (handed to its Request), or a response's when keep
+	keep              bool   // client side: the stream's Request asked for the answer's fields
 }
 
 // hdrBlock.pseudo bits.
@@ -97,6 +98,11 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 		}
 		n -= pad
 		*h = hdrBlock{stream: fh.StreamID, end: fh.Flags.Has(http2.FlagHeadersEndStream), remain: c.cfg.MaxHeaderListSize}
+		if !c.server && c.wantAnswers.Load() > 0 {
+			c.mu.Lock()
+			h.keep = c.answers[fh.StreamID] != nil
+			c.mu.Unlock()
+		}
 		c.hdec.SetEmitEnabled(true)
 	} else if fh.StreamID != h.stream {
 		// The Framer's order check makes this unreachable; kept as a guard.
@@ -195,7 +201,7 @@ func (c *conn) onField(f hpack.HeaderField) {
 	}
 	switch {
 	case !pseudo:
-		if c.server {
+		if c.server || h.keep {
 			h.header = append(h.header, Field{Name: f.Name, Value: f.Value})
 		}
 	case f.Name == ":method":

@@ -1025,13 +1025,19 @@ func (s *Stream) endSilently(err error) bool {
 
 // Respond sends the response HEADERS of a server stream; 200 opens the
 // tunnel. It may be called once, and not after Reject.
-func (s *Stream) Respond(status int) error { return s.respond(status, false) }
+func (s *Stream) Respond(status int) error { return s.respond(status, nil, false) }
+
+// RespondWith is Respond with the fields of h sent after the status (ztunnel
+// answers 200 with a baggage field). Names are sent in lower case, and
+// pseudo-headers and connection-specific fields are left out, as in a
+// client's Request.
+func (s *Stream) RespondWith(status int, h Header) error { return s.respond(status, h, false) }
 
 // Reject answers a server stream with status and END_STREAM; the stream is
 // done (if the client has not finished sending, it is told to stop with
 // RST_STREAM(NO_ERROR)).
 func (s *Stream) Reject(status int) error {
-	if err := s.respond(status, true); err != nil {
+	if err := s.respond(status, nil, true); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -1045,13 +1051,15 @@ func (s *Stream) Reject(status int) error {
 
 var errRespondClient = errors.New("hbone: Respond/Reject on a client stream")
 
-func (s *Stream) respond(status int, end bool) error {
+func (s *Stream) respond(status int, h Header, end bool) error {
 	if s.client {
 		return errRespondClient
 	}
 	if status < 200 || status > 999 {
 		return fmt.Errorf("hbone: invalid response status %d", status)
 	}
+	var fieldBuf [6]string // on the stack for up to two fields
+	fields := appendFields(append(fieldBuf[:0], ":status", statusText(status)), h)
 	if err := s.acquireWrite(); err != nil {
 		return err
 	}
@@ -1073,7 +1081,7 @@ func (s *Stream) respond(status int, end bool) error {
 	c := s.c
 	err := c.lockWrite()
 	if err == nil && !s.has(streamRstSent) {
-		err = c.writeHeadersLocked(s.id, end, ":status", statusText(status))
+		err = c.writeHeadersLocked(s.id, end, fields...)
 	}
 	if uerr := c.unlockWrite(); err == nil {
 		err = uerr
@@ -1092,6 +1100,19 @@ func (s *Stream) respond(status int, end bool) error {
 		}
 	}
 	return nil
+}
+
+// appendFields appends the fields of h to fields as name, value pairs, names
+// in lower case, leaving out pseudo-headers and connection-specific fields.
+func appendFields(fields []string, h Header) []string {
+	for _, f := range h {
+		name := strings.ToLower(f.Name) // no copy when already lower case
+		if hopByHop[name] || strings.HasPrefix(name, ":") {
+			continue
+		}
+		fields = append(fields, name, f.Value)
+	}
+	return fields
 }
 
 func statusText(code int) string {
@@ -1137,15 +1158,8 @@ func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, e
 	if method == "" {
 		method = http.MethodConnect
 	}
-	var fieldBuf [8]string // on the stack for up to two more fields
-	fields := append(fieldBuf[:0], ":method", method, ":authority", req.Authority)
-	for _, f := range req.Header {
-		name := strings.ToLower(f.Name) // no copy when already lower case
-		if hopByHop[name] || strings.HasPrefix(name, ":") {
-			continue
-		}
-		fields = append(fields, name, f.Value)
-	}
+	var fieldBuf [10]string // on the stack for up to three more fields
+	fields := appendFields(append(fieldBuf[:0], ":method", method, ":authority", req.Authority), req.Header)
 
 	// Ids must go out in increasing order: allocate under the write lock.
 	early := 0 // bytes of req.Early sent with the request
@@ -1166,6 +1180,10 @@ func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, e
 			c.nextID += 2
 			s.sendWindow = c.peerInitWindow
 			c.streams.add(s)
+			if wait && req.Response != nil {
+				c.expectAnswer(s.id, req.Response)
+				defer c.forgetAnswer(s.id)
+			}
 		}
 		c.mu.Unlock()
 		if err == nil {
@@ -1238,6 +1256,39 @@ func (c *conn) request(ctx context.Context, req *Request, wait bool) (*Stream, e
 		return nil, &StatusError{Code: status}
 	}
 	return nil, serr
+}
+
+// expectAnswer records that the answer's fields on stream id go to dst
+// (Request.Response). c.mu must be held.
+func (c *conn) expectAnswer(id uint32, dst *Header) {
+	if c.answers == nil {
+		c.answers = make(map[uint32]*Header)
+	}
+	c.answers[id] = dst
+	c.wantAnswers.Add(1)
+}
+
+// forgetAnswer drops the entry of stream id, if it is still there: its Connect
+// returns, and nothing may write to its Request after that.
+func (c *conn) forgetAnswer(id uint32) {
+	c.mu.Lock()
+	if _, ok := c.answers[id]; ok {
+		delete(c.answers, id)
+		c.wantAnswers.Add(-1)
+	}
+	c.mu.Unlock()
+}
+
+// deliverAnswer stores h, the fields of the final answer on stream id, where
+// its Request asked, if it still waits. Called by the read loop.
+func (c *conn) deliverAnswer(id uint32, h Header) {
+	c.mu.Lock()
+	if dst := c.answers[id]; dst != nil {
+		*dst = h
+		delete(c.answers, id)
+		c.wantAnswers.Add(-1)
+	}
+	c.mu.Unlock()
 }
 
 // writeEarlyLocked writes as much of early as one DATA frame on the new

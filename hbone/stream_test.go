@@ -225,6 +225,70 @@ func TestHeadersReachHandler(t *testing.T) {
 	}
 }
 
+// TestResponseFields: a server's RespondWith fields reach a client whose Request asked for them
+// (Response), on 200 and on a refusal alike, and leave out what a Request would; a request that
+// did not ask, or that used Open, gets none, and the connection keeps no entry afterwards.
+func TestResponseFields(t *testing.T) {
+	h := HandlerFunc(func(s *Stream, req *Request) {
+		status := 200
+		if req.Authority == "deny:1" {
+			status = 401
+		}
+		s.RespondWith(status, Header{
+			{"Baggage", "k8s.namespace.name=ns,service.name=app"},
+			{"connection", "close"}, // connection-specific: not sent
+			{":path", "/"},          // not a pseudo-header of a response: not sent
+		})
+		if status == 200 {
+			io.Copy(io.Discard, s)
+		}
+	})
+	cc, _ := pipePair(t, Config{}, Config{}, h)
+	want := Header{{"baggage", "k8s.namespace.name=ns,service.name=app"}}
+
+	var got Header
+	s, err := cc.Connect(context.Background(), &Request{Authority: "ok:1", Response: &got})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if !slices.Equal(got, want) {
+		t.Errorf("200: Response = %q, want %q", got, want)
+	}
+
+	got = nil
+	var se *StatusError
+	if _, err := cc.Connect(context.Background(), &Request{Authority: "deny:1", Response: &got}); !errors.As(err, &se) || se.Code != 401 {
+		t.Fatalf("deny: err = %v, want status 401", err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("401: Response = %q, want %q", got, want)
+	}
+
+	// Open does not wait for the answer: it leaves Response alone.
+	got = Header{{"untouched", "1"}}
+	s, err = cc.Open(context.Background(), &Request{Authority: "ok:1", Response: &got})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.CloseWrite()
+	s.Read(make([]byte, 1)) // waits for the answer
+	s.Close()
+	if len(got) != 1 || got[0].Name != "untouched" {
+		t.Errorf("Open: Response = %q, want it untouched", got)
+	}
+
+	cc.c.mu.Lock()
+	n := len(cc.c.answers)
+	cc.c.mu.Unlock()
+	if n != 0 || cc.c.wantAnswers.Load() != 0 {
+		t.Errorf("after the requests: %d answers awaited (count %d), want none", n, cc.c.wantAnswers.Load())
+	}
+}
+
 // stalledReceiver opens a stream whose server end does not read until
 // release is called (also at the test's end); both ends use a window-byte
 // stream window.

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
@@ -103,6 +104,9 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 			rec.srcW = nil // the address says one thing, the certificate another: trust the certificate
 		}
 	}
+	if rec.srcW == nil && p.cfg.Baggage {
+		rec.srcW = baggageWorkload(req.Header)
+	}
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, pi.local.Addr())
 	if rec.dstW == nil {
 		s.Reject(http.StatusServiceUnavailable)
@@ -136,7 +140,12 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", target, err), metrics.FlagConnect, 0, 0)
 		return
 	}
-	if err := s.Respond(http.StatusOK); err != nil {
+	if p.cfg.Baggage {
+		err = s.RespondWith(http.StatusOK, hbone.Header{{Name: baggageHeader, Value: rec.dstW.Baggage()}})
+	} else {
+		err = s.Respond(http.StatusOK)
+	}
+	if err != nil {
 		app.Close()
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
@@ -145,6 +154,31 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
 	p.relayInbound(st, s, app)
 }
+
+// baggageWorkload returns the workload the baggage fields of h describe (workload.FromBaggage),
+// nil when there are none: ztunnel's derived source, for a client the store has no record of
+// (one behind another network's gateway, or not yet known). Workloads are shared by baggage
+// value (baggageWorkloads), so the connections of one client keep one between them.
+func baggageWorkload(h hbone.Header) *workload.Workload {
+	key, n := "", 0
+	for _, f := range h {
+		if strings.EqualFold(f.Name, baggageHeader) {
+			if n > 0 {
+				key += "," // as FromBaggage reads them, several fields are one list
+			}
+			key += f.Value
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return baggageWorkloads.Get(key, workload.FromBaggage)
+}
+
+// baggageWorkloads holds the workloads made from baggage values, at most maxIDCache of them, so
+// that clients that come and go cannot grow it without limit. Entries never change.
+var baggageWorkloads = boundedmap.New[string, *workload.Workload](maxIDCache)
 
 // originNetworkHeader names the network a double-HBONE client is on (ztunnel's
 // x-istio-origin-network), set on the inner request only.

@@ -566,7 +566,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		req := &hbone.Request{
 			Method:    http.MethodConnect,
 			Authority: rt.target.String(),
-			Header:    hbone.Header{{Name: "forwarded", Value: forwarded(src, rt.dstSvc)}},
+			Header:    requestHeader(src, rt.dstSvc, rec.srcW),
 		}
 		// To a workload's ztunnel (never a waypoint), the client's bytes go with the request
 		// and after it without waiting for the answer (see Config.EarlyData): the relay starts
@@ -639,6 +639,24 @@ const earlyMax = 16 << 10
 
 // earlyPool holds *[earlyMax]byte, taken only while an outbound HBONE connection is opened.
 var earlyPool = sync.Pool{New: func() any { return new([earlyMax]byte) }}
+
+// requestHeader returns the fields of an outbound CONNECT, as ztunnel sends them: forwarded
+// (see forwarded) and the baggage that describes the client's workload srcW (nil: unknown, then
+// none), which lets the server's telemetry name a client it has no record of.
+func requestHeader(src netip.AddrPort, svc *workload.Service, srcW *workload.Workload) hbone.Header {
+	h := hbone.Header{{Name: "forwarded", Value: forwarded(src, svc)}, {Name: baggageHeader}}
+	if srcW != nil {
+		h[1].Value = srcW.Baggage()
+	}
+	if h[1].Value == "" {
+		h = h[:1]
+	}
+	return h
+}
+
+// baggageHeader is the W3C baggage header, which ztunnels use to describe the workloads at
+// either end of a tunnel (workload.Workload.Baggage).
+const baggageHeader = "baggage"
 
 // forwarded is ztunnel's Forwarded header: for="ip:port", and ;host=<service hostname> when
 // the app addressed a service.

@@ -73,6 +73,11 @@ type Config struct {
 	Netns func(fn func() error) error
 	// OrigSrc makes inbound connections to the app come from the client's IP (IP_TRANSPARENT).
 	OrigSrc bool
+	// Baggage is ztunnel's enhanced baggage (ENABLE_RESPONSE_BAGGAGE): inbound HBONE answers 200
+	// with the destination workload's baggage header, and a client the store has no record of
+	// (one behind another network's gateway) is described in telemetry by its request's baggage.
+	// Outbound requests carry the client's baggage either way.
+	Baggage bool
 	// EarlyData sends a client's bytes with and after the CONNECT request instead of after its
 	// 200: what the client has written by the time its outbound connection is handled (at most
 	// earlyMax bytes, read without waiting) goes as DATA in the same write as the request, and

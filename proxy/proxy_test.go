@@ -159,6 +159,7 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 		ListenIP: netip.MustParseAddr("127.0.0.1"), SOCKS5: true,
 		Socket:           netutil.SocketOptions{NoDelay: true},
 		EarlyData:        true, // ztunnel's default (ZTUNNEL_HBONE_EARLY_DATA)
+		Baggage:          true, // ztunnel's default (ENABLE_RESPONSE_BAGGAGE)
 		TerminationGrace: 2 * time.Second,
 		AccessLog:        slog.New(slog.NewTextHandler(e.access, nil)),
 	}

@@ -202,6 +202,9 @@ func (r *record) labels(reporter string) metrics.Labels {
 		l.SourceCanonicalRevision = w.CanonicalRevision
 		l.SourceWorkloadNamespace = w.Namespace
 		l.SourceApp = w.CanonicalName
+		if w.Derived {
+			l.SourceApp = w.WorkloadName // as ztunnel labels a client known by its baggage
+		}
 		l.SourceVersion = w.CanonicalRevision
 		l.SourceCluster = w.ClusterID
 	}
@@ -217,6 +220,9 @@ func (r *record) labels(reporter string) metrics.Labels {
 		l.DestinationCanonicalRevision = w.CanonicalRevision
 		l.DestinationWorkloadNamespace = w.Namespace
 		l.DestinationApp = w.CanonicalName
+		if w.Derived {
+			l.DestinationApp = w.WorkloadName // as ztunnel labels a destination known by its baggage
+		}
 		l.DestinationVersion = w.CanonicalRevision
 		l.DestinationCluster = w.ClusterID
 	}
@@ -284,15 +290,23 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	// Addresses go in as values with AppendTo: ztunnel writes them bare, strings quoted. They go
 	// in by pointer (the record outlives the line): boxing an addr would allocate.
 	ln.Any("src.addr", &r.src)
-	if r.srcW != nil {
-		ln.Str("src.workload", r.srcW.Name)
-		ln.Str("src.namespace", r.srcW.Namespace)
+	var srcCluster, dstCluster string
+	if w := r.srcW; w != nil {
+		// ztunnel names the pod, else the canonical service (all a baggage header gives).
+		optStr(ln, "src.workload", orName(w.Name, w.CanonicalName))
+		ns := w.Namespace
+		if ns == "" {
+			ns = r.srcID.ID().Namespace
+		}
+		optStr(ln, "src.namespace", ns)
+		srcCluster = w.ClusterID
 	} else if !r.srcID.IsZero() {
 		ln.Str("src.namespace", r.srcID.ID().Namespace)
 	}
 	if r.mtls && !r.srcID.IsZero() {
 		ln.Str("src.identity", srcIDs)
 	}
+	optStr(ln, "src.cluster", srcCluster)
 	ln.Any("dst.addr", &r.dst)
 	if r.hboneAddr.IsValid() {
 		ln.Any("dst.hbone_addr", &r.hboneAddr)
@@ -300,13 +314,19 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if r.dstSvc != nil {
 		ln.Str("dst.service", r.dstSvc.Hostname)
 	}
-	if r.dstW != nil {
-		ln.Str("dst.workload", r.dstW.Name)
-		ln.Str("dst.namespace", r.dstW.Namespace)
+	if w := r.dstW; w != nil {
+		name := orName(w.Name, w.CanonicalName)
+		if w.Derived {
+			name = w.WorkloadName // ztunnel names a destination known by its baggage so
+		}
+		optStr(ln, "dst.workload", name)
+		optStr(ln, "dst.namespace", w.Namespace)
+		dstCluster = w.ClusterID
 	}
 	if r.mtls && !r.dstID.IsZero() {
 		ln.Str("dst.identity", dstIDs)
 	}
+	optStr(ln, "dst.cluster", dstCluster)
 	ln.Str("direction", r.direction())
 	ln.Int("bytes_sent", sent)
 	ln.Int("bytes_recv", recv)
@@ -321,4 +341,11 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		ln.Str("error", err.Error())
 	}
 	ln.End()
+}
+
+// optStr adds the field when v is not empty: ztunnel leaves out what it does not know.
+func optStr(ln *logging.Line, key, v string) {
+	if v != "" {
+		ln.Str(key, v)
+	}
 }

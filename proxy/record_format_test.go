@@ -11,6 +11,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 type recordCase struct {
@@ -45,6 +46,18 @@ func recordCases() []recordCase {
 		r.hboneAddr = packAddr(netip.MustParseAddrPort("[fd00::3]:15008"))
 		return r
 	}
+	// A client through another network's gateway, known by its baggage only, and the
+	// destination a double-HBONE tunnel reached, known by its answer's baggage.
+	fromBaggage := func() *record {
+		r := newTestRecord("inbound")
+		r.srcW = workload.FromBaggage("k8s.cluster.name=west,k8s.namespace.name=sleep-ns,k8s.deployment.name=sleep,service.name=sleep-app,service.version=v2,cloud.region=r2")
+		return r
+	}
+	toBaggage := func() *record {
+		r := newTestRecord("outbound")
+		r.dstW = workload.FromBaggage("k8s.cluster.name=east,k8s.namespace.name=echo-ns,k8s.deployment.name=echo,service.name=echo-app,service.version=v3")
+		return r
+	}
 	return []recordCase{
 		{name: "outbound hbone", rec: func() *record { return newTestRecord("outbound") }, flags: metrics.FlagNone, toServer: 12, toClient: 3400},
 		{name: "inbound hbone", rec: func() *record { return newTestRecord("inbound") }, flags: metrics.FlagNone, toServer: 12, toClient: 3400},
@@ -54,6 +67,8 @@ func recordCases() []recordCase {
 		{name: "connect error", rec: passthrough, err: errors.New(`dial tcp 10.244.0.4:9000: connect: "refused"`), flags: metrics.FlagConnect},
 		{name: "error no flags", rec: passthrough, err: errors.New("reset")},
 		{name: "tls failure", rec: func() *record { return newTestRecord("outbound") }, err: errors.New("handshake"), flags: metrics.FlagTLSFailure},
+		{name: "baggage source", rec: fromBaggage, flags: metrics.FlagNone, toServer: 3, toClient: 4},
+		{name: "baggage destination", rec: toBaggage, flags: metrics.FlagNone, toServer: 5, toClient: 6},
 		{name: "late deny", rec: func() *record { return newTestRecord("inbound") }, lateDeny: "policy changed", flags: metrics.FlagNone, toServer: 9, toClient: 10},
 	}
 }

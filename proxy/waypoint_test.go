@@ -40,6 +40,7 @@ type waypointRequest struct {
 	authority string
 	forwarded string
 	peer      identity.ID // the client certificate's identity
+	baggage   string
 }
 
 type testWaypoint struct {
@@ -94,7 +95,7 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 				peer, _ := certs.PeerID(tc.ConnectionState())
 				srv := &hbone.Server{Handler: hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
 					wp.mu.Lock()
-					wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer})
+					wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer, req.Header.Get("Baggage")})
 					peek := wp.peek
 					wp.mu.Unlock()
 					var first [64]byte
@@ -237,7 +238,8 @@ func TestOutboundToWaypoint(t *testing.T) {
 				if len(reqs) != 1 || gotApps != 0 {
 					t.Fatalf("waypoint saw %d requests and the app %d connections, want 1 and 0", len(reqs), gotApps)
 				}
-				want := waypointRequest{c.dst.String(), `for="` + local + `"` + c.wantFwd, identity.ID{}}
+				// Both clients are workloads of namespace default and nothing else known.
+				want := waypointRequest{c.dst.String(), `for="` + local + `"` + c.wantFwd, identity.ID{}, "k8s.namespace.name=default"}
 				want.peer, _ = identity.Parse(map[netip.Addr]string{clientIP: clientID.String(), waypointIP: waypointID.String()}[c.src])
 				if reqs[0] != want {
 					t.Errorf("waypoint got %+v, want %+v", reqs[0], want)

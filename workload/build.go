@@ -138,6 +138,7 @@ func normalizeWorkload(w *Workload) {
 	for i, ip := range w.WorkloadIPs {
 		w.WorkloadIPs[i] = ip.Unmap()
 	}
+	w.baggage = w.makeBaggage()
 }
 
 // normalizeService puts a validated service in the store's canonical form.

@@ -69,6 +69,13 @@ type Workload struct {
 	// service's Endpoint. Every key must be listed in Services. Not part of
 	// the serde shape: ztunnel shows it as the services' endpoints.
 	ServicePorts map[NamespacedHostname]map[uint16]uint16 `json:"-" yaml:"-"`
+
+	// Derived marks a workload made from a peer's baggage header (FromBaggage), not one the
+	// control plane sent: the proxy reports it in telemetry and nowhere else.
+	Derived bool `json:"-" yaml:"-"`
+
+	// baggage caches Baggage(); set by the store (normalizeWorkload).
+	baggage string
 }
 
 // Identity is the workload's SPIFFE identity, with ztunnel's defaults for
