@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
 	"github.com/ztunnel-go/ztunnel/workload"
@@ -45,6 +48,14 @@ type route struct {
 	// connections through to the original destination: target == dst, connected directly, and
 	// dstW and dstSvc are nil, as ztunnel reports it.
 	passthrough bool
+	// double is true when the destination is on another network, reached through that
+	// network's gateway with double HBONE (see viaGateway): hboneAddr and expected are the
+	// gateway's, and inside the tunnel to it a second mTLS session and CONNECT go to the final
+	// destination, which must present one of final. Both requests name authority, the service's
+	// hostname:port; target is not used (invalid).
+	double    bool
+	authority string
+	final     []identity.ID
 
 	// dstW is the workload the connection reaches (the waypoint when there is one); dstSvc the
 	// service the app addressed, waypoint or not.
@@ -79,6 +90,9 @@ func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.
 	rt := route{dst: dst, target: dst}
 	network := p.cfg.Network
 	ns := srcID.Namespace
+	if srcW == nil {
+		srcW = p.anon
+	}
 	if svc := snap.ServiceByVIPFrom(network, dst.Addr(), ns); svc != nil {
 		rt.dstSvc = svc
 		if gw := serviceWaypoint(svc); gw != nil {
@@ -93,6 +107,9 @@ func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.
 			return rt, fmt.Errorf("service %s: %w", svc.Hostname, err)
 		}
 		rt.dstW = w
+		if w.Network != network {
+			return rt, p.viaGateway(snap, &rt, w, svc, ns, srcW)
+		}
 		ip := pickIP(w, dst.Addr(), svc.IPFamilies)
 		switch {
 		case ip.IsValid():
@@ -152,15 +169,20 @@ func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
 // viaWaypoint points rt at the waypoint gw: HBONE to the waypoint workload's address, with the
 // authority left at the original destination. rt.dstSvc is kept (the service the app asked
 // for); rt.dstW becomes the waypoint, which is what the metrics and the access log name. ns is
-// the client's namespace and srcW its workload (nil: unknown; see findWaypoint).
+// the client's namespace and srcW its workload (see findGateway).
 func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string, srcW *workload.Workload) error {
-	w, addr, svc, err := findWaypoint(snap, gw, rt.dst.Addr(), ns, srcW)
+	w, addr, svc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, true)
 	if err != nil {
 		return fmt.Errorf("waypoint %s: %w", gw.Destination, err)
 	}
 	if w.Network != p.cfg.Network {
-		// ztunnel would cross to the waypoint's network through its E/W gateway (double HBONE).
-		return fmt.Errorf("waypoint %s is on network %q: network gateways are not supported", gw.Destination, w.Network)
+		// Through its network's gateway, to the waypoint; what it must present is its service's
+		// subjectAltNames.
+		rt.dstW = w
+		return p.viaGateway(snap, rt, w, svc, ns, srcW)
+	}
+	if !addr.Addr().IsValid() && w.Hostname == "" {
+		return fmt.Errorf("waypoint %s: workload %s has no address", gw.Destination, w.Name)
 	}
 	rt.dstW = w
 	rt.waypoint = true
@@ -174,38 +196,46 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 	return nil
 }
 
-// findWaypoint resolves gw to a waypoint workload and the address to dial on it. svc is the
-// waypoint's service when gw led to one (its subjectAltNames are accepted too), else nil.
+// findGateway resolves gw, a waypoint's (waypoint true) or a network gateway's address, to the
+// workload behind it and the address to dial on it. svc is the gateway's service when gw led to
+// one (its subjectAltNames are accepted too), else nil.
 //   - network/IP: a service VIP there is load-balanced on port hboneMtlsPort; otherwise the
 //     workload at that address, on hboneMtlsPort.
 //   - namespace/hostname: the service of that name, load-balanced on port hboneMtlsPort (its
 //     target port is dialed); otherwise the workload with that hostname, on hboneMtlsPort.
 //
-// A waypoint workload known by hostname only gives addr with the port alone: its address is
-// looked up when the connection is made, as for any such workload.
+// A waypoint's service is load-balanced as ztunnel's Waypoint resolution does (pickEndpoint's
+// waypoint), a network gateway's as any service. A gateway workload known by hostname only
+// gives addr with the port alone: its address is looked up when the connection is made, as for
+// any such workload. So does a waypoint on another network, reached through its own network's
+// gateway (see viaGateway).
 //
-// orig is the destination the app asked for: the waypoint address of the same family is
-// preferred when the waypoint is named by hostname. ns, the client's namespace, chooses among
-// services sharing the waypoint's VIP, as for any destination, and srcW, the client's workload
-// (nil: unknown), is what the waypoint service's routing preferences compare with.
-func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string, srcW *workload.Workload) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
+// orig is the destination the app asked for: the gateway address of the same family is
+// preferred when the gateway is named by hostname. ns, the client's namespace, chooses among
+// services sharing the gateway's VIP, as for any destination, and srcW, the client's workload,
+// is what the gateway service's routing preferences compare with.
+func findGateway(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string, srcW *workload.Workload, waypoint bool) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
+	unknown := errUnknownWaypoint
+	if !waypoint {
+		unknown = errUnknownGateway
+	}
 	port := gw.HBONEMTLSPort
 	switch d := gw.Destination; {
 	case d.Address != nil:
 		orig = d.Address.Address
 		if svc = snap.ServiceByVIPFrom(d.Address.Network, d.Address.Address, ns); svc != nil {
-			w, port, err = pickEndpoint(snap, svc, port, true, srcW)
+			w, port, err = pickEndpoint(snap, svc, port, waypoint, srcW)
 		} else if w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w == nil {
-			err = errUnknownWaypoint
+			err = unknown
 		}
 	case d.Hostname != nil:
 		if svc = snap.ServiceByName(*d.Hostname); svc != nil {
-			w, port, err = pickEndpoint(snap, svc, port, true, srcW)
+			w, port, err = pickEndpoint(snap, svc, port, waypoint, srcW)
 		} else if w = workloadByHostname(snap, *d.Hostname); w == nil {
-			err = errUnknownWaypoint
+			err = unknown
 		}
 	default:
-		err = errUnknownWaypoint
+		err = unknown
 	}
 	if err != nil {
 		return nil, addr, nil, err
@@ -215,10 +245,63 @@ func findWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, orig net
 		families = svc.IPFamilies
 	}
 	ip := pickIP(w, orig, families)
-	if !ip.IsValid() && w.Hostname == "" {
-		return nil, addr, nil, fmt.Errorf("waypoint workload %s has no address", w.Name)
+	if !ip.IsValid() && w.Hostname == "" && w.NetworkGateway == nil {
+		return nil, addr, nil, fmt.Errorf("workload %s has no address", w.Name)
 	}
 	return w, netip.AddrPortFrom(ip, port), svc, nil
+}
+
+// errUnknownGateway is returned when a network gateway's address or hostname names nothing
+// known.
+var errUnknownGateway = errors.New("unknown network gateway")
+
+// viaGateway points rt at up, a workload on another network (a service's endpoint, or the
+// waypoint in front of it), through that network's gateway, as ztunnel does: double HBONE. The
+// outer tunnel goes to the gateway (up's NetworkGateway, resolved by findGateway) and must
+// reach the gateway workload's identity or its service's subjectAltNames; the inner one, which
+// the gateway forwards without looking inside, must reach an identity among the
+// subjectAltNames of upSvc (up's service: the addressed service, or the waypoint's), since the
+// gateway, not this proxy, picks the workload there. Both CONNECTs name the addressed service
+// rt.dstSvc by hostname, with the port the app asked for. rt.dstW becomes the gateway workload,
+// which the metrics and the access log name until the inner answer's baggage names the
+// destination. ns and srcW are the client's, as for findGateway.
+func (p *Proxy) viaGateway(snap *workload.Snapshot, rt *route, up *workload.Workload, upSvc *workload.Service, ns string, srcW *workload.Workload) error {
+	svc := rt.dstSvc
+	if svc == nil {
+		// Only services are reachable on other networks (their workloads' addresses are not
+		// looked up there); ztunnel treats this as a bug of its own or istiod's.
+		return fmt.Errorf("workload %s on network %q is not addressed through a service", up.Name, up.Network)
+	}
+	gw := up.NetworkGateway
+	if gw == nil {
+		return fmt.Errorf("workload %s is on network %q, which has no network gateway", up.Name, up.Network)
+	}
+	var final []identity.ID
+	if upSvc != nil {
+		final = withSANs(nil, upSvc)
+	}
+	if len(final) == 0 {
+		name := svc.Hostname
+		if upSvc != nil {
+			name = upSvc.Hostname
+		}
+		return fmt.Errorf("service %s lists no subjectAltNames: what answers behind network %q's gateway cannot be verified", name, up.Network)
+	}
+	w, addr, gwSvc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, false)
+	if err != nil {
+		return fmt.Errorf("network gateway %s of network %q: %w", gw.Destination, up.Network, err)
+	}
+	rt.dstW = w
+	rt.double, rt.hbone, rt.waypoint = true, true, false
+	rt.hboneAddr = addr
+	if !addr.Addr().IsValid() {
+		rt.lookup = w.Hostname
+	}
+	rt.expected = withSANs([]identity.ID{w.Identity()}, gwSvc)
+	rt.final = final
+	rt.authority = net.JoinHostPort(svc.Hostname, strconv.Itoa(int(rt.dst.Port())))
+	rt.target = netip.AddrPort{}
+	return nil
 }
 
 // workloadByHostname scans the workloads for one with that namespace and hostname (ztunnel's
@@ -349,8 +432,14 @@ func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16
 // listed tells whether svc lists svcPort.
 func endpointCandidate(snap *workload.Snapshot, svc *workload.Service, ep *workload.Endpoint, svcPort uint16, listed, waypoint bool, src *workload.Workload) (w *workload.Workload, port uint16, rank int, ok bool) {
 	w = snap.WorkloadByUID(ep.WorkloadUID)
-	if w == nil || !workloadIP(w).IsValid() && w.Hostname == "" {
-		return nil, 0, 0, false // nothing to connect to
+	if w == nil {
+		return nil, 0, 0, false
+	}
+	if !workloadIP(w).IsValid() && w.Hostname == "" && (w.Network == src.Network || w.NetworkGateway == nil) {
+		// Nothing to connect to. A workload of another network is reached through its gateway,
+		// without an address; one of the client's own network never is, although istiod,
+		// which sends every client the same workloads, may give it a gateway.
+		return nil, 0, 0, false
 	}
 	if !listed && w.ApplicationTunnel == nil {
 		return nil, 0, 0, false // a waypoint endpoint (see pickEndpoint)
@@ -370,8 +459,9 @@ func endpointCandidate(snap *workload.Snapshot, svc *workload.Service, ep *workl
 	return w, port, rank, true
 }
 
-// noWorkload stands for a client whose workload is unknown: no locality, network, node or
-// cluster. Never modified.
+// noWorkload stands for a client whose workload is unknown to pickEndpoint's callers that give
+// none: no locality, network, node or cluster. Never modified. (The proxy's own routing uses
+// Proxy.anon, which is on the proxy's network.)
 var noWorkload workload.Workload
 
 // localityRank scores endpoint w against the client's workload src under lb's routing
@@ -448,8 +538,8 @@ func (p *Proxy) lookupTarget(rt *route, rec *record) error {
 	default:
 		return fmt.Errorf("on-demand DNS lookup of %s: no addresses", rt.lookup)
 	}
-	if rt.waypoint {
-		rt.hboneAddr = netip.AddrPortFrom(ip, rt.hboneAddr.Port()) // target stays the destination
+	if rt.waypoint || rt.double {
+		rt.hboneAddr = netip.AddrPortFrom(ip, rt.hboneAddr.Port()) // target stays as it is
 		return nil
 	}
 	rt.target = netip.AddrPortFrom(ip, rt.target.Port())
@@ -531,8 +621,9 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the
-		// address inside the tunnel (the original destination when going to a waypoint), and
-		// dst.identity the identity of the workload reached (the waypoint's).
+		// address inside the tunnel (the original destination when going to a waypoint; none
+		// through a network gateway, where it is a hostname), and dst.identity the identity of
+		// the workload reached (the waypoint's, the gateway's).
 		rec.mtls = true
 		rec.dst = packAddr(rt.hboneAddr)
 		rec.hboneAddr = packAddr(rt.target)
@@ -540,7 +631,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	} else if err == nil {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
-	rec.open(p.cfg.Metrics)
+	if err != nil || !rt.double {
+		// Through a network gateway, the connection is counted once the inner tunnel answered,
+		// whose baggage names the destination, as ztunnel counts it.
+		rec.open(p.cfg.Metrics)
+	}
 	if err != nil {
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
@@ -558,11 +653,17 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	deadline := time.Now().Add(p.cfg.ConnectTimeout)
 	var upstream net.Conn
 	consumed := 0 // bytes read from the client before it was connected (early data)
-	if rt.hbone {
-		if rec.srcID.IsZero() {
-			rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
-			return
+	if rt.hbone && rec.srcID.IsZero() {
+		if rt.double {
+			rec.open(p.cfg.Metrics)
 		}
+		rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
+		return
+	}
+	if rt.double {
+		upstream, err = p.connectDouble(deadline, &rt, rec, src)
+		rec.open(p.cfg.Metrics)
+	} else if rt.hbone {
 		req := &hbone.Request{
 			Method:    http.MethodConnect,
 			Authority: rt.target.String(),
@@ -623,6 +724,8 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		}
 		if rt.waypoint {
 			err = fmt.Errorf("connect %s via waypoint %s: %w", rt.target, rt.hboneAddr, err)
+		} else if rt.double {
+			err = fmt.Errorf("connect %s via network gateway %s: %w", rt.authority, rt.hboneAddr, err)
 		} else {
 			err = fmt.Errorf("connect %s: %w", rt.target, err)
 		}
@@ -630,6 +733,67 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		return
 	}
 	p.relay(st, client, upstream)
+}
+
+// connectDouble opens the tunnel of a route through a network gateway (rt.double), as ztunnel
+// does: a pooled HBONE stream to the gateway (the outer tunnel, which the gateway routes by its
+// authority, the service's hostname:port), then inside it an mTLS session with the final
+// destination as the client's identity, and HBONE over that, whose one CONNECT carries the same
+// authority and the client's network (x-istio-origin-network). The inner connection is the
+// connection's own, never pooled: the gateway picks the workload behind it for each tunnel.
+// When the inner answer carries baggage, it names the destination in rec (dstW, and dstID the
+// identity the destination presented), as in ztunnel. The returned conn owns both tunnels.
+func (p *Proxy) connectDouble(deadline time.Time, rt *route, rec *record, src netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	header := requestHeader(src, rt.dstSvc, rec.srcW)
+	key := hbone.Key{Source: rec.srcID.URI(), Expected: joinIDs(rt.expected), Addr: rt.hboneAddr}
+	outer, err := p.pool.Connect(ctx, key, &hbone.Request{Method: http.MethodConnect, Authority: rt.authority, Header: header})
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := p.cfg.Certs.ClientConfig(ctx, rec.srcID.ID(), rt.final)
+	if err != nil {
+		outer.Close()
+		return nil, err
+	}
+	tc := tls.Client(outer, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		outer.Close()
+		return nil, &handshakeError{addr: rt.hboneAddr, err: fmt.Errorf("inner tunnel to %s: %w", rt.authority, err)}
+	}
+	peer, _ := certs.PeerID(tc.ConnectionState()) // verified by the handshake
+	cc, err := hbone.NewClientConn(tc, p.cfg.HBONE)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	inner := make(hbone.Header, 0, len(header)+1)
+	inner = append(append(inner, header...), hbone.Field{Name: originNetworkHeader, Value: p.cfg.Network})
+	var answer hbone.Header
+	s, err := cc.Connect(ctx, &hbone.Request{Method: http.MethodConnect, Authority: rt.authority, Header: inner, Response: &answer})
+	if err != nil {
+		cc.Close()
+		return nil, err
+	}
+	if w := baggageWorkload(answer); w != nil {
+		rec.dstW, rec.dstID = w, identOf(peer)
+	}
+	return &gatewayConn{Stream: s, cc: cc}, nil
+}
+
+// gatewayConn is the inner stream of a connection through a network gateway, which owns the
+// inner HBONE connection (and through it the inner TLS session and the outer stream): closing
+// it closes them all. The relay uses the stream's own methods.
+type gatewayConn struct {
+	*hbone.Stream
+	cc *hbone.ClientConn
+}
+
+func (g *gatewayConn) Close() error {
+	err := g.Stream.Close()
+	g.cc.Close()
+	return err
 }
 
 // earlyMax bounds the early data of one outbound connection (see Config.EarlyData): one DATA

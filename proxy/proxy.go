@@ -133,6 +133,10 @@ type Proxy struct {
 	server *hbone.Server
 	conns  *tracker
 
+	// anon stands for a client whose workload is unknown in outbound routing: on the proxy's
+	// network, nothing else known. Never modified.
+	anon *workload.Workload
+
 	// dialer and dialerFrom (transparent, for a foreign local address) carry the socket
 	// options of every upstream dial; built once, shared by all (net.Dialer is safe for
 	// concurrent use), the local address is DialTCP's argument.
@@ -192,7 +196,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.TerminationGrace = 5 * time.Second
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{}),
-		fds: newFDGuard()}
+		fds: newFDGuard(), anon: &workload.Workload{Network: cfg.Network}}
 	from := cfg.Socket
 	from.Transparent, from.Freebind = true, true
 	p.dialer, p.dialerFrom = cfg.Socket.Dialer(netip.AddrPort{}), from.Dialer(netip.AddrPort{})
