@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -181,10 +180,10 @@ func (g *testGateway) requests() []*hbone.Request {
 	return slices.Clone(g.reqs)
 }
 
-// startGateway serves HBONE on gatewayIP with the gateway's certificate; its goroutines are
-// the test's, and cleanup waits for them. It forwards from clientIP, which the west proxy knows
-// as a workload of its own network (see multiNetwork): only the inner request's
-// x-istio-origin-network keeps it from taking the client for that workload.
+// startGateway serves HBONE on gatewayIP with the gateway's certificate (see serveHBONETLS). It
+// forwards from clientIP, which the west proxy knows as a workload of its own network (see
+// multiNetwork): only the inner request's x-istio-origin-network keeps it from taking the
+// client for that workload.
 func (e *testEnv) startGateway(t *testing.T) *testGateway {
 	t.Helper()
 	l, err := net.Listen("tcp", netip.AddrPortFrom(gatewayIP, 0).String())
@@ -192,9 +191,6 @@ func (e *testEnv) startGateway(t *testing.T) *testGateway {
 		t.Fatal(err)
 	}
 	g := &testGateway{addr: addrPort(l.Addr())}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	cfg := e.certs.ServerConfig(gatewayID)
 	handler := hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
 		g.mu.Lock()
 		g.reqs = append(g.reqs, req)
@@ -224,27 +220,7 @@ func (e *testEnv) startGateway(t *testing.T) *testGateway {
 		s.CloseWrite()
 		<-done
 	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				tc := tls.Server(c, cfg)
-				if err := tc.HandshakeContext(ctx); err != nil {
-					c.Close()
-					return
-				}
-				(&hbone.Server{Handler: handler}).ServeConn(ctx, tc)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		cancel()
-		wg.Wait()
-	})
+	serveHBONETLS(t, l, e.certs.ServerConfig(gatewayID), func(identity.ID) hbone.Handler { return handler })
 	return g
 }
 

@@ -67,9 +67,7 @@ func (w *testWaypoint) requests() []waypointRequest {
 	return slices.Clone(w.reqs)
 }
 
-// startWaypoint serves HBONE on addr with a certificate for id. Its accept loop and connection
-// goroutines are owned by the test: cleanup closes the listener, cancels the connections and
-// waits for all of them.
+// startWaypoint serves HBONE on addr with a certificate for id (see serveHBONETLS).
 func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.ID) *testWaypoint {
 	t.Helper()
 	l, err := net.Listen("tcp", addr.String())
@@ -77,9 +75,41 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 		t.Fatal(err)
 	}
 	wp := &testWaypoint{addr: addr}
+	serveHBONETLS(t, l, e.certs.ServerConfig(id), func(peer identity.ID) hbone.Handler {
+		return hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
+			wp.mu.Lock()
+			wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer, req.Header.Get("Baggage")})
+			peek := wp.peek
+			wp.mu.Unlock()
+			var first [64]byte
+			n := 0
+			if peek > 0 {
+				s.SetReadDeadline(time.Now().Add(peek))
+				n, _ = s.Read(first[:])
+				s.SetReadDeadline(time.Time{})
+				wp.mu.Lock()
+				wp.early = append(wp.early, n)
+				wp.mu.Unlock()
+			}
+			if err := s.Respond(http.StatusOK); err != nil {
+				return
+			}
+			s.Write(first[:n])
+			io.Copy(s, s)
+			s.CloseWrite()
+		})
+	})
+	return wp
+}
+
+// serveHBONETLS accepts on l, completes mTLS with cfg and serves HBONE on each connection with
+// the handler handler returns for its client's verified identity. The accept loop and
+// connection goroutines are owned by the test: cleanup closes the listener, cancels the
+// connections and waits for all of them.
+func serveHBONETLS(t *testing.T, l net.Listener, cfg *tls.Config, handler func(peer identity.ID) hbone.Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	cfg := e.certs.ServerConfig(id)
 	wg.Go(func() {
 		for {
 			c, err := l.Accept()
@@ -93,29 +123,7 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 					return
 				}
 				peer, _ := certs.PeerID(tc.ConnectionState())
-				srv := &hbone.Server{Handler: hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
-					wp.mu.Lock()
-					wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer, req.Header.Get("Baggage")})
-					peek := wp.peek
-					wp.mu.Unlock()
-					var first [64]byte
-					n := 0
-					if peek > 0 {
-						s.SetReadDeadline(time.Now().Add(peek))
-						n, _ = s.Read(first[:])
-						s.SetReadDeadline(time.Time{})
-						wp.mu.Lock()
-						wp.early = append(wp.early, n)
-						wp.mu.Unlock()
-					}
-					if err := s.Respond(http.StatusOK); err != nil {
-						return
-					}
-					s.Write(first[:n])
-					io.Copy(s, s)
-					s.CloseWrite()
-				})}
-				srv.ServeConn(ctx, tc)
+				(&hbone.Server{Handler: handler(peer)}).ServeConn(ctx, tc)
 			})
 		}
 	})
@@ -124,7 +132,6 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 		cancel()
 		wg.Wait()
 	})
-	return wp
 }
 
 // waypointAt is a GatewayAddress naming a waypoint by address.
