@@ -44,6 +44,7 @@ type App struct {
 	metrics *metrics.Registry
 	ready   *admin.Readiness
 	proxy   *proxy.Proxy
+	crl     *certs.CRLSet // CRL_PATH's revocation lists; nil without
 	lookups *dns.Resolver // on-demand DNS; nil when resolv.conf could not be read
 	local   *xds.LocalSource
 	shared  *sharedMode           // shared (in-pod) mode: ZDS client and pod proxies; nil in dedicated mode
@@ -78,11 +79,17 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		return nil, err
 	}
 	a.cp.ca, _ = signer.(*caclient.Client)
+	if cfg.CRLPath != "" {
+		if a.crl, err = certs.NewCRLSet(cfg.CRLPath, out.Logger("ztunnel::tls::crl")); err != nil {
+			return nil, fmt.Errorf("CRL_PATH: %w", err)
+		}
+	}
 	a.certs = certs.NewManager(signer, certs.ManagerOptions{
 		TTL:              cfg.CA.SecretTTL,
 		Logger:           out.Logger("ztunnel::identity"),
 		TLS12:            cfg.TLS12Enabled,
 		CompliancePolicy: string(cfg.CompliancePolicy),
+		CRL:              a.crl,
 	})
 
 	switch {
@@ -239,6 +246,9 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	a.startControlPlane(runCtx, &wg) // controlplane.go: istiod xDS, CA connection, prefetching
+	if a.crl != nil {
+		wg.Go(func() { a.crl.Watch(runCtx, crlPoll) })
+	}
 
 	adm := &admin.Server{
 		Store: a.store, Certs: a.certs, Config: a.cfg.Redacted(), Log: a.out, Metrics: a.metrics, Ready: a.ready,
@@ -335,3 +345,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("shutdown complete")
 	return err
 }
+
+// crlPoll is how often the revocation list file is checked for changes (ztunnel's file watch
+// debounces changes for 2 s).
+const crlPoll = 2 * time.Second

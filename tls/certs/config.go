@@ -132,7 +132,7 @@ func (m *Manager) ServerConfig(local identity.ID) *tls.Config {
 		if err != nil {
 			return err
 		}
-		id, err := verifyChain(cs.PeerCertificates, c.Roots, m.now())
+		id, err := verifyChain(cs.PeerCertificates, c.Roots, m.now(), m.crl)
 		if err != nil {
 			return fmt.Errorf("client certificate: %w", err)
 		}
@@ -181,7 +181,7 @@ func (m *Manager) ClientConfig(ctx context.Context, src identity.ID, expected []
 		if err != nil {
 			return err
 		}
-		id, err := verifyChain(cs.PeerCertificates, c.Roots, m.now())
+		id, err := verifyChain(cs.PeerCertificates, c.Roots, m.now(), m.crl)
 		if err != nil {
 			return fmt.Errorf("server certificate: %w", err)
 		}
@@ -206,7 +206,7 @@ func joinIDs(ids []identity.ID) string {
 
 // verifyChain verifies a peer chain (leaf first, then intermediates) against
 // roots at now, for any key usage, and returns the leaf's SPIFFE identity.
-func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) (identity.ID, error) {
+func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time, crl *CRLSet) (identity.ID, error) {
 	if len(chain) == 0 {
 		return identity.ID{}, errors.New("no certificate presented")
 	}
@@ -221,8 +221,14 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	if _, err := chain[0].Verify(opts); err != nil {
+	verified, err := chain[0].Verify(opts)
+	if err != nil {
 		return identity.ID{}, err
+	}
+	if crl != nil {
+		if err := crl.Check(verified[0]); err != nil {
+			return identity.ID{}, err
+		}
 	}
 	return identity.FromCertificate(chain[0])
 }

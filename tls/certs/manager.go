@@ -62,6 +62,9 @@ type ManagerOptions struct {
 	// waits for go ahead of prefetches and renewals. Zero means
 	// DefaultMaxConcurrentFetches (8).
 	MaxConcurrentFetches int
+	// CRL, when not nil, refuses peers whose chain it revokes, in ServerConfig
+	// and ClientConfig handshakes (CRL_PATH).
+	CRL *CRLSet
 }
 
 // Manager fetches, caches and renews workload certificates, one per identity.
@@ -76,6 +79,7 @@ type Manager struct {
 	now    func() time.Time
 	tls12  bool
 	policy compliance
+	crl    *CRLSet // nil: no revocation checks
 	slots  *fetchSlots
 
 	ctx    context.Context         // parent of every refresh goroutine's context
@@ -117,6 +121,7 @@ func NewManager(s Signer, opts ManagerOptions) *Manager {
 		logger: opts.Logger,
 		now:    opts.Now,
 		tls12:  opts.TLS12,
+		crl:    opts.CRL,
 		slots:  newFetchSlots(opts.MaxConcurrentFetches),
 	}
 	m.entries.Store(&map[identity.ID]*entry{})

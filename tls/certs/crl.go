@@ -1,0 +1,168 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrRevoked is returned (wrapped) by a handshake whose peer presented a revoked certificate.
+var ErrRevoked = errors.New("certificate revoked")
+
+// CRLSet holds the certificate revocation lists of one file (CRL_PATH), as ztunnel enforces
+// them: a peer's chain is refused when a list issued by the issuer of one of its certificates,
+// and signed by it, names that certificate's serial number. A certificate no list speaks for
+// passes (its status is unknown, which is allowed), and lists past their next update still
+// count. The file holds PEM "X509 CRL" blocks (other blocks are skipped) or one DER list; an
+// empty file revokes nothing.
+//
+// The lists are read at NewCRLSet and again by Watch when the file changes; handshakes read the
+// current ones without a lock. Connections established before a reload are not re-checked.
+type CRLSet struct {
+	path  string
+	log   *slog.Logger
+	lists atomic.Pointer[[]*x509.RevocationList]
+}
+
+// NewCRLSet reads the lists in path. A file that does not exist yet (a volume mounted later)
+// revokes nothing until Watch finds it; a file that cannot be read or parsed is an error.
+func NewCRLSet(path string, log *slog.Logger) (*CRLSet, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &CRLSet{path: path, log: log}
+	s.lists.Store(new([]*x509.RevocationList))
+	if err := s.Reload(); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		log.Warn("the certificate revocation list does not exist yet: nothing is revoked until it does", "path", path)
+	}
+	return s, nil
+}
+
+// Reload reads the file again and, when it parses, makes its lists the current ones; on error
+// the current ones stay.
+func (s *CRLSet) Reload() error {
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return err
+	}
+	lists, err := parseCRLs(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	s.lists.Store(&lists)
+	return nil
+}
+
+// Len returns how many lists are current.
+func (s *CRLSet) Len() int { return len(*s.lists.Load()) }
+
+// parseCRLs parses a file's lists: PEM when it has a PEM header, else one DER list.
+func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var ders [][]byte
+	if bytes.Contains(data, []byte("-----BEGIN")) { // text around the blocks is allowed
+		for rest := data; ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if b.Type == "X509 CRL" {
+				ders = append(ders, b.Bytes)
+			}
+		}
+	} else {
+		ders = [][]byte{data}
+	}
+	lists := make([]*x509.RevocationList, 0, len(ders))
+	for i, der := range ders {
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return nil, fmt.Errorf("revocation list %d: %w", i+1, err)
+		}
+		lists = append(lists, l)
+	}
+	return lists, nil
+}
+
+// Check reports (ErrRevoked) whether a certificate of chain, a verified chain from the peer's
+// certificate to a trust anchor, is revoked by a current list. The anchor itself is not
+// checked: no list speaks for it.
+func (s *CRLSet) Check(chain []*x509.Certificate) error {
+	lists := *s.lists.Load()
+	if len(lists) == 0 {
+		return nil
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		cert, issuer := chain[i], chain[i+1]
+		for _, l := range lists {
+			if !bytes.Equal(l.RawIssuer, cert.RawIssuer) || l.CheckSignatureFrom(issuer) != nil {
+				continue // not this certificate's issuer's list
+			}
+			for _, e := range l.RevokedCertificateEntries {
+				if e.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+					return fmt.Errorf("%w: serial %x of %q", ErrRevoked, cert.SerialNumber, cert.Subject.String())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Watch reloads the lists whenever the file changes (its size, modification time or inode: a
+// Kubernetes volume swaps a symbolic link), checking every interval, until ctx ends. A file
+// that does not parse is logged and the current lists stay.
+func (s *CRLSet) Watch(ctx context.Context, interval time.Duration) {
+	last := stamp(s.path)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp(s.path)
+		if now == last {
+			continue
+		}
+		last = now
+		if err := s.Reload(); err != nil {
+			s.log.Warn("certificate revocation list not reloaded; the previous one stays", "path", s.path, "err", err)
+			continue
+		}
+		s.log.Info("certificate revocation list reloaded", "path", s.path, "lists", s.Len())
+	}
+}
+
+// fileStamp is what tells that a file changed.
+type fileStamp struct {
+	size, mtime int64 // mtime in ns
+	ino         uint64
+	ok          bool
+}
+
+func stamp(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano(), ok: true}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = uint64(sys.Ino)
+	}
+	return st
+}
