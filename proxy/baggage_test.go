@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,23 @@ func TestBaggageDisabled(t *testing.T) {
 	text := e.metricsText(t)
 	if n := promtext.Sum(text, "istio_tcp_connections_opened_total", `reporter="destination"`, `source_workload="unknown"`); n != 1 {
 		t.Errorf("connections from an unknown client: %v, want 1:\n%s", n, text)
+	}
+}
+
+// TestBaggageWorkloadShared: connections with the same baggage share one derived workload, and
+// a value past maxSharedBaggage is parsed for its connection alone, never kept.
+func TestBaggageWorkloadShared(t *testing.T) {
+	small := hbone.Header{{Name: "baggage", Value: "k8s.namespace.name=ns"}, {Name: "Baggage", Value: "service.name=app"}}
+	a, b := baggageWorkload(small), baggageWorkload(small)
+	if a == nil || a != b || a.Namespace != "ns" || a.CanonicalName != "app" {
+		t.Errorf("small value: %p %+v and %p, want one shared workload of ns/app", a, a, b)
+	}
+	large := hbone.Header{{Name: "baggage", Value: "service.name=big,pad=" + strings.Repeat("x", maxSharedBaggage)}}
+	a, b = baggageWorkload(large), baggageWorkload(large)
+	if a == nil || a == b || a.CanonicalName != "big" {
+		t.Errorf("large value: %p %+v and %p, want two of their own named big", a, a, b)
+	}
+	if baggageWorkload(hbone.Header{{Name: "forwarded", Value: "for=x"}}) != nil {
+		t.Error("no baggage field: want nil")
 	}
 }

@@ -170,8 +170,11 @@ func baggageWorkload(h hbone.Header) *workload.Workload {
 			n++
 		}
 	}
-	if n == 0 {
+	switch {
+	case n == 0:
 		return nil
+	case len(key) > maxSharedBaggage:
+		return workload.FromBaggage(key) // the connection's own: the map keeps no large values
 	}
 	return baggageWorkloads.Get(key, workload.FromBaggage)
 }
@@ -179,6 +182,10 @@ func baggageWorkload(h hbone.Header) *workload.Workload {
 // baggageWorkloads holds the workloads made from baggage values, at most maxIDCache of them, so
 // that clients that come and go cannot grow it without limit. Entries never change.
 var baggageWorkloads = boundedmap.New[string, *workload.Workload](maxIDCache)
+
+// maxSharedBaggage bounds the baggage values baggageWorkloads keeps (a ztunnel's are about 200
+// bytes), so that peers sending large distinct values cannot make it hold maxIDCache of them.
+const maxSharedBaggage = 1024
 
 // originNetworkHeader names the network a double-HBONE client is on (ztunnel's
 // x-istio-origin-network), set on the inner request only.
