@@ -416,8 +416,10 @@ func (c *conn) onResponseHeaders(id uint32) error {
 		}
 		return nil
 	}
-	if status, ok := c.hdr.responseStatus(); ok && status >= 200 && c.hdr.keep {
-		c.deliverAnswer(id, c.hdr.header) // before the status is set: Connect reads it once it sees that
+	if c.hdr.keep {
+		if status, ok := c.hdr.responseStatus(); ok && status >= 200 {
+			c.deliverAnswer(id, c.hdr.header) // before the status is set: Connect reads it once it sees that
+		}
 	}
 	s.mu.Lock()
 	if s.status != 0 { // trailers

@@ -292,7 +292,7 @@ func (p *Proxy) viaGateway(snap *workload.Snapshot, rt *route, up *workload.Work
 		return fmt.Errorf("network gateway %s of network %q: %w", gw.Destination, up.Network, err)
 	}
 	rt.dstW = w
-	rt.double, rt.hbone, rt.waypoint = true, true, false
+	rt.double, rt.hbone = true, true
 	rt.hboneAddr = addr
 	if !addr.Addr().IsValid() {
 		rt.lookup = w.Hostname
@@ -631,13 +631,17 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	} else if err == nil {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
+	flags := metrics.FlagConnect
+	if err == nil && rt.hbone && rec.srcID.IsZero() {
+		err, flags = errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity
+	}
 	if err != nil || !rt.double {
 		// Through a network gateway, the connection is counted once the inner tunnel answered,
 		// whose baggage names the destination, as ztunnel counts it.
 		rec.open(p.cfg.Metrics)
 	}
 	if err != nil {
-		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+		rec.finish(p.access, err, flags, 0, 0)
 		return
 	}
 	st.closer = client
@@ -653,13 +657,6 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	deadline := time.Now().Add(p.cfg.ConnectTimeout)
 	var upstream net.Conn
 	consumed := 0 // bytes read from the client before it was connected (early data)
-	if rt.hbone && rec.srcID.IsZero() {
-		if rt.double {
-			rec.open(p.cfg.Metrics)
-		}
-		rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
-		return
-	}
 	if rt.double {
 		upstream, err = p.connectDouble(deadline, &rt, rec, src)
 		rec.open(p.cfg.Metrics)

@@ -290,19 +290,13 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	// Addresses go in as values with AppendTo: ztunnel writes them bare, strings quoted. They go
 	// in by pointer (the record outlives the line): boxing an addr would allocate.
 	ln.Any("src.addr", &r.src)
-	var srcCluster, dstCluster string
+	var srcNS, srcCluster, dstCluster string
 	if w := r.srcW; w != nil {
 		// ztunnel names the pod, else the canonical service (all a baggage header gives).
 		optStr(ln, "src.workload", orName(w.Name, w.CanonicalName))
-		ns := w.Namespace
-		if ns == "" {
-			ns = r.srcID.ID().Namespace
-		}
-		optStr(ln, "src.namespace", ns)
-		srcCluster = w.ClusterID
-	} else if !r.srcID.IsZero() {
-		ln.Str("src.namespace", r.srcID.ID().Namespace)
+		srcNS, srcCluster = w.Namespace, w.ClusterID
 	}
+	optStr(ln, "src.namespace", orName(srcNS, r.srcID.ID().Namespace))
 	if r.mtls && !r.srcID.IsZero() {
 		ln.Str("src.identity", srcIDs)
 	}

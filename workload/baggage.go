@@ -66,7 +66,6 @@ func (w *Workload) makeBaggage() string {
 // sent (Kubernetes names need no percent-encoding, and ztunnel decodes none).
 func FromBaggage(v string) *Workload {
 	var w Workload
-	found := false
 	for member := range strings.SplitSeq(v, ",") {
 		member, _, _ = strings.Cut(member, ";")
 		key, val, ok := strings.Cut(member, "=")
@@ -94,10 +93,9 @@ func FromBaggage(v string) *Workload {
 			continue
 		}
 		*field = val // a later member of the same key wins, as in ztunnel
-		found = found || val != ""
 	}
-	if !found {
-		return nil
+	if w.makeBaggage() == "" {
+		return nil // nothing named (or every name cleared by a later empty member)
 	}
 	w.Derived = true
 	return &w

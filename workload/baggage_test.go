@@ -58,6 +58,7 @@ func TestFromBaggage(t *testing.T) {
 		{"", nil},
 		{"userId=alice,,=,novalue", nil},
 		{"service.name=", nil},
+		{"service.name=a,service.name=", nil}, // named, then cleared
 	} {
 		got := FromBaggage(c.in)
 		if c.want == nil {
