@@ -31,6 +31,10 @@ type CRLSet struct {
 	path  string
 	log   *slog.Logger
 	lists atomic.Pointer[[]*x509.RevocationList]
+	// seen is the file as it was when Reload last read it (parsed or not), taken before the
+	// read: Watch reloads when the file differs from it, so that no change made after a read
+	// is missed, whenever Watch starts.
+	seen atomic.Pointer[fileStamp]
 }
 
 // NewCRLSet reads the lists in path. A file that does not exist yet (a volume mounted later)
@@ -53,6 +57,8 @@ func NewCRLSet(path string, log *slog.Logger) (*CRLSet, error) {
 // Reload reads the file again and, when it parses, makes its lists the current ones; on error
 // the current ones stay.
 func (s *CRLSet) Reload() error {
+	st := stamp(s.path)
+	s.seen.Store(&st)
 	data, err := os.ReadFile(s.path)
 	if err != nil {
 		return err
@@ -122,11 +128,11 @@ func (s *CRLSet) Check(chain []*x509.Certificate) error {
 	return nil
 }
 
-// Watch reloads the lists whenever the file changes (its size, modification time or inode: a
-// Kubernetes volume swaps a symbolic link), checking every interval, until ctx ends. A file
-// that does not parse is logged and the current lists stay.
+// Watch reloads the lists whenever the file differs from what Reload last read (its size,
+// modification time or inode: a Kubernetes volume swaps a symbolic link), checking every
+// interval, until ctx ends. A file that does not parse is logged once and the current lists
+// stay.
 func (s *CRLSet) Watch(ctx context.Context, interval time.Duration) {
-	last := stamp(s.path)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -135,11 +141,9 @@ func (s *CRLSet) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		now := stamp(s.path)
-		if now == last {
+		if stamp(s.path) == *s.seen.Load() {
 			continue
 		}
-		last = now
 		if err := s.Reload(); err != nil {
 			s.log.Warn("certificate revocation list not reloaded; the previous one stays", "path", s.path, "err", err)
 			continue

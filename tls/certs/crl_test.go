@@ -116,7 +116,7 @@ func TestCRLEnforced(t *testing.T) {
 	}
 }
 
-// TestCRLReload: Watch takes a changed file, keeps the current lists when the new file does not
+// TestCRLReload: Watch takes a changed file, even one changed before it started, keeps the current lists when the new file does not
 // parse, and ends with its context; NewCRLSet refuses a file that does not parse.
 func TestCRLReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ca-crl.pem")
@@ -134,12 +134,12 @@ func TestCRLReload(t *testing.T) {
 	m, inter := dirCAManager(t, ManagerOptions{CRL: crl})
 	_, _, client, _ := handshakeErrs(t, m)
 
+	// Changed after the load and before Watch starts (as between the app's New and Run): taken.
+	os.WriteFile(path, crlPEM(crlDER(t, inter, client.SerialNumber)), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { crl.Watch(ctx, 10*time.Millisecond) })
 	defer func() { cancel(); wg.Wait() }()
-
-	os.WriteFile(path, crlPEM(crlDER(t, inter, client.SerialNumber)), 0o644)
 	testwait.Until(t, "the new list to be taken", 5*time.Second, func() bool { return crl.Len() == 1 })
 	if _, serr, _, _ := handshakeErrs(t, m); !errors.Is(serr, ErrRevoked) {
 		t.Errorf("after the reload: server error %v, want ErrRevoked", serr)
