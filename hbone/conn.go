@@ -366,9 +366,16 @@ func newConn(nc net.Conn, cfg Config, server bool, srv *Server) *conn {
 	return c
 }
 
-// start lets the control writer run (frames queued by newConn go out now)
-// and arms the keepalive timer.
+// start arms the keepalive timer and lets the control writer run (frames
+// queued by newConn go out now). The timer comes first: a control write
+// that fails at once (a peer that already hung up) ends the connection,
+// and fail stops the timer.
 func (c *conn) start() {
+	c.kaLastPing = c.now()
+	// Made unarmed and then armed, so that the tick (on the timer's
+	// goroutine) sees kaTimer set: Reset happens before the tick it arms.
+	c.kaTimer = time.AfterFunc(time.Duration(math.MaxInt64), c.keepaliveTick)
+	c.kaTimer.Reset(min(c.cfg.PingInterval, c.cfg.PingTimeout))
 	c.cmu.Lock()
 	c.ctrlOpen = true
 	run := c.ctrlWorkerLocked()
@@ -376,11 +383,6 @@ func (c *conn) start() {
 	if run {
 		workers.Go(c.ctrlTask)
 	}
-	c.kaLastPing = c.now()
-	// Made unarmed and then armed, so that the tick (on the timer's
-	// goroutine) sees kaTimer set: Reset happens before the tick it arms.
-	c.kaTimer = time.AfterFunc(time.Duration(math.MaxInt64), c.keepaliveTick)
-	c.kaTimer.Reset(min(c.cfg.PingInterval, c.cfg.PingTimeout))
 }
 
 func (c *conn) now() int64 { return int64(time.Since(c.epoch)) }

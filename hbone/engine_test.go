@@ -224,3 +224,30 @@ func TestStreamOpenAllocs(t *testing.T) {
 		t.Errorf("allocations per stream open/close: got %v, want <= 16", allocs)
 	}
 }
+
+// TestClientConnPeerGone: a client connection whose peer hung up before it started ends
+// cleanly: its first control write fails at once and ends the connection while NewClientConn
+// is still starting it (the race detector caught the keepalive timer armed after the control
+// writer had started, and read by the failure).
+func TestClientConnPeerGone(t *testing.T) {
+	for range 20 {
+		a, b := net.Pipe() // b stays open: reads wait, only writes fail
+		cc, err := NewClientConn(failingWriter{a}, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-cc.c.done
+		if !errors.Is(cc.c.err, errPeerGone) {
+			t.Fatalf("connection ended with %v, want its write's error", cc.c.err)
+		}
+		cc.Close()
+		b.Close()
+	}
+}
+
+var errPeerGone = errors.New("peer gone")
+
+// failingWriter is a connection whose writes fail.
+type failingWriter struct{ net.Conn }
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errPeerGone }
