@@ -33,6 +33,11 @@ type PoolConfig struct {
 	IdleTimeout time.Duration
 	// Config applies to every connection.
 	Config Config
+	// Closed, if set, is called once for each connection Dial returned,
+	// when the pool is done with it: it ended (and was closed), or it was
+	// closed unused because the pool closed first. Its owner may keep what it
+	// learned of the connection until then.
+	Closed func(nc net.Conn)
 }
 
 // Defaults of PoolConfig.
@@ -260,6 +265,7 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 	e.dial = nil
 	if err == nil && p.closed {
 		err = ErrPoolClosed
+		defer p.closed1(nc)
 		defer cc.Close()
 	}
 	if err != nil {
@@ -281,7 +287,17 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 	if added != nil {
 		// A connection that ends (peer gone, GOAWAY drained, keepalive)
 		// leaves the pool at once.
-		cc.c.onEnd(func() { p.ended(added) })
+		cc.c.onEnd(func() {
+			p.ended(added)
+			p.closed1(nc)
+		})
+	}
+}
+
+// closed1 reports a connection Dial returned to cfg.Closed.
+func (p *Pool) closed1(nc net.Conn) {
+	if p.cfg.Closed != nil {
+		p.cfg.Closed(nc)
 	}
 }
 

@@ -233,6 +233,11 @@ func (s *Stream) answered() bool {
 // ServeConn (cancelled when it ends), on the client side context.Background.
 func (s *Stream) Context() context.Context { return s.c.ctx }
 
+// Transport returns the connection the stream's HTTP/2 connection runs
+// over (what ServeConn or Dial was given): for its owner to recognise the
+// streams of a connection it judges, not to read or write.
+func (s *Stream) Transport() net.Conn { return s.c.nc }
+
 // LocalAddr returns the local address of the underlying connection.
 func (s *Stream) LocalAddr() net.Addr { return s.c.nc.LocalAddr() }
 

@@ -25,6 +25,7 @@ const (
 	FlagTLSFailure  = "TLS_FAILURE"
 	FlagH2Handshake = "H2_HANDSHAKE_FAILURE"
 	FlagIdentity    = "IDENTITY_ERROR"
+	FlagCertRevoked = "CERT_REVOKED" // ended because a reloaded revocation list revoked the peer
 
 	SecurityMutualTLS = "mutual_tls"
 	Unknown           = "unknown"
@@ -130,6 +131,8 @@ type Registry struct {
 
 	onDemandDNS *prometheus.CounterVec // istio_on_demand_dns_total, onDemandDNSLabels
 
+	crlRejections *prometheus.CounterVec // istio_crl_policy_rejections_total{reporter}
+
 	cache     *boundedmap.Map[Labels, *series] // normalized label sets to their series (cache.go)
 	newSeries func(Labels) *series             // r.makeSeries, bound once
 }
@@ -157,6 +160,9 @@ func New(component, version string) *Registry {
 	r.onDemandDNS = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_on_demand_dns_total",
 		Help: "DNS lookups made to connect to workloads known by hostname only (unstable)."}, onDemandDNSLabels)
 	r.reg.MustRegister(r.onDemandDNS)
+	r.crlRejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_crl_policy_rejections_total",
+		Help: "The total number of connections rejected due to CRL certificate revocation (unstable)."}, []string{"reporter"})
+	r.reg.MustRegister(r.crlRejections)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, version).Set(1)
@@ -182,6 +188,11 @@ func (r *Registry) OnDemandDNS(l Labels, hostname string) {
 		n.SourceWorkloadNamespace, n.SourcePrincipal, n.SourceApp, n.SourceVersion, n.SourceCluster,
 		orUnknown(hostname)).Inc()
 }
+
+// CRLRejected counts an mTLS connection refused at its handshake, or ended later, because the
+// revocation lists (CRL_PATH) revoke its peer's certificate: one per TLS connection (an HBONE
+// tunnel), whatever it carried. reporter is the side that refused it.
+func (r *Registry) CRLRejected(reporter string) { r.crlRejections.WithLabelValues(reporter).Inc() }
 
 // Registerer lets other packages (xds, dns) add their own metrics.
 func (r *Registry) Registerer() prometheus.Registerer { return r.reg }

@@ -283,6 +283,15 @@ func (l *Link) Close() error {
 	return nil
 }
 
+// A returns a, the connection the Link was made with first, for its owner to
+// inspect (not to read, write or close); nil while the Link holds it detached
+// (a TCP socket, while both directions are parked).
+func (l *Link) A() net.Conn {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	return l.a
+}
+
 // B returns b, the connection the Link was made with second, for its owner
 // to inspect once done has been told (an HBONE stream's answer, say); nil if
 // the Link had let go of it then (a TCP socket it held detached).

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,10 +33,14 @@ type peerKey struct{}
 func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 	// As in dialHBONE: tls/record after crypto/tls's handshake, the write
 	// buffer for when crypto/tls keeps the connection.
+	gen, crl := p.crlGeneration()
 	ctx, cancel := context.WithTimeout(p.handshakes, p.cfg.HandshakeTimeout)
 	tc, cs, err := tlsrec.Handshake(ctx, hbone.NewWriteBuffer(c), p.serverTLS(), true)
 	cancel()
 	if err != nil {
+		if errors.Is(err, certs.ErrRevoked) {
+			p.cfg.Metrics.CRLRejected(metrics.ReporterDestination)
+		}
 		p.log.Debug("inbound: TLS handshake failed", "src", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
@@ -45,6 +50,14 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 		p.log.Warn("inbound: peer has no usable identity", "src", c.RemoteAddr().String(), "err", err)
 		tc.Close()
 		return
+	}
+	if crl {
+		if p.trackTunnel(tc, p.localID(c.LocalAddr()), cs.PeerCertificates, metrics.ReporterDestination, gen) {
+			p.untrackTunnel(tc)
+			p.log.Debug("inbound: peer certificate revoked by the reloaded revocation lists", "src", c.RemoteAddr().String())
+			tc.Close()
+			return
+		}
 	}
 	ctx = context.WithValue(context.Background(), peerKey{}, peerInfo{
 		id: peer, local: addrPort(c.LocalAddr()), remote: addrPort(c.RemoteAddr()),
@@ -57,6 +70,9 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 	p.server.Serve(ctx, tc, func(err error) {
 		if err := benign(err); err != nil {
 			p.log.Debug("inbound: HBONE connection ended", "src", c.RemoteAddr().String(), "err", err)
+		}
+		if crl {
+			p.untrackTunnel(tc)
 		}
 		tc.Close()
 		st.end()
@@ -293,10 +309,16 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 }
 
 // WatchPolicies re-evaluates live inbound connections whenever the store changes and closes
-// those that are now denied. It returns when ctx ends.
+// those that are now denied; with revocation lists (CRL_PATH), it also ends the tunnels whose
+// peer a reload of the lists revokes (revoke.go). It returns when ctx ends.
 func (p *Proxy) WatchPolicies(ctx context.Context) {
 	ch, cancel := p.cfg.Store.Subscribe()
 	defer cancel()
+	var revoked <-chan struct{} // nil without revocation lists: never ready
+	crl := p.cfg.Certs.CRL()
+	if crl != nil {
+		revoked = crl.Changed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -304,6 +326,11 @@ func (p *Proxy) WatchPolicies(ctx context.Context) {
 		case <-ch:
 			if n := p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()); n > 0 {
 				p.log.Info("closed connections denied by updated policy", "count", n)
+			}
+		case <-revoked:
+			revoked = crl.Changed() // before the sweep: a reload during it is swept again
+			if n := p.sweepRevoked(); n > 0 {
+				p.log.Info("ended tunnels whose peer certificate the reloaded revocation lists revoke", "count", n)
 			}
 		}
 	}

@@ -247,7 +247,12 @@ func eastEnv(t *testing.T, west *testEnv) *testEnv {
 // gateway, and the service's subjectAltNames name the server's identity.
 func multiNetwork(t *testing.T) (west, east *testEnv, gw *testGateway) {
 	t.Helper()
-	west = newEnvConfig(t, func(c *Config) { c.Network = "west" })
+	return multiNetworkOn(t, newEnvConfig(t, func(c *Config) { c.Network = "west" }))
+}
+
+// multiNetworkOn is multiNetwork with west made by the caller, on network "west".
+func multiNetworkOn(t *testing.T, west *testEnv) (_, east *testEnv, gw *testGateway) {
+	t.Helper()
 	gw = west.startGateway(t)
 	gw.forwardTo(netip.AddrPortFrom(serverIP, west.ports.InboundHBONE))
 	server := &workload.Workload{UID: "server", Name: "server", Namespace: "default", ServiceAccount: "server",

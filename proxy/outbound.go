@@ -754,14 +754,25 @@ func (p *Proxy) connectDouble(deadline time.Time, rt *route, rec *record, src ne
 		outer.Close()
 		return nil, err
 	}
+	gen, crl := p.crlGeneration()
 	tc := tls.Client(outer, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if errors.Is(err, certs.ErrRevoked) {
+			p.cfg.Metrics.CRLRejected(metrics.ReporterSource)
+		}
 		outer.Close()
 		return nil, &handshakeError{addr: rt.hboneAddr, err: fmt.Errorf("inner tunnel to %s: %w", rt.authority, err)}
 	}
-	peer, _ := certs.PeerID(tc.ConnectionState()) // verified by the handshake
+	cs := tc.ConnectionState()
+	peer, _ := certs.PeerID(cs) // verified by the handshake
+	if crl && p.trackTunnel(tc, rec.srcID.ID(), cs.PeerCertificates, metrics.ReporterSource, gen) {
+		p.untrackTunnel(tc)
+		tc.Close()
+		return nil, &handshakeError{addr: rt.hboneAddr, err: fmt.Errorf("inner tunnel to %s: %w", rt.authority, certs.ErrRevoked)}
+	}
 	cc, err := hbone.NewClientConn(tc, p.cfg.HBONE)
 	if err != nil {
+		p.untrackTunnel(tc)
 		tc.Close()
 		return nil, err
 	}
@@ -770,26 +781,31 @@ func (p *Proxy) connectDouble(deadline time.Time, rt *route, rec *record, src ne
 	var answer hbone.Header
 	s, err := cc.Connect(ctx, &hbone.Request{Method: http.MethodConnect, Authority: rt.authority, Header: inner, Response: &answer})
 	if err != nil {
+		p.untrackTunnel(tc)
 		cc.Close()
 		return nil, err
 	}
 	if w := baggageWorkload(answer); w != nil {
 		rec.dstW, rec.dstID = w, identOf(peer)
 	}
-	return &gatewayConn{Stream: s, cc: cc}, nil
+	return &gatewayConn{Stream: s, cc: cc, outer: outer, p: p}, nil
 }
 
 // gatewayConn is the inner stream of a connection through a network gateway, which owns the
 // inner HBONE connection (and through it the inner TLS session and the outer stream): closing
-// it closes them all. The relay uses the stream's own methods.
+// it closes them all, and forgets the inner tunnel (revoke.go). The relay uses the stream's
+// own methods.
 type gatewayConn struct {
 	*hbone.Stream
-	cc *hbone.ClientConn
+	cc    *hbone.ClientConn
+	outer *hbone.Stream // the pooled stream to the gateway the inner tunnel runs over
+	p     *Proxy
 }
 
 func (g *gatewayConn) Close() error {
 	err := g.Stream.Close()
 	g.cc.Close()
+	g.p.untrackTunnel(g.Stream.Transport())
 	return err
 }
 
@@ -880,10 +896,20 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	// After crypto/tls's handshake, tls/record carries the TLS 1.3 records
 	// (fewer copies and syscalls); the write buffer lets the HBONE engine send
 	// several records per syscall when crypto/tls keeps the connection.
-	tc, _, err := tlsrec.Handshake(ctx, hbone.NewWriteBuffer(raw), cfg, false)
+	gen, crl := p.crlGeneration()
+	tc, cs, err := tlsrec.Handshake(ctx, hbone.NewWriteBuffer(raw), cfg, false)
 	if err != nil {
+		if errors.Is(err, certs.ErrRevoked) {
+			p.cfg.Metrics.CRLRejected(metrics.ReporterSource)
+		}
 		raw.Close()
 		return nil, &handshakeError{addr: k.Addr, err: err}
+	}
+	// The pool reports the connection's end to untrackTunnel (PoolConfig.Closed).
+	if crl && p.trackTunnel(tc, src, cs.PeerCertificates, metrics.ReporterSource, gen) {
+		p.untrackTunnel(tc)
+		tc.Close()
+		return nil, &handshakeError{addr: k.Addr, err: certs.ErrRevoked}
 	}
 	return tc, nil
 }

@@ -158,6 +158,10 @@ type Proxy struct {
 	// fds refuses accepted connections that would leave fewer than fdHeadroom descriptors
 	// free.
 	fds *fdGuard
+
+	// tunnels are the mTLS connections to judge again when the revocation lists change
+	// (revoke.go); empty without lists.
+	tunnels tunnelSet
 }
 
 // flushInterval is how often the bytes of long connections reach the metrics.
@@ -203,6 +207,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.handshakes, p.cancelHandshake = context.WithCancel(context.Background())
 	p.pool = hbone.NewPool(hbone.PoolConfig{
 		Dial:              p.dialHBONE,
+		Closed:            p.untrackTunnel,
 		MaxStreamsPerConn: cfg.PoolMaxStreams,
 		IdleTimeout:       cfg.PoolIdleTimeout,
 		Config:            cfg.HBONE,
@@ -376,18 +381,24 @@ func (p *Proxy) Drain(ctx context.Context) error {
 func (p *Proxy) serverTLS() *tls.Config {
 	return &tls.Config{
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			id := p.cfg.Self
-			if la, ok := hello.Conn.LocalAddr().(*net.TCPAddr); ok {
-				if w := p.cfg.Store.Snapshot().WorkloadByAddr(p.cfg.Network, unmap(la.AddrPort().Addr())); w != nil {
-					id = w.Identity()
-				}
-			}
+			id := p.localID(hello.Conn.LocalAddr())
 			if id.IsZero() {
 				return nil, errors.New("no local workload for this address")
 			}
 			return p.cfg.Certs.ServerConfig(id), nil
 		},
 	}
+}
+
+// localID is the identity the proxy serves HBONE as on the local address la: the workload's
+// there, else the proxy's own (Self).
+func (p *Proxy) localID(la net.Addr) identity.ID {
+	if a, ok := la.(*net.TCPAddr); ok {
+		if w := p.cfg.Store.Snapshot().WorkloadByAddr(p.cfg.Network, unmap(a.AddrPort().Addr())); w != nil {
+			return w.Identity()
+		}
+	}
+	return p.cfg.Self
 }
 
 func unmap(a netip.Addr) netip.Addr { return a.Unmap() }

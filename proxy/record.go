@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -39,7 +40,8 @@ type record struct {
 	toServer, toClient atomic.Int64
 
 	// lateDeny is the reason, set when a policy change closed the connection: a pointer, as
-	// few connections have one and a string would take 8 more bytes of every record.
+	// few connections have one and a string would take 8 more bytes of every record. It is
+	// &certRevoked when a reloaded revocation list ended the connection's tunnel (revoke).
 	lateDeny *string
 	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
 }
@@ -136,6 +138,18 @@ func (r *record) flush() {
 // deny records that a policy change closed the connection, and why. Its caller holds the
 // tracker's mutex.
 func (r *record) deny(reason string) { r.lateDeny = &reason }
+
+// certRevoked is what lateDeny points to when the connection's tunnel was ended because a
+// reloaded revocation list revoked its peer's certificate; errCertRevoked is then the error
+// its record ends with (ztunnel's words), and its response flag CERT_REVOKED.
+var (
+	certRevoked    = "certificate revoked"
+	errCertRevoked = errors.New("connection closed: peer certificate revoked by CRL")
+)
+
+// revoke records that the connection's tunnel is ended because its peer's certificate was
+// revoked. Its caller holds the tracker's mutex.
+func (r *record) revoke() { r.lateDeny = &certRevoked }
 
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
@@ -258,11 +272,11 @@ func (r *record) open(reg *metrics.Registry) {
 // first (connState.Ended), so that no flush or re-evaluation runs under it.
 func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
 	var lateDeny string
-	if r.lateDeny != nil {
-		lateDeny = *r.lateDeny
-	}
-	if lateDeny != "" {
-		flags = metrics.FlagDeny
+	switch {
+	case r.lateDeny == &certRevoked:
+		flags, err = metrics.FlagCertRevoked, errCertRevoked
+	case r.lateDeny != nil && *r.lateDeny != "":
+		lateDeny, flags = *r.lateDeny, metrics.FlagDeny
 	}
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect

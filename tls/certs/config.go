@@ -249,3 +249,28 @@ func PeerID(cs tls.ConnectionState) (identity.ID, error) {
 	}
 	return id, nil
 }
+
+// CRL returns the revocation lists handshakes enforce (ManagerOptions.CRL), nil without.
+func (m *Manager) CRL() *CRLSet { return m.crl }
+
+// Revoked reports whether the current revocation lists revoke peer, the chain a peer presented
+// in a handshake made at `at` for the local identity local (a connection established then): it
+// verifies the chain again, against local's current roots at that time (so that its
+// certificates' expiry since does not count), and checks the verified chain as the handshake
+// did. Most chains are cleared without a verification (CRLSet.MayRevoke). An error says that
+// the chain could not be judged (no roots for local, or the chain no longer verifies); it is
+// not revoked then. False without lists.
+func (m *Manager) Revoked(local identity.ID, peer []*x509.Certificate, at time.Time) (bool, error) {
+	if m.crl == nil || !m.crl.MayRevoke(peer) {
+		return false, nil
+	}
+	c, err := m.current(local)
+	if err != nil {
+		return false, err
+	}
+	_, err = verifyChain(peer, c.Roots, at, m.crl)
+	if errors.Is(err, ErrRevoked) {
+		return true, nil
+	}
+	return false, err
+}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -26,11 +28,18 @@ var ErrRevoked = errors.New("certificate revoked")
 // empty file revokes nothing.
 //
 // The lists are read at NewCRLSet and again by Watch when the file changes; handshakes read the
-// current ones without a lock. Connections established before a reload are not re-checked.
+// current ones without a lock. Each reload that parses advances Generation and closes the
+// channel Changed returned, so that the owners of established connections can re-check them
+// (Manager.Revoked); this package keeps no connection.
 type CRLSet struct {
 	path  string
 	log   *slog.Logger
-	lists atomic.Pointer[[]*x509.RevocationList]
+	lists atomic.Pointer[crlState]
+	// gen counts the reloads that parsed; it advances after lists is stored.
+	gen atomic.Uint64
+	// changed is closed, and replaced, by each reload that parsed; guarded by mu.
+	mu      sync.Mutex
+	changed chan struct{}
 	// seen is the file as it was when Reload last read it (parsed or not), taken before the
 	// read: Watch reloads when the file differs from it, so that no change made after a read
 	// is missed, whenever Watch starts.
@@ -43,8 +52,8 @@ func NewCRLSet(path string, log *slog.Logger) (*CRLSet, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &CRLSet{path: path, log: log}
-	s.lists.Store(new([]*x509.RevocationList))
+	s := &CRLSet{path: path, log: log, changed: make(chan struct{})}
+	s.lists.Store(&crlState{})
 	if err := s.Reload(); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
@@ -67,12 +76,73 @@ func (s *CRLSet) Reload() error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
-	s.lists.Store(&lists)
+	s.lists.Store(newCRLState(lists))
+	s.gen.Add(1)
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
 	return nil
 }
 
 // Len returns how many lists are current.
-func (s *CRLSet) Len() int { return len(*s.lists.Load()) }
+func (s *CRLSet) Len() int { return len(s.lists.Load().lists) }
+
+// Generation counts the reloads that parsed. It advances after the new lists are current, so
+// a connection whose handshake began when Generation was g, and which its owner made visible
+// to its re-checks before finding Generation still g, was verified with lists that are not
+// older than those the next Changed announces.
+func (s *CRLSet) Generation() uint64 { return s.gen.Load() }
+
+// Changed returns a channel closed by the next reload that parses.
+func (s *CRLSet) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// crlState is one generation of lists, with the certificates they name indexed by issuer and
+// serial number: MayRevoke answers from the index, without a signature check.
+type crlState struct {
+	lists   []*x509.RevocationList
+	revoked map[string]struct{} // revokedKey of each entry of each list
+}
+
+func newCRLState(lists []*x509.RevocationList) *crlState {
+	st := &crlState{lists: lists, revoked: make(map[string]struct{})}
+	for _, l := range lists {
+		for _, e := range l.RevokedCertificateEntries {
+			if e.SerialNumber != nil {
+				st.revoked[revokedKey(l.RawIssuer, e.SerialNumber.Bytes())] = struct{}{}
+			}
+		}
+	}
+	return st
+}
+
+// revokedKey is the index key of a serial number (its magnitude) revoked by a list of issuer.
+func revokedKey(issuer, serial []byte) string {
+	return string(binary.AppendUvarint(nil, uint64(len(issuer)))) + string(issuer) + string(serial)
+}
+
+// MayRevoke reports whether a current list names a certificate of chain (any order) under the
+// name of its issuer. It checks no signature: false means Check would pass any verified chain
+// made of these certificates, true that Check must decide.
+func (s *CRLSet) MayRevoke(chain []*x509.Certificate) bool {
+	st := s.lists.Load()
+	if len(st.revoked) == 0 {
+		return false
+	}
+	for _, c := range chain {
+		if c.SerialNumber == nil {
+			continue
+		}
+		if _, ok := st.revoked[revokedKey(c.RawIssuer, c.SerialNumber.Bytes())]; ok {
+			return true
+		}
+	}
+	return false
+}
 
 // parseCRLs parses a file's lists: PEM when it has a PEM header, else one DER list.
 func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
@@ -108,7 +178,7 @@ func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
 // certificate to a trust anchor, is revoked by a current list. The anchor itself is not
 // checked: no list speaks for it.
 func (s *CRLSet) Check(chain []*x509.Certificate) error {
-	lists := *s.lists.Load()
+	lists := s.lists.Load().lists
 	if len(lists) == 0 {
 		return nil
 	}

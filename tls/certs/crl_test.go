@@ -16,6 +16,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
 )
 
 // crlDER returns a revocation list issued and signed by ca, revoking serials.
@@ -174,7 +175,88 @@ func FuzzParseCRLs(f *testing.F) {
 			}
 		}
 		s := &CRLSet{}
-		s.lists.Store(&lists)
-		s.Check(ca.Chain())
+		s.lists.Store(newCRLState(lists))
+		chain := ca.Chain()
+		if errors.Is(s.Check(chain), ErrRevoked) && !s.MayRevoke(chain) {
+			t.Fatal("Check revokes a chain MayRevoke clears")
+		}
 	})
+}
+
+// TestRevokedEstablished: Manager.Revoked judges a chain a peer presented in an earlier
+// handshake against the current lists: revoked when a list signed by the issuer of one of its
+// certificates names it, whatever lists merely carry the issuer's name; not judged (an error)
+// when the local identity has no roots; each reload that parses advances Generation and closes
+// Changed.
+func TestRevokedEstablished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ca-crl.pem")
+	crl, err := NewCRLSet(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, inter := dirCAManager(t, ManagerOptions{CRL: crl})
+	addr, res := serveOne(t, m.ServerConfig(serverID))
+	if c := dialOne(t, addr, clientConfig(t, m, clientID, serverID)); c.handshakeErr != nil {
+		t.Fatal(c.handshakeErr)
+	}
+	s := <-res
+	if s.handshakeErr != nil {
+		t.Fatal(s.handshakeErr)
+	}
+	peer, at := s.state.PeerCertificates, time.Now()
+	if len(peer) < 2 {
+		t.Fatalf("the client presented %d certificates, want its leaf and intermediate", len(peer))
+	}
+	if m.CRL() != crl {
+		t.Fatal("CRL() is not the set the Manager was given")
+	}
+	if revoked, err := m.Revoked(serverID, peer, at); revoked || err != nil {
+		t.Fatalf("without lists: %v, %v", revoked, err)
+	}
+	impostor := certtest.NewCA(t, "intermediate") // the issuer's name, another key
+	for _, c := range []struct {
+		name    string
+		file    []byte
+		may     bool // MayRevoke
+		revoked bool
+	}{
+		{"other serials", crlPEM(crlDER(t, inter, big.NewInt(1))), false, false},
+		{"leaf named by a list the issuer did not sign", crlPEM(crlDER(t, impostor, peer[0].SerialNumber)), true, false},
+		{"leaf revoked", crlPEM(crlDER(t, inter, big.NewInt(1), peer[0].SerialNumber)), true, true},
+		{"intermediate revoked by the root", crlPEM(crlDER(t, inter.Root(), inter.Cert.SerialNumber)), true, true},
+	} {
+		gen, changed := crl.Generation(), crl.Changed()
+		os.WriteFile(path, c.file, 0o644)
+		if err := crl.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if crl.Generation() != gen+1 {
+			t.Errorf("%s: generation %d after %d, want one more", c.name, crl.Generation(), gen)
+		}
+		select {
+		case <-changed:
+		default:
+			t.Errorf("%s: Changed not closed by the reload", c.name)
+		}
+		if got := crl.MayRevoke(peer); got != c.may {
+			t.Errorf("%s: MayRevoke %v, want %v", c.name, got, c.may)
+		}
+		if revoked, err := m.Revoked(serverID, peer, at); revoked != c.revoked || err != nil {
+			t.Errorf("%s: Revoked %v, %v; want %v", c.name, revoked, err, c.revoked)
+		}
+	}
+	// A chain that cannot be judged is not revoked, and says why.
+	other := identity.ID{TrustDomain: "cluster.local", Namespace: "x", ServiceAccount: "nobody"}
+	if revoked, err := m.Revoked(other, peer, at); revoked || err == nil {
+		t.Errorf("for an identity without roots: %v, %v; want false and an error", revoked, err)
+	}
+	if revoked, err := m.Revoked(serverID, peer, at.AddDate(50, 0, 0)); revoked || err == nil {
+		t.Errorf("at a time the chain was not valid: %v, %v; want false and an error", revoked, err)
+	}
+	// A file that does not parse changes nothing.
+	gen := crl.Generation()
+	os.WriteFile(path, []byte("garbage"), 0o644)
+	if crl.Reload() == nil || crl.Generation() != gen {
+		t.Errorf("a malformed file: generation %d, want %d and an error", crl.Generation(), gen)
+	}
 }
