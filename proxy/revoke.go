@@ -30,6 +30,9 @@ type tunnel struct {
 	peer     []*x509.Certificate // the chain the peer presented, leaf first
 	at       time.Time           // when its handshake completed
 	reporter string              // metrics.ReporterDestination (accepted) or ReporterSource (made)
+	// ended is set by the sweep that ended it (guarded by tunnelSet.mu): later sweeps skip it
+	// while its connection winds down, so it is ended and counted once.
+	ended bool
 }
 
 // tunnelSet is the proxy's live tunnels, by TLS connection. Its owners are the code that made
@@ -100,7 +103,9 @@ func (p *Proxy) sweepRevoked() int {
 	p.tunnels.mu.Lock()
 	all := make([]*tunnel, 0, len(p.tunnels.m))
 	for _, t := range p.tunnels.m {
-		all = append(all, t)
+		if !t.ended {
+			all = append(all, t)
+		}
 	}
 	p.tunnels.mu.Unlock()
 	var ended map[net.Conn]*tunnel
@@ -112,6 +117,14 @@ func (p *Proxy) sweepRevoked() int {
 			ended[t.nc] = t
 		}
 	}
+	p.tunnels.mu.Lock()
+	for nc, t := range ended {
+		if t.ended { // by a sweep that ran alongside
+			delete(ended, nc)
+		}
+		t.ended = true
+	}
+	p.tunnels.mu.Unlock()
 	if len(ended) == 0 {
 		return 0
 	}

@@ -248,6 +248,22 @@ func TestCRLTrackRace(t *testing.T) {
 	e.proxy.untrackTunnel(a)
 	e.proxy.untrackTunnel(b)
 	waitMetric(t, e.testEnv, `istio_crl_policy_rejections_total{reporter="destination"} 2`) // b's refusal
+
+	// A revoked tunnel that a sweep ended is ended and counted once, however long its owner
+	// takes to forget it.
+	c2, d := net.Pipe()
+	defer d.Close()
+	e.proxy.trackTunnel(c2, serverID, peer, "destination", e.crl.Generation())
+	if n := e.proxy.sweepRevoked(); n != 1 {
+		t.Fatalf("the sweep ended %d tunnels, want 1", n)
+	}
+	if n := e.proxy.sweepRevoked(); n != 0 {
+		t.Fatalf("a second sweep ended %d tunnels, want none", n)
+	}
+	e.proxy.untrackTunnel(c2)
+	if v := e.metricValue(t, `istio_crl_policy_rejections_total{reporter="destination"}`); v != 3 {
+		t.Errorf("destination rejections %v, want 3", v)
+	}
 }
 
 // waitMetric waits for a line of the proxy's metrics that contains sub.
