@@ -77,7 +77,7 @@ func TestBaggage(t *testing.T) {
 	}
 	target := netip.AddrPortFrom(serverIP, e.appPort).String()
 	remote := hbone.Header{
-		{Name: "x-istio-origin-network", Value: "west"},
+		{Name: "x-forwarded-network", Value: "west"},
 		{Name: "baggage", Value: "k8s.cluster.name=west,k8s.namespace.name=remote-ns,k8s.deployment.name=curl,service.name=curl-app,service.version=v9"},
 	}
 	lying := hbone.Header{{Name: "baggage", Value: "k8s.namespace.name=elsewhere,k8s.deployment.name=impostor"}}
@@ -116,7 +116,7 @@ func TestBaggageDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	answer, err := connectAnswer(t, cc, netip.AddrPortFrom(serverIP, e.appPort).String(), hbone.Header{
-		{Name: "x-istio-origin-network", Value: "west"},
+		{Name: "x-forwarded-network", Value: "west"},
 		{Name: "baggage", Value: "k8s.namespace.name=remote-ns,k8s.deployment.name=curl"},
 	})
 	if err != nil {

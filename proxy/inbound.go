@@ -85,7 +85,7 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 // The authority is the workload's ip:port, or a service's hostname:port: the inner request of
 // double HBONE, which a client on another network sends through its network gateway. Then the
 // service port is mapped to the workload's target port, as ztunnel does, and the client's
-// address (the gateway's) says nothing of the client when the request's x-istio-origin-network
+// address (the gateway's) says nothing of the client when the request's x-forwarded-network
 // names another network.
 func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	pi, _ := s.Context().Value(peerKey{}).(peerInfo)
@@ -114,7 +114,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(target),
 		srcID: identOf(pi.id), mtls: true,
 	}
-	if origin := req.Header.Get(originNetworkHeader); origin == "" || strings.EqualFold(origin, p.cfg.Network) {
+	if origin := req.Header.Get(forwardedNetworkHeader); origin == "" || strings.EqualFold(origin, p.cfg.Network) {
 		rec.srcW = snap.WorkloadByAddr(p.cfg.Network, pi.remote.Addr())
 		if rec.srcW != nil && rec.srcW.Identity() != pi.id {
 			rec.srcW = nil // the address says one thing, the certificate another: trust the certificate
@@ -203,9 +203,9 @@ var baggageWorkloads = boundedmap.New[string, *workload.Workload](maxIDCache)
 // bytes), so that peers sending large distinct values cannot make it hold maxIDCache of them.
 const maxSharedBaggage = 1024
 
-// originNetworkHeader names the network a double-HBONE client is on (ztunnel's
-// x-istio-origin-network), set on the inner request only.
-const originNetworkHeader = "x-istio-origin-network"
+// forwardedNetworkHeader names the network a double-HBONE client is on (ztunnel's
+// x-forwarded-network), set on the inner request only.
+const forwardedNetworkHeader = "x-forwarded-network"
 
 // parseAuthority splits a CONNECT authority: an ip:port gives target (unmapped) and host "";
 // a hostname:port gives host and target with the port alone. ok is false for anything else.

@@ -22,7 +22,7 @@ import (
 // TestInboundServiceHostname: the inner request of double HBONE names a service by hostname;
 // the proxy maps the service port to the receiving workload's target port (the endpoint's own
 // mapping first), refuses hostnames and ports it cannot map, and takes a client whose request
-// comes from another network (x-istio-origin-network) for no workload of its own network, as
+// comes from another network (x-forwarded-network) for no workload of its own network, as
 // its address is the network gateway's.
 func TestInboundServiceHostname(t *testing.T) {
 	e := newEnv(t)
@@ -52,7 +52,7 @@ func TestInboundServiceHostname(t *testing.T) {
 		got, err := io.ReadAll(s)
 		return string(got), err
 	}
-	fromElsewhere := hbone.Header{{Name: "x-istio-origin-network", Value: "west"}}
+	fromElsewhere := hbone.Header{{Name: "x-forwarded-network", Value: "west"}}
 	for _, c := range []struct {
 		authority string
 		header    hbone.Header
@@ -182,7 +182,7 @@ func (g *testGateway) requests() []*hbone.Request {
 
 // startGateway serves HBONE on gatewayIP with the gateway's certificate (see serveHBONETLS). It
 // forwards from clientIP, which the west proxy knows as a workload of its own network (see
-// multiNetwork): only the inner request's x-istio-origin-network keeps it from taking the
+// multiNetwork): only the inner request's x-forwarded-network keeps it from taking the
 // client for that workload.
 func (e *testEnv) startGateway(t *testing.T) *testGateway {
 	t.Helper()
@@ -314,7 +314,7 @@ func TestOutboundDoubleHBONE(t *testing.T) {
 	}
 	outer := reqs[0]
 	wantBaggage := "k8s.cluster.name=cluster-east,k8s.namespace.name=default,k8s.deployment.name=sleep,service.name=sleep,service.version=v7"
-	if outer.Authority != echoHost+":80" || outer.Header.Get("x-istio-origin-network") != "" ||
+	if outer.Authority != echoHost+":80" || outer.Header.Get("x-forwarded-network") != "" ||
 		outer.Header.Get("forwarded") != `for="`+local+`";host=`+echoHost || outer.Header.Get("baggage") != wantBaggage {
 		t.Errorf("outer request %+v", outer)
 	}

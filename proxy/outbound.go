@@ -736,7 +736,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 // does: a pooled HBONE stream to the gateway (the outer tunnel, which the gateway routes by its
 // authority, the service's hostname:port), then inside it an mTLS session with the final
 // destination as the client's identity, and HBONE over that, whose one CONNECT carries the same
-// authority and the client's network (x-istio-origin-network). The inner connection is the
+// authority and the client's network (x-forwarded-network). The inner connection is the
 // connection's own, never pooled: the gateway picks the workload behind it for each tunnel.
 // When the inner answer carries baggage, it names the destination in rec (dstW, and dstID the
 // identity the destination presented), as in ztunnel. The returned conn owns both tunnels.
@@ -777,7 +777,7 @@ func (p *Proxy) connectDouble(deadline time.Time, rt *route, rec *record, src ne
 		return nil, err
 	}
 	inner := make(hbone.Header, 0, len(header)+1)
-	inner = append(append(inner, header...), hbone.Field{Name: originNetworkHeader, Value: p.cfg.Network})
+	inner = append(append(inner, header...), hbone.Field{Name: forwardedNetworkHeader, Value: p.cfg.Network})
 	var answer hbone.Header
 	s, err := cc.Connect(ctx, &hbone.Request{Method: http.MethodConnect, Authority: rt.authority, Header: inner, Response: &answer})
 	if err != nil {
