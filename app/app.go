@@ -129,12 +129,14 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		Self:    self,
 		Network: cfg.Network,
 		// The capture listeners share one wildcard address; ztunnel binds them all alike.
-		ListenIP:  listenIP,
-		SOCKS5:    cfg.Listen.SOCKS5 != nil,
-		Socket:    socket,
-		OrigSrc:   cfg.RequireOriginalSource == nil || *cfg.RequireOriginalSource,
-		EarlyData: cfg.HBONEEarlyData,
-		Baggage:   cfg.EnableResponseBaggage,
+		ListenIP: listenIP,
+		SOCKS5:   cfg.Listen.SOCKS5 != nil,
+		Socket:   socket,
+		OrigSrc:  cfg.RequireOriginalSource == nil || *cfg.RequireOriginalSource,
+		// ztunnel's LOCALHOST_APP_TUNNEL.
+		LocalhostAppTunnel: cfg.LocalhostAppTunnel,
+		EarlyData:          cfg.HBONEEarlyData,
+		Baggage:            cfg.EnableResponseBaggage,
 		HBONE: hbone.Config{
 			StreamWindow: cfg.HTTP2.StreamWindowSize,
 			ConnWindow:   cfg.HTTP2.ConnectionWindowSize,

@@ -82,11 +82,15 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 // serveHBONE handles one CONNECT stream: validate the authority, find the destination workload,
 // enforce policy, connect to the app and relay.
 //
-// The authority is the workload's ip:port, or a service's hostname:port: the inner request of
-// double HBONE, which a client on another network sends through its network gateway. Then the
-// service port is mapped to the workload's target port, as ztunnel does, and the client's
-// address (the gateway's) says nothing of the client when the request's x-forwarded-network
-// names another network.
+// The authority is an ip:port, or a service's hostname:port: the inner request of double HBONE,
+// which a client on another network sends through its network gateway. Then the service port
+// is mapped to the workload's target port, as ztunnel does, and the client's address (the
+// gateway's) says nothing of the client when the request's x-forwarded-network names another
+// network. An ip:port is normally the workload's own; another address is allowed, as by
+// ztunnel, when the workload takes an application tunnel (it is told the address) or is the
+// waypoint of the workload or service at that address (a "sandwiched" waypoint). Either way the
+// connection goes to the workload, on the authority's port, or on its application tunnel's
+// (appTunnel).
 func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	pi, _ := s.Context().Value(peerKey{}).(peerInfo)
 	target, host, ok := parseAuthority(req.Authority)
@@ -94,11 +98,17 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		s.Reject(http.StatusBadRequest)
 		return
 	}
+	snap := p.cfg.Store.Snapshot()
+	authority := target // what the client asked for, for an application tunnel's PROXY header
 	if host == "" {
 		if target.Addr() != pi.local.Addr() {
-			// The tunnel must end at the workload the client connected to.
-			s.Reject(http.StatusBadRequest)
-			return
+			if snap = p.tunnelAllowed(snap, pi.local.Addr(), target.Addr()); snap == nil {
+				// The tunnel must end at the workload the client connected to.
+				p.log.Debug("inbound: refusing a CONNECT to another address", "src", pi.remote.String(), "dst", pi.local.String(), "authority", req.Authority)
+				s.Reject(http.StatusBadRequest)
+				return
+			}
+			target = netip.AddrPortFrom(pi.local.Addr(), target.Port())
 		}
 		if p.isIllegalPort(target.Port()) {
 			// A tunnel to the proxy's own ports would come straight back in.
@@ -107,7 +117,6 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 			return
 		}
 	}
-	snap := p.cfg.Store.Snapshot()
 	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
 	rec := &st.rec
 	*rec = record{
@@ -139,8 +148,16 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 			rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 			return
 		}
-		rec.hboneAddr = packAddr(target)
 	}
+	tun, err := p.appTunnel(rec.dstW, rec.dstSvc, target, authority)
+	if err != nil {
+		s.Reject(http.StatusServiceUnavailable)
+		rec.open(p.cfg.Metrics)
+		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+		return
+	}
+	// Policy sees the connection as ztunnel's does: to the workload, on the port dialed.
+	rec.hboneAddr = packAddr(tun.dial)
 	rec.open(p.cfg.Metrics)
 
 	pt, pc := rec.policyInputs()
@@ -150,10 +167,22 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		return
 	}
 
-	app, err := p.dialApp(connectDeadline(p.cfg.ConnectTimeout), pi.remote.Addr(), target)
+	ctx := connectDeadline(p.cfg.ConnectTimeout)
+	var app net.Conn
+	if tun.localhost {
+		app, err = p.dialUpstream(ctx, netip.AddrPort{}, tun.dial)
+	} else {
+		app, err = p.dialApp(ctx, pi.remote.Addr(), tun.dial)
+	}
+	if err == nil && tun.proxy.IsValid() {
+		err = writeProxyHeader(ctx, app, pi.remote, tun.proxy, pi.id)
+		if err != nil {
+			app.Close()
+		}
+	}
 	if err != nil {
 		s.Reject(http.StatusServiceUnavailable)
-		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", target, err), metrics.FlagConnect, 0, 0)
+		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", tun.dial, err), metrics.FlagConnect, 0, 0)
 		return
 	}
 	if p.cfg.Baggage {

@@ -73,6 +73,10 @@ type Config struct {
 	Netns func(fn func() error) error
 	// OrigSrc makes inbound connections to the app come from the client's IP (IP_TRANSPARENT).
 	OrigSrc bool
+	// LocalhostAppTunnel sends the connections of a workload whose application tunnel speaks
+	// PROXY to the workload's loopback, from loopback (LOCALHOST_APP_TUNNEL): the PROXY header
+	// carries the client's address, and only ztunnel reaches the tunnel's port.
+	LocalhostAppTunnel bool
 	// Baggage is ztunnel's enhanced baggage (ENABLE_RESPONSE_BAGGAGE): inbound HBONE answers 200
 	// with the destination workload's baggage header, and a client the store has no record of
 	// (one behind another network's gateway) is described in telemetry by its request's baggage.
