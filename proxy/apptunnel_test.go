@@ -5,7 +5,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,8 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -261,5 +265,59 @@ func TestInboundSandwichedWaypoint(t *testing.T) {
 	}
 	if n := demanded.Load(); n != 2 { // 127.0.0.22, and 127.0.0.99 (still unknown)
 		t.Errorf("%d on-demand lookups, want 2", n)
+	}
+}
+
+// TestInboundServiceGuess: the destination side reports a connection against the service the
+// client named in its forwarded header, when the workload backs it, else against the first of
+// the workload's services with a port that targets the port connected to, else none.
+func TestInboundServiceGuess(t *testing.T) {
+	e := newEnv(t)
+	server := *e.store.Snapshot().WorkloadByUID("server")
+	other := e.echoService(nil)
+	other.Name, other.Hostname = "other", "other.default.svc.cluster.local"
+	other.VIPs = []workload.NetworkAddress{{Address: netip.MustParseAddr("127.0.0.21")}}
+	other.Ports = map[uint16]uint16{81: 9} // targets another port
+	unrelated := e.echoService(nil)
+	unrelated.Name, unrelated.Hostname = "unrelated", "unrelated.default.svc.cluster.local"
+	unrelated.VIPs = []workload.NetworkAddress{{Address: netip.MustParseAddr("127.0.0.22")}}
+	unrelated.Endpoints = nil
+	server.Services = []workload.NamespacedHostname{{Namespace: "default", Hostname: other.Hostname}, {Namespace: "default", Hostname: echoHost}}
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{&server}, Services: []*workload.Service{e.echoService(nil), other, unrelated}})
+
+	cc, err := e.hboneClient(t, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := netip.AddrPortFrom(serverIP, e.appPort).String()
+	for i, c := range []struct {
+		forwarded, want string
+	}{
+		{"", echoHost}, // the port: echo's 80 targets the app's port, other's does not
+		{`for="127.0.0.3:1234";host=` + other.Hostname, other.Hostname},
+		{`for="127.0.0.3:1234"; host="` + echoHost + `"`, echoHost},
+		{"host=" + unrelated.Hostname, echoHost}, // not the workload's: the port decides
+	} {
+		req := &hbone.Request{Method: http.MethodConnect, Authority: to}
+		if c.forwarded != "" {
+			req.Header = hbone.Header{{Name: "forwarded", Value: c.forwarded}}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := cc.Connect(ctx, req)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.Repeat("x", i+1) // its length tells its log line
+		s.Write([]byte(msg))
+		s.CloseWrite()
+		io.ReadAll(s)
+		waitLog(t, e.access, "connection complete", "direction=inbound", "bytes_recv="+strconv.Itoa(len(msg))+" ", "dst.service="+c.want+" ")
+	}
+	if n := promtext.Sum(e.metricsText(t), "istio_tcp_connections_opened_total", `reporter="destination"`, `destination_service="`+echoHost+`"`); n != 3 {
+		t.Errorf("inbound connections reported against %s: %v, want 3", echoHost, n)
+	}
+	if got := forwardedHost("for=x;host=caf\u00e9"); got != "" {
+		t.Errorf("a non-ASCII forwarded header gave %q", got)
 	}
 }

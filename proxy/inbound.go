@@ -158,6 +158,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	}
 	// Policy sees the connection as ztunnel's does: to the workload, on the port dialed.
 	rec.hboneAddr = packAddr(tun.dial)
+	rec.dstSvc = inboundService(snap, rec.dstW, rec.dstSvc, forwardedHost(req.Header.Get("forwarded")), tun.dial.Port())
 	rec.open(p.cfg.Metrics)
 
 	pt, pc := rec.policyInputs()
@@ -198,6 +199,68 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	s.Detach()
 	p.wg.Add(1) // the 15008 connection's job is live while this handler runs: p.wg is not zero
 	p.relayInbound(st, s, app)
+}
+
+// inboundService is the service an inbound connection to w on port dport is reported against
+// (destination_service), as ztunnel's guess_inbound_service picks it: among the candidates (the
+// service a CONNECT named by hostname, else the services w is an endpoint of), the one whose
+// hostname the client's forwarded header named, else the first with a port that targets dport
+// on w (directly or through w's endpoint's own port map); nil when none does. The client's word
+// only chooses among w's own services.
+func inboundService(snap *workload.Snapshot, w *workload.Workload, named *workload.Service, host string, dport uint16) *workload.Service {
+	if named != nil {
+		if host == named.Hostname || targets(named, w, dport) {
+			return named
+		}
+		return nil
+	}
+	if host != "" {
+		for _, n := range w.Services {
+			if svc := snap.ServiceByName(n); svc != nil && svc.Hostname == host {
+				return svc
+			}
+		}
+	}
+	for _, n := range w.Services {
+		if svc := snap.ServiceByName(n); svc != nil && targets(svc, w, dport) {
+			return svc
+		}
+	}
+	return nil
+}
+
+// targets reports whether a port of svc targets dport on w.
+func targets(svc *workload.Service, w *workload.Workload, dport uint16) bool {
+	ep := svc.Endpoints[w.UID]
+	for sport, tport := range svc.Ports {
+		if tport == dport {
+			return true
+		}
+		if ep != nil {
+			if p, ok := ep.Port[sport]; ok && p == dport {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// forwardedHost returns the host parameter of a forwarded header (RFC 7239; what ztunnel's
+// requestHeader writes: for="ip:port";host=name), unquoted, or "" (also for non-ASCII values,
+// as ztunnel).
+func forwardedHost(v string) string {
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return ""
+		}
+	}
+	for part := range strings.SplitSeq(v, ";") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(part), "host="); ok {
+			h = strings.TrimPrefix(h, `"`)
+			return strings.TrimSuffix(h, `"`)
+		}
+	}
+	return ""
 }
 
 // baggageWorkload returns the workload the baggage fields of h describe (workload.FromBaggage),
@@ -316,6 +379,9 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	rec.start, rec.inbound, rec.src, rec.dst = now(), true, packAddr(src), packAddr(dst)
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
+	if rec.dstW != nil {
+		rec.dstSvc = inboundService(snap, rec.dstW, nil, "", dst.Port())
+	}
 	rec.open(p.cfg.Metrics)
 	if rec.dstW == nil {
 		c.Close()
