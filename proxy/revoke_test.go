@@ -89,6 +89,16 @@ func (e *crlEnv) serialOf(t *testing.T, id identity.ID) *big.Int {
 	return c.Leaf.SerialNumber
 }
 
+// liveConn opens a connection through the proxy (outbound, pooled tunnel, inbound, the app)
+// that has carried a byte each way; the test's end closes it.
+func (e *crlEnv) liveConn(t *testing.T) net.Conn {
+	t.Helper()
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	t.Cleanup(func() { c.Close() })
+	echoOnce(t, c)
+	return c
+}
+
 // echoOnce writes a byte through c and reads it back.
 func echoOnce(t *testing.T, c net.Conn) {
 	t.Helper()
@@ -119,9 +129,7 @@ func waitClosed(t *testing.T, c net.Conn, what string) {
 // refused (counted again); a list that revokes no one's certificate ends nothing.
 func TestCRLReloadEndsTunnels(t *testing.T) {
 	e := newCRLEnv(t)
-	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	defer c.Close()
-	echoOnce(t, c)
+	c := e.liveConn(t)
 	idle, err := e.hboneClient(t, clientID, serverID)
 	if err != nil {
 		t.Fatal(err)
@@ -175,9 +183,7 @@ func (e *crlEnv) tracked() int {
 // CERT_REVOKED on the outbound side.
 func TestCRLReloadEndsOutboundTunnel(t *testing.T) {
 	e := newCRLEnv(t)
-	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	defer c.Close()
-	echoOnce(t, c)
+	c := e.liveConn(t)
 	e.revoke(t, e.serialOf(t, serverID))
 	waitClosed(t, c, "the connection over a tunnel to a revoked server")
 	waitLog(t, e.access, "connection complete", "direction=outbound", "response_flags=CERT_REVOKED")
@@ -218,9 +224,7 @@ func TestCRLReloadEndsInnerTunnel(t *testing.T) {
 // judged when it is tracked: refused, and counted.
 func TestCRLTrackRace(t *testing.T) {
 	e := newCRLEnv(t)
-	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
-	defer c.Close()
-	echoOnce(t, c)
+	e.liveConn(t) // its tunnels are tracked
 	var peer []*x509.Certificate
 	e.proxy.tunnels.mu.Lock()
 	for _, tn := range e.proxy.tunnels.m {
