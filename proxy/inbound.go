@@ -53,7 +53,6 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 	}
 	if crl {
 		if p.trackTunnel(tc, p.localID(c.LocalAddr()), cs.PeerCertificates, metrics.ReporterDestination, gen) {
-			p.untrackTunnel(tc)
 			p.log.Debug("inbound: peer certificate revoked by the reloaded revocation lists", "src", c.RemoteAddr().String())
 			tc.Close()
 			return

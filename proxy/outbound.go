@@ -766,7 +766,6 @@ func (p *Proxy) connectDouble(deadline time.Time, rt *route, rec *record, src ne
 	cs := tc.ConnectionState()
 	peer, _ := certs.PeerID(cs) // verified by the handshake
 	if crl && p.trackTunnel(tc, rec.srcID.ID(), cs.PeerCertificates, metrics.ReporterSource, gen) {
-		p.untrackTunnel(tc)
 		tc.Close()
 		return nil, &handshakeError{addr: rt.hboneAddr, err: fmt.Errorf("inner tunnel to %s: %w", rt.authority, certs.ErrRevoked)}
 	}
@@ -907,7 +906,6 @@ func (p *Proxy) dialHBONE(ctx context.Context, k hbone.Key) (net.Conn, error) {
 	}
 	// The pool reports the connection's end to untrackTunnel (PoolConfig.Closed).
 	if crl && p.trackTunnel(tc, src, cs.PeerCertificates, metrics.ReporterSource, gen) {
-		p.untrackTunnel(tc)
 		tc.Close()
 		return nil, &handshakeError{addr: k.Addr, err: certs.ErrRevoked}
 	}

@@ -56,8 +56,8 @@ func (p *Proxy) crlGeneration() (uint64, bool) {
 // trackTunnel keeps nc, whose handshake completed (for local, with the peer chain peer) after
 // the lists had generation gen, for the sweeps of later reloads. When the lists were reloaded
 // since gen, the handshake may have used the older ones, and no sweep may have seen nc yet:
-// the peer is judged now, and trackTunnel reports a revoked one (counted; the caller ends nc,
-// which nothing shares yet, and calls untrackTunnel). Without lists it does nothing.
+// the peer is judged now, and trackTunnel reports a revoked one, counted and not kept (the
+// caller ends nc, which nothing shares yet). Without lists it does nothing.
 func (p *Proxy) trackTunnel(nc net.Conn, local identity.ID, peer []*x509.Certificate, reporter string, gen uint64) (revoked bool) {
 	crl := p.cfg.Certs.CRL()
 	if crl == nil {
@@ -73,6 +73,7 @@ func (p *Proxy) trackTunnel(nc net.Conn, local identity.ID, peer []*x509.Certifi
 	if crl.Generation() == gen || !p.judge(t) {
 		return false
 	}
+	p.untrackTunnel(nc)
 	p.cfg.Metrics.CRLRejected(reporter)
 	return true
 }

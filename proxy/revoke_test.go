@@ -250,7 +250,12 @@ func TestCRLTrackRace(t *testing.T) {
 		t.Error("a tunnel verified before the reload was not judged again")
 	}
 	e.proxy.untrackTunnel(a)
-	e.proxy.untrackTunnel(b)
+	e.proxy.tunnels.mu.Lock()
+	_, kept := e.proxy.tunnels.m[b]
+	e.proxy.tunnels.mu.Unlock()
+	if kept {
+		t.Error("a tunnel refused when tracked is kept")
+	}
 	waitMetric(t, e.testEnv, `istio_crl_policy_rejections_total{reporter="destination"} 2`) // b's refusal
 
 	// A revoked tunnel that a sweep ended is ended and counted once, however long its owner

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/big"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,16 +115,33 @@ func newCRLState(lists []*x509.RevocationList) *crlState {
 	for _, l := range lists {
 		for _, e := range l.RevokedCertificateEntries {
 			if e.SerialNumber != nil {
-				st.revoked[revokedKey(l.RawIssuer, e.SerialNumber.Bytes())] = struct{}{}
+				st.revoked[string(appendRevokedKey(nil, l.RawIssuer, e.SerialNumber))] = struct{}{}
 			}
 		}
 	}
 	return st
 }
 
-// revokedKey is the index key of a serial number (its magnitude) revoked by a list of issuer.
-func revokedKey(issuer, serial []byte) string {
-	return string(binary.AppendUvarint(nil, uint64(len(issuer)))) + string(issuer) + string(serial)
+// appendRevokedKey appends the index key of serial under the issuer name issuer: the name's
+// length, the name, the serial's sign and magnitude.
+func appendRevokedKey(b, issuer []byte, serial *big.Int) []byte {
+	b = binary.AppendUvarint(b, uint64(len(issuer)))
+	b = append(append(b, issuer...), byte(serial.Sign()+1))
+	n := (serial.BitLen() + 7) / 8
+	b = slices.Grow(b, n)[:len(b)+n]
+	serial.FillBytes(b[len(b)-n:])
+	return b
+}
+
+// named reports whether a list of st names cert under the name of cert's issuer (signatures
+// unchecked). It allocates nothing for the usual key sizes.
+func (st *crlState) named(cert *x509.Certificate) bool {
+	if len(st.revoked) == 0 || cert.SerialNumber == nil {
+		return false
+	}
+	var buf [512]byte
+	_, ok := st.revoked[string(appendRevokedKey(buf[:0], cert.RawIssuer, cert.SerialNumber))]
+	return ok
 }
 
 // MayRevoke reports whether a current list names a certificate of chain (any order) under the
@@ -130,14 +149,8 @@ func revokedKey(issuer, serial []byte) string {
 // made of these certificates, true that Check must decide.
 func (s *CRLSet) MayRevoke(chain []*x509.Certificate) bool {
 	st := s.lists.Load()
-	if len(st.revoked) == 0 {
-		return false
-	}
 	for _, c := range chain {
-		if c.SerialNumber == nil {
-			continue
-		}
-		if _, ok := st.revoked[revokedKey(c.RawIssuer, c.SerialNumber.Bytes())]; ok {
+		if st.named(c) {
 			return true
 		}
 	}
@@ -178,13 +191,13 @@ func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
 // certificate to a trust anchor, is revoked by a current list. The anchor itself is not
 // checked: no list speaks for it.
 func (s *CRLSet) Check(chain []*x509.Certificate) error {
-	lists := s.lists.Load().lists
-	if len(lists) == 0 {
-		return nil
-	}
+	st := s.lists.Load()
 	for i := 0; i+1 < len(chain); i++ {
 		cert, issuer := chain[i], chain[i+1]
-		for _, l := range lists {
+		if !st.named(cert) {
+			continue // no list names it: no signature to check, no entries to scan
+		}
+		for _, l := range st.lists {
 			if !bytes.Equal(l.RawIssuer, cert.RawIssuer) || l.CheckSignatureFrom(issuer) != nil {
 				continue // not this certificate's issuer's list
 			}

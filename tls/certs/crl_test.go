@@ -260,3 +260,35 @@ func TestRevokedEstablished(t *testing.T) {
 		t.Errorf("a malformed file: generation %d, want %d and an error", crl.Generation(), gen)
 	}
 }
+
+// TestCRLCheckAllocs: a handshake's check of a chain no list names costs no allocation, however
+// many entries the lists hold.
+func TestCRLCheckAllocs(t *testing.T) {
+	inter := certtest.NewCA(t, "root").NewIntermediate(t, "intermediate")
+	serials := make([]*big.Int, 1000)
+	for i := range serials {
+		serials[i] = big.NewInt(int64(i + 1))
+	}
+	s := &CRLSet{}
+	s.lists.Store(newCRLState([]*x509.RevocationList{mustParseCRL(t, crlDER(t, inter, serials...))}))
+	chain := inter.Chain()
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := s.Check(chain); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Check allocates %v times, want 0", allocs)
+	}
+	if !s.MayRevoke([]*x509.Certificate{{RawIssuer: inter.Cert.RawSubject, SerialNumber: big.NewInt(500)}}) {
+		t.Error("MayRevoke clears serial 500, which the list names")
+	}
+}
+
+func mustParseCRL(t *testing.T, der []byte) *x509.RevocationList {
+	t.Helper()
+	l, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
