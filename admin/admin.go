@@ -18,6 +18,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/version"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -68,22 +69,11 @@ type Server struct {
 	Log      *logging.Output
 	Metrics  *metrics.Registry
 	Ready    *Readiness
-	Version  BuildInfo
-	Shutdown func() // called by POST /quitquitquit; returns when the drain has started
+	Version  version.BuildInfo // the "version" section of /config_dump
+	Shutdown func()            // called by POST /quitquitquit; returns when the drain has started
 	// InitialLevel is what POST /logging?reset restores.
 	InitialLevel config.LogLevel
 	ExtraDump    func(map[string]any)
-}
-
-// BuildInfo is the "version" section of /config_dump.
-type BuildInfo struct {
-	Version      string `json:"version"`
-	GitRevision  string `json:"gitRevision"`
-	GoVersion    string `json:"goVersion"`
-	BuildProfile string `json:"buildProfile"`
-	BuildStatus  string `json:"buildStatus"`
-	GitTag       string `json:"gitTag"`
-	IstioVersion string `json:"istioVersion"`
 }
 
 // AdminHandler is the mux of the admin port.

@@ -13,6 +13,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/version"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -38,7 +39,7 @@ func newServer(t *testing.T) (*Server, *int) {
 		Store: store, Certs: mgr, Config: map[string]any{"proxyMode": "dedicated"},
 		Log: logging.NewOutput(io.Discard, logging.Text, lvl), InitialLevel: lvl,
 		Metrics: metrics.New("ztunnel", "test"), Ready: NewReadiness(),
-		Version:  BuildInfo{Version: "test"},
+		Version:  version.BuildInfo{Version: "test"},
 		Shutdown: func() { quits++ },
 	}
 	return s, &quits

@@ -69,7 +69,7 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 		out:     out,
 		log:     out.Logger("ztunnel::app"),
 		store:   workload.NewStore(),
-		metrics: metrics.New("ztunnel", version.Version),
+		metrics: metrics.New("ztunnel", cfg.IstioVersion), // istio_build's tag: the Istio version, as ztunnel's
 		ready:   admin.NewReadiness(),
 		quit:    make(chan struct{}),
 	}
@@ -209,6 +209,21 @@ func newSigner(cfg *config.Config, log *slog.Logger) (certs.Signer, error) {
 	}
 }
 
+// adminServer is what the admin, stats and readiness ports serve.
+func (a *App) adminServer() *admin.Server {
+	adm := &admin.Server{
+		Store: a.store, Certs: a.certs, Config: a.cfg.Redacted(), Log: a.out, Metrics: a.metrics, Ready: a.ready,
+		InitialLevel: a.cfg.Log.Level,
+		Version:      version.Info(a.cfg.IstioVersion),
+		Shutdown:     func() { a.quitOnce.Do(func() { close(a.quit) }) },
+	}
+	if a.shared != nil {
+		client := a.shared.client
+		adm.ExtraDump = func(dump map[string]any) { dump["workloadState"] = client.Pods() }
+	}
+	return adm
+}
+
 // Run starts everything and blocks until ctx ends or /quitquitquit, then drains.
 func (a *App) Run(ctx context.Context) error {
 	defer a.certs.Close()
@@ -252,19 +267,7 @@ func (a *App) Run(ctx context.Context) error {
 		wg.Go(func() { a.crl.Watch(runCtx, crlPoll) })
 	}
 
-	adm := &admin.Server{
-		Store: a.store, Certs: a.certs, Config: a.cfg.Redacted(), Log: a.out, Metrics: a.metrics, Ready: a.ready,
-		InitialLevel: a.cfg.Log.Level,
-		Version: admin.BuildInfo{
-			Version: version.Version, GitRevision: version.GitRevision, GoVersion: version.GoVersion(),
-			BuildProfile: "release", BuildStatus: version.BuildStatus, GitTag: version.Version, IstioVersion: version.IstioVersion,
-		},
-		Shutdown: func() { a.quitOnce.Do(func() { close(a.quit) }) },
-	}
-	if a.shared != nil {
-		client := a.shared.client
-		adm.ExtraDump = func(dump map[string]any) { dump["workloadState"] = client.Pods() }
-	}
+	adm := a.adminServer()
 	var servers []*http.Server
 	serve := func(name string, addr config.Address, h http.Handler) error {
 		for _, ep := range addr.Endpoints(a.cfg.IPv6Enabled) {
@@ -333,7 +336,7 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		})
 	}
-	a.log.Info("ztunnel started", "version", version.Version, "mode", a.cfg.Mode.String())
+	a.log.Info("ztunnel started", "version", version.Version, "istio_version", a.cfg.IstioVersion, "mode", a.cfg.Mode.String())
 	releaseStartupMemory(a.log) // footprint.go
 
 	select {

@@ -44,6 +44,10 @@ type Config struct {
 	PodName, PodNamespace, ServiceAccount string
 	// InstanceIP is INSTANCE_IP, ztunnel's pod IP; the zero Addr when unset.
 	InstanceIP netip.Addr
+	// IstioVersion is ISTIO_META_ISTIO_VERSION, the Istio release this process is deployed as
+	// (Istio's ztunnel image sets it), else UnknownIstioVersion. As in ztunnel it is
+	// the tag of istio_build and /config_dump's version.istioVersion.
+	IstioVersion string
 	// Self is ztunnel's own workload, set only when POD_NAMESPACE,
 	// SERVICE_ACCOUNT and POD_NAME are all set; its identity is
 	// Self.SPIFFEID(TrustDomain).

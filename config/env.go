@@ -140,6 +140,19 @@ func (s *source) fail(err error) { s.errs = append(s.errs, err) }
 // get returns the value of name and whether it is set.
 func (s *source) get(name string) (string, bool) { return s.lookup(name) }
 
+// UnknownIstioVersion is Config.IstioVersion when ISTIO_META_ISTIO_VERSION is unset.
+const UnknownIstioVersion = "unknown"
+
+// IstioVersion is ISTIO_META_ISTIO_VERSION as lookup reads it, else
+// UnknownIstioVersion (Config.IstioVersion; `ztunnel version` reads it without the
+// rest of the configuration, as ztunnel does).
+func IstioVersion(lookup func(string) (string, bool)) string {
+	if v, ok := lookup(metaPrefix + "ISTIO_VERSION"); ok {
+		return v
+	}
+	return UnknownIstioVersion
+}
+
 // nonEmpty returns the value of name, treating an empty value as unset.
 func (s *source) nonEmpty(name string) (string, bool) {
 	v, ok := s.lookup(name)
@@ -298,6 +311,7 @@ func (s *source) build() (*Config, error) {
 	c.NodeName = s.str("NODE_NAME", "")
 	c.PodName = s.str("POD_NAME", "")
 	c.PodNamespace = s.str("POD_NAMESPACE", "")
+	c.IstioVersion = IstioVersion(s.lookup)
 	c.ServiceAccount = s.str("SERVICE_ACCOUNT", "")
 	if c.PodName != "" && c.PodNamespace != "" && c.ServiceAccount != "" {
 		c.Self = &WorkloadInfo{Namespace: c.PodNamespace, Name: c.PodName, ServiceAccount: c.ServiceAccount}

@@ -176,10 +176,20 @@ func TestBadConfigExits(t *testing.T) {
 	}
 }
 
-// TestVersion checks `ztunnel version`.
+// TestVersion checks `ztunnel version` (ztunnel's BuildInfo line, with the Istio version from
+// the environment), `ztunnel help`, and that an unknown command exits with status 1.
 func TestVersion(t *testing.T) {
-	out, err := exec.Command(ztunnelBin, "version").CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "ztunnel version ") {
+	cmd := exec.Command(ztunnelBin, "version")
+	cmd.Env = append(os.Environ(), "ISTIO_META_ISTIO_VERSION=1.30.1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), `version.BuildInfo{Version:"`) || !strings.Contains(string(out), `IstioVersion:"1.30.1"`) {
 		t.Fatalf("ztunnel version: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(ztunnelBin, "help").CombinedOutput(); err != nil || !strings.Contains(string(out), "version.BuildInfo{") {
+		t.Errorf("ztunnel help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(ztunnelBin, "bogus").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "unknown command: bogus") {
+		t.Errorf("ztunnel bogus: %v\n%s", err, out)
 	}
 }

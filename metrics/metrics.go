@@ -137,8 +137,10 @@ type Registry struct {
 	newSeries func(Labels) *series             // r.makeSeries, bound once
 }
 
-// New creates the registry with the process and Go collectors and istio_build.
-func New(component, version string) *Registry {
+// New creates the registry with the process and Go collectors and istio_build, whose tag is
+// istioVersion: the Istio release the process is deployed as, not its own build's version
+// (as ztunnel's).
+func New(component, istioVersion string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
 	r.cache = boundedmap.New[Labels, *series](defaultCacheSize)
 	r.newSeries = r.makeSeries
@@ -165,7 +167,7 @@ func New(component, version string) *Registry {
 	r.reg.MustRegister(r.crlRejections)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
-	build.WithLabelValues(component, version).Set(1)
+	build.WithLabelValues(component, istioVersion).Set(1)
 	r.reg.MustRegister(build,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())

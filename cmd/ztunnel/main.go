@@ -1,6 +1,6 @@
 // Command ztunnel is Istio's node proxy for ambient mode. It reads its configuration from the
 // environment (ztunnel's variable names), then runs the proxy until SIGTERM, SIGINT or
-// POST /quitquitquit. `ztunnel version` prints the version.
+// POST /quitquitquit. `ztunnel version` prints the version, `ztunnel help` the commands.
 package main
 
 import (
@@ -21,14 +21,22 @@ import (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
-	switch {
-	case len(args) == 0, len(args) == 1 && args[0] == "proxy", len(args) == 2 && args[0] == "proxy" && args[1] == "ztunnel":
-	case len(args) == 1 && (args[0] == "version" || args[0] == "--version"):
-		fmt.Printf("ztunnel version %s (git %s, %s, %s)\n", version.Version, version.GitRevision, version.GoVersion(), version.BuildStatus)
+	// As ztunnel, only the first argument counts: Istio's DaemonSet passes "proxy ztunnel".
+	var cmd string
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "", "proxy":
+	case "version", "--version":
+		fmt.Println(version.Info(config.IstioVersion(os.LookupEnv)))
+		return 0
+	case "help", "--help", "-h":
+		fmt.Print(help())
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "usage: ztunnel [proxy [ztunnel]] | version\n")
-		return 2
+		fmt.Fprintf(os.Stderr, "unknown command: %s\n%s", cmd, help())
+		return 1
 	}
 	cfg, err := config.FromEnv(os.LookupEnv)
 	if err != nil {
@@ -54,6 +62,17 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// help is what `ztunnel help` prints.
+func help() string {
+	return fmt.Sprintf(`ztunnel-go, Istio's ambient node proxy: %s
+
+usage: ztunnel [command]
+  proxy     run the proxy (the default; later arguments are ignored)
+  version   print the build and the Istio version it runs as
+  help      print this text
+`, version.Info(config.IstioVersion(os.LookupEnv)))
 }
 
 // fdReserve is the descriptor table ztunnel reserves at start-up (internal/fdtable): 16,384
