@@ -226,6 +226,10 @@ func (a *App) adminServer() *admin.Server {
 
 // Run starts everything and blocks until ctx ends or /quitquitquit, then drains.
 func (a *App) Run(ctx context.Context) error {
+	// While the process runs, log lines (an access log line per connection) are written by a
+	// goroutine of their own, so that a slow stdout does not hold up connections; the last
+	// deferred call to run writes what is still queued.
+	defer a.out.Queue()()
 	defer a.certs.Close()
 	if a.lookups != nil {
 		defer a.lookups.Close() // after the drain: no connection looks up any more

@@ -104,7 +104,7 @@ func (ln *Line) End() error {
 		ln.w.tail()
 		o := h.out
 		o.mu.Lock()
-		_, err = o.w.Write(ln.w.b)
+		err = o.writeLocked(ln.w.b)
 		o.mu.Unlock()
 		if cap(ln.w.b) > maxPooledLine {
 			ln.w.b = nil

@@ -38,12 +38,14 @@ const (
 	JSON
 )
 
-// Output is shared by every handler of a process. It serialises writes to W.
+// Output is shared by every handler of a process. It serialises writes to w: each line is
+// written by the goroutine that logs it, or queued for a drain goroutine (Queue, queue.go).
 type Output struct {
 	mu sync.Mutex // guards w and buf
 	w  io.Writer
 	// buf is reused for every line; owned under mu.
 	buf []byte
+	q   queue // lines waiting for the drain goroutine (queue.go); under mu
 
 	format Format
 	levels atomic.Pointer[config.LogLevel] // replaced whole by SetLevel; read on every Enabled
@@ -153,8 +155,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	})
 	w.tail()
 	o.buf = w.b
-	_, err := o.w.Write(w.b)
-	return err
+	return o.writeLocked(w.b)
 }
 
 const timeFormat = "2006-01-02T15:04:05.000000Z"
