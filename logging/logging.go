@@ -41,7 +41,7 @@ const (
 // Output is shared by every handler of a process. It serialises writes to w: each line is
 // written by the goroutine that logs it, or queued for a drain goroutine (Queue, queue.go).
 type Output struct {
-	mu sync.Mutex // guards w and buf
+	mu sync.Mutex // guards w, buf and q
 	w  io.Writer
 	// buf is reused for every line; owned under mu.
 	buf []byte
