@@ -5,9 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/version"
 )
 
@@ -31,8 +31,8 @@ func TestIstioVersion(t *testing.T) {
 			adm := a.adminServer()
 
 			metrics := get(t, adm.StatsHandler(), "/metrics")
-			if line := `istio_build{component="ztunnel",tag="` + c.want + `"} 1`; !strings.Contains(metrics, line) {
-				t.Errorf("/metrics lacks %s:\n%s", line, grepLines(metrics, "istio_build"))
+			if got := promtext.Sum(metrics, "istio_build", `component="ztunnel"`, `tag="`+c.want+`"`); got != 1 {
+				t.Errorf(`istio_build{component="ztunnel",tag=%q} = %v, want 1`, c.want, got)
 			}
 
 			var dump struct {
@@ -56,14 +56,4 @@ func get(t *testing.T, h http.Handler, path string) string {
 		t.Fatalf("GET %s = %d %s", path, rec.Code, rec.Body)
 	}
 	return rec.Body.String()
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for l := range strings.Lines(s) {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "")
 }

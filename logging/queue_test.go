@@ -167,12 +167,9 @@ func TestQueueStop(t *testing.T) {
 	got, _ := w.result()
 	wantLines(t, got, 50)
 
-	logLine(log, 50) // at once: no drain goroutine any more
-	got, writes := w.result()
+	logLine(log, 50) // written before it returns: no drain goroutine any more
+	got, _ = w.result()
 	wantLines(t, got, 51)
-	if len(w.inside) == 0 || writes == 0 {
-		t.Fatal("no write recorded")
-	}
 	stop() // a second call does nothing
 }
 
