@@ -17,6 +17,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
+	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -205,8 +206,43 @@ func TestInboundApplicationTunnel(t *testing.T) {
 			t.Errorf("CONNECT %s: PROXY header %v -> %v, TLVs %v", authority, src, dst, tlvs)
 		}
 	}
-	// The record names where the bytes went, as policy sees it: the tunnel's port.
-	waitLog(t, e.access, "connection complete", "direction=inbound", "dst.hbone_addr="+netip.AddrPortFrom(serverIP, app.port).String())
+	// The record names the authority the client asked for, as ztunnel's.
+	for _, authority := range []string{netip.AddrPortFrom(serverIP, 80).String(), "127.0.0.99:8080"} {
+		waitLog(t, e.access, "connection complete", "direction=inbound", "dst.hbone_addr="+authority+" ")
+	}
+}
+
+// TestInboundLocalhostTunnelPolicy: a connection sent to a localhost application tunnel is
+// judged, as ztunnel judges it, by the workload's address (not the loopback address dialed), on
+// the tunnel's port (not the authority's).
+func TestInboundLocalhostTunnelPolicy(t *testing.T) {
+	podIP := netip.MustParseAddr("127.0.0.5") // not the loopback address the tunnel is dialed on
+	app := startProxiedApp(t)
+	allow := &policy.Authorization{Name: "to-the-pod-tunnel", Namespace: "default", Scope: policy.ScopeNamespace, Action: policy.ActionAllow,
+		Rules: [][][]policy.Match{{{{DestinationIPs: []netip.Prefix{netip.PrefixFrom(podIP, 32)}, DestinationPorts: []uint16{app.port}}}}}}
+	e := newEnvConfig(t, func(c *Config) { c.ListenIP, c.LocalhostAppTunnel = podIP, true }, allow)
+	server := *e.store.Snapshot().WorkloadByUID("server")
+	server.WorkloadIPs = []netip.Addr{podIP}
+	server.ApplicationTunnel = &workload.ApplicationTunnel{Protocol: workload.TunnelProxy, Port: app.port}
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{&server}})
+
+	cc, err := e.hboneClientAt(t, podIP, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority := netip.AddrPortFrom(podIP, 80).String()
+	s, err := connect(cc, authority)
+	if err != nil {
+		t.Fatalf("CONNECT %s: %v", authority, err)
+	}
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s.Write([]byte("allowed"))
+	s.CloseWrite()
+	if got, err := io.ReadAll(s); string(got) != "allowed" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	waitLog(t, e.access, "connection complete", "direction=inbound", "dst.addr="+netip.AddrPortFrom(podIP, e.ports.InboundHBONE).String()+" ",
+		"dst.hbone_addr="+authority+" ")
 }
 
 // TestInboundSandwichedWaypoint: a CONNECT to another address than the workload's is allowed
@@ -263,6 +299,8 @@ func TestInboundSandwichedWaypoint(t *testing.T) {
 			t.Errorf("%s: %q, %v; want 400", c.name, got, err)
 		}
 	}
+	// Logged with the authority the client asked for, as ztunnel logs it.
+	waitLog(t, e.access, "connection complete", "direction=inbound", "dst.hbone_addr="+echoVIP.String()+port+" ", "dst.workload=server")
 	if n := demanded.Load(); n != 2 { // 127.0.0.22, and 127.0.0.99 (still unknown)
 		t.Errorf("%d on-demand lookups, want 2", n)
 	}

@@ -119,7 +119,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
 	rec := &st.rec
 	*rec = record{
-		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(target),
+		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(authority),
 		srcID: identOf(pi.id), mtls: true,
 	}
 	if origin := req.Header.Get(forwardedNetworkHeader); origin == "" || strings.EqualFold(origin, p.cfg.Network) {
@@ -141,7 +141,12 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	rec.dstID = identOf(rec.dstW.Identity())
 	if host != "" {
 		var err error
-		if rec.dstSvc, target, err = p.hostnameTarget(snap, rec.dstW, pi.local.Addr(), host, target.Port()); err != nil {
+		rec.dstSvc, target, err = p.hostnameTarget(snap, rec.dstW, pi.local.Addr(), host, authority.Port())
+		if rec.dstSvc != nil {
+			// Logged as the client named it, once it names a known service.
+			rec.noted().authority = hostAuthority(rec.dstSvc.Hostname + ":" + strconv.Itoa(int(authority.Port())))
+		}
+		if err != nil {
 			s.Reject(http.StatusServiceUnavailable)
 			rec.open(p.cfg.Metrics)
 			rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
@@ -155,8 +160,9 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
 	}
-	// Policy sees the connection as ztunnel's does: to the workload, on the port dialed.
-	rec.hboneAddr = packAddr(tun.dial)
+	// Policy sees the connection as ztunnel's does: to the workload's address, on the port
+	// dialed (a localhost application tunnel's address is not the workload's).
+	rec.policyPort = tun.dial.Port()
 	rec.dstSvc = inboundService(snap, rec.dstW, rec.dstSvc, forwardedHost(req.Header.Get("forwarded")), tun.dial.Port())
 	rec.open(p.cfg.Metrics)
 

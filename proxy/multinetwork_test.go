@@ -84,7 +84,7 @@ func TestInboundServiceHostname(t *testing.T) {
 	if n := e.appConns.Load(); n != 3 {
 		t.Errorf("the app saw %d connections, want 3", n)
 	}
-	waitLog(t, e.access, "connection complete", "dst.service="+echoHost, "src.workload=client", "dst.hbone_addr="+netip.AddrPortFrom(serverIP, e.appPort).String())
+	waitLog(t, e.access, "connection complete", "dst.service="+echoHost, "src.workload=client", "dst.hbone_addr="+echoHost+":80 ")
 	waitLog(t, e.access, "connection complete", "dst.service=named.default.svc.cluster.local", "dst.workload=server")
 	waitLog(t, e.access, "unknown service hostname nowhere.default.svc.cluster.local")
 	text := e.metricsText(t)
@@ -322,10 +322,10 @@ func TestOutboundDoubleHBONE(t *testing.T) {
 	// The destination's side: the client by its certificate and baggage, from network east.
 	waitLog(t, west.access, "connection complete", "direction=inbound", "src.identity="+clientID.String(),
 		"src.workload=sleep", "src.cluster=cluster-east", "dst.service="+echoHost, "dst.workload=server",
-		"dst.hbone_addr="+netip.AddrPortFrom(serverIP, west.appPort).String())
+		"dst.hbone_addr="+echoHost+":80 ")
 	// The client's side: bytes to the gateway, the destination named by the inner answer.
 	waitLog(t, east.access, "connection complete", "direction=outbound", "src.addr="+local, "src.workload=client",
-		"src.identity="+clientID.String(), "dst.addr="+gw.addr.String(), "dst.service="+echoHost,
+		"src.identity="+clientID.String(), "dst.addr="+gw.addr.String(), "dst.hbone_addr="+echoHost+":80 ", "dst.service="+echoHost,
 		"dst.workload=echo-v1", "dst.identity="+serverID.String(), "dst.cluster=cluster-west", "bytes_sent=21", "bytes_recv=21")
 	text := east.metricsText(t)
 	if n := promtext.Sum(text, "istio_tcp_connections_opened_total", `reporter="source"`, `destination_workload="echo-v1"`,

@@ -621,12 +621,15 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the
-		// address inside the tunnel (the original destination when going to a waypoint; none
-		// through a network gateway, where it is a hostname), and dst.identity the identity of
+		// authority inside the tunnel (the original destination when going to a waypoint, the
+		// service's hostname:port through a network gateway), and dst.identity the identity of
 		// the workload reached (the waypoint's, the gateway's).
 		rec.mtls = true
 		rec.dst = packAddr(rt.hboneAddr)
 		rec.hboneAddr = packAddr(rt.target)
+		if rt.double {
+			rec.noted().authority = hostAuthority(rt.authority)
+		}
 		rec.dstID = identOf(rt.expected[0])
 	} else if err == nil {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP

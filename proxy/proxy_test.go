@@ -184,12 +184,18 @@ func (c countWriter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); retu
 // hboneClient opens an HBONE connection to the proxy's inbound port with cert as client identity.
 func (e *testEnv) hboneClient(t *testing.T, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
 	t.Helper()
+	return e.hboneClientAt(t, serverIP, src, expected...)
+}
+
+// hboneClientAt is hboneClient to the proxy's HBONE port on ip (its ListenIP).
+func (e *testEnv) hboneClientAt(t *testing.T, ip netip.Addr, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
+	t.Helper()
 	cfg, err := e.certs.ClientConfig(context.Background(), src, expected)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
-	raw, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String())
+	raw, err := d.Dial("tcp", netip.AddrPortFrom(ip, e.ports.InboundHBONE).String())
 	if err != nil {
 		t.Fatal(err)
 	}

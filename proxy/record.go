@@ -21,12 +21,19 @@ import (
 // tracker's periodic flush and policy re-evaluation use them then, under tracker.mu, and
 // finish runs only before or after that (it is never called on a connection in that state).
 type record struct {
-	start     monoTime // when the connection was accepted
-	src, dst  addr
-	hboneAddr addr // valid when the connection was tunnelled (outbound) or arrived over HBONE
-	// The flags fill the word the three 20-byte addresses end in.
+	start    monoTime // when the connection was accepted
+	src, dst addr
+	// hboneAddr is dst.hbone_addr: the CONNECT authority of a connection tunnelled (outbound)
+	// or arrived over HBONE, as ztunnel logs it. It is invalid without a tunnel, and when the
+	// authority names a service by hostname (note.authority then).
+	hboneAddr addr
+	// The flags and the port fill the word the three 20-byte addresses end in.
 	mtls    bool
 	inbound bool // the inbound side of a connection (else outbound)
+	// policyPort is the port policy judges an inbound HBONE connection by: the one it is
+	// relayed to on dst's address (the authority's, the service's target port, or the
+	// application tunnel's), as ztunnel's. Zero on plaintext, where it is dst's.
+	policyPort uint16
 
 	srcW, dstW *workload.Workload
 	dstSvc     *workload.Service
@@ -39,11 +46,10 @@ type record struct {
 	// copies, read by the flusher.
 	toServer, toClient atomic.Int64
 
-	// lateDeny is the reason, set when a policy change closed the connection: a pointer, as
-	// few connections have one and a string would take 8 more bytes of every record. It is
-	// &certRevoked when a reloaded revocation list ended the connection's tunnel (revoke).
-	lateDeny *string
-	flushed  [2]int64 // bytes already added to the metrics (toServer, toClient)
+	// note holds what few connections have, allocated for those: 8 bytes of every record
+	// instead of the 24 its fields would take.
+	note    *recordNote
+	flushed [2]int64 // bytes already added to the metrics (toServer, toClient)
 }
 
 // policyInputs returns what L4 policy evaluates for an inbound connection whose destination
@@ -53,8 +59,8 @@ type record struct {
 // connection is judged by the same inputs each time, without keeping a copy of them.
 func (r *record) policyInputs() (policy.Target, policy.Conn) {
 	dst := r.dst.AddrPort()
-	if r.hboneAddr.IsValid() {
-		dst = r.hboneAddr.AddrPort()
+	if r.policyPort != 0 {
+		dst = netip.AddrPortFrom(dst.Addr(), r.policyPort)
 	}
 	return policy.Target{Namespace: r.dstW.Namespace, Policies: r.dstW.AuthorizationPolicies},
 		policy.Conn{SrcID: r.srcID.ID(), SrcIP: r.src.AddrPort().Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
@@ -135,9 +141,45 @@ func (r *record) flush() {
 	r.m.AddBytes(ds, dc)
 }
 
+// recordNote is the part of a record that few connections have.
+type recordNote struct {
+	// authority is dst.hbone_addr when the CONNECT authority names a service by hostname:
+	// double HBONE, on both sides. Set before the connection is tracked.
+	authority hostAuthority
+	// lateDeny is the reason, set when a policy change closed the connection (deny), or
+	// &certRevoked when a reloaded revocation list ended its tunnel (revoke). Set under the
+	// tracker's mutex while the connection is tracked; finish reads it after.
+	lateDeny *string
+}
+
+// noted returns r's note, allocating it.
+func (r *record) noted() *recordNote {
+	if r.note == nil {
+		r.note = new(recordNote)
+	}
+	return r.note
+}
+
+// lateDeny returns the note's lateDeny, or nil.
+func (r *record) lateDeny() *string {
+	if r.note == nil {
+		return nil
+	}
+	return r.note.lateDeny
+}
+
+// hostAuthority is a CONNECT authority that names a service: "hostname:port". It is logged
+// bare, as an address is (logging's addrText), since ztunnel writes dst.hbone_addr so whether it
+// is an address or a hostname.
+type hostAuthority string
+
+func (h hostAuthority) IsValid() bool            { return h != "" }
+func (h hostAuthority) AppendTo(b []byte) []byte { return append(b, h...) }
+func (h hostAuthority) String() string           { return string(h) }
+
 // deny records that a policy change closed the connection, and why. Its caller holds the
 // tracker's mutex.
-func (r *record) deny(reason string) { r.lateDeny = &reason }
+func (r *record) deny(reason string) { r.noted().lateDeny = &reason }
 
 // certRevoked is what lateDeny points to when the connection's tunnel was ended because a
 // reloaded revocation list revoked its peer's certificate; errCertRevoked is then the error
@@ -149,7 +191,7 @@ var (
 
 // revoke records that the connection's tunnel is ended because its peer's certificate was
 // revoked. Its caller holds the tracker's mutex.
-func (r *record) revoke() { r.lateDeny = &certRevoked }
+func (r *record) revoke() { r.noted().lateDeny = &certRevoked }
 
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
@@ -272,11 +314,11 @@ func (r *record) open(reg *metrics.Registry) {
 // first (connState.Ended), so that no flush or re-evaluation runs under it.
 func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
 	var lateDeny string
-	switch {
-	case r.lateDeny == &certRevoked:
+	switch ld := r.lateDeny(); {
+	case ld == &certRevoked:
 		flags, err = metrics.FlagCertRevoked, errCertRevoked
-	case r.lateDeny != nil && *r.lateDeny != "":
-		lateDeny, flags = *r.lateDeny, metrics.FlagDeny
+	case ld != nil && *ld != "":
+		lateDeny, flags = *ld, metrics.FlagDeny
 	}
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect
@@ -318,6 +360,8 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	ln.Any("dst.addr", &r.dst)
 	if r.hboneAddr.IsValid() {
 		ln.Any("dst.hbone_addr", &r.hboneAddr)
+	} else if r.note != nil && r.note.authority.IsValid() {
+		ln.Any("dst.hbone_addr", &r.note.authority)
 	}
 	if r.dstSvc != nil {
 		ln.Str("dst.service", r.dstSvc.Hostname)

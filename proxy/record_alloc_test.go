@@ -125,15 +125,17 @@ func TestAddrPacking(t *testing.T) {
 	}
 }
 
-// TestPolicyInputs: policy judges an inbound connection by the CONNECT target over HBONE (the
-// record's dst is then the local 15008 address) and by the original destination on plaintext,
-// with the verified identity only over HBONE. Re-evaluation reads the same inputs from the
-// record, so a connection allowed when it opened is judged alike when policies change.
+// TestPolicyInputs: policy judges an inbound connection over HBONE by the workload's address
+// (the record's dst, the local 15008 address) on the port the connection is relayed to, not by
+// the CONNECT authority (a sandwiched waypoint's is a VIP), and by the original destination on
+// plaintext, with the verified identity only over HBONE. Re-evaluation reads the same inputs
+// from the record, so a connection allowed when it opened is judged alike when policies change.
 func TestPolicyInputs(t *testing.T) {
 	target := netip.MustParseAddrPort("10.244.0.3:8080")
 	hbone := newTestRecord("inbound")
 	hbone.dst = packAddr(netip.MustParseAddrPort("10.244.0.3:15008"))
-	hbone.hboneAddr = packAddr(target)
+	hbone.hboneAddr = packAddr(netip.MustParseAddrPort("10.96.0.10:80"))
+	hbone.policyPort = target.Port()
 	plain := newTestRecord("inbound")
 	plain.srcID, plain.mtls = ident{}, false
 

@@ -145,3 +145,36 @@ func TestRecordMetricsExposition(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", got.String(), wantExposition)
 	}
 }
+
+// TestRecordHostAuthority: a connection whose CONNECT authority names a service by hostname
+// (double HBONE) logs it as dst.hbone_addr, bare in text as ztunnel writes it, in a JSON string
+// otherwise; a late denial shares the record's note with it.
+func TestRecordHostAuthority(t *testing.T) {
+	const authority = "echo.default.svc.cluster.local:80"
+	for _, c := range []struct {
+		format logging.Format
+		want   string
+	}{
+		{logging.Text, " dst.hbone_addr=" + authority + " "},
+		{logging.JSON, `,"dst.hbone_addr":"` + authority + `",`},
+	} {
+		for _, lateDeny := range []string{"", "policy changed"} {
+			var buf bytes.Buffer
+			r := newTestRecord("outbound")
+			r.hboneAddr = addr{}
+			r.noted().authority = authority
+			if lateDeny != "" {
+				r.deny(lateDeny)
+			}
+			r.open(metrics.New("ztunnel", "test"))
+			r.finish(accessLogger(&buf, c.format, "info").Logger("access"), nil, metrics.FlagNone, 1, 2)
+			line := buf.String()
+			if strings.Count(line, "dst.hbone_addr") != 1 || !strings.Contains(line, c.want) {
+				t.Errorf("%v, late deny %q: want %q in %s", c.format, lateDeny, c.want, line)
+			}
+			if lateDeny != "" && !strings.Contains(line, "policy changed") {
+				t.Errorf("%v: the late denial is lost: %s", c.format, line)
+			}
+		}
+	}
+}
