@@ -41,7 +41,9 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 		if errors.Is(err, certs.ErrRevoked) {
 			p.cfg.Metrics.CRLRejected(metrics.ReporterDestination)
 		}
-		p.log.Debug("inbound: TLS handshake failed", "src", c.RemoteAddr().String(), "err", err)
+		if p.handshakes.Err() == nil { // not cut short by a drain
+			earlyDeny(p.access, addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()), true, fmt.Errorf("tls handshake: %w", err))
+		}
 		c.Close()
 		return
 	}
@@ -92,9 +94,11 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 // (appTunnel).
 func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	pi, _ := s.Context().Value(peerKey{}).(peerInfo)
+	// A request refused before its destination is resolved is not counted (earlyDeny).
 	target, host, ok := parseAuthority(req.Authority)
 	if !ok {
 		s.Reject(http.StatusBadRequest)
+		earlyDeny(p.access, pi.remote, pi.local, true, fmt.Errorf("no valid authority pseudo header: %s", req.Authority))
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
@@ -103,16 +107,16 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		if target.Addr() != pi.local.Addr() {
 			if snap = p.tunnelAllowed(snap, pi.local.Addr(), target.Addr()); snap == nil {
 				// The tunnel must end at the workload the client connected to.
-				p.log.Debug("inbound: refusing a CONNECT to another address", "src", pi.remote.String(), "dst", pi.local.String(), "authority", req.Authority)
 				s.Reject(http.StatusBadRequest)
+				earlyDeny(p.access, pi.remote, pi.local, true, fmt.Errorf("ip mismatch: %s != %s", pi.local.Addr(), target.Addr()))
 				return
 			}
 			target = netip.AddrPortFrom(pi.local.Addr(), target.Port())
 		}
 		if p.isIllegalPort(target.Port()) {
 			// A tunnel to the proxy's own ports would come straight back in.
-			p.log.Debug("inbound: refusing a CONNECT to the proxy's own port", "src", pi.remote.String(), "authority", req.Authority)
 			s.Reject(http.StatusServiceUnavailable)
+			earlyDeny(p.access, pi.remote, pi.local, true, errSelfCall)
 			return
 		}
 	}
@@ -134,8 +138,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, pi.local.Addr())
 	if rec.dstW == nil {
 		s.Reject(http.StatusServiceUnavailable)
-		rec.open(p.cfg.Metrics)
-		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", pi.local.Addr()), metrics.FlagConnect, 0, 0)
+		earlyDeny(p.access, pi.remote, pi.local, true, fmt.Errorf("unknown destination workload %s", pi.local.Addr()))
 		return
 	}
 	rec.dstID = identOf(rec.dstW.Identity())
@@ -148,16 +151,14 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 		}
 		if err != nil {
 			s.Reject(http.StatusServiceUnavailable)
-			rec.open(p.cfg.Metrics)
-			rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+			earlyDeny(p.access, pi.remote, pi.local, true, err)
 			return
 		}
 	}
 	tun, err := p.appTunnel(rec.dstW, rec.dstSvc, target, authority)
 	if err != nil {
 		s.Reject(http.StatusServiceUnavailable)
-		rec.open(p.cfg.Metrics)
-		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
+		earlyDeny(p.access, pi.remote, pi.local, true, err)
 		return
 	}
 	// Policy sees the connection as ztunnel's does: to the workload's address, on the port
@@ -375,8 +376,8 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	}
 	src := addrPort(c.RemoteAddr())
 	if p.isOwnPort(dst) || p.isIllegalPort(dst.Port()) || dst == addrPort(c.LocalAddr()) {
-		p.log.Warn("inbound plaintext: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
 		c.Close()
+		earlyDeny(p.access, src, dst, true, errSelfCall)
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
@@ -387,12 +388,12 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	if rec.dstW != nil {
 		rec.dstSvc = inboundService(snap, rec.dstW, nil, "", dst.Port())
 	}
-	rec.open(p.cfg.Metrics)
 	if rec.dstW == nil {
 		c.Close()
-		rec.finish(p.access, fmt.Errorf("unknown destination workload %s", dst.Addr()), metrics.FlagConnect, 0, 0)
+		earlyDeny(p.access, src, dst, true, fmt.Errorf("unknown destination workload %s", dst.Addr()))
 		return
 	}
+	rec.open(p.cfg.Metrics)
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		c.Close()

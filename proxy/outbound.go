@@ -595,7 +595,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	rec := &st.rec
 	rec.start, rec.src, rec.dst = now(), packAddr(src), packAddr(dst)
 	if p.isOwnPort(dst) || dst == addrPort(client.LocalAddr()) {
-		p.log.Warn("outbound: refusing a connection to the proxy's own port", "src", src.String(), "dst", dst.String())
+		earlyDeny(p.access, src, dst, false, errSelfCall)
 		return
 	}
 	snap := p.cfg.Store.Snapshot()
@@ -618,6 +618,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	if err == nil && rt.lookup != "" {
 		err = p.lookupTarget(&rt, rec)
 	}
+	if err != nil {
+		// Nowhere to go: not counted, as by ztunnel (earlyDeny).
+		earlyDeny(p.access, src, dst, false, err)
+		return
+	}
 	rec.dstW, rec.dstSvc = rt.dstW, rt.dstSvc
 	if rt.hbone {
 		// As ztunnel logs it: dst.addr is where the bytes went (ip:15008), dst.hbone_addr the
@@ -631,21 +636,18 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 			rec.noted().authority = hostAuthority(rt.authority)
 		}
 		rec.dstID = identOf(rt.expected[0])
-	} else if err == nil {
+	} else {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
-	flags := metrics.FlagConnect
-	if err == nil && rt.hbone && rec.srcID.IsZero() {
-		err, flags = errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity
+	if rt.hbone && rec.srcID.IsZero() {
+		rec.open(p.cfg.Metrics)
+		rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
+		return
 	}
-	if err != nil || !rt.double {
+	if !rt.double {
 		// Through a network gateway, the connection is counted once the inner tunnel answered,
 		// whose baggage names the destination, as ztunnel counts it.
 		rec.open(p.cfg.Metrics)
-	}
-	if err != nil {
-		rec.finish(p.access, err, flags, 0, 0)
-		return
 	}
 	st.closer = client
 	p.conns.add(st)

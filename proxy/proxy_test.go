@@ -254,16 +254,28 @@ func TestInboundStatusCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	closedPort := freePort(t)
+	// A request refused before it has a destination is only logged, as ztunnel's "connection
+	// failed" line; one refused by policy or by the app is counted and logged as complete.
+	failed := []string{"level=WARN", `msg="connection failed"`, "direction=inbound"}
+	complete := []string{`msg="connection complete"`, "direction=inbound"}
 	cases := []struct {
 		name      string
 		authority string
 		want      int
+		log       []string
 	}{
-		{"authority neither ip:port nor hostname:port", "server.default", http.StatusBadRequest},
-		{"authority an unknown service hostname", "server.default:80", http.StatusServiceUnavailable},
-		{"authority is another IP than the connection's", "127.0.0.9:80", http.StatusBadRequest},
-		{"policy denies", "127.0.0.1:9", http.StatusUnauthorized},
-		{"upstream does not answer", netip.AddrPortFrom(serverIP, closedPort).String(), http.StatusServiceUnavailable},
+		{"authority neither ip:port nor hostname:port", "server.default", http.StatusBadRequest,
+			append(failed, "no valid authority pseudo header: server.default")},
+		{"authority an unknown service hostname", "server.default:80", http.StatusServiceUnavailable,
+			append(failed, "unknown service hostname server.default")},
+		{"authority is another IP than the connection's", "127.0.0.9:80", http.StatusBadRequest,
+			append(failed, "ip mismatch: 127.0.0.1 != 127.0.0.9")},
+		{"authority is the proxy's own port", netip.AddrPortFrom(serverIP, e.ports.InboundPlain).String(), http.StatusServiceUnavailable,
+			append(failed, "attempted recursive call to ourselves")},
+		{"policy denies", "127.0.0.1:9", http.StatusUnauthorized,
+			append(complete, "response_flags=DENY", "policy rejection")},
+		{"upstream does not answer", netip.AddrPortFrom(serverIP, closedPort).String(), http.StatusServiceUnavailable,
+			append(complete, "response_flags=CONNECT", "connect to app")},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -271,11 +283,29 @@ func TestInboundStatusCodes(t *testing.T) {
 			if got := statusOf(err); got != c.want {
 				t.Fatalf("status = %d (%v), want %d", got, err, c.want)
 			}
+			waitLog(t, e.access, c.log...)
 		})
 	}
 	if n := e.appConns.Load(); n != 0 {
 		t.Errorf("the app saw %d connections, want none", n)
 	}
+	text := e.metricsText(t)
+	if n := promtext.Sum(text, "istio_tcp_connections_opened_total", `reporter="destination"`); n != 2 {
+		t.Errorf("%v inbound connections counted, want 2 (the denied one and the unanswered one)", n)
+	}
+	if n := promtext.Sum(text, "istio_tcp_connections_failed_total", `reporter="destination"`); n != 2 {
+		t.Errorf("%v inbound connections counted as failed, want 2", n)
+	}
+
+	// A TLS handshake that fails on 15008 is a "connection failed" line too.
+	raw, err := net.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write([]byte("GET / HTTP/1.1\r\n\r\n")) // not a TLS client hello
+	io.Copy(io.Discard, raw)
+	raw.Close()
+	waitLog(t, e.access, append(failed, "src.addr="+raw.LocalAddr().String()+" ", "dst.addr="+raw.RemoteAddr().String()+" ", "tls handshake")...)
 }
 
 func TestInboundUnknownWorkload503(t *testing.T) {
@@ -293,6 +323,7 @@ func TestInboundUnknownWorkload503(t *testing.T) {
 	if got := statusOf(err); got != http.StatusServiceUnavailable {
 		t.Fatalf("status = %d (%v), want 503", got, err)
 	}
+	waitLog(t, e.access, "level=WARN", `msg="connection failed"`, "direction=inbound", "unknown destination workload 127.0.0.1")
 }
 
 func TestInboundRefusesClientWithoutCertificate(t *testing.T) {

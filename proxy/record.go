@@ -395,6 +395,32 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	ln.End()
 }
 
+// errSelfCall is the error of a connection refused because it was addressed to one of the
+// proxy's own ports (ztunnel's words).
+var errSelfCall = errors.New("attempted recursive call to ourselves")
+
+// earlyDeny logs a connection refused before the proxy knew enough of it to count it, as
+// ztunnel's "connection failed" line: at warning level, with the two addresses, the direction
+// and the error, and without metrics. ztunnel counts a connection, and writes its "connection
+// complete" line, from the moment it has resolved where it goes; a refusal before that (an own
+// port, no healthy endpoint, a CONNECT it cannot serve, a failed TLS handshake on 15008) is
+// only this line.
+func earlyDeny(log *slog.Logger, src, dst netip.AddrPort, inbound bool, err error) {
+	ln := logging.Begin(log, slog.LevelWarn, "connection failed")
+	if ln == nil {
+		return
+	}
+	ln.Any("src.addr", src)
+	ln.Any("dst.addr", dst)
+	direction := "outbound"
+	if inbound {
+		direction = "inbound"
+	}
+	ln.Str("direction", direction)
+	ln.Str("error", err.Error())
+	ln.End()
+}
+
 // optStr adds the field when v is not empty: ztunnel leaves out what it does not know.
 func optStr(ln *logging.Line, key, v string) {
 	if v != "" {

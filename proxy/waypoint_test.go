@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 	"github.com/ztunnel-go/ztunnel/workload"
@@ -286,7 +287,8 @@ func TestOutboundWaypointByHostname(t *testing.T) {
 }
 
 // TestOutboundWaypointFailures: a waypoint with the wrong identity is refused during the
-// handshake, an unknown waypoint fails the connection; neither reaches the app.
+// handshake, an unknown waypoint fails the connection before it is counted (ztunnel's
+// "connection failed" line); neither reaches the app.
 func TestOutboundWaypointFailures(t *testing.T) {
 	e := newEnv(t)
 	impostor := identity.ID{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "impostor"}
@@ -298,11 +300,11 @@ func TestOutboundWaypointFailures(t *testing.T) {
 		wantLog []string
 	}{
 		{"waypoint with another identity", waypointAt(wp.addr),
-			[]string{"dst.workload=waypoint", "response_flags=TLS_FAILURE", "via waypoint " + wp.addr.String()}},
+			[]string{"connection complete", "dst.service=" + echoHost, "dst.workload=waypoint", "response_flags=TLS_FAILURE", "via waypoint " + wp.addr.String()}},
 		{"unknown waypoint address", waypointAt(netip.MustParseAddrPort("127.0.0.99:15008")),
-			[]string{"response_flags=CONNECT", "unknown waypoint"}},
+			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", "unknown waypoint"}},
 		{"unknown waypoint hostname", waypointNamed("default", "nowhere.default.svc.cluster.local", 15008),
-			[]string{"response_flags=CONNECT", "unknown waypoint"}},
+			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", "unknown waypoint"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -312,11 +314,14 @@ func TestOutboundWaypointFailures(t *testing.T) {
 			if got := roundTrip(t, conn, "x"); got != "" {
 				t.Fatalf("relayed %q, want nothing", got)
 			}
-			waitLog(t, e.access, append([]string{"connection complete", "src.addr=" + local, "dst.service=" + echoHost}, c.wantLog...)...)
+			waitLog(t, e.access, append([]string{"src.addr=" + local}, c.wantLog...)...)
 		})
 	}
 	if n := e.appConns.Load(); n != 0 {
 		t.Errorf("the app saw %d connections, want none", n)
+	}
+	if n := promtext.Sum(e.metricsText(t), "istio_tcp_connections_opened_total", `reporter="source"`); n != 1 {
+		t.Errorf("%v outbound connections counted, want 1 (the one to the impostor)", n)
 	}
 	if n := len(wp.requests()); n != 0 {
 		t.Errorf("the impostor waypoint got %d requests, want none", n)
