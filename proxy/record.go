@@ -17,8 +17,9 @@ import (
 
 // record is the telemetry of one proxied connection: metrics while it lives and the
 // "connection complete" access log line when it ends. Owned by the connection's goroutine,
-// except lateDeny and flushed while the connection is relaying and tracked (connState): the
-// tracker's periodic flush and policy re-evaluation use them then, under tracker.mu, and
+// except note (its lateDeny) and flushed while the connection is relaying and tracked
+// (connState): the tracker's periodic flush and policy re-evaluation use them then, under
+// tracker.mu, and
 // finish runs only before or after that (it is never called on a connection in that state).
 type record struct {
 	start    monoTime // when the connection was accepted
