@@ -111,8 +111,11 @@ func (a addr) AppendTo(b []byte) []byte { return a.AddrPort().AppendTo(b) }
 func (a addr) String() string { return a.AddrPort().String() }
 
 // direction is the access log's direction field.
-func (r *record) direction() string {
-	if r.inbound {
+func (r *record) direction() string { return directionOf(r.inbound) }
+
+// directionOf is the direction field of an inbound or outbound connection.
+func directionOf(inbound bool) string {
+	if inbound {
 		return "inbound"
 	}
 	return "outbound"
@@ -413,11 +416,7 @@ func earlyDeny(log *slog.Logger, src, dst netip.AddrPort, inbound bool, err erro
 	}
 	ln.Any("src.addr", src)
 	ln.Any("dst.addr", dst)
-	direction := "outbound"
-	if inbound {
-		direction = "inbound"
-	}
-	ln.Str("direction", direction)
+	ln.Str("direction", directionOf(inbound))
 	ln.Str("error", err.Error())
 	ln.End()
 }
