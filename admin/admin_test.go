@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -152,5 +153,37 @@ func TestQuitAndStats(t *testing.T) {
 	}
 	if code, _ := do(t, s.AdminHandler(), http.MethodGet, "/debug/pprof/"); code != 200 {
 		t.Errorf("pprof index = %d", code)
+	}
+}
+
+// Prometheus asks for gzip; ztunnel compresses its metrics responses (istio/ztunnel#1979), and
+// so does ours: a scrape of thousands of series shrinks several times.
+func TestStatsCompressed(t *testing.T) {
+	s, _ := newServer(t)
+	for _, p := range []string{"/metrics", "/stats/prometheus"} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, p, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		s.StatsHandler().ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Header().Get("Content-Encoding") != "gzip" {
+			t.Fatalf("%s with Accept-Encoding gzip = %d, Content-Encoding %q", p, rec.Code, rec.Header().Get("Content-Encoding"))
+		}
+		zr, err := gzip.NewReader(rec.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if !strings.Contains(string(body), `istio_build{component="ztunnel",tag="test"} 1`) {
+			t.Errorf("%s: decompressed body lacks istio_build", p)
+		}
+	}
+	// Without the header the body is plain text.
+	rec := httptest.NewRecorder()
+	s.StatsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if enc := rec.Header().Get("Content-Encoding"); enc != "" || !strings.Contains(rec.Body.String(), "istio_build") {
+		t.Errorf("plain scrape: Content-Encoding %q", enc)
 	}
 }
