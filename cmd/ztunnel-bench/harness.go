@@ -203,13 +203,54 @@ func (h *harness) start(name string, ns *netns, env []string, bin string, args .
 	cmd := ns.command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
+	var pr, dup *os.File // the pipe's read end and the log file, for stallCopy
+	if h.opts.logStall > 0 && strings.HasPrefix(name, "ztunnel") {
+		var pw *os.File
+		if pr, pw, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+		defer pw.Close() // the child has its own copy: EOF comes when it exits
+		if dup, err = os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+			pr.Close()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = pw, pw
+	}
 	if err := cmd.Start(); err != nil {
+		if pr != nil {
+			pr.Close()
+			dup.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	if pr != nil {
+		go stallCopy(dup, pr, h.opts.logStall, h.opts.logPeriod) // closes both at EOF
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	h.procs = append(h.procs, p)
 	return p, nil
+}
+
+// stallCopy copies src (a pipe) to dst until EOF, like a container runtime that copies a
+// container's output to its log file, except that it stops reading for stall at the start of
+// every period: the writer's pipe buffer fills and its writes wait, as they do when the runtime
+// falls behind. It closes both at the end.
+func stallCopy(dst io.WriteCloser, src io.ReadCloser, stall, period time.Duration) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		time.Sleep(stall)
+		readUntil := time.Now().Add(period - stall)
+		for time.Now().Before(readUntil) {
+			n, err := src.Read(buf)
+			dst.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}
 }
 
 // waitFor polls cond every 20 ms until it holds, p exits, ctx ends or timeout passes.

@@ -68,6 +68,9 @@ type options struct {
 	ztunnelEnv    []string // NAME=VALUE pairs added to every ztunnel's environment (-ztunnel-env)
 	tcpCC         string   // TCP congestion control of every namespace (-tcp-cc; "": the host's)
 	order         string   // orderAlternate or orderFixed (-order)
+	// -log-stall: every ztunnel writes its log to a pipe that the harness stops reading for
+	// logStall at the start of every logPeriod (both 0: a file, never slow).
+	logStall, logPeriod time.Duration
 }
 
 // set parses a comma-separated selection of allowed names ("all" for every one).
@@ -122,6 +125,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	flags.StringVar(&o.order, "order", orderAlternate, "order of the paths within a repetition: "+orderAlternate+
 		" (the table's order in odd repetitions, reversed in even ones, so that no path always runs first or last) or "+
 		orderFixed+" (the table's order every time)")
+	flags.Func("log-stall", "STALL/PERIOD, e.g. 500ms/2s: every ztunnel logs to a pipe that the harness stops reading for STALL "+
+		"at the start of every PERIOD, as a container runtime that falls behind does (default: a file)", func(v string) error {
+		var err error
+		o.logStall, o.logPeriod, err = parseStall(v)
+		return err
+	})
 	quick := flags.Bool("quick", false, "smoke run: tiny durations, 1 repetition, 200 idle connections (explicit flags win)")
 	if err := flags.Parse(args); err != nil {
 		return o, err
@@ -175,6 +184,27 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
+// mib converts bytes to MiB.
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// parseStall parses -log-stall's STALL/PERIOD: two durations, 0 < STALL < PERIOD <= 1m.
+func parseStall(v string) (stall, period time.Duration, err error) {
+	a, b, ok := strings.Cut(v, "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("%q: want STALL/PERIOD, e.g. 500ms/2s", v)
+	}
+	if stall, err = time.ParseDuration(a); err == nil {
+		period, err = time.ParseDuration(b)
+	}
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("%q: %w", v, err)
+	case stall <= 0 || stall >= period || period > time.Minute:
+		return 0, 0, fmt.Errorf("%q: want 0 < STALL < PERIOD <= 1m", v)
+	}
+	return stall, period, nil
+}
+
 // run is the harness; it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
@@ -213,6 +243,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Scenarios: selected(allScenarios, opts.scenarios), Paths: selected(allPaths, opts.paths),
 		ZtunnelEnv: opts.ztunnelEnv, TCPCC: opts.tcpCC, Order: opts.order,
 	}}
+	if opts.logStall > 0 {
+		rep.Settings.LogStall = opts.logStall.String() + "/" + opts.logPeriod.String()
+	}
 	h := &harness{opts: opts, progress: stderr}
 	for _, n := range notes {
 		h.note(n)
@@ -332,7 +365,6 @@ func (h *harness) measure(ctx context.Context, rep *Report) error {
 
 // addIdle records one idle-RSS measurement: VmRSS (the target's figure) and its split.
 func (h *harness) addIdle(rep *Report, i int, r idleResult) {
-	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	rep.add(scenIdle, metRSS, "ztunnel", mib(r.rss))
 	rep.add(scenIdle, metAnon, "ztunnel", mib(r.split.anon))
 	rep.add(scenIdle, metFile, "ztunnel", mib(r.split.file))
@@ -395,6 +427,13 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 			return err
 		}
 		reset := time.Since(t0).Round(time.Millisecond)
+		// The proxies' peak RSS during the run: what connection churn costs in memory, and
+		// what a log reader that falls behind adds to it (-log-stall).
+		if p.group != nil {
+			if err := resetPeak(p.pids()); err != nil {
+				return err
+			}
+		}
 		r, err := crr(ctx, p, h.opts.rrDuration)
 		if err != nil {
 			return err
@@ -402,6 +441,14 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 		rate := float64(r.done) / r.elapsed.Seconds()
 		rep.add(scen, metRate, p.name, rate)
 		cpu := h.addCPUPerOp(rep, scen, p, r.cpu, r.done)
+		if p.group != nil {
+			peak, err := sumPeak(p.pids())
+			if err != nil {
+				return err
+			}
+			rep.add(scen, metPeakRSS, p.name, mib(peak))
+			cpu += fmt.Sprintf(", peak RSS %.1f MiB", mib(peak))
+		}
 		progress("%.0f conn/s (reset first in %v: %d TIME_WAIT sockets, %d conntrack entries)%s", rate, reset, tw, ct, cpu)
 	case scenS4:
 		samples, cpu, err := rr(ctx, p, h.opts.rrDuration)

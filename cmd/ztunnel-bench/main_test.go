@@ -61,7 +61,7 @@ func TestQuickRun(t *testing.T) {
 	start := time.Now()
 	code := run(ctx, []string{"-quick", "-json", "-duration", "200ms", "-rr-duration", "100ms",
 		"-idle-conns", "50", "-idle-workloads", "1000", "-settle", "100ms", "-rest", "300ms",
-		"-tcp-cc", "reno"}, &stdout, &stderr)
+		"-tcp-cc", "reno", "-log-stall", "50ms/100ms"}, &stdout, &stderr)
 	t.Logf("harness took %v; progress:\n%s", time.Since(start).Round(time.Millisecond), stderr.String())
 	if code != 0 {
 		t.Fatalf("exit status %d", code)
@@ -77,6 +77,10 @@ func TestQuickRun(t *testing.T) {
 	}
 	if want := cpuIdle(os.DirFS("/sys")); rep.Machine.CPUIdle != want {
 		t.Errorf("the report records the idle states %q, sysfs says %q", rep.Machine.CPUIdle, want)
+	}
+	// The ztunnels logged through a pipe that stalled (-log-stall), and still ran every scenario.
+	if rep.Settings.LogStall != "50ms/100ms" {
+		t.Errorf("settings record log stall %q, want the 50ms/100ms asked for", rep.Settings.LogStall)
 	}
 	if rep.Settings.Settle != "100ms" || rep.Settings.Rest != "300ms" {
 		t.Errorf("settings record settle %q and rest %q, want the 100ms and 300ms asked for", rep.Settings.Settle, rep.Settings.Rest)
@@ -96,6 +100,7 @@ func TestQuickRun(t *testing.T) {
 		{scenS2, metThroughput, paths},
 		{scenS3, metRate, paths},
 		{scenS3, metCPUOp, paths[1:]},
+		{scenS3, metPeakRSS, paths[1:]},
 		{scenS4, metP50, paths},
 		{scenS4, metCPUOp, paths[1:]},
 		{scenS4, metP99, paths},

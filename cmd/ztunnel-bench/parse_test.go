@@ -38,6 +38,41 @@ func TestParseStatusRSS(t *testing.T) {
 	}
 }
 
+func TestParseStatusHWM(t *testing.T) {
+	got, err := parseStatusHWM([]byte("Name:\tztunnel\nVmPeak:\t 1300000 kB\nVmHWM:\t   30000 kB\nVmRSS:\t   24576 kB\n"))
+	if err != nil || got != 30000<<10 {
+		t.Errorf("VmHWM = %d, %v; want %d", got, err, 30000<<10)
+	}
+	if _, err := parseStatusHWM([]byte("Name:\tkthreadd\nVmRSS:\t 5 kB\n")); err == nil {
+		t.Error("a status without VmHWM parsed")
+	}
+}
+
+// TestParseStall: -log-stall takes STALL/PERIOD with the stall shorter than the period.
+func TestParseStall(t *testing.T) {
+	for _, c := range []struct {
+		in            string
+		stall, period time.Duration
+		ok            bool
+	}{
+		{"500ms/2s", 500 * time.Millisecond, 2 * time.Second, true},
+		{"1s/1m", time.Second, time.Minute, true},
+		{"2s/2s", 0, 0, false},
+		{"3s/2s", 0, 0, false},
+		{"0s/2s", 0, 0, false},
+		{"-1s/2s", 0, 0, false},
+		{"1s/2m", 0, 0, false},
+		{"500ms", 0, 0, false},
+		{"500ms/x", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		stall, period, err := parseStall(c.in)
+		if (err == nil) != c.ok || stall != c.stall || period != c.period {
+			t.Errorf("parseStall(%q) = %v, %v, %v; want %v, %v, ok=%v", c.in, stall, period, err, c.stall, c.period, c.ok)
+		}
+	}
+}
+
 // TestCPUIdentity reads the first processor of a two-processor cpuinfo, and
 // leaves the identity out when the family or the model is missing (as on
 // arm64, whose cpuinfo has neither).
@@ -253,6 +288,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-order", "fixed"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
 		{[]string{"-order", "random"}, false, 0, 0, 0, 0},
 		{[]string{"-order", ""}, false, 0, 0, 0, 0},
+		{[]string{"-log-stall", "500ms/2s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-log-stall", "2s/500ms"}, false, 0, 0, 0, 0},
 	}
 	for _, c := range cases {
 		o, err := parseFlags(c.args, io.Discard)

@@ -13,6 +13,40 @@ func parseStatusRSS(b []byte) (int64, error) {
 	return procfs.KBField(b, "proc status", "VmRSS:")
 }
 
+// parseStatusHWM returns VmHWM, the peak resident set size since the process started or its
+// peak was last reset (resetPeak), in bytes, from the contents of /proc/<pid>/status.
+func parseStatusHWM(b []byte) (int64, error) {
+	return procfs.KBField(b, "proc status", "VmHWM:")
+}
+
+// resetPeak resets the peak resident set size (VmHWM) of each process to its current RSS
+// (proc(5), clear_refs: "5").
+func resetPeak(pids []int) error {
+	for _, p := range pids {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p), []byte("5"), 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sumPeak adds VmHWM over pids.
+func sumPeak(pids []int) (int64, error) {
+	var total int64
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			return 0, err
+		}
+		v, err := parseStatusHWM(b)
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
+}
+
 // memSplit is a process's resident memory from /proc/<pid>/smaps_rollup, in bytes: anonymous
 // pages (heap, stacks, runtime metadata, written data) and file-backed pages (the executable's
 // code and read-only data, shared libraries), which is Rss minus Anonymous.

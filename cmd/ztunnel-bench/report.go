@@ -51,6 +51,7 @@ const (
 	metConnFile    = "per-conn file" // its file-backed part: executable pages faulted in
 	metPerConnRest = "per-conn rest" // per-conn read again at rest (-rest)
 	metRSS         = "rss"           // MiB
+	metPeakRSS     = "peak rss"      // MiB, the proxies' peak RSS during a run (S3), summed
 	metAnon        = "anon"          // MiB, anonymous part of the idle ztunnel's RSS (smaps_rollup)
 	metFile        = "file"          // MiB, file-backed part (Rss - Anonymous)
 )
@@ -59,7 +60,7 @@ var units = map[string]string{
 	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metCPUOp: "CPU us/op", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
 	metConnAnon: "B/conn", metConnFile: "B/conn", metPerConnRest: "B/conn",
-	metAnon: "MiB", metFile: "MiB",
+	metAnon: "MiB", metFile: "MiB", metPeakRSS: "MiB",
 }
 
 // Series is every repetition of one figure.
@@ -174,6 +175,9 @@ type Settings struct {
 	// Order is -order: how the paths were ordered within each repetition (absent in reports
 	// made before it existed, which all ran the table's order every time).
 	Order string `json:"order,omitempty"`
+	// LogStall is -log-stall, STALL/PERIOD: the ztunnels logged to a pipe the harness stopped
+	// reading for STALL every PERIOD (absent: to a file).
+	LogStall string `json:"log_stall,omitempty"`
 }
 
 // orderNote says how the paths were ordered within the repetitions, when that was not the
@@ -420,6 +424,9 @@ func (r *Report) writeTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nmedian [min-max] of %d repetitions%s; duration %s (S1, S2, S6 bulk), %s (S3, S4, S6 RR)\n",
 		r.Settings.Reps, r.orderNote(), r.Settings.Duration, r.Settings.RRDuration)
+	if r.Settings.LogStall != "" {
+		fmt.Fprintf(w, "ztunnel logs to a pipe read with a stall of %s (-log-stall)\n", r.Settings.LogStall)
+	}
 	if len(r.Settings.ZtunnelEnv) > 0 {
 		fmt.Fprintf(w, "ztunnel environment added: %s\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}
@@ -481,6 +488,9 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		r.Settings.Reps, r.orderNote(), r.Settings.Duration, r.Settings.RRDuration, r.Settings.IdleConns, settle, r.Settings.IdleWorkloads)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s; load average %s at start, %s at end.\n",
 		r.Machine.CPUs, r.Machine.cpu(), r.kernel(), r.Machine.GoVersion, r.Machine.LoadAtStart, r.Machine.LoadAtEnd)
+	if r.Settings.LogStall != "" {
+		fmt.Fprintf(&b, "ztunnel logs to a pipe read with a stall of `%s` (`-log-stall`).\n", r.Settings.LogStall)
+	}
 	if len(r.Settings.ZtunnelEnv) > 0 {
 		fmt.Fprintf(&b, "ztunnel environment added: `%s`.\n", strings.Join(r.Settings.ZtunnelEnv, " "))
 	}
