@@ -14,16 +14,25 @@ import "sync"
 // are already queued: a writer that stays behind slows the loggers down rather than losing
 // their lines or growing the queue without bound (ztunnel's log writer makes the same choice).
 
-// maxQueued bounds the bytes queued for the drain goroutine (about 800 access log lines), and
-// maxKeptQueue the capacity of the buffer the queue keeps between bursts.
+// maxQueued bounds the bytes queued for the drain goroutine, and maxKeptQueue the capacity of
+// the buffer the queue keeps between bursts.
+//
+// The bound is of ztunnel's order (10,000 lines; an access line is 200 to 700 bytes) and costs
+// nothing until a writer falls behind. It is not smaller because a logger that waits for room
+// is a connection that has ended but still holds its goroutine and state, about 7 KiB, over
+// ten times its line. With the ztunnel-bench harness's logs stalled for 2 s in every 4 s
+// (-log-stall 2s/4s; S3, about 1,400 HBONE connections a second), the two ztunnels peaked at
+// 66 MiB with a bound of 256 KiB and at 40 MiB with this one, 36 MiB without the stall
+// (benchmarks/README.md, fifty-third session).
 const (
-	maxQueued    = 256 << 10
+	maxQueued    = 8 << 20
 	maxKeptQueue = 64 << 10
 )
 
 // queue is the state of an Output's queued mode; all of it is guarded by Output.mu.
 type queue struct {
 	on      bool          // lines are queued
+	max     int           // loggers wait while this many bytes are queued (maxQueued)
 	stopped bool          // stop was called: do not kick; stop writes what is left
 	pending []byte        // queued bytes, in order
 	spare   []byte        // an empty buffer to swap in for pending, or nil
@@ -36,7 +45,7 @@ type queue struct {
 // written at once again. Queue must not be called again before stop returned.
 func (o *Output) Queue() (stop func()) {
 	o.mu.Lock()
-	o.q = queue{on: true, kick: make(chan struct{}, 1), room: sync.NewCond(&o.mu)}
+	o.q = queue{on: true, max: maxQueued, kick: make(chan struct{}, 1), room: sync.NewCond(&o.mu)}
 	kick := o.q.kick
 	o.mu.Unlock()
 	drained := make(chan struct{})
@@ -69,7 +78,7 @@ func (o *Output) Queue() (stop func()) {
 // writeLocked writes or queues one line; o.mu is held. A queued line's write error is not
 // reported (the drain goroutine has no one to report it to).
 func (o *Output) writeLocked(b []byte) error {
-	for o.q.on && len(o.q.pending) > 0 && len(o.q.pending)+len(b) > maxQueued {
+	for o.q.on && len(o.q.pending) > 0 && len(o.q.pending)+len(b) > o.q.max {
 		o.q.room.Wait()
 	}
 	if !o.q.on {

@@ -120,11 +120,26 @@ func TestQueueDoesNotWaitForTheWriter(t *testing.T) {
 	}
 }
 
-// TestQueueIsBounded: behind a stuck writer, a logger waits once maxQueued bytes are queued,
-// and loses nothing: every line arrives once the writer moves.
+// TestQueueIsBounded: behind a stuck writer, a logger waits once the bound's bytes are queued,
+// and loses nothing: every line arrives once the writer moves. The bound is lowered to 16 KiB
+// so that logging four times it without a bound ends well within the test's 200 ms.
 func TestQueueIsBounded(t *testing.T) {
 	w := newGateWriter()
-	log, stop := queuedOutput(t, w)
+	lvl, err := config.ParseLogLevel("info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := NewOutput(w, Text, lvl)
+	stop := o.Queue()
+	t.Cleanup(func() { w.setOpen(true); stop() })
+	const bound = 16 << 10
+	o.mu.Lock()
+	if o.q.max != maxQueued {
+		t.Errorf("Queue bounds the queue at %d bytes, want maxQueued (%d)", o.q.max, maxQueued)
+	}
+	o.q.max = bound
+	o.mu.Unlock()
+	log := o.Logger("access")
 	go logLine(log, 0)
 	<-w.inside
 
@@ -134,7 +149,7 @@ func TestQueueIsBounded(t *testing.T) {
 	go func() {
 		defer logged.Done()
 		i := 1
-		for ; i*60 < 4*maxQueued; i++ { // far more than the queue holds
+		for ; i*60 < 4*bound; i++ { // far more than the queue holds
 			logLine(log, i)
 		}
 		count <- i
@@ -143,9 +158,14 @@ func TestQueueIsBounded(t *testing.T) {
 	// never held back: the queue grew past its bound.
 	select {
 	case <-count:
-		t.Fatal("logging 4x maxQueued bytes behind a stuck writer did not wait")
+		t.Fatal("logging 4x the bound's bytes behind a stuck writer did not wait")
 	case <-time.After(200 * time.Millisecond):
 	}
+	o.mu.Lock()
+	if queued := len(o.q.pending); queued > bound {
+		t.Errorf("%d bytes queued, above the bound of %d", queued, bound)
+	}
+	o.mu.Unlock()
 	w.setOpen(true)
 	logged.Wait()
 	n := <-count
