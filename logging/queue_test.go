@@ -56,7 +56,14 @@ func (g *gateWriter) result() (string, int) {
 	return g.buf.String(), g.writes
 }
 
+// queuedOutput returns the "access" logger of an Output on w in queued mode and the function
+// that stops the queue (also called at cleanup, with the gate open).
 func queuedOutput(t *testing.T, w *gateWriter) (*slog.Logger, func()) {
+	o, stop := queuedOut(t, w)
+	return o.Logger("access"), stop
+}
+
+func queuedOut(t *testing.T, w *gateWriter) (*Output, func()) {
 	t.Helper()
 	lvl, err := config.ParseLogLevel("info")
 	if err != nil {
@@ -65,7 +72,7 @@ func queuedOutput(t *testing.T, w *gateWriter) (*slog.Logger, func()) {
 	o := NewOutput(w, Text, lvl)
 	stop := o.Queue()
 	t.Cleanup(func() { w.setOpen(true); stop() })
-	return o.Logger("access"), stop
+	return o, stop
 }
 
 // wantLines checks that got holds lines 0..n-1 of logLine, each once and in order.
@@ -125,13 +132,7 @@ func TestQueueDoesNotWaitForTheWriter(t *testing.T) {
 // so that logging four times it without a bound ends well within the test's 200 ms.
 func TestQueueIsBounded(t *testing.T) {
 	w := newGateWriter()
-	lvl, err := config.ParseLogLevel("info")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := NewOutput(w, Text, lvl)
-	stop := o.Queue()
-	t.Cleanup(func() { w.setOpen(true); stop() })
+	o, stop := queuedOut(t, w)
 	const bound = 16 << 10
 	o.mu.Lock()
 	if o.q.max != maxQueued {
