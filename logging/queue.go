@@ -15,17 +15,18 @@ import "sync"
 // their lines or growing the queue without bound (ztunnel's log writer makes the same choice).
 
 // maxQueued bounds the bytes queued for the drain goroutine, and maxKeptQueue the capacity of
-// the buffer the queue keeps between bursts.
+// the buffer the queue keeps between bursts. Behind a writer that is stuck, up to twice
+// maxQueued is held: the batch the drain goroutine is writing and the lines queued behind it.
 //
 // The bound is of ztunnel's order (10,000 lines; an access line is 200 to 700 bytes) and costs
 // nothing until a writer falls behind. It is not smaller because a logger that waits for room
 // is a connection that has ended but still holds its goroutine and state, about 7 KiB, over
 // ten times its line. With the ztunnel-bench harness's logs stalled for 2 s in every 4 s
-// (-log-stall 2s/4s; S3, about 1,400 HBONE connections a second), the two ztunnels peaked at
-// 66 MiB with a bound of 256 KiB and at 40 MiB with this one, 36 MiB without the stall
-// (benchmarks/README.md, fifty-third session).
+// (-log-stall 2s/4s; S3, about 1,400 HBONE connections a second, 1.2 MB of lines per stall),
+// the two ztunnels peaked at 66 MiB with a bound of 256 KiB and at 40 MiB with a bound of
+// 8 MiB, 36 MiB without the stall (benchmarks/README.md, fifty-third session).
 const (
-	maxQueued    = 8 << 20
+	maxQueued    = 4 << 20
 	maxKeptQueue = 64 << 10
 )
 
