@@ -385,14 +385,12 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	rec.start, rec.inbound, rec.src, rec.dst = now(), true, packAddr(src), packAddr(dst)
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
-	if rec.dstW != nil {
-		rec.dstSvc = inboundService(snap, rec.dstW, nil, "", dst.Port())
-	}
 	if rec.dstW == nil {
 		c.Close()
 		earlyDeny(p.access, src, dst, true, fmt.Errorf("unknown destination workload %s", dst.Addr()))
 		return
 	}
+	rec.dstSvc = inboundService(snap, rec.dstW, nil, "", dst.Port())
 	rec.open(p.cfg.Metrics)
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {

@@ -19,8 +19,8 @@ import (
 // "connection complete" access log line when it ends. Owned by the connection's goroutine,
 // except note (its lateDeny) and flushed while the connection is relaying and tracked
 // (connState): the tracker's periodic flush and policy re-evaluation use them then, under
-// tracker.mu, and
-// finish runs only before or after that (it is never called on a connection in that state).
+// tracker.mu, and finish runs only before or after that (it is never called on a connection in
+// that state).
 type record struct {
 	start    monoTime // when the connection was accepted
 	src, dst addr
