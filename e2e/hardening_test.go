@@ -495,15 +495,13 @@ func TestSharedModeHostilePods(t *testing.T) {
 		testwait.Until(t, "pod b listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.b.NS), ":15008")
 		})
-		// ...and the open connection ends within the termination deadline (5s here).
+		// ...and the open connection ends at once: a deleted pod's proxy closes what it
+		// carries, it does not wait out the termination deadline (60s in this lab).
 		toB.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, rerr := io.Copy(io.Discard, toB)
 		ended := time.Since(deleted)
 		if ne, ok := rerr.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("the connection to deleted pod b still open %v later", ended)
-		}
-		if ended > 5*time.Second+2*time.Second {
-			t.Errorf("the connection to deleted pod b ended %v after the delete, want within the 5s deadline", ended)
+			t.Fatalf("the connection to deleted pod b still open %v later, want it closed at once", ended)
 		}
 		t.Logf("connection to the deleted pod ended %v after Del", ended.Round(100*time.Millisecond))
 		// Other pods are unaffected: the open connection to d, new ones to d and outside.

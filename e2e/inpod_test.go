@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/ztunnel-go/ztunnel/internal/promtext"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/internal/ambientlab"
 	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
@@ -84,7 +85,11 @@ func newSharedLab(t *testing.T) *sharedLab {
 		return []string{
 			"PROXY_MODE=shared", "INPOD_UDS=" + n.Sock,
 			"XDS_ADDRESS=", "CA_ADDRESS=", "LOCAL_XDS_PATH=" + cfgPath, "LOCAL_CA_DIR=" + caDir,
-			"RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=5s",
+			// Long, so that a pod proxy drained gracefully where it should stop at once
+			// (ListenersFollowAddAndDel) holds its connection far past the test's waits.
+			// Graceful drains (RollingUpgradeSharesPodPorts) end as soon as the
+			// connections do.
+			"RUST_LOG=info", "CONNECTION_TERMINATION_DEADLINE=60s",
 		}
 	}
 	s.env1 = env(s.n1)
@@ -184,8 +189,27 @@ func TestSharedMode(t *testing.T) {
 		if ss := s.e.NS.MustRun(t, "ss", "-Htlne", "sport", "= :15001"); !strings.Contains(ss, "fwmark:0x539") {
 			t.Errorf("15001 in pod e lacks fwmark 0x539:\n%s", ss)
 		}
+		// A connection through e's proxy, open when e leaves the mesh.
+		held, err := s.e.NS.Dial("tcp", "10.244.1.3:8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		held.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := held.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(held, make([]byte, 4)); err != nil {
+			t.Fatalf("echo through e's proxy: %v", err)
+		}
 		if err := s.e.Unenroll(); err != nil {
 			t.Fatalf("del e: %v", err)
+		}
+		// A deleted pod's proxy closes its connections at once, as ztunnel's does; it does not
+		// wait out the 60 s termination deadline.
+		held.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := held.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("connection through e's proxy after e's Del: read %d bytes, %v; want it closed", n, err)
 		}
 		testwait.Until(t, "pod e listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.e.NS), ":1500")

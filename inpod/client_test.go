@@ -26,10 +26,11 @@ import (
 
 // fakeFactory records proxy starts and drains; fail[uid] makes the next n starts of uid fail.
 type fakeFactory struct {
-	mu      sync.Mutex
-	started []string
-	drained []string
-	fail    map[string]int
+	mu       sync.Mutex
+	started  []string
+	drained  []string
+	graceful []string // the drains whose ctx had not ended: connections may finish
+	fail     map[string]int
 }
 
 type fakeProxy struct {
@@ -37,11 +38,20 @@ type fakeProxy struct {
 	uid string
 }
 
-func (p *fakeProxy) Drain(context.Context) error {
+func (p *fakeProxy) Drain(ctx context.Context) error {
 	p.f.mu.Lock()
 	defer p.f.mu.Unlock()
 	p.f.drained = append(p.f.drained, p.uid)
+	if ctx.Err() == nil {
+		p.f.graceful = append(p.f.graceful, p.uid)
+	}
 	return nil
+}
+
+func (f *fakeFactory) gracefulDrains() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(slices.Values(f.graceful))
 }
 
 func (f *fakeFactory) Start(_ context.Context, pod *Pod) (PodProxy, error) {
@@ -319,6 +329,46 @@ func TestSnapshotSemantics(t *testing.T) {
 	started, _ = h.f.snapshot()
 	if want := []string{"a", "b", "c", "d", "c"}; !slices.Equal(started, want) {
 		t.Fatalf("started = %v, want %v", started, want)
+	}
+	// A pod left out of a snapshot, deleted or given a new sandbox is gone: its connections
+	// are closed at once, not drained.
+	if g := h.f.gracefulDrains(); len(g) != 0 {
+		t.Errorf("pods %v drained gracefully, want every removed pod stopped at once", g)
+	}
+}
+
+// TestShutdownDrainsGracefully stops the client: ztunnel is going away, not the pods, so each
+// pod proxy lets its connections finish within the grace period.
+func TestShutdownDrainsGracefully(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	p := h.accept()
+	for _, uid := range []string{"a", "b"} {
+		if e := p.send(add(uid), netnsFile(t, dir, uid)); e != "" {
+			t.Fatalf("add %s NACKed: %s", uid, e)
+		}
+	}
+	if e := p.send(snapshotSent); e != "" {
+		t.Fatal(e)
+	}
+	if e := p.send(del("b")); e != "" {
+		t.Fatal(e)
+	}
+	h.cancel()
+	select {
+	case err := <-h.done:
+		h.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, d := h.f.snapshot(); !slices.Equal(d, []string{"a", "b"}) {
+		t.Fatalf("drained %v, want a and b", d)
+	}
+	if g := h.f.gracefulDrains(); !slices.Equal(g, []string{"a"}) {
+		t.Errorf("graceful drains %v, want only a (b was deleted before the shutdown)", g)
 	}
 }
 

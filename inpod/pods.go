@@ -84,8 +84,8 @@ type podProxy struct {
 	wg     sync.WaitGroup     // the policy watcher
 }
 
-// Drain closes the listeners, lets connections finish within the grace period and waits for
-// every goroutine of the pod's proxy.
+// Drain closes the listeners, lets connections finish until ctx ends or the grace period
+// passes, closes the rest and waits for every goroutine of the pod's proxy.
 func (pp *podProxy) Drain(ctx context.Context) error {
 	var derr error
 	if pp.dns != nil {

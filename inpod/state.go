@@ -23,8 +23,10 @@ type Pod struct {
 
 // PodProxy is a started pod proxy. *proxy.Proxy implements it.
 type PodProxy interface {
-	// Drain stops accepting, lets established connections finish within the proxy's grace
-	// period, and returns once every goroutine of the proxy has ended.
+	// Drain stops accepting and lets established connections finish until ctx ends or the
+	// proxy's grace period passes, whichever is first, then closes the rest. It returns once
+	// every goroutine of the proxy has ended. With a ctx that has already ended, every
+	// connection is closed at once.
 	Drain(ctx context.Context) error
 }
 
@@ -234,8 +236,15 @@ func (s *state) dropPending(uid string) {
 	}
 }
 
-// del drains uid's proxy in the background and closes its netns afterwards.
-func (s *state) del(uid string) {
+// del stops uid's proxy in the background, closing its connections at once, and closes its
+// netns afterwards. The pod was deleted, left the mesh or got a new sandbox: whatever its
+// connections still carry has lost its endpoint or its redirection, so nothing is gained by
+// waiting for them (ztunnel drains such a pod in its "immediate" mode too).
+func (s *state) del(uid string) { s.stop(uid, false) }
+
+// stop removes uid's proxy and drains it in the background, gracefully (within the proxy's
+// grace period) or at once.
+func (s *state) stop(uid string, graceful bool) {
 	s.dropPending(uid)
 	r := s.pods[uid]
 	if r == nil {
@@ -243,7 +252,13 @@ func (s *state) del(uid string) {
 	}
 	delete(s.pods, uid)
 	s.drains.Go(func() {
-		if err := r.proxy.Drain(context.Background()); err != nil {
+		ctx := context.Background()
+		if !graceful {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			cancel()
+		}
+		if err := r.proxy.Drain(ctx); err != nil {
 			s.log.Warn("pod proxy drain", "uid", uid, "err", err)
 		}
 		r.pod.Netns.Close()
@@ -251,14 +266,15 @@ func (s *state) del(uid string) {
 	})
 }
 
-// shutdown drains every proxy and waits for all drains.
+// shutdown drains every proxy gracefully, as ztunnel itself is stopping while its pods live
+// on, and waits for all drains.
 func (s *state) shutdown() {
 	defer s.publish()
 	for _, uid := range s.pendingUIDs() {
 		s.dropPending(uid)
 	}
 	for uid := range s.pods {
-		s.del(uid)
+		s.stop(uid, true)
 	}
 	s.drains.Wait()
 }
