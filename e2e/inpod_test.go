@@ -211,6 +211,9 @@ func TestSharedMode(t *testing.T) {
 		if n, err := held.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Errorf("connection through e's proxy after e's Del: read %d bytes, %v; want it closed", n, err)
 		}
+		testwait.Until(t, "e's proxy logs the connection it closed", 5*time.Second, func() bool {
+			return len(s.z1.out.lines("proxy stopped, closed its connections", "count=1")) == 1
+		})
 		testwait.Until(t, "pod e listeners gone", 5*time.Second, func() bool {
 			return !strings.Contains(listening(t, s.e.NS), ":1500")
 		})

@@ -349,8 +349,9 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 
 // Drain stops accepting, sends GOAWAY on inbound HBONE connections, waits for connections to
 // finish until the termination grace period or ctx ends, then closes what is left and waits for
-// every goroutine of the proxy.
+// every goroutine of the proxy. A ctx that has already ended stops the proxy at once.
 func (p *Proxy) Drain(ctx context.Context) error {
+	immediate := ctx.Err() != nil // the caller wants every connection closed now
 	p.mu.Lock()
 	if !p.draining {
 		close(p.stop)
@@ -372,7 +373,9 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	}()
 	p.conns.waitEmpty(ctx)
 	<-shutdownDone
-	if n := p.conns.closeAll(); n > 0 {
+	if n := p.conns.closeAll(); n > 0 && immediate {
+		p.log.Info("proxy stopped, closed its connections", "count", n)
+	} else if n > 0 {
 		p.log.Info("drain deadline reached, closed remaining connections", "count", n)
 	}
 	p.pool.Close()
