@@ -862,17 +862,33 @@ type awaitEntry struct {
 	by int64
 }
 
-// awaitAnswer gives the opened stream s until dl for its answer.
+// awaitAnswer gives the opened stream s until dl for its answer. The request is already out,
+// so the answer may have come before the entry is added, when answered found nothing to drop:
+// the stream's state is looked at once more after, and an answered or ended stream leaves
+// the list at once rather than at its deadline.
 func (c *conn) awaitAnswer(s *Stream, dl time.Time) {
-	by := c.now() + int64(time.Until(dl))
+	if !c.addAwaiting(s, c.now()+int64(time.Until(dl))) {
+		return
+	}
+	s.mu.Lock()
+	done := s.status != 0 || s.finished
+	s.mu.Unlock()
+	if done {
+		c.answered(s)
+	}
+}
+
+// addAwaiting adds s's entry with its deadline by and arms the timer; false when the
+// connection is closed (the stream failed with it).
+func (c *conn) addAwaiting(s *Stream, by int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return // the stream failed with the connection
+		return false
 	}
 	c.awaiting = append(c.awaiting, awaitEntry{s: s, by: by})
 	if c.answerAt != 0 && c.answerAt <= by {
-		return // the timer fires first for an earlier deadline
+		return true // the timer fires first for an earlier deadline
 	}
 	c.answerAt = by
 	d := time.Duration(by - c.now())
@@ -881,6 +897,7 @@ func (c *conn) awaitAnswer(s *Stream, dl time.Time) {
 	} else {
 		c.answerTimer.Reset(d)
 	}
+	return true
 }
 
 // answered removes s from the streams waiting for an answer (it has one).

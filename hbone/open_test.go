@@ -181,6 +181,30 @@ func TestOpenAnsweredStreamsLeaveDeadlines(t *testing.T) {
 	}
 }
 
+// TestAwaitAnswerAfterTheAnswer is the race TestOpenAnsweredStreamsLeaveDeadlines can lose:
+// Open adds a stream's answer deadline after its request is out, so the answer may come
+// first. An entry added for a stream already answered leaves the list at once.
+func TestAwaitAnswerAfterTheAnswer(t *testing.T) {
+	ts := startServer(t, true, Config{}, echo)
+	cc := ts.client(t, Config{})
+	s, err := cc.Open(context.Background(), &Request{Authority: "10.0.0.1:80", Early: []byte("ping")})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s, make([]byte, 4)); err != nil { // the echo comes after the answer
+		t.Fatal(err)
+	}
+	cc.c.awaitAnswer(s, time.Now().Add(time.Minute)) // as Open does, had the answer been that fast
+	cc.c.mu.Lock()
+	n := len(cc.c.awaiting)
+	cc.c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d answered streams wait for their deadline, want none", n)
+	}
+}
+
 // TestOpenWithXNetServer runs an opened stream against the x/net HTTP/2 server, another
 // implementation: its handler reads the tunnel's first bytes, sent after Open returned,
 // before it answers 200, and echoes them after.
