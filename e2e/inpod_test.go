@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,8 +53,11 @@ func newSharedLab(t *testing.T) *sharedLab {
 	mesh := "workloads:\n"
 	for _, p := range []*ambientlab.Pod{s.a, s.b, s.d, s.e} {
 		mesh += p.Workload()
+		if p == s.b { // b is echo-b's endpoint
+			mesh += "  services:\n    default/echo-b.default.svc.cluster.local: {80: 8080}\n"
+		}
 	}
-	// One service, for the per-pod DNS proxies.
+	// One service, for the per-pod DNS proxies and the connection dump.
 	mesh += `services:
 - name: echo-b
   namespace: default
@@ -244,6 +249,46 @@ func TestSharedMode(t *testing.T) {
 		}
 		if srcs := s.echoB.sources(); len(srcs) == 0 || !strings.HasPrefix(srcs[len(srcs)-1], "10.244.1.2:") {
 			t.Errorf("app saw sources %v, want the client's IP", srcs)
+		}
+	})
+
+	t.Run("ConfigDumpListsConnections", func(t *testing.T) {
+		// A connection to echo-b's VIP, held open: node 1's /config_dump shows it under pod
+		// a (outbound: the VIP it dialed, the endpoint's ztunnel it went to) and pod b
+		// (inbound: the host a's ztunnel forwarded), in ztunnel's workloadState shape.
+		c, err := s.a.NS.Dial("tcp", "10.96.1.3:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatalf("echo through echo-b's VIP: %v", err)
+		}
+		type conn struct{ Src, OriginalDst, ActualDst, Protocol string }
+		var dump struct {
+			WorkloadState map[string]struct {
+				State       string
+				Connections *struct{ Inbound, Outbound []conn }
+			} `json:"workloadState"`
+		}
+		code, body := s.z1.get("127.0.0.1:15000", "/config_dump")
+		if err := json.Unmarshal([]byte(body), &dump); code != 200 || err != nil {
+			t.Fatalf("config_dump: %d, %v", code, err)
+		}
+		src := c.LocalAddr().String()
+		a, b := dump.WorkloadState[s.a.UID], dump.WorkloadState[s.b.UID]
+		if a.State != "Up" || a.Connections == nil || !slices.Contains(a.Connections.Outbound,
+			conn{src, "10.96.1.3:80", "10.244.1.3:15008", "HBONE"}) {
+			t.Errorf("pod a's workloadState %+v lacks the outbound connection from %s to the VIP", a, src)
+		}
+		if b.Connections == nil || !slices.ContainsFunc(b.Connections.Inbound, func(in conn) bool {
+			return in == conn{in.Src, "echo-b.default.svc.cluster.local", "10.244.1.3:8080", "HBONE"}
+		}) {
+			t.Errorf("pod b's workloadState %+v lacks the inbound connection for echo-b", b)
 		}
 	})
 

@@ -58,12 +58,22 @@ func NewClient(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, log: cfg.Logger, state: newState(cfg.Factory, cfg.Logger, cfg.Metrics)}, nil
 }
 
-// Pods returns the pods the client knows, by UID, for /config_dump. Safe for concurrent use.
+// Pods returns the pods the client knows, by UID, for /config_dump, each running pod with the
+// connections its proxy relays now. Safe for concurrent use.
 func (c *Client) Pods() map[string]PodStatus {
-	if m := c.state.status.Load(); m != nil {
-		return *m
+	m := c.state.status.Load()
+	if m == nil {
+		return map[string]PodStatus{}
 	}
-	return map[string]PodStatus{}
+	out := make(map[string]PodStatus, len(*m))
+	for uid, st := range *m {
+		if st.conns != nil {
+			conns := st.conns()
+			st.Connections = &conns
+		}
+		out[uid] = st
+	}
+	return out
 }
 
 // Run connects to the node agent and serves its requests, reconnecting with exponential

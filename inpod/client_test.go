@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/inpod/zdspb"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
+	"github.com/ztunnel-go/ztunnel/proxy"
 )
 
 // fakeFactory records proxy starts and drains; fail[uid] makes the next n starts of uid fail.
@@ -46,6 +48,16 @@ func (p *fakeProxy) Drain(ctx context.Context) error {
 		p.f.graceful = append(p.f.graceful, p.uid)
 	}
 	return nil
+}
+
+// Connections gives each fake proxy one outbound connection, from its pod's own address.
+func (p *fakeProxy) Connections() proxy.Connections {
+	return proxy.Connections{Inbound: []proxy.InboundConnection{}, Outbound: []proxy.OutboundConnection{{
+		Src:         netip.MustParseAddrPort("10.244.0.2:40000"),
+		OriginalDst: netip.MustParseAddrPort("10.96.0.1:80"),
+		ActualDst:   netip.MustParseAddrPort("10.244.0.3:15008"),
+		Protocol:    "HBONE",
+	}}}
 }
 
 func (f *fakeFactory) gracefulDrains() []string {
@@ -448,8 +460,11 @@ func TestFailedPodIsPendingAndRetried(t *testing.T) {
 		t.Fatal("ready with a pending pod")
 	}
 	want := WorkloadInfo{Name: "a", Namespace: "default", ServiceAccount: "sa"}
-	if got := h.c.Pods()["a"]; got.State != "Pending" || got.Info != want {
-		t.Errorf("workloadState of a pending pod = %+v", got)
+	if got := h.c.Pods()["a"]; got.State != "Pending" || got.Info != want || got.Connections != nil {
+		t.Errorf("workloadState of a pending pod = %+v, want Pending without connections", got)
+	}
+	if b, _ := json.Marshal(h.c.Pods()); string(b) != `{"a":{"state":"Pending","info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {
+		t.Errorf("workloadState JSON of a pending pod = %s", b)
 	}
 	testwait.Until(t, "pod started by the retry and ready", 5*time.Second, func() bool {
 		started, _ := h.f.snapshot()
@@ -457,9 +472,11 @@ func TestFailedPodIsPendingAndRetried(t *testing.T) {
 		return slices.Equal(started, []string{"a"}) && r
 	})
 	testwait.Until(t, "workloadState Up", 5*time.Second, func() bool { return h.c.Pods()["a"].State == "Up" })
-	// The dump is ztunnel's JSON shape.
+	// The dump is ztunnel's JSON shape, a running pod's proxy's connections read when asked.
 	b, _ := json.Marshal(h.c.Pods())
-	if string(b) != `{"a":{"state":"Up","info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {
+	if string(b) != `{"a":{"state":"Up","connections":{"inbound":[],"outbound":[{"src":"10.244.0.2:40000",`+
+		`"originalDst":"10.96.0.1:80","actualDst":"10.244.0.3:15008","protocol":"HBONE"}]},`+
+		`"info":{"name":"a","namespace":"default","serviceAccount":"sa"}}}` {
 		t.Errorf("workloadState JSON = %s", b)
 	}
 }

@@ -84,6 +84,9 @@ type podProxy struct {
 	wg     sync.WaitGroup     // the policy watcher
 }
 
+// Connections lists the connections the pod's proxy relays.
+func (pp *podProxy) Connections() proxy.Connections { return pp.p.Connections() }
+
 // Drain closes the listeners, lets connections finish until ctx ends or the grace period
 // passes, closes the rest and waits for every goroutine of the pod's proxy.
 func (pp *podProxy) Drain(ctx context.Context) error {

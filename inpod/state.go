@@ -9,6 +9,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ztunnel-go/ztunnel/proxy"
 )
 
 // Pod is a pod istio-cni asked ztunnel to serve.
@@ -28,6 +30,9 @@ type PodProxy interface {
 	// every goroutine of the proxy has ended. With a ctx that has already ended, every
 	// connection is closed at once.
 	Drain(ctx context.Context) error
+	// Connections lists the connections the proxy relays, for /config_dump. It is called from
+	// any goroutine, also while or after the proxy drains.
+	Connections() proxy.Connections
 }
 
 // ProxyFactory starts the proxy of a pod: when Start returns without error the pod's
@@ -82,8 +87,13 @@ type state struct {
 
 // PodStatus is one pod in /config_dump's "workloadState" (ztunnel's shape).
 type PodStatus struct {
-	State string       `json:"state"` // "Up" once its proxy runs, "Pending" while it is retried
-	Info  WorkloadInfo `json:"info"`
+	State string `json:"state"` // "Up" once its proxy runs, "Pending" while it is retried
+	// Connections are an Up pod's live connections, as Client.Pods reads them; absent for a
+	// pending pod.
+	Connections *proxy.Connections `json:"connections,omitempty"`
+	Info        WorkloadInfo       `json:"info"`
+
+	conns func() proxy.Connections // an Up pod's proxy's; nil while pending
 }
 
 // publish replaces the status view with the current pods and sets the pod gauges.
@@ -91,7 +101,7 @@ func (s *state) publish() {
 	s.metrics.setCounts(len(s.pods), len(s.pending))
 	m := make(map[string]PodStatus, len(s.pods)+len(s.pending))
 	for uid, r := range s.pods {
-		m[uid] = PodStatus{State: "Up", Info: r.pod.Info}
+		m[uid] = PodStatus{State: "Up", Info: r.pod.Info, conns: r.proxy.Connections}
 	}
 	for uid, p := range s.pending {
 		m[uid] = PodStatus{State: "Pending", Info: p.Info}

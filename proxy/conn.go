@@ -75,7 +75,7 @@ func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) 
 func (st *connState) Ended(_, _ int64, err error) {
 	p, rec := st.p, &st.rec
 	p.conns.remove(st) // from here on, nothing else uses st (closer included)
-	if l, ok := st.closer.(*netutil.Link); ok && !rec.inbound {
+	if l, ok := st.closer.(*netutil.Link); ok && !rec.inbound() {
 		if s, ok := l.B().(*hbone.Stream); ok {
 			if rerr := s.Refusal(); rerr != nil {
 				rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr.AddrPort(), rerr), metrics.FlagConnect, 0, 0)
@@ -205,7 +205,7 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 	t.mu.Lock()
 	var closers []io.Closer
 	for _, c := range t.conns {
-		if !c.relaying || !c.rec.inbound {
+		if !c.relaying || !c.rec.inbound() {
 			continue
 		}
 		target, conn := c.rec.policyInputs()

@@ -123,7 +123,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	st := &connState{p: p} // its job: a place in p.wg from relayInbound on
 	rec := &st.rec
 	*rec = record{
-		start: now(), inbound: true, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(authority),
+		start: now(), flags: flagInbound, src: packAddr(pi.remote), dst: packAddr(pi.local), hboneAddr: packAddr(authority),
 		srcID: identOf(pi.id), mtls: true,
 	}
 	if origin := req.Header.Get(forwardedNetworkHeader); origin == "" || strings.EqualFold(origin, p.cfg.Network) {
@@ -164,7 +164,15 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	// Policy sees the connection as ztunnel's does: to the workload's address, on the port
 	// dialed (a localhost application tunnel's address is not the workload's).
 	rec.policyPort = tun.dial.Port()
-	rec.dstSvc = inboundService(snap, rec.dstW, rec.dstSvc, forwardedHost(req.Header.Get("forwarded")), tun.dial.Port())
+	fwd := forwardedHost(req.Header.Get("forwarded"))
+	rec.dstSvc = inboundService(snap, rec.dstW, rec.dstSvc, fwd, tun.dial.Port())
+	switch { // the dump's originalDst, as ztunnel's (Connections)
+	case fwd == "":
+	case rec.dstSvc != nil && rec.dstSvc.Hostname == fwd:
+		rec.flags |= flagHostNamed
+	default:
+		rec.noted().forwarded = fwd
+	}
 	rec.open(p.cfg.Metrics)
 
 	pt, pc := rec.policyInputs()
@@ -382,7 +390,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	}
 	snap := p.cfg.Store.Snapshot()
 	rec := &st.rec
-	rec.start, rec.inbound, rec.src, rec.dst = now(), true, packAddr(src), packAddr(dst)
+	rec.start, rec.flags, rec.src, rec.dst = now(), flagInbound, packAddr(src), packAddr(dst)
 	rec.srcW = snap.WorkloadByAddr(p.cfg.Network, src.Addr())
 	rec.dstW = snap.WorkloadByAddr(p.cfg.Network, dst.Addr())
 	if rec.dstW == nil {

@@ -639,6 +639,9 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	} else {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
+	if orig := packAddr(dst); orig != rec.impliedDst() {
+		rec.noted().origDst = orig // a VIP, or through a gateway: the dump shows it (Connections)
+	}
 	if rt.hbone && rec.srcID.IsZero() {
 		rec.open(p.cfg.Metrics)
 		rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)

@@ -29,8 +29,8 @@ type record struct {
 	// authority names a service by hostname (note.authority then).
 	hboneAddr addr
 	// The flags and the port fill the word the three 20-byte addresses end in.
-	mtls    bool
-	inbound bool // the inbound side of a connection (else outbound)
+	mtls  bool
+	flags recordFlags
 	// policyPort is the port policy judges an inbound HBONE connection by: the one it is
 	// relayed to on dst's address (the authority's, the service's target port, or the
 	// application tunnel's), as ztunnel's. Zero on plaintext, where it is dst's.
@@ -52,6 +52,21 @@ type record struct {
 	note    *recordNote
 	flushed [2]int64 // bytes already added to the metrics (toServer, toClient)
 }
+
+// recordFlags are a record's facts of one bit.
+type recordFlags uint8
+
+const (
+	flagInbound recordFlags = 1 << iota // the inbound side of a connection (else outbound)
+	// flagHostNamed: an inbound HBONE request's Forwarded header named dstSvc's hostname,
+	// which the connection dump shows as ztunnel's does (a host naming nothing the workload
+	// serves is kept in the note instead). Most requests through a service carry one, so a
+	// bit, not a note per connection.
+	flagHostNamed
+)
+
+// inbound reports whether r is the inbound side of a connection.
+func (r *record) inbound() bool { return r.flags&flagInbound != 0 }
 
 // policyInputs returns what L4 policy evaluates for an inbound connection whose destination
 // workload is known: the workload's policies, and the connection's verified source identity
@@ -111,7 +126,7 @@ func (a addr) AppendTo(b []byte) []byte { return a.AddrPort().AppendTo(b) }
 func (a addr) String() string { return a.AddrPort().String() }
 
 // direction is the access log's direction field.
-func (r *record) direction() string { return directionOf(r.inbound) }
+func (r *record) direction() string { return directionOf(r.inbound()) }
 
 // directionOf is the direction field of an inbound or outbound connection.
 func directionOf(inbound bool) string {
@@ -154,6 +169,13 @@ type recordNote struct {
 	// &certRevoked when a reloaded revocation list ended its tunnel (revoke). Set under the
 	// tracker's mutex while the connection is tracked; finish reads it after.
 	lateDeny *string
+	// forwarded is the host an inbound HBONE request's Forwarded header named (a waypoint's
+	// or a gateway's), shown by the connection dump. Set before the connection is tracked.
+	forwarded string
+	// origDst is where an outbound connection's client connected, when the record does not
+	// show it otherwise (originalDst): a service's VIP, or a destination reached through a
+	// network gateway. Set before the connection is tracked.
+	origDst addr
 }
 
 // noted returns r's note, allocating it.
@@ -307,7 +329,7 @@ func orName(a, b string) string {
 // open counts the connection as opened.
 func (r *record) open(reg *metrics.Registry) {
 	reporter := metrics.ReporterSource
-	if r.inbound {
+	if r.inbound() {
 		reporter = metrics.ReporterDestination
 	}
 	r.m = reg.Open(r.labels(reporter))
@@ -339,7 +361,7 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	// ztunnel logs bytes from its own point of view towards the peer: the source side sent the
 	// request bytes, the destination side sent the response bytes.
 	sent, recv := toServer, toClient
-	if r.inbound {
+	if r.inbound() {
 		sent, recv = toClient, toServer
 	}
 	ln := logging.Begin(log, level, "connection complete")

@@ -33,11 +33,14 @@ var (
 // outbound.go and inbound.go fill it.
 func newTestRecord(direction string) *record {
 	r := &record{
-		start: now(), inbound: direction == "inbound",
-		src:  packAddr(netip.MustParseAddrPort("10.244.0.2:40312")),
-		dst:  packAddr(netip.MustParseAddrPort("10.244.0.3:8080")),
-		srcW: recSrcW, dstW: recDstW, dstSvc: recSvc,
+		start: now(),
+		src:   packAddr(netip.MustParseAddrPort("10.244.0.2:40312")),
+		dst:   packAddr(netip.MustParseAddrPort("10.244.0.3:8080")),
+		srcW:  recSrcW, dstW: recDstW, dstSvc: recSvc,
 		srcID: identOf(recSrc), dstID: identOf(recDst), mtls: true,
+	}
+	if direction == "inbound" {
+		r.flags = flagInbound
 	}
 	if direction == "outbound" {
 		r.hboneAddr = packAddr(netip.MustParseAddrPort("10.244.0.3:15008"))
