@@ -171,7 +171,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	case rec.dstSvc != nil && rec.dstSvc.Hostname == fwd:
 		rec.flags |= flagHostNamed
 	default:
-		rec.noted().forwarded = fwd
+		rec.noted().forwarded = strings.Clone(fwd) // not the whole header's string
 	}
 	rec.open(p.cfg.Metrics)
 

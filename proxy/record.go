@@ -173,7 +173,7 @@ type recordNote struct {
 	// or a gateway's), shown by the connection dump. Set before the connection is tracked.
 	forwarded string
 	// origDst is where an outbound connection's client connected, when the record does not
-	// show it otherwise (originalDst): a service's VIP, or a destination reached through a
+	// show it otherwise (impliedDst): a service's VIP, or a destination reached through a
 	// network gateway. Set before the connection is tracked.
 	origDst addr
 }
