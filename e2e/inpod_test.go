@@ -200,12 +200,8 @@ func TestSharedMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer held.Close()
-		held.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := held.Write([]byte("ping")); err != nil {
+		if err := ping(held, "through e's proxy"); err != nil {
 			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(held, make([]byte, 4)); err != nil {
-			t.Fatalf("echo through e's proxy: %v", err)
 		}
 		if err := s.e.Unenroll(); err != nil {
 			t.Fatalf("del e: %v", err)
@@ -261,12 +257,8 @@ func TestSharedMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte("ping")); err != nil {
+		if err := ping(c, "through echo-b's VIP"); err != nil {
 			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-			t.Fatalf("echo through echo-b's VIP: %v", err)
 		}
 		type conn struct{ Src, OriginalDst, ActualDst, Protocol string }
 		var dump struct {

@@ -235,6 +235,16 @@ func (p *peer) expectClosed() {
 	}
 }
 
+// addPods adds each uid, each in a netns of its own under dir, and fails on a NACK.
+func (p *peer) addPods(dir string, uids ...string) {
+	p.t.Helper()
+	for _, uid := range uids {
+		if e := p.send(add(uid), netnsFile(p.t, dir, uid)); e != "" {
+			p.t.Fatalf("add %s NACKed: %s", uid, e)
+		}
+	}
+}
+
 func add(uid string) *zdspb.WorkloadRequest {
 	return &zdspb.WorkloadRequest{Payload: &zdspb.WorkloadRequest_Add{Add: &zdspb.AddWorkload{
 		Uid: uid, WorkloadInfo: &zdspb.WorkloadInfo{Name: uid, Namespace: "default", ServiceAccount: "sa"},
@@ -355,11 +365,7 @@ func TestShutdownDrainsGracefully(t *testing.T) {
 	h := newHarness(t)
 	dir := t.TempDir()
 	p := h.accept()
-	for _, uid := range []string{"a", "b"} {
-		if e := p.send(add(uid), netnsFile(t, dir, uid)); e != "" {
-			t.Fatalf("add %s NACKed: %s", uid, e)
-		}
-	}
+	p.addPods(dir, "a", "b")
 	if e := p.send(snapshotSent); e != "" {
 		t.Fatal(e)
 	}
@@ -541,11 +547,7 @@ func TestWorkloadManagerMetrics(t *testing.T) {
 
 	h.f.fail["c"] = 1
 	p := h.accept()
-	for _, uid := range []string{"a", "b"} {
-		if e := p.send(add(uid), netnsFile(t, dir, uid)); e != "" {
-			t.Fatalf("add %s NACKed: %s", uid, e)
-		}
-	}
+	p.addPods(dir, "a", "b")
 	exact("a and b added", podCounts{active: 2, started: 2})
 	if e := p.send(add("c"), netnsFile(t, dir, "c")); e == "" {
 		t.Fatal("c's failed start was ACKed")

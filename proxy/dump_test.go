@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"maps"
 	"net"
 	"net/netip"
@@ -23,24 +22,14 @@ import (
 func TestConnectionsDump(t *testing.T) {
 	e := newEnv(t)
 	e.apply(t, workload.Update{Services: []*workload.Service{e.echoService(nil)}})
-	ping := func(c net.Conn) {
-		t.Helper()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	app := netip.AddrPortFrom(serverIP, e.appPort)
 	const otherHost = "reviews.other.svc.cluster.local"
 	toPod := e.socksDial(t, app)
 	defer toPod.Close()
-	ping(toPod)
+	echoOnce(t, toPod)
 	toVIP := e.socksDial(t, netip.AddrPortFrom(echoVIP, 80))
 	defer toVIP.Close()
-	ping(toVIP)
+	echoOnce(t, toVIP)
 
 	cc, err := e.hboneClient(t, clientID, serverID)
 	if err != nil {
@@ -53,7 +42,7 @@ func TestConnectionsDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	ping(s)
+	echoOnce(t, s)
 
 	var d Connections
 	testwait.Until(t, "three inbound connections and two outbound", 5*time.Second, func() bool {
