@@ -472,21 +472,8 @@ func TestSharedModeHostilePods(t *testing.T) {
 	})
 
 	t.Run("PodDeletedMidConnection", func(t *testing.T) {
-		toB, err := s.a.NS.Dial("tcp", "10.244.1.3:8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer toB.Close()
-		toD, err := s.a.NS.Dial("tcp", "10.244.2.2:8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer toD.Close()
-		for _, c := range []net.Conn{toB, toD} {
-			if err := ping(c, "before the delete"); err != nil {
-				t.Fatal(err)
-			}
-		}
+		toB := openEcho(t, s.a.NS, "10.244.1.3:8080")
+		toD := openEcho(t, s.a.NS, "10.244.2.2:8080")
 		if err := s.b.Unenroll(); err != nil {
 			t.Fatalf("del b: %v", err)
 		}

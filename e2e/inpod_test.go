@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -161,6 +162,21 @@ func echo(t *testing.T, from *lab.Netns, addr, msg string) {
 	}
 }
 
+// openEcho dials an echo server at addr from ns and checks one round trip; the connection
+// stays open until the test ends.
+func openEcho(t *testing.T, from *lab.Netns, addr string) net.Conn {
+	t.Helper()
+	c, err := from.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := ping(c, "to "+addr); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestSharedMode(t *testing.T) {
 	s := newSharedLab(t)
 	const sleepID = "spiffe://cluster.local/ns/default/sa/sleep"
@@ -195,14 +211,7 @@ func TestSharedMode(t *testing.T) {
 			t.Errorf("15001 in pod e lacks fwmark 0x539:\n%s", ss)
 		}
 		// A connection through e's proxy, open when e leaves the mesh.
-		held, err := s.e.NS.Dial("tcp", "10.244.1.3:8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer held.Close()
-		if err := ping(held, "through e's proxy"); err != nil {
-			t.Fatal(err)
-		}
+		held := openEcho(t, s.e.NS, "10.244.1.3:8080")
 		if err := s.e.Unenroll(); err != nil {
 			t.Fatalf("del e: %v", err)
 		}
@@ -252,14 +261,7 @@ func TestSharedMode(t *testing.T) {
 		// A connection to echo-b's VIP, held open: node 1's /config_dump shows it under pod
 		// a (outbound: the VIP it dialed, the endpoint's ztunnel it went to) and pod b
 		// (inbound: the host a's ztunnel forwarded), in ztunnel's workloadState shape.
-		c, err := s.a.NS.Dial("tcp", "10.96.1.3:80")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := ping(c, "through echo-b's VIP"); err != nil {
-			t.Fatal(err)
-		}
+		c := openEcho(t, s.a.NS, "10.96.1.3:80")
 		type conn struct{ Src, OriginalDst, ActualDst, Protocol string }
 		var dump struct {
 			WorkloadState map[string]struct {

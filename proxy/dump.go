@@ -36,7 +36,7 @@ type OutboundConnection struct {
 
 // Connections lists the connections the proxy relays, sorted by source. A connection still
 // connecting is not listed yet. Safe for concurrent use; it holds the tracker's mutex while
-// it copies, a few nanoseconds per connection.
+// it copies.
 func (p *Proxy) Connections() Connections {
 	out := Connections{Inbound: []InboundConnection{}, Outbound: []OutboundConnection{}}
 	t := p.conns
@@ -47,10 +47,7 @@ func (p *Proxy) Connections() Connections {
 		}
 		r := &c.rec
 		if r.inbound() {
-			ic := InboundConnection{Src: r.src.AddrPort(), ActualDst: r.dst.AddrPort(), Protocol: "TCP"}
-			if r.policyPort != 0 {
-				ic.ActualDst = netip.AddrPortFrom(ic.ActualDst.Addr(), r.policyPort)
-			}
+			ic := InboundConnection{Src: r.src.AddrPort(), ActualDst: r.inboundDst(), Protocol: "TCP"}
 			if r.mtls {
 				ic.Protocol = "HBONE"
 			}
@@ -63,11 +60,8 @@ func (p *Proxy) Connections() Connections {
 			out.Inbound = append(out.Inbound, ic)
 			continue
 		}
-		oc := OutboundConnection{Src: r.src.AddrPort(), ActualDst: r.dst.AddrPort(), Protocol: "TCP"}
-		oc.OriginalDst = r.impliedDst().AddrPort()
-		if r.note != nil && r.note.origDst.fam != 0 {
-			oc.OriginalDst = r.note.origDst.AddrPort()
-		}
+		oc := OutboundConnection{Src: r.src.AddrPort(), OriginalDst: r.dialedDst().AddrPort(),
+			ActualDst: r.dst.AddrPort(), Protocol: "TCP"}
 		switch {
 		case r.note != nil && r.note.authority.IsValid():
 			oc.Protocol = "DOUBLEHBONE" // the only outbound connection with a hostname authority
@@ -91,4 +85,13 @@ func (r *record) impliedDst() addr {
 		return r.hboneAddr
 	}
 	return r.dst
+}
+
+// dialedDst is where an outbound connection's client connected: the note's when the outbound
+// handler kept one, else impliedDst.
+func (r *record) dialedDst() addr {
+	if r.note != nil && r.note.origDst.fam != 0 {
+		return r.note.origDst
+	}
+	return r.impliedDst()
 }

@@ -74,12 +74,20 @@ func (r *record) inbound() bool { return r.flags&flagInbound != 0 }
 // original destination otherwise). The first evaluation and every re-evaluation use it, so the
 // connection is judged by the same inputs each time, without keeping a copy of them.
 func (r *record) policyInputs() (policy.Target, policy.Conn) {
+	dst := r.inboundDst()
+	return policy.Target{Namespace: r.dstW.Namespace, Policies: r.dstW.AuthorizationPolicies},
+		policy.Conn{SrcID: r.srcID.ID(), SrcIP: r.src.AddrPort().Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
+}
+
+// inboundDst is where an inbound connection is relayed to, as policy and the connection dump
+// see it: the workload's address, on the port dialed (policyPort over HBONE, dst's own on
+// plaintext).
+func (r *record) inboundDst() netip.AddrPort {
 	dst := r.dst.AddrPort()
 	if r.policyPort != 0 {
 		dst = netip.AddrPortFrom(dst.Addr(), r.policyPort)
 	}
-	return policy.Target{Namespace: r.dstW.Namespace, Policies: r.dstW.AuthorizationPolicies},
-		policy.Conn{SrcID: r.srcID.ID(), SrcIP: r.src.AddrPort().Addr(), DstIP: dst.Addr(), DstPort: dst.Port()}
+	return dst
 }
 
 // addr is a record's netip.AddrPort in 20 bytes instead of 32, which keeps a connState (one per
