@@ -105,7 +105,8 @@ func TestAuthorizationPolicies(t *testing.T) {
 			}
 		}
 		testwait.Until(t, "DENY in b's inbound log", 5*time.Second, func() bool {
-			return len(s.z1.out.lines("connection complete", `direction="inbound"`, `response_flags="DENY"`,
+			return len(s.z1.out.lines("\terror\taccess\tconnection complete", `direction="inbound"`,
+				`error="connection closed due to policy rejection: allow policies exist, but none allowed"`,
 				`src.identity="spiffe://cluster.local/ns/other/sa/echo2"`)) > 0
 		})
 	})
@@ -142,8 +143,13 @@ func TestAuthorizationPolicies(t *testing.T) {
 			t.Fatalf("open connection not closed by the tighter policy: %v", err)
 		}
 		testwait.Until(t, "late DENY in b's inbound log", 5*time.Second, func() bool {
-			return len(s.z1.out.lines("connection complete", `direction="inbound"`, `response_flags="DENY"`,
+			return len(s.z1.out.lines("\terror\taccess\tconnection complete", `direction="inbound"`,
+				`error="connection closed due to policy change"`,
 				`src.identity="spiffe://cluster.local/ns/default/sa/sleep"`, "bytes_recv=4")) > 0
+		})
+		testwait.Until(t, "the policy update's reason in z1's log", 5*time.Second, func() bool {
+			return len(s.z1.out.lines("connection closed because it's no longer allowed after a policy update",
+				`src.identity="spiffe://cluster.local/ns/default/sa/sleep"`, `reason="allow policies exist, but none allowed"`)) > 0
 		})
 	})
 

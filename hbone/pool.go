@@ -3,7 +3,6 @@ package hbone
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -221,7 +220,7 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 		}
 		p.mu.Unlock()
 		if err := waitDial(ctx, d); err != nil {
-			return nil, fmt.Errorf("hbone: waiting for connection to %v: %w", k.Addr, err)
+			return nil, &DialError{Addr: k.Addr, Waited: true, Err: err}
 		}
 		if d.err != nil {
 			if spare != nil && avoidBusy {
@@ -232,6 +231,24 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 		}
 	}
 }
+
+// DialError reports that a pool connection to Addr could not be established: Config.Dial
+// failed (the TCP connect or the TLS handshake), or the HTTP/2 client could not start on the
+// connection, or (Waited) the request's deadline passed while the dial was in progress.
+type DialError struct {
+	Addr   netip.AddrPort
+	Waited bool
+	Err    error
+}
+
+func (e *DialError) Error() string {
+	if e.Waited {
+		return "hbone: waiting for connection to " + e.Addr.String() + ": " + e.Err.Error()
+	}
+	return "hbone: dial " + e.Addr.String() + ": " + e.Err.Error()
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
 
 // waitDial waits for d to end, or for ctx to end first (its cause). A
 // deadlineCtx has no Done channel: a timer-backed context is made for it
@@ -269,7 +286,7 @@ func (p *Pool) dial(ctx context.Context, cancel context.CancelFunc, k Key, e *po
 		defer cc.Close()
 	}
 	if err != nil {
-		d.err = fmt.Errorf("hbone: dial %v: %w", k.Addr, err)
+		d.err = &DialError{Addr: k.Addr, Err: err}
 		if len(e.conns) == 0 && p.keys[k] == e {
 			delete(p.keys, k)
 		}

@@ -26,6 +26,9 @@ const (
 	FlagH2Handshake = "H2_HANDSHAKE_FAILURE"
 	FlagIdentity    = "IDENTITY_ERROR"
 	FlagCertRevoked = "CERT_REVOKED" // ended because a reloaded revocation list revoked the peer
+	// FlagNetworkPolicy: the TCP connect to an HBONE peer's 15008 timed out, as when a
+	// NetworkPolicy drops it.
+	FlagNetworkPolicy = "NETWORK_POLICY"
 
 	SecurityMutualTLS = "mutual_tls"
 	Unknown           = "unknown"

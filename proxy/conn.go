@@ -3,9 +3,9 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
@@ -65,8 +65,7 @@ func (c closePair) Close() error { return errors.Join(c.a.Close(), c.b.Close()) 
 //
 // A connection relayed before its HBONE answer whose request failed (refused, reset, or
 // unanswered by the connect timeout) is reported as a failed connect, as it is when the
-// answer is awaited first: the error names the target and no bytes count, since none reached
-// it.
+// answer is awaited first (outboundFailure): no bytes count, since none reached it.
 //
 // The HBONE stream of an outbound connection is the relay's second connection (relay's
 // upstream); Refusal is nil for one whose answer was awaited (and was 200), so the check needs
@@ -78,7 +77,8 @@ func (st *connState) Ended(_, _ int64, err error) {
 	if l, ok := st.closer.(*netutil.Link); ok && !rec.inbound() {
 		if s, ok := l.B().(*hbone.Stream); ok {
 			if rerr := s.Refusal(); rerr != nil {
-				rec.finish(p.access, fmt.Errorf("connect %s: %w", rec.hboneAddr.AddrPort(), rerr), metrics.FlagConnect, 0, 0)
+				err, flags := outboundFailure(rerr)
+				rec.finish(p.access, err, flags, 0, 0)
 				st.end()
 				return
 			}
@@ -200,10 +200,18 @@ func (t *tracker) flushBytes() {
 	}
 }
 
-// reevaluate closes the inbound connections that the current policies deny.
-func (t *tracker) reevaluate(set *policy.Set) int {
+// denial is an inbound connection that a policy update denied, as the proxy logs it.
+type denial struct {
+	src, dst netip.AddrPort // dst: where the connection is relayed to (record.inboundDst)
+	srcID    string
+	reason   string // the policy.Decision's
+}
+
+// reevaluate closes the inbound connections that the current policies deny and returns them.
+func (t *tracker) reevaluate(set *policy.Set) []denial {
 	t.mu.Lock()
 	var closers []io.Closer
+	var denied []denial
 	for _, c := range t.conns {
 		if !c.relaying || !c.rec.inbound() {
 			continue
@@ -211,14 +219,15 @@ func (t *tracker) reevaluate(set *policy.Set) int {
 		target, conn := c.rec.policyInputs()
 		if d := set.Evaluate(target, &conn); !d.Allow {
 			closers = append(closers, c.closer)
-			c.rec.deny(d.Reason) // marks the record before close, for logs and response flags
+			c.rec.deny() // marks the record before close, for its error and response flags
+			denied = append(denied, denial{src: c.rec.src.AddrPort(), dst: c.rec.inboundDst(), srcID: c.rec.srcID.URI(), reason: d.Reason})
 		}
 	}
 	t.mu.Unlock()
 	for _, c := range closers {
 		c.Close()
 	}
-	return len(closers)
+	return denied
 }
 
 // An HBONE stream relays without a goroutine while idle and takes arriving bytes straight to

@@ -114,7 +114,7 @@ func TestInboundEarlyData(t *testing.T) {
 		if got := roundTrip(t, c, ""); got != "" {
 			t.Fatalf("a denied connection echoed %q", got)
 		}
-		waitLog(t, e.access, "connection complete", "direction=inbound", "policy rejection")
+		waitLog(t, e.access, "connection complete", "direction=inbound", "connection closed due to policy rejection: explicitly denied by")
 		if n, b := e.appConns.Load(), e.appBytes.Load(); n != 0 || b != 0 {
 			t.Errorf("the app got %d connections and %d bytes of a denied client, want none", n, b)
 		}
@@ -180,7 +180,8 @@ func TestOutboundRefusedBeforeAnswer(t *testing.T) {
 				t.Fatalf("a refused connection read %q, %v; want a reset", got, err)
 			}
 			waitLog(t, e.access, "connection complete", "direction=outbound", "src.addr="+local,
-				"bytes_sent=0", "bytes_recv=0", "response_flags=CONNECT", "answered 401")
+				"bytes_sent=0", "bytes_recv=0", `error="http status: 401 Unauthorized"`)
+			waitFailed(t, e, "source", "CONNECT")
 		})
 	}
 }

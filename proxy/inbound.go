@@ -178,7 +178,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		s.Reject(http.StatusUnauthorized)
-		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
+		rec.finish(p.access, policyRejection(d.Reason), metrics.FlagDeny, 0, 0)
 		return
 	}
 
@@ -189,15 +189,17 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	} else {
 		app, err = p.dialApp(ctx, pi.remote.Addr(), tun.dial)
 	}
-	if err == nil && tun.proxy.IsValid() {
-		err = writeProxyHeader(ctx, app, pi.remote, tun.proxy, pi.id)
-		if err != nil {
+	if err != nil {
+		err = connectionFailed(err)
+	} else if tun.proxy.IsValid() {
+		if herr := writeProxyHeader(ctx, app, pi.remote, tun.proxy, pi.id); herr != nil {
 			app.Close()
+			err = ioError(herr)
 		}
 	}
 	if err != nil {
 		s.Reject(http.StatusServiceUnavailable)
-		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", tun.dial, err), metrics.FlagConnect, 0, 0)
+		rec.finish(p.access, err, metrics.FlagConnect, 0, 0)
 		return
 	}
 	if p.cfg.Baggage {
@@ -339,18 +341,18 @@ func parseAuthority(authority string) (target netip.AddrPort, host string, ok bo
 // hostnameTarget resolves a CONNECT to service host on svcPort, received by workload w at
 // local: the service of that hostname w's namespace sees, and local on the port w's endpoint
 // maps svcPort to, else the service's target port. A named port w's endpoint does not map, or a
-// port of the proxy's own, is an error.
+// port of the proxy's own, is an error. The errors are in ztunnel's words.
 func (p *Proxy) hostnameTarget(snap *workload.Snapshot, w *workload.Workload, local netip.Addr, host string, svcPort uint16) (*workload.Service, netip.AddrPort, error) {
 	svc := snap.ServiceByHostFrom(host, w.Namespace)
 	if svc == nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("unknown service hostname %s", host)
+		return nil, netip.AddrPort{}, fmt.Errorf("no service or workload for hostname: %s", host)
 	}
 	port, ok := svc.TargetPort(svc.Endpoints[w.UID], svcPort)
 	if !ok {
-		return svc, netip.AddrPort{}, fmt.Errorf("service %s has no target port for port %d", host, svcPort)
+		return svc, netip.AddrPort{}, fmt.Errorf("requested service %s:%d found, but cannot resolve port", host, svcPort)
 	}
 	if p.isIllegalPort(port) {
-		return svc, netip.AddrPort{}, fmt.Errorf("service %s port %d maps to the proxy's own port %d", host, svcPort, port)
+		return svc, netip.AddrPort{}, errSelfCall
 	}
 	return svc, netip.AddrPortFrom(local, port), nil
 }
@@ -403,13 +405,13 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		c.Close()
-		rec.finish(p.access, fmt.Errorf("policy rejection: %s", d.Reason), metrics.FlagDeny, 0, 0)
+		rec.finish(p.access, policyRejection(d.Reason), metrics.FlagDeny, 0, 0)
 		return
 	}
 	app, err := p.dialApp(connectDeadline(p.cfg.ConnectTimeout), src.Addr(), dst)
 	if err != nil {
 		c.Close()
-		rec.finish(p.access, fmt.Errorf("connect to app %s: %w", dst, err), metrics.FlagConnect, 0, 0)
+		rec.finish(p.access, connectionFailed(err), metrics.FlagConnect, 0, 0)
 		return
 	}
 	p.relayInbound(st, c, app)
@@ -431,8 +433,11 @@ func (p *Proxy) WatchPolicies(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ch:
-			if n := p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()); n > 0 {
-				p.log.Info("closed connections denied by updated policy", "count", n)
+			// One line per connection, as ztunnel writes; the access line's error says only
+			// that a policy change closed it.
+			for _, d := range p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()) {
+				p.log.Info("connection closed because it's no longer allowed after a policy update",
+					"src.addr", d.src.String(), "src.identity", d.srcID, "dst.addr", d.dst.String(), "reason", d.reason)
 			}
 		case <-revoked:
 			revoked = crl.Changed() // before the sweep: a reload during it is swept again

@@ -86,13 +86,13 @@ func TestInboundServiceHostname(t *testing.T) {
 	}
 	waitLog(t, e.access, "connection complete", "dst.service="+echoHost, "src.workload=client", "dst.hbone_addr="+echoHost+":80 ")
 	waitLog(t, e.access, "connection complete", "dst.service=named.default.svc.cluster.local", "dst.workload=server")
-	waitLog(t, e.access, "unknown service hostname nowhere.default.svc.cluster.local")
+	waitLog(t, e.access, "no service or workload for hostname: nowhere.default.svc.cluster.local")
 	text := e.metricsText(t)
 	dst := `destination_service="` + echoHost + `"`
 	// From the client's network: the connection on port 80. The one refused on port 81 is not
 	// counted: it was refused before it had a destination, as by ztunnel (a "connection failed"
 	// line).
-	waitLog(t, e.access, "level=WARN", "connection failed", "direction=inbound", "has no target port for port 81")
+	waitLog(t, e.access, "level=WARN", "connection failed", "direction=inbound", "requested service "+echoHost+":81 found, but cannot resolve port")
 	if n := promtext.Sum(text, "istio_tcp_connections_opened_total", `reporter="destination"`, dst, `source_workload="client"`); n != 1 {
 		t.Errorf("connections opened from the client's own network to %s: %v, want 2:\n%s", echoHost, n, text)
 	}
@@ -366,7 +366,7 @@ func TestOutboundDoubleHBONEFailures(t *testing.T) {
 	if got := dial(); got != "" {
 		t.Errorf("through a refusing gateway: echo %q", got)
 	}
-	waitLog(t, east.access, "connection complete", "error=", "via network gateway "+gw.addr.String(), "503", "dst.workload=istio-eastwestgateway-0")
+	waitLog(t, east.access, "connection complete", "dst.addr="+gw.addr.String(), `error="http status: 503 Service Unavailable"`, "dst.workload=istio-eastwestgateway-0")
 
 	// The destination does not present an identity the service names.
 	gw.forwardTo(netip.AddrPortFrom(serverIP, west.ports.InboundHBONE))
@@ -376,7 +376,8 @@ func TestOutboundDoubleHBONEFailures(t *testing.T) {
 	if got := dial(); got != "" {
 		t.Errorf("to the wrong identity: echo %q", got)
 	}
-	waitLog(t, east.access, "connection complete", "response_flags=TLS_FAILURE", "inner tunnel to "+echoHost+":80")
+	waitLog(t, east.access, "connection complete", `error="tls error: inner tunnel to `+echoHost+":80")
+	waitFailed(t, east, "source", "TLS_FAILURE")
 
 	// A service without subjectAltNames: what answers cannot be verified.
 	svc.SubjectAltNames = nil

@@ -63,7 +63,8 @@ type route struct {
 	dstSvc *workload.Service
 }
 
-// errNoHealthyEndpoint is returned for a service VIP with no usable endpoint.
+// errNoHealthyEndpoint is returned for a service VIP with no usable endpoint, or without the
+// port asked for.
 var errNoHealthyEndpoint = errors.New("no healthy upstream")
 
 // errUnknownWaypoint is returned when a waypoint's address or hostname names nothing known.
@@ -104,7 +105,7 @@ func (p *Proxy) resolve(snap *workload.Snapshot, src netip.Addr, srcID identity.
 		}
 		w, port, err := pickEndpoint(snap, svc, dst.Port(), false, srcW)
 		if err != nil {
-			return rt, fmt.Errorf("service %s: %w", svc.Hostname, err)
+			return rt, fmt.Errorf("%w: %s", err, dst) // ztunnel's words: the address, not the service
 		}
 		rt.dstW = w
 		if w.Network != network {
@@ -173,7 +174,8 @@ func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
 func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string, srcW *workload.Workload) error {
 	w, addr, svc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, true)
 	if err != nil {
-		return fmt.Errorf("waypoint %s: %w", gw.Destination, err)
+		// ztunnel's words, whatever kept it from an address of the waypoint.
+		return fmt.Errorf("%w: waypoint %s not found", errUnknownWaypoint, gatewayName(gw.Destination))
 	}
 	if w.Network != p.cfg.Network {
 		// Through its network's gateway, to the waypoint; what it must present is its service's
@@ -255,6 +257,15 @@ func findGateway(snap *workload.Snapshot, gw *workload.GatewayAddress, orig neti
 // known.
 var errUnknownGateway = errors.New("unknown network gateway")
 
+// gatewayName is how an unknown waypoint's or network gateway's error names it: by its
+// hostname, else by its network/address.
+func gatewayName(d workload.GatewayDestination) string {
+	if d.Hostname != nil {
+		return d.Hostname.Hostname
+	}
+	return d.String()
+}
+
 // viaGateway points rt at up, a workload on another network (a service's endpoint, or the
 // waypoint in front of it), through that network's gateway, as ztunnel does: double HBONE. The
 // outer tunnel goes to the gateway (up's NetworkGateway, resolved by findGateway) and must
@@ -289,7 +300,7 @@ func (p *Proxy) viaGateway(snap *workload.Snapshot, rt *route, up *workload.Work
 	}
 	w, addr, gwSvc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, false)
 	if err != nil {
-		return fmt.Errorf("network gateway %s of network %q: %w", gw.Destination, up.Network, err)
+		return fmt.Errorf("%w: network gateway %s not found", errUnknownGateway, gatewayName(gw.Destination))
 	}
 	rt.dstW = w
 	rt.double, rt.hbone = true, true
@@ -386,7 +397,7 @@ func fromWaypoint(snap *workload.Snapshot, gw *workload.GatewayAddress, src neti
 func pickEndpoint(snap *workload.Snapshot, svc *workload.Service, svcPort uint16, waypoint bool, src *workload.Workload) (*workload.Workload, uint16, error) {
 	_, listed := svc.Ports[svcPort]
 	if !listed && !waypoint {
-		return nil, 0, fmt.Errorf("%w: the service has no port %d", errNoHealthyEndpoint, svcPort)
+		return nil, 0, errNoHealthyEndpoint
 	}
 	if src == nil {
 		src = &noWorkload
@@ -722,18 +733,9 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		if tc, ok := client.(*net.TCPConn); ok && consumed > 0 {
 			tc.SetLinger(0)
 		}
-		flags := metrics.FlagConnect
-		var hsErr *handshakeError
-		if errors.As(err, &hsErr) {
-			flags = metrics.FlagTLSFailure
-		}
-		if rt.waypoint {
-			err = fmt.Errorf("connect %s via waypoint %s: %w", rt.target, rt.hboneAddr, err)
-		} else if rt.double {
-			err = fmt.Errorf("connect %s via network gateway %s: %w", rt.authority, rt.hboneAddr, err)
-		} else {
-			err = fmt.Errorf("connect %s: %w", rt.target, err)
-		}
+		// The line's dst.addr and dst.hbone_addr say where it went (a waypoint, a network
+		// gateway); the error says what failed, in ztunnel's words.
+		err, flags := outboundFailure(err)
 		rec.finish(p.access, err, flags, 0, 0)
 		return
 	}
@@ -930,9 +932,8 @@ type handshakeError struct {
 	err  error
 }
 
-func (e *handshakeError) Error() string {
-	return fmt.Sprintf("tls handshake with %s: %v", e.addr, e.err)
-}
+// Error is the handshake's error alone: the access line's dst.addr names the peer.
+func (e *handshakeError) Error() string { return e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
 
 func joinIDs(ids []identity.ID) string {

@@ -47,7 +47,8 @@ type testEnv struct {
 	ca       *certs.LocalCA
 	certs    *certs.Manager
 	proxy    *Proxy
-	access   *logBuffer
+	access   *logBuffer // the access log
+	log      *logBuffer // the proxy's own log
 	app      net.Listener
 	appPort  uint16
 	appConns atomic.Int64 // connections the app accepted
@@ -111,7 +112,7 @@ func newEnv(t testing.TB, pols ...*policy.Authorization) *testEnv {
 // newEnvConfig is newEnv with mod applied to the proxy's Config before New (nil: none).
 func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization) *testEnv {
 	t.Helper()
-	e := &testEnv{store: workload.NewStore(), access: &logBuffer{}}
+	e := &testEnv{store: workload.NewStore(), access: &logBuffer{}, log: &logBuffer{}}
 	var err error
 	e.ca, err = certs.NewFakeCA("cluster.local")
 	if err != nil {
@@ -162,6 +163,7 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 		Baggage:          true, // ztunnel's default (ENABLE_RESPONSE_BAGGAGE)
 		TerminationGrace: 2 * time.Second,
 		AccessLog:        slog.New(slog.NewTextHandler(e.access, nil)),
+		Logger:           slog.New(slog.NewTextHandler(e.log, nil)),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -267,15 +269,15 @@ func TestInboundStatusCodes(t *testing.T) {
 		{"authority neither ip:port nor hostname:port", "server.default", http.StatusBadRequest,
 			append(failed, "no valid authority pseudo header: server.default")},
 		{"authority an unknown service hostname", "server.default:80", http.StatusServiceUnavailable,
-			append(failed, "unknown service hostname server.default")},
+			append(failed, "no service or workload for hostname: server.default")},
 		{"authority is another IP than the connection's", "127.0.0.9:80", http.StatusBadRequest,
 			append(failed, "ip mismatch: 127.0.0.1 != 127.0.0.9")},
 		{"authority is the proxy's own port", netip.AddrPortFrom(serverIP, e.ports.InboundPlain).String(), http.StatusServiceUnavailable,
 			append(failed, "attempted recursive call to ourselves")},
 		{"policy denies", "127.0.0.1:9", http.StatusUnauthorized,
-			append(complete, "response_flags=DENY", "policy rejection")},
+			append(complete, "level=ERROR", `error="connection closed due to policy rejection: explicitly denied by: default/deny-9"`)},
 		{"upstream does not answer", netip.AddrPortFrom(serverIP, closedPort).String(), http.StatusServiceUnavailable,
-			append(complete, "response_flags=CONNECT", "connect to app")},
+			append(complete, "level=ERROR", `error="connection failed: Connection refused (os error 111)"`)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -293,8 +295,10 @@ func TestInboundStatusCodes(t *testing.T) {
 	if n := promtext.Sum(text, "istio_tcp_connections_opened_total", `reporter="destination"`); n != 2 {
 		t.Errorf("%v inbound connections counted, want 2 (the denied one and the unanswered one)", n)
 	}
-	if n := promtext.Sum(text, "istio_tcp_connections_failed_total", `reporter="destination"`); n != 2 {
-		t.Errorf("%v inbound connections counted as failed, want 2", n)
+	for _, flags := range []string{"DENY", "CONNECT"} {
+		if n := promtext.Sum(text, "istio_tcp_connections_failed_total", `reporter="destination"`, `response_flags="`+flags+`"`); n != 1 {
+			t.Errorf("%v inbound connections counted as failed with %s, want 1", n, flags)
+		}
 	}
 
 	// A TLS handshake that fails on 15008 is a "connection failed" line too.
@@ -421,7 +425,14 @@ func TestPolicyChangeClosesLiveConnection(t *testing.T) {
 	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("connection not closed after the policy change: %v", err)
 	}
-	waitLog(t, e.access, "connection complete", "direction=inbound", "response_flags=DENY")
+	// As ztunnel logs it: the access line at error level with the error alone, and a line
+	// of the proxy's that says which policy decision closed it.
+	waitLog(t, e.access, "level=ERROR", "connection complete", "direction=inbound", `error="connection closed due to policy change"`)
+	waitLog(t, e.log, "connection closed because it's no longer allowed after a policy update",
+		"src.identity="+clientID.String(), `reason="explicitly denied by: default/deny-client"`)
+	if n := promtext.Sum(e.metricsText(t), "istio_tcp_connections_failed_total", `reporter="destination"`, `response_flags="DENY"`); n != 1 {
+		t.Errorf("%v inbound connections counted as failed with DENY, want 1", n)
+	}
 }
 
 func TestOutboundRefusesLoopToOwnPort(t *testing.T) {
@@ -588,5 +599,8 @@ func TestOutboundWrongPeerIdentityIsTLSFailure(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("a connection to an impostor read %d bytes, %v; want a reset", n, err)
 	}
-	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.workload=victim", "response_flags=TLS_FAILURE")
+	waitLog(t, e.access, "connection complete", "direction=outbound", "dst.workload=victim", "level=ERROR", `error="tls error: server identity spiffe://cluster.local/ns/default/sa/impostor is not an expected identity`)
+	if n := promtext.Sum(e.metricsText(t), "istio_tcp_connections_failed_total", `reporter="source"`, `response_flags="TLS_FAILURE"`); n != 1 {
+		t.Errorf("%v outbound connections counted as failed with TLS_FAILURE, want 1", n)
+	}
 }

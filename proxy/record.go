@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -173,10 +172,10 @@ type recordNote struct {
 	// authority is dst.hbone_addr when the CONNECT authority names a service by hostname:
 	// double HBONE, on both sides. Set before the connection is tracked.
 	authority hostAuthority
-	// lateDeny is the reason, set when a policy change closed the connection (deny), or
-	// &certRevoked when a reloaded revocation list ended its tunnel (revoke). Set under the
-	// tracker's mutex while the connection is tracked; finish reads it after.
-	lateDeny *string
+	// cut says why the proxy closed the connection while it relayed: a policy change denied
+	// it (deny), or a reloaded revocation list revoked its tunnel's peer (revoke). Set under
+	// the tracker's mutex while the connection is tracked; finish reads it after.
+	cut cutCause
 	// forwarded is the host an inbound HBONE request's Forwarded header named (a waypoint's
 	// or a gateway's), shown by the connection dump. Set before the connection is tracked.
 	forwarded string
@@ -194,12 +193,21 @@ func (r *record) noted() *recordNote {
 	return r.note
 }
 
-// lateDeny returns the note's lateDeny, or nil.
-func (r *record) lateDeny() *string {
+// cutCause is why the proxy closed a relaying connection (recordNote.cut).
+type cutCause uint8
+
+const (
+	notCut     cutCause = iota
+	cutDenied           // a policy update denies it: errPolicyChange, DENY
+	cutRevoked          // its tunnel's peer certificate was revoked: errCertRevoked, CERT_REVOKED
+)
+
+// cut returns the note's cut.
+func (r *record) cut() cutCause {
 	if r.note == nil {
-		return nil
+		return notCut
 	}
-	return r.note.lateDeny
+	return r.note.cut
 }
 
 // hostAuthority is a CONNECT authority that names a service: "hostname:port". It is logged
@@ -211,21 +219,13 @@ func (h hostAuthority) IsValid() bool            { return h != "" }
 func (h hostAuthority) AppendTo(b []byte) []byte { return append(b, h...) }
 func (h hostAuthority) String() string           { return string(h) }
 
-// deny records that a policy change closed the connection, and why. Its caller holds the
-// tracker's mutex.
-func (r *record) deny(reason string) { r.noted().lateDeny = &reason }
-
-// certRevoked is what lateDeny points to when the connection's tunnel was ended because a
-// reloaded revocation list revoked its peer's certificate; errCertRevoked is then the error
-// its record ends with (ztunnel's words), and its response flag CERT_REVOKED.
-var (
-	certRevoked    = "certificate revoked"
-	errCertRevoked = errors.New("connection closed: peer certificate revoked by CRL")
-)
+// deny records that a policy change closed the connection. Its caller holds the tracker's
+// mutex.
+func (r *record) deny() { r.noted().cut = cutDenied }
 
 // revoke records that the connection's tunnel is ended because its peer's certificate was
 // revoked. Its caller holds the tracker's mutex.
-func (r *record) revoke() { r.noted().lateDeny = &certRevoked }
+func (r *record) revoke() { r.noted().cut = cutRevoked }
 
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
@@ -347,12 +347,11 @@ func (r *record) open(reg *metrics.Registry) {
 // (client to server), toClient the response direction. A relaying connection is untracked
 // first (connState.Ended), so that no flush or re-evaluation runs under it.
 func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toClient int64) {
-	var lateDeny string
-	switch ld := r.lateDeny(); {
-	case ld == &certRevoked:
+	switch r.cut() {
+	case cutDenied:
+		flags, err = metrics.FlagDeny, errPolicyChange
+	case cutRevoked:
 		flags, err = metrics.FlagCertRevoked, errCertRevoked
-	case ld != nil && *ld != "":
-		lateDeny, flags = *ld, metrics.FlagDeny
 	}
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect
@@ -417,21 +416,12 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	ln.Int("bytes_sent", sent)
 	ln.Int("bytes_recv", recv)
 	ln.Millis("duration", r.start.since())
-	if flags != "" && flags != metrics.FlagNone {
-		ln.Str("response_flags", flags)
-	}
-	if lateDeny != "" {
-		ln.Str("reason", lateDeny)
-	}
+	// The response flags are the metrics'; ztunnel's line has only the error.
 	if err != nil {
 		ln.Str("error", err.Error())
 	}
 	ln.End()
 }
-
-// errSelfCall is the error of a connection refused because it was addressed to one of the
-// proxy's own ports (ztunnel's words).
-var errSelfCall = errors.New("attempted recursive call to ourselves")
 
 // earlyDeny logs a connection refused before the proxy knew enough of it to count it, as
 // ztunnel's "connection failed" line: at warning level, with the two addresses, the direction

@@ -17,7 +17,7 @@ import (
 type recordCase struct {
 	name     string
 	rec      func() *record
-	lateDeny string
+	lateDeny bool
 	err      error
 	flags    string
 	toServer int64
@@ -69,7 +69,7 @@ func recordCases() []recordCase {
 		{name: "tls failure", rec: func() *record { return newTestRecord("outbound") }, err: errors.New("handshake"), flags: metrics.FlagTLSFailure},
 		{name: "baggage source", rec: fromBaggage, flags: metrics.FlagNone, toServer: 3, toClient: 4},
 		{name: "baggage destination", rec: toBaggage, flags: metrics.FlagNone, toServer: 5, toClient: 6},
-		{name: "late deny", rec: func() *record { return newTestRecord("inbound") }, lateDeny: "policy changed", flags: metrics.FlagNone, toServer: 9, toClient: 10},
+		{name: "late deny", rec: func() *record { return newTestRecord("inbound") }, lateDeny: true, flags: metrics.FlagNone, toServer: 9, toClient: 10},
 	}
 }
 
@@ -87,8 +87,8 @@ func finishAll(t *testing.T, reg *metrics.Registry, f logging.Format) string {
 	log := accessLogger(&buf, f, "info").Logger("access")
 	for _, c := range recordCases() {
 		r := c.rec()
-		if c.lateDeny != "" {
-			r.deny(c.lateDeny)
+		if c.lateDeny {
+			r.deny()
 		}
 		r.open(reg)
 		r.toServer.Add(c.toServer / 2)
@@ -158,21 +158,21 @@ func TestRecordHostAuthority(t *testing.T) {
 		{logging.Text, " dst.hbone_addr=" + authority + " "},
 		{logging.JSON, `,"dst.hbone_addr":"` + authority + `",`},
 	} {
-		for _, lateDeny := range []string{"", "policy changed"} {
+		for _, lateDeny := range []bool{false, true} {
 			var buf bytes.Buffer
 			r := newTestRecord("outbound")
 			r.hboneAddr = addr{}
 			r.noted().authority = authority
-			if lateDeny != "" {
-				r.deny(lateDeny)
+			if lateDeny {
+				r.deny()
 			}
 			r.open(metrics.New("ztunnel", "test"))
 			r.finish(accessLogger(&buf, c.format, "info").Logger("access"), nil, metrics.FlagNone, 1, 2)
 			line := buf.String()
 			if strings.Count(line, "dst.hbone_addr") != 1 || !strings.Contains(line, c.want) {
-				t.Errorf("%v, late deny %q: want %q in %s", c.format, lateDeny, c.want, line)
+				t.Errorf("%v, late deny %v: want %q in %s", c.format, lateDeny, c.want, line)
 			}
-			if lateDeny != "" && !strings.Contains(line, "policy changed") {
+			if lateDeny && !strings.Contains(line, errPolicyChange.Error()) {
 				t.Errorf("%v: the late denial is lost: %s", c.format, line)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
@@ -149,8 +150,8 @@ func TestCRLReloadEndsTunnels(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	e.revoke(t, e.serialOf(t, clientID)) // WatchPolicies sweeps
 	waitClosed(t, c, "the connection over a revoked client's tunnel")
-	waitLog(t, e.access, "connection complete", "direction=inbound", "response_flags=CERT_REVOKED",
-		`error="connection closed: peer certificate revoked by CRL"`)
+	waitLog(t, e.access, "connection complete", "direction=inbound", `error="connection closed: peer certificate revoked by CRL"`)
+	waitFailed(t, e.testEnv, "destination", "CERT_REVOKED")
 	testwait.Until(t, "the idle tunnel to end", 5*time.Second, func() bool {
 		_, err := connect(idle, netip.AddrPortFrom(serverIP, e.appPort).String())
 		return err != nil
@@ -186,7 +187,8 @@ func TestCRLReloadEndsOutboundTunnel(t *testing.T) {
 	c := e.liveConn(t)
 	e.revoke(t, e.serialOf(t, serverID))
 	waitClosed(t, c, "the connection over a tunnel to a revoked server")
-	waitLog(t, e.access, "connection complete", "direction=outbound", "response_flags=CERT_REVOKED")
+	waitLog(t, e.access, "connection complete", "direction=outbound", `error="connection closed: peer certificate revoked by CRL"`)
+	waitFailed(t, e.testEnv, "source", "CERT_REVOKED")
 	waitMetric(t, e.testEnv, `istio_crl_policy_rejections_total{reporter="source"} 1`)
 }
 
@@ -213,7 +215,8 @@ func TestCRLReloadEndsInnerTunnel(t *testing.T) {
 		t.Fatalf("the sweep ended %d tunnels, want the inner one", n)
 	}
 	waitClosed(t, c, "the connection over a revoked inner tunnel")
-	waitLog(t, east.access, "connection complete", "direction=outbound", "response_flags=CERT_REVOKED")
+	waitLog(t, east.access, "connection complete", "direction=outbound", `error="connection closed: peer certificate revoked by CRL"`)
+	waitFailed(t, east, "source", "CERT_REVOKED")
 	testwait.Until(t, "the inner tunnel to be forgotten", 5*time.Second, func() bool { return tracked() == 1 })
 	if v := east.metricValue(t, `istio_crl_policy_rejections_total{reporter="source"}`); v != 1 {
 		t.Errorf("source rejections %v, want 1", v)
@@ -288,6 +291,14 @@ func waitMetric(t *testing.T, e *testEnv, sub string) {
 		}
 	}()
 	testwait.Until(t, sub, 5*time.Second, func() bool { return strings.Contains(e.metricsText(t), sub) })
+}
+
+// waitFailed waits for a connection counted as failed by reporter, with flags.
+func waitFailed(t *testing.T, e *testEnv, reporter, flags string) {
+	t.Helper()
+	testwait.Until(t, reporter+" failure with "+flags, 5*time.Second, func() bool {
+		return promtext.Has(e.metricsText(t), "istio_tcp_connections_failed_total", `reporter="`+reporter+`"`, `response_flags="`+flags+`"`)
+	})
 }
 
 // metricValue returns the value of the series named exactly by series, 0 when absent.

@@ -300,11 +300,11 @@ func TestOutboundWaypointFailures(t *testing.T) {
 		wantLog []string
 	}{
 		{"waypoint with another identity", waypointAt(wp.addr),
-			[]string{"connection complete", "dst.service=" + echoHost, "dst.workload=waypoint", "response_flags=TLS_FAILURE", "via waypoint " + wp.addr.String()}},
+			[]string{"connection complete", "dst.service=" + echoHost, "dst.workload=waypoint", "dst.addr=" + wp.addr.String(), `error="tls error: server identity`}},
 		{"unknown waypoint address", waypointAt(netip.MustParseAddrPort("127.0.0.99:15008")),
-			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", "unknown waypoint"}},
+			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", `error="unknown waypoint: waypoint /127.0.0.99 not found"`}},
 		{"unknown waypoint hostname", waypointNamed("default", "nowhere.default.svc.cluster.local", 15008),
-			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", "unknown waypoint"}},
+			[]string{"level=WARN", "connection failed", "dst.addr=" + netip.AddrPortFrom(echoVIP, 80).String(), "direction=outbound", `error="unknown waypoint: waypoint nowhere.default.svc.cluster.local not found"`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
