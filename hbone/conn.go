@@ -595,10 +595,11 @@ func (c *conn) writeDataLocked(id uint32, p []byte, end bool) error {
 }
 
 // noIndex reports header names whose values differ on every stream: Forwarded carries the
-// client's address and port. Indexed, each would take a place in both ends' HPACK dynamic
-// tables (with the map entries that index them) only to evict entries that do repeat, such as
-// the :authority of a busy destination. They go out as never-indexed literals.
-func noIndex(name string) bool { return name == "forwarded" }
+// client's address and port, traceparent a new trace. Indexed, each would take a place in both
+// ends' HPACK dynamic tables (with the map entries that index them) only to evict entries that
+// do repeat, such as the :authority of a busy destination, and keep its value alive there. They
+// go out as never-indexed literals.
+func noIndex(name string) bool { return name == "forwarded" || name == "traceparent" }
 
 // writeHeadersLocked encodes fields (name, value pairs) and writes them as
 // HEADERS plus CONTINUATION frames. wmu must be held.

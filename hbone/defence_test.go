@@ -687,15 +687,19 @@ func TestClientIdleFrameFloods(t *testing.T) {
 	}
 }
 
-// TestForwardedNotIndexed: the Forwarded header, different on every stream (the client's
-// address and port), goes out as a never-indexed literal, so it takes no place in either end's
-// HPACK dynamic table; the other request fields stay indexable.
+// TestForwardedNotIndexed: the Forwarded and traceparent headers, different on every stream
+// (the client's address and port, a new trace), go out as never-indexed literals, so they take
+// no place in either end's HPACK dynamic table; the other request fields stay indexable.
 func TestForwardedNotIndexed(t *testing.T) {
 	p := newRawServer(t)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80", Header: Header{{Name: "forwarded", Value: `for="10.0.0.2:40000"`}}})
+		s, err := p.cc.Connect(ctx, &Request{Authority: "10.0.0.1:80", Header: Header{
+			{Name: "forwarded", Value: `for="10.0.0.2:40000"`},
+			{Name: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+			{Name: "baggage", Value: "k8s.namespace.name=default"},
+		}})
 		if err == nil {
 			s.Close()
 		}
@@ -709,20 +713,20 @@ func TestForwardedNotIndexed(t *testing.T) {
 		if !ok {
 			continue
 		}
-		var sawForwarded bool
+		saw := 0
 		for _, hf := range h.Fields {
 			switch {
-			case hf.Name == "forwarded":
-				sawForwarded = true
+			case hf.Name == "forwarded" || hf.Name == "traceparent":
+				saw++
 				if !hf.Sensitive {
-					t.Errorf("forwarded went out indexable")
+					t.Errorf("%s went out indexable", hf.Name)
 				}
 			case hf.Sensitive:
 				t.Errorf("%s went out never-indexed", hf.Name)
 			}
 		}
-		if !sawForwarded {
-			t.Fatalf("no forwarded field in %v", h.Fields)
+		if saw != 2 {
+			t.Fatalf("no forwarded or traceparent field in %v", h.Fields)
 		}
 		return
 	}

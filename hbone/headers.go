@@ -202,6 +202,11 @@ func (c *conn) onField(f hpack.HeaderField) {
 	switch {
 	case !pseudo:
 		if c.server || h.keep {
+			if h.header == nil {
+				// One allocation for the fields of a ztunnel's request (forwarded, baggage,
+				// traceparent), instead of one per growth.
+				h.header = make(Header, 0, 3)
+			}
 			h.header = append(h.header, Field{Name: f.Name, Value: f.Value})
 		}
 	case f.Name == ":method":

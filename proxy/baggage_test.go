@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,20 @@ func TestBaggage(t *testing.T) {
 		"service.version=v1,cloud.region=r1,cloud.availability_zone=z1"
 	if reqs := wp.requests(); len(reqs) != 1 || reqs[0].baggage != want {
 		t.Errorf("the waypoint got %+v, want one request with baggage %q", reqs, want)
+	}
+	// A second connection: each CONNECT starts a trace of its own (traceparent), as ztunnel's.
+	if got := roundTrip(t, e.socksDialFrom(t, clientIP, netip.AddrPortFrom(echoVIP, 80)), "again"); got != "again" {
+		t.Fatalf("echo through the waypoint = %q", got)
+	}
+	traceparent := regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-00$`)
+	reqs := wp.requests()
+	for _, r := range reqs {
+		if !traceparent.MatchString(r.traceparent) || r.forwarded == "" {
+			t.Errorf("the waypoint got traceparent %q and forwarded %q, want a W3C trace context and the client", r.traceparent, r.forwarded)
+		}
+	}
+	if len(reqs) == 2 && reqs[0].traceparent == reqs[1].traceparent {
+		t.Errorf("two connections sent the same traceparent %q", reqs[0].traceparent)
 	}
 
 	// Inbound: the answer, and the client's description.

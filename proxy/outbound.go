@@ -827,15 +827,34 @@ const earlyMax = 16 << 10
 var earlyPool = sync.Pool{New: func() any { return new([earlyMax]byte) }}
 
 // requestHeader returns the fields of an outbound CONNECT, as ztunnel sends them: forwarded
-// (see forwarded) and the baggage that describes the client's workload srcW (nil: unknown, then
-// none), which lets the server's telemetry name a client it has no record of.
+// (for="<client ip:port>", with ;host=<hostname> when the app addressed service svc), the
+// baggage that describes the client's workload srcW (nil: unknown, then none), which lets the
+// server's telemetry name a client it has no record of, and traceparent, a new W3C trace
+// context for each connection (version 00, random trace and parent ids, no flags), which
+// ztunnel's log lines carry on both sides. The two values made here share one allocation.
 func requestHeader(src netip.AddrPort, svc *workload.Service, srcW *workload.Workload) hbone.Header {
-	h := hbone.Header{{Name: "forwarded", Value: forwarded(src, svc)}, {Name: baggageHeader}}
-	if srcW != nil {
-		h[1].Value = srcW.Baggage()
+	host := ""
+	if svc != nil {
+		host = svc.Hostname
 	}
-	if h[1].Value == "" {
-		h = h[:1]
+	var b strings.Builder
+	b.Grow(len(`for="[]:65535";host=`) + len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") + len(host) + traceparentLen)
+	var buf [64]byte
+	b.WriteString(`for="`)
+	b.Write(src.AppendTo(buf[:0]))
+	b.WriteByte('"')
+	if host != "" {
+		b.WriteString(";host=")
+		b.WriteString(host)
+	}
+	n := b.Len()
+	b.Write(appendTraceparent(buf[:0]))
+	values := b.String()
+	h := append(make(hbone.Header, 0, 3), hbone.Field{Name: "forwarded", Value: values[:n]}, hbone.Field{Name: traceparentHeader, Value: values[n:]})
+	if srcW != nil {
+		if bg := srcW.Baggage(); bg != "" {
+			h = append(h, hbone.Field{Name: baggageHeader, Value: bg})
+		}
 	}
 	return h
 }
@@ -844,14 +863,30 @@ func requestHeader(src netip.AddrPort, svc *workload.Service, srcW *workload.Wor
 // either end of a tunnel (workload.Workload.Baggage).
 const baggageHeader = "baggage"
 
-// forwarded is ztunnel's Forwarded header: for="ip:port", and ;host=<service hostname> when
-// the app addressed a service.
-func forwarded(src netip.AddrPort, svc *workload.Service) string {
-	v := `for="` + src.String() + `"`
-	if svc != nil {
-		v += ";host=" + svc.Hostname
+// traceparentHeader is the W3C trace context header; traceparentLen the length of its value.
+const (
+	traceparentHeader = "traceparent"
+	traceparentLen    = len("00-") + 32 + len("-") + 16 + len("-00")
+)
+
+// appendTraceparent appends a traceparent value of a new trace: version 00, a random trace
+// id and parent id, no flags.
+func appendTraceparent(b []byte) []byte {
+	b = append(b, "00-"...)
+	b = appendHex64(b, rand.Uint64())
+	b = appendHex64(b, rand.Uint64())
+	b = append(b, '-')
+	b = appendHex64(b, rand.Uint64())
+	return append(b, "-00"...)
+}
+
+// appendHex64 appends v as 16 lower-case hex digits.
+func appendHex64(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, digits[v>>uint(shift)&0xf])
 	}
-	return v
+	return b
 }
 
 // dialUpstream makes a TCP connection carrying the proxy's socket options, from src when valid.

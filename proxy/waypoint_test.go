@@ -38,10 +38,11 @@ const (
 
 // waypointRequest is what a test waypoint saw of one CONNECT.
 type waypointRequest struct {
-	authority string
-	forwarded string
-	peer      identity.ID // the client certificate's identity
-	baggage   string
+	authority   string
+	forwarded   string
+	peer        identity.ID // the client certificate's identity
+	baggage     string
+	traceparent string
 }
 
 type testWaypoint struct {
@@ -79,7 +80,7 @@ func (e *testEnv) startWaypoint(t *testing.T, addr netip.AddrPort, id identity.I
 	serveHBONETLS(t, l, e.certs.ServerConfig(id), func(peer identity.ID) hbone.Handler {
 		return hbone.HandlerFunc(func(s *hbone.Stream, req *hbone.Request) {
 			wp.mu.Lock()
-			wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer, req.Header.Get("Baggage")})
+			wp.reqs = append(wp.reqs, waypointRequest{req.Authority, req.Header.Get("Forwarded"), peer, req.Header.Get("Baggage"), req.Header.Get("Traceparent")})
 			peek := wp.peek
 			wp.mu.Unlock()
 			var first [64]byte
@@ -247,7 +248,7 @@ func TestOutboundToWaypoint(t *testing.T) {
 					t.Fatalf("waypoint saw %d requests and the app %d connections, want 1 and 0", len(reqs), gotApps)
 				}
 				// Both clients are workloads of namespace default and nothing else known.
-				want := waypointRequest{c.dst.String(), `for="` + local + `"` + c.wantFwd, identity.ID{}, "k8s.namespace.name=default"}
+				want := waypointRequest{c.dst.String(), `for="` + local + `"` + c.wantFwd, identity.ID{}, "k8s.namespace.name=default", reqs[0].traceparent}
 				want.peer, _ = identity.Parse(map[netip.Addr]string{clientIP: clientID.String(), waypointIP: waypointID.String()}[c.src])
 				if reqs[0] != want {
 					t.Errorf("waypoint got %+v, want %+v", reqs[0], want)
