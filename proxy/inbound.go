@@ -173,7 +173,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	default:
 		rec.noted().forwarded = strings.Clone(fwd) // not the whole header's string
 	}
-	rec.open(p.cfg.Metrics)
+	rec.open(p.cfg.Metrics, p.access)
 
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
@@ -401,7 +401,7 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 		return
 	}
 	rec.dstSvc = inboundService(snap, rec.dstW, nil, "", dst.Port())
-	rec.open(p.cfg.Metrics)
+	rec.open(p.cfg.Metrics, p.access)
 	pt, pc := rec.policyInputs()
 	if d := snap.Policies().Evaluate(pt, &pc); !d.Allow {
 		c.Close()

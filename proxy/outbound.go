@@ -654,14 +654,14 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		rec.noted().origDst = orig // a VIP, or through a gateway: the dump shows it (Connections)
 	}
 	if rt.hbone && rec.srcID.IsZero() {
-		rec.open(p.cfg.Metrics)
+		rec.open(p.cfg.Metrics, p.access)
 		rec.finish(p.access, errors.New("unknown source workload: no identity for HBONE"), metrics.FlagIdentity, 0, 0)
 		return
 	}
 	if !rt.double {
 		// Through a network gateway, the connection is counted once the inner tunnel answered,
 		// whose baggage names the destination, as ztunnel counts it.
-		rec.open(p.cfg.Metrics)
+		rec.open(p.cfg.Metrics, p.access)
 	}
 	st.closer = client
 	p.conns.add(st)
@@ -678,7 +678,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	consumed := 0 // bytes read from the client before it was connected (early data)
 	if rt.double {
 		upstream, err = p.connectDouble(deadline, &rt, rec, src)
-		rec.open(p.cfg.Metrics)
+		rec.open(p.cfg.Metrics, p.access)
 	} else if rt.hbone {
 		req := &hbone.Request{
 			Method:    http.MethodConnect,

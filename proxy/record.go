@@ -334,13 +334,15 @@ func orName(a, b string) string {
 	return b
 }
 
-// open counts the connection as opened.
-func (r *record) open(reg *metrics.Registry) {
+// open counts the connection as opened and writes its "connection opened" line to the
+// access log (at debug level, as ztunnel does).
+func (r *record) open(reg *metrics.Registry, log *slog.Logger) {
 	reporter := metrics.ReporterSource
 	if r.inbound() {
 		reporter = metrics.ReporterDestination
 	}
 	r.m = reg.Open(r.labels(reporter))
+	r.logOpened(log)
 }
 
 // finish counts the close and writes the access log. toServer is the request direction
@@ -375,6 +377,20 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	if ln == nil {
 		return
 	}
+	r.logFields(ln)
+	ln.Int("bytes_sent", sent)
+	ln.Int("bytes_recv", recv)
+	ln.Millis("duration", r.start.since())
+	// The response flags are the metrics'; ztunnel's line has only the error.
+	if err != nil {
+		ln.Str("error", err.Error())
+	}
+	ln.End()
+}
+
+// logFields adds the fields that both of a connection's access lines have: its ends, as
+// ztunnel names them, and its direction.
+func (r *record) logFields(ln *logging.Line) {
 	srcIDs, dstIDs := r.ids()
 	// Addresses go in as values with AppendTo: ztunnel writes them bare, strings quoted. They go
 	// in by pointer (the record outlives the line): boxing an addr would allocate.
@@ -413,13 +429,16 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 	}
 	optStr(ln, "dst.cluster", dstCluster)
 	ln.Str("direction", r.direction())
-	ln.Int("bytes_sent", sent)
-	ln.Int("bytes_recv", recv)
-	ln.Millis("duration", r.start.since())
-	// The response flags are the metrics'; ztunnel's line has only the error.
-	if err != nil {
-		ln.Str("error", err.Error())
+}
+
+// logOpened writes ztunnel's "connection opened" access line, at debug level: the fields of
+// the connection's "connection complete" line known when it opens (logFields).
+func (r *record) logOpened(log *slog.Logger) {
+	ln := logging.Begin(log, slog.LevelDebug, "connection opened")
+	if ln == nil {
+		return
 	}
+	r.logFields(ln)
 	ln.End()
 }
 

@@ -35,11 +35,12 @@ func TestRecordAllocs(t *testing.T) {
 		{"no access log", "warn", logging.Text, 1},
 		{"text access log", "info", logging.Text, 1},
 		{"json access log", "info", logging.JSON, 1},
+		{"debug access log, with the opened line", "debug", logging.Text, 1},
 	} {
 		log := accessLogger(io.Discard, tc.format, tc.level).Logger("access")
 		run := func() {
 			r := newTestRecord("outbound")
-			r.open(reg)
+			r.open(reg, log)
 			r.toServer.Add(1)
 			r.flush()
 			r.finish(log, nil, metrics.FlagNone, 1, 1)

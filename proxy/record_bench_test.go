@@ -77,7 +77,7 @@ func BenchmarkRecordOpenFinish(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				r := newTestRecord("inbound")
-				r.open(reg)
+				r.open(reg, log)
 				r.toServer.Add(1)
 				r.toClient.Add(1)
 				r.flush()

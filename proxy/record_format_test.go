@@ -90,7 +90,7 @@ func finishAll(t *testing.T, reg *metrics.Registry, f logging.Format) string {
 		if c.lateDeny {
 			r.deny()
 		}
-		r.open(reg)
+		r.open(reg, log)
 		r.toServer.Add(c.toServer / 2)
 		r.flush()
 		r.finish(log, c.err, c.flags, c.toServer, c.toClient)
@@ -166,8 +166,9 @@ func TestRecordHostAuthority(t *testing.T) {
 			if lateDeny {
 				r.deny()
 			}
-			r.open(metrics.New("ztunnel", "test"))
-			r.finish(accessLogger(&buf, c.format, "info").Logger("access"), nil, metrics.FlagNone, 1, 2)
+			log := accessLogger(&buf, c.format, "info").Logger("access")
+			r.open(metrics.New("ztunnel", "test"), log)
+			r.finish(log, nil, metrics.FlagNone, 1, 2)
 			line := buf.String()
 			if strings.Count(line, "dst.hbone_addr") != 1 || !strings.Contains(line, c.want) {
 				t.Errorf("%v, late deny %v: want %q in %s", c.format, lateDeny, c.want, line)
@@ -175,6 +176,35 @@ func TestRecordHostAuthority(t *testing.T) {
 			if lateDeny && !strings.Contains(line, errPolicyChange.Error()) {
 				t.Errorf("%v: the late denial is lost: %s", c.format, line)
 			}
+		}
+	}
+}
+
+// TestConnectionOpenedLine: with the access log at debug level, a connection's record writes
+// ztunnel's "connection opened" line when it opens, with the fields of its "connection complete"
+// line known then (everything up to direction), and none at info level.
+func TestConnectionOpenedLine(t *testing.T) {
+	for _, level := range []string{"debug", "info"} {
+		var buf bytes.Buffer
+		log := accessLogger(&buf, logging.Text, level).Logger("access")
+		r := newTestRecord("outbound")
+		r.open(metrics.New("ztunnel", "test"), log)
+		r.finish(log, nil, metrics.FlagNone, 1, 2)
+		lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+		if level == "info" {
+			if len(lines) != 1 || strings.Contains(lines[0], "connection opened") {
+				t.Errorf("at info level: %q, want the complete line alone", lines)
+			}
+			continue
+		}
+		if len(lines) != 2 {
+			t.Fatalf("at debug level: %q, want the opened and the complete line", lines)
+		}
+		_, opened, _ := strings.Cut(lines[0], "\tdebug\taccess\tconnection opened\t")
+		_, complete, _ := strings.Cut(lines[1], "\tinfo\taccess\tconnection complete\t")
+		fields, _, _ := strings.Cut(complete, " bytes_sent=")
+		if opened == "" || opened != fields || !strings.HasSuffix(opened, `direction="outbound"`) {
+			t.Errorf("opened line %q, want the fields %q", lines[0], fields)
 		}
 	}
 }
