@@ -84,7 +84,7 @@ func (st *connState) Ended(_, _ int64, err error) {
 			}
 		}
 	}
-	rec.finish(p.access, benign(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())
+	rec.finish(p.access, relayErr(err), metrics.FlagNone, rec.toServer.Load(), rec.toClient.Load())
 	st.end()
 }
 

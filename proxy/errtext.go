@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/net/http2"
+
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
 )
 
 // The error of a connection that failed is what its access log line's error field says.
@@ -119,4 +122,16 @@ func outboundFailure(err error) (error, string) {
 		return networkPolicyError(err), metrics.FlagNetworkPolicy
 	}
 	return ioError(err), metrics.FlagConnect
+}
+
+// relayErr is the error a relayed connection's record ends with (err is the relay's). A peer
+// that went away ungracefully during the relay is not an error, as ztunnel's copy does not
+// report one: a reset, a broken pipe, an unexpected EOF (netutil.IsDisconnect), or an HBONE
+// stream that the client's ztunnel cancelled because its client reset.
+func relayErr(err error) error {
+	var re *hbone.ResetError
+	if netutil.IsDisconnect(err) || errors.As(err, &re) && re.Remote && re.Code == http2.ErrCodeCancel {
+		return nil
+	}
+	return benign(err)
 }

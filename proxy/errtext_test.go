@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -155,5 +156,22 @@ func TestOutboundHBONEConnectTimeoutIsNetworkPolicy(t *testing.T) {
 				`error="connection timed out, maybe a NetworkPolicy is blocking HBONE port 15008: Connection timed out (os error 110)"`)
 			waitFailed(t, e, "source", "NETWORK_POLICY")
 		})
+	}
+}
+
+// TestResetIsNotAnError: a client that resets its connection during the relay ends it as
+// ztunnel reports it: a complete connection, at info level, without an error (ztunnel's copy
+// ignores resets, broken pipes and unexpected EOFs), on both sides.
+func TestResetIsNotAnError(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	local := c.LocalAddr().String()
+	echoOnce(t, c)
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close() // a reset
+	waitLog(t, e.access, "level=INFO", "connection complete", "direction=outbound", "src.addr="+local, "bytes_sent=1")
+	waitLog(t, e.access, "level=INFO", "connection complete", "direction=inbound", "bytes_recv=1")
+	if strings.Contains(e.access.String(), "error=") {
+		t.Errorf("a reset was logged as an error:\n%s", e.access.String())
 	}
 }
