@@ -175,12 +175,28 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 	}
 }
 
-// closeAll closes every tracked connection and returns how many there were.
+// markDrained marks the records of the relaying connections as closed by the drain (the
+// error they end with), before anything closes them.
+func (t *tracker) markDrained() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.conns {
+		if c.relaying {
+			c.rec.drained()
+		}
+	}
+}
+
+// closeAll closes every tracked connection and returns how many there were. The relaying
+// ones end with the drain's error (markDrained).
 func (t *tracker) closeAll() int {
 	t.mu.Lock()
 	closers := make([]io.Closer, 0, len(t.conns))
 	for _, c := range t.conns {
 		closers = append(closers, c.closer)
+		if c.relaying {
+			c.rec.drained()
+		}
 	}
 	t.mu.Unlock()
 	for _, c := range closers {

@@ -28,6 +28,9 @@ var (
 	// errCertRevoked ends a connection whose tunnel's peer certificate a reloaded revocation
 	// list revokes (its response flag CERT_REVOKED).
 	errCertRevoked = errors.New("connection closed: peer certificate revoked by CRL")
+	// errClosedFromDrain ends a connection that the proxy's drain closed: at its deadline, or
+	// at once when the proxy stops (its pod was deleted).
+	errClosedFromDrain = errors.New("connection closed due to connection drain")
 	// errSelfCall refuses a connection addressed to one of the proxy's own ports.
 	errSelfCall = errors.New("attempted recursive call to ourselves")
 )

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -173,5 +174,28 @@ func TestResetIsNotAnError(t *testing.T) {
 	waitLog(t, e.access, "level=INFO", "connection complete", "direction=inbound", "bytes_recv=1")
 	if strings.Contains(e.access.String(), "error=") {
 		t.Errorf("a reset was logged as an error:\n%s", e.access.String())
+	}
+}
+
+// TestDrainClosesWithZtunnelsError: the connections a drain closes (here the proxy stopped at
+// once, as for a deleted pod) end as ztunnel's do: at error level with "connection closed due
+// to connection drain", and not counted as failures.
+func TestDrainClosesWithZtunnelsError(t *testing.T) {
+	e := newEnv(t)
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	defer c.Close()
+	echoOnce(t, c)
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	e.proxy.Drain(stopped)
+	for _, dir := range []string{"outbound", "inbound"} {
+		waitLog(t, e.access, "level=ERROR", "connection complete", "direction="+dir, `error="connection closed due to connection drain"`)
+	}
+	text := e.metricsText(t)
+	if n := promtext.Sum(text, "istio_tcp_connections_failed_total"); n != 0 {
+		t.Errorf("%v drained connections counted as failed, want none", n)
+	}
+	if n := promtext.Sum(text, "istio_tcp_connections_closed_total", `response_flags="-"`); n != 2 {
+		t.Errorf("%v connections closed without flags, want the 2 legs", n)
 	}
 }

@@ -366,10 +366,17 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	p.cancelHandshake()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.TerminationGrace)
 	defer cancel()
+	// The HBONE server closes its connections when its context ends, which must come after
+	// the records of the streams it cuts are marked as closed by the drain.
+	serverCtx, stopServer := context.WithCancel(context.Background())
+	context.AfterFunc(ctx, func() {
+		p.conns.markDrained()
+		stopServer()
+	})
 	shutdownDone := make(chan struct{})
 	go func() {
 		defer close(shutdownDone)
-		p.server.Shutdown(ctx)
+		p.server.Shutdown(serverCtx)
 	}()
 	p.conns.waitEmpty(ctx)
 	<-shutdownDone

@@ -200,6 +200,7 @@ const (
 	notCut     cutCause = iota
 	cutDenied           // a policy update denies it: errPolicyChange, DENY
 	cutRevoked          // its tunnel's peer certificate was revoked: errCertRevoked, CERT_REVOKED
+	cutDrained          // the proxy's drain closed it: errClosedFromDrain, flags unchanged
 )
 
 // cut returns the note's cut.
@@ -226,6 +227,14 @@ func (r *record) deny() { r.noted().cut = cutDenied }
 // revoke records that the connection's tunnel is ended because its peer's certificate was
 // revoked. Its caller holds the tracker's mutex.
 func (r *record) revoke() { r.noted().cut = cutRevoked }
+
+// drained records that the proxy's drain closed the connection (its deadline passed, or the
+// proxy stopped at once). Its caller holds the tracker's mutex.
+func (r *record) drained() {
+	if r.cut() == notCut {
+		r.noted().cut = cutDrained
+	}
+}
 
 // ids returns the SPIFFE URIs of srcID and dstID ("" for a zero identity).
 func (r *record) ids() (src, dst string) { return r.srcID.URI(), r.dstID.URI() }
@@ -354,6 +363,8 @@ func (r *record) finish(log *slog.Logger, err error, flags string, toServer, toC
 		flags, err = metrics.FlagDeny, errPolicyChange
 	case cutRevoked:
 		flags, err = metrics.FlagCertRevoked, errCertRevoked
+	case cutDrained:
+		err = errClosedFromDrain // ztunnel records it with the flags it had: not a failure
 	}
 	if flags == "" && err != nil {
 		flags = metrics.FlagConnect
