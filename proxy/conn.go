@@ -175,28 +175,29 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 	}
 }
 
-// markDrained marks the records of the relaying connections as closed by the drain (the
-// error they end with), before anything closes them.
-func (t *tracker) markDrained() {
+// eachRelaying calls f with the record of every relaying connection, under the mutex.
+func (t *tracker) eachRelaying(f func(*record)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, c := range t.conns {
 		if c.relaying {
-			c.rec.drained()
+			f(&c.rec)
 		}
 	}
 }
 
+// markDrained marks the records of the relaying connections as closed by the drain (the
+// error they end with), before anything closes them.
+func (t *tracker) markDrained() { t.eachRelaying((*record).drained) }
+
 // closeAll closes every tracked connection and returns how many there were. The relaying
 // ones end with the drain's error (markDrained).
 func (t *tracker) closeAll() int {
+	t.markDrained()
 	t.mu.Lock()
 	closers := make([]io.Closer, 0, len(t.conns))
 	for _, c := range t.conns {
 		closers = append(closers, c.closer)
-		if c.relaying {
-			c.rec.drained()
-		}
 	}
 	t.mu.Unlock()
 	for _, c := range closers {
@@ -206,15 +207,7 @@ func (t *tracker) closeAll() int {
 }
 
 // flushBytes adds the bytes every live connection moved since the last flush to the metrics.
-func (t *tracker) flushBytes() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, c := range t.conns {
-		if c.relaying {
-			c.rec.flush()
-		}
-	}
-}
+func (t *tracker) flushBytes() { t.eachRelaying((*record).flush) }
 
 // denial is an inbound connection that a policy update denied, as the proxy logs it.
 type denial struct {

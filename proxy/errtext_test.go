@@ -16,25 +16,12 @@ import (
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/metrics"
-	"github.com/ztunnel-go/ztunnel/workload"
 )
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
 
 // TestIOTextIsRusts checks that a real failed connect and a connect deadline read as Rust's
 // std::io::Error writes them, which is what ztunnel's lines say.
 func TestIOTextIsRusts(t *testing.T) {
-	_, refused := net.Dial("tcp", closedPort(t))
+	_, refused := net.Dial("tcp", netip.AddrPortFrom(serverIP, freePort(t)).String())
 	if refused == nil {
 		t.Fatal("dial to a closed port succeeded")
 	}
@@ -69,7 +56,7 @@ func TestIOTextIsRusts(t *testing.T) {
 // TestOutboundFailure checks the error text and response flag of each way an outbound
 // connect fails.
 func TestOutboundFailure(t *testing.T) {
-	_, refused := net.Dial("tcp", closedPort(t))
+	_, refused := net.Dial("tcp", netip.AddrPortFrom(serverIP, freePort(t)).String())
 	addr := netip.MustParseAddrPort("10.244.1.3:15008")
 	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}
 	unauthorized := &hbone.StatusError{Code: 401}
@@ -140,12 +127,7 @@ func TestOutboundHBONEConnectTimeoutIsNetworkPolicy(t *testing.T) {
 		t.Run(fmt.Sprintf("EarlyData=%v", early), func(t *testing.T) {
 			e := newEnvConfig(t, func(c *Config) { c.ConnectTimeout, c.EarlyData = 500*time.Millisecond, early })
 			silent := netip.MustParseAddr("127.0.0.5")
-			if err := e.store.Apply(workload.Update{Workloads: []*workload.Workload{{
-				UID: "silent", Name: "silent", Namespace: "default", ServiceAccount: "silent", TrustDomain: "cluster.local",
-				WorkloadIPs: []netip.Addr{silent}, Protocol: workload.ProtocolHBONE, Capacity: 1,
-			}}}); err != nil {
-				t.Fatal(err)
-			}
+			e.addMeshWorkload(t, "silent", silent)
 			listenFull(t, netip.AddrPortFrom(silent, e.ports.RemoteHBONE))
 			c := e.socksPipelined(t, clientIP, netip.AddrPortFrom(silent, 80), "hello")
 			defer c.Close()

@@ -561,17 +561,22 @@ func TestOnDemandLookup(t *testing.T) {
 	}
 }
 
+// addMeshWorkload adds an HBONE workload of namespace default named name, with service account
+// name, at ip.
+func (e *testEnv) addMeshWorkload(t *testing.T, name string, ip netip.Addr) {
+	t.Helper()
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{{
+		UID: name, Name: name, Namespace: "default", ServiceAccount: name, TrustDomain: "cluster.local",
+		WorkloadIPs: []netip.Addr{ip}, Protocol: workload.ProtocolHBONE, Capacity: 1,
+	}}})
+}
+
 // TestOutboundWrongPeerIdentityIsTLSFailure: an HBONE peer presenting another identity than the
 // destination workload's is refused during the handshake and logged with TLS_FAILURE.
 func TestOutboundWrongPeerIdentityIsTLSFailure(t *testing.T) {
 	e := newEnv(t)
 	victim := netip.MustParseAddr("127.0.0.4")
-	if err := e.store.Apply(workload.Update{Workloads: []*workload.Workload{{
-		UID: "victim", Name: "victim", Namespace: "default", ServiceAccount: "victim", TrustDomain: "cluster.local",
-		WorkloadIPs: []netip.Addr{victim}, Protocol: workload.ProtocolHBONE, Capacity: 1,
-	}}}); err != nil {
-		t.Fatal(err)
-	}
+	e.addMeshWorkload(t, "victim", victim)
 	// Something else answers on the victim's HBONE port, with a valid certificate of the mesh
 	// for another identity.
 	l, err := net.Listen("tcp", netip.AddrPortFrom(victim, e.ports.RemoteHBONE).String())
