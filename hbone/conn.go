@@ -222,6 +222,7 @@ type conn struct {
 	hbuf         bytes.Buffer
 	dataHdr      [9]byte
 	encTableSize uint32
+	named        uint8       // noIndex names sent once indexed, so that later literals index their name (bit per name)
 	ctrlSpare    []ctrlFrame // the control queue's second buffer, swapped with ctrlQ
 	closeReq     bool        // a ctrlClose was written: close after the flush
 
@@ -594,12 +595,23 @@ func (c *conn) writeDataLocked(id uint32, p []byte, end bool) error {
 	return err
 }
 
-// noIndex reports header names whose values differ on every stream: Forwarded carries the
-// client's address and port, traceparent a new trace. Indexed, each would take a place in both
-// ends' HPACK dynamic tables (with the map entries that index them) only to evict entries that
-// do repeat, such as the :authority of a busy destination, and keep its value alive there. They
-// go out as never-indexed literals.
-func noIndex(name string) bool { return name == "forwarded" || name == "traceparent" }
+// noIndexBit returns a bit for a header name whose values differ on every stream (Forwarded
+// carries the client's address and port, traceparent a new trace), 0 for any other name.
+// Indexed, each value would take a place in both ends' HPACK dynamic tables (with the map
+// entries that index them) only to evict entries that do repeat, such as the :authority of a
+// busy destination, and keep its value alive there. So they go out as never-indexed literals,
+// all but the first of each name on a connection (conn.named): that one is indexed, so that the
+// later literals name it by its table index, and the peer's decoder does not allocate the name
+// again for every stream.
+func noIndexBit(name string) uint8 {
+	switch name {
+	case "forwarded":
+		return 1
+	case "traceparent":
+		return 2
+	}
+	return 0
+}
 
 // writeHeadersLocked encodes fields (name, value pairs) and writes them as
 // HEADERS plus CONTINUATION frames. wmu must be held.
@@ -614,7 +626,11 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
 	}
 	c.hbuf.Reset()
 	for i := 0; i+1 < len(fields); i += 2 {
-		f := hpack.HeaderField{Name: fields[i], Value: fields[i+1], Sensitive: noIndex(fields[i])}
+		f := hpack.HeaderField{Name: fields[i], Value: fields[i+1]}
+		if bit := noIndexBit(f.Name); bit != 0 {
+			f.Sensitive = c.named&bit != 0
+			c.named |= bit
+		}
 		if err := c.henc.WriteField(f); err != nil {
 			return fmt.Errorf("hbone: encode headers: %w", err)
 		}

@@ -132,6 +132,9 @@ func outboundFailure(err error) (error, string) {
 // report one: a reset, a broken pipe, an unexpected EOF (netutil.IsDisconnect), or an HBONE
 // stream that the client's ztunnel cancelled because its client reset.
 func relayErr(err error) error {
+	if err == nil {
+		return nil // most relays: and errors.As would put re on the heap
+	}
 	var re *hbone.ResetError
 	if netutil.IsDisconnect(err) || errors.As(err, &re) && re.Remote && re.Code == http2.ErrCodeCancel {
 		return nil
