@@ -16,8 +16,8 @@ import (
 
 // record is the telemetry of one proxied connection: metrics while it lives and the
 // "connection complete" access log line when it ends. Owned by the connection's goroutine,
-// except note (its lateDeny) and flushed while the connection is relaying and tracked
-// (connState): the tracker's periodic flush and policy re-evaluation use them then, under
+// except note (its cut) and flushed while the connection is relaying and tracked
+// (connState): the tracker's periodic flush, policy re-evaluation and drain use them then, under
 // tracker.mu, and finish runs only before or after that (it is never called on a connection in
 // that state).
 type record struct {
@@ -173,8 +173,9 @@ type recordNote struct {
 	// double HBONE, on both sides. Set before the connection is tracked.
 	authority hostAuthority
 	// cut says why the proxy closed the connection while it relayed: a policy change denied
-	// it (deny), or a reloaded revocation list revoked its tunnel's peer (revoke). Set under
-	// the tracker's mutex while the connection is tracked; finish reads it after.
+	// it (deny), a reloaded revocation list revoked its tunnel's peer (revoke), or a drain
+	// closed it (drained). Set under the tracker's mutex while the connection is tracked;
+	// finish reads it after.
 	cut cutCause
 	// forwarded is the host an inbound HBONE request's Forwarded header named (a waypoint's
 	// or a gateway's), shown by the connection dump. Set before the connection is tracked.
