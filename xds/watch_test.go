@@ -12,24 +12,13 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
+	"github.com/ztunnel-go/ztunnel/internal/testfile"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // config returns a one-workload local config with the given IP.
 func config(ip string) []byte {
 	return fmt.Appendf(nil, "workloads:\n- uid: w\n  namespace: default\n  workloadIps: [%q]\n", ip)
-}
-
-// writeAtomically writes via a temporary file and a rename, as editors do.
-func writeAtomically(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // runSource starts Run in a goroutine owned by the test (waited for in
@@ -113,7 +102,7 @@ func TestLocalSourceWatchesFile(t *testing.T) {
 	waitFor(t, store, "10.0.0.2")
 
 	// Editor-style rename over the file.
-	writeAtomically(t, path, config("10.0.0.3"))
+	testfile.Replace(t, path, config("10.0.0.3"))
 	waitFor(t, store, "10.0.0.3")
 
 	// Removed and recreated.
@@ -223,7 +212,7 @@ func TestLocalSourceSymlinkElsewhere(t *testing.T) {
 	store := workload.NewStore()
 	runSource(t, &LocalSource{Path: path, Store: store})
 	waitFor(t, store, "10.0.2.1")
-	writeAtomically(t, real, config("10.0.2.2"))
+	testfile.Replace(t, real, config("10.0.2.2"))
 	waitFor(t, store, "10.0.2.2")
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/ztunnel-go/ztunnel/config"
 	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
+	"github.com/ztunnel-go/ztunnel/internal/testfile"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/caclient"
 	"github.com/ztunnel-go/ztunnel/tls/caclient/catest"
@@ -29,18 +29,6 @@ func servingCert(t *testing.T, root *certtest.CA) tls.Certificate {
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{caHost},
 	})
-}
-
-// replaceFile swaps path's contents in one rename, as the kubelet swaps a ConfigMap volume.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func rootPEM(ca *certtest.CA) []byte {
@@ -63,7 +51,7 @@ func TestRootFileRotation(t *testing.T) {
 	srv := catest.Start(t, "127.0.0.1:0", servingCert(t, root1), signer)
 	addr := srv.Addr()
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
-	replaceFile(t, rootFile, rootPEM(root1))
+	testfile.Replace(t, rootFile, rootPEM(root1))
 	logs := &syncbuf.Buffer{}
 	c, err := caclient.New(caclient.DialConfig{
 		Address:     "https://" + addr,
@@ -99,7 +87,7 @@ func TestRootFileRotation(t *testing.T) {
 		t.Fatalf("no request reached the CA before the rotation: %v", lastErr)
 	}
 
-	replaceFile(t, rootFile, rootPEM(root2))
+	testfile.Replace(t, rootFile, rootPEM(root2))
 	restart(servingCert(t, root2))
 	testwait.Until(t, "a request verified with the rotated root", 10*time.Second, func() bool { return reached(srv) })
 	if !strings.Contains(logs.String(), "root certificate file changed") {
@@ -107,7 +95,7 @@ func TestRootFileRotation(t *testing.T) {
 	}
 
 	// A half-written file: the roots read before (root2) stay in use, and the problem is logged.
-	replaceFile(t, rootFile, []byte("-----BEGIN CERT"))
+	testfile.Replace(t, rootFile, []byte("-----BEGIN CERT"))
 	restart(servingCert(t, root2))
 	testwait.Until(t, "a request verified with the roots kept", 10*time.Second, func() bool { return reached(srv) })
 	if !strings.Contains(logs.String(), "cannot use the root certificate file") {

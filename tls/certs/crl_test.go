@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/testfile"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
@@ -136,7 +137,7 @@ func TestCRLReload(t *testing.T) {
 	_, _, client, _ := handshakeErrs(t, m)
 
 	// Changed after the load and before Watch starts (as between the app's New and Run): taken.
-	replaceFile(t, path, crlPEM(crlDER(t, inter, client.SerialNumber)))
+	testfile.Replace(t, path, crlPEM(crlDER(t, inter, client.SerialNumber)))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { crl.Watch(ctx, 10*time.Millisecond) })
@@ -145,28 +146,13 @@ func TestCRLReload(t *testing.T) {
 	if _, serr, _, _ := handshakeErrs(t, m); !errors.Is(serr, ErrRevoked) {
 		t.Errorf("after the reload: server error %v, want ErrRevoked", serr)
 	}
-	replaceFile(t, path, []byte("garbage"))
+	testfile.Replace(t, path, []byte("garbage"))
 	time.Sleep(100 * time.Millisecond) // several polls
 	if crl.Len() != 1 {
 		t.Errorf("after a malformed file: %d lists, want the previous one", crl.Len())
 	}
 	if _, serr, _, _ := handshakeErrs(t, m); !errors.Is(serr, ErrRevoked) {
 		t.Errorf("after a malformed file: server error %v, want ErrRevoked still", serr)
-	}
-}
-
-// replaceFile replaces the file at path with one holding data in one step (a rename), as a
-// Kubernetes volume updates a mounted file: a watcher polling it never sees it half written.
-// (os.WriteFile truncates first: a poll in between would read an empty file, which holds no
-// lists and is valid, and then keep it when the new content does not parse.)
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
 	}
 }
 
