@@ -222,7 +222,7 @@ type conn struct {
 	hbuf         bytes.Buffer
 	dataHdr      [9]byte
 	encTableSize uint32
-	named        uint8       // noIndex names sent once indexed, so that later literals index their name (bit per name)
+	named        uint8       // noIndexBit names already sent once, indexed: later ones are never-indexed literals
 	ctrlSpare    []ctrlFrame // the control queue's second buffer, swapped with ctrlQ
 	closeReq     bool        // a ctrlClose was written: close after the flush
 
