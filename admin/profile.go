@@ -30,16 +30,16 @@ const defaultProfileHz = 100
 func profile(w http.ResponseWriter, r *http.Request) {
 	seconds, ok := intParam(r, "seconds", 10, 1, 300)
 	if !ok {
-		plain(w, http.StatusBadRequest, "invalid seconds value; expected 1-300\n")
+		http.Error(w, "invalid seconds value; expected 1-300", http.StatusBadRequest)
 		return
 	}
 	hz, ok := intParam(r, "frequency", defaultProfileHz, 1, 1000)
 	if !ok {
-		plain(w, http.StatusBadRequest, "invalid frequency value; expected 1-1000\n")
+		http.Error(w, "invalid frequency value; expected 1-1000", http.StatusBadRequest)
 		return
 	}
 	if !profileMu.TryLock() {
-		plain(w, http.StatusConflict, "a CPU profile is already being taken\n")
+		http.Error(w, "a CPU profile is already being taken", http.StatusConflict)
 		return
 	}
 	defer profileMu.Unlock()
@@ -50,7 +50,7 @@ func profile(w http.ResponseWriter, r *http.Request) {
 	if err := pprof.StartCPUProfile(&buf); err != nil {
 		// Another user of runtime/pprof in this process (none in ztunnel) has the profiler,
 		// and so the rate set above did not take.
-		plain(w, http.StatusInternalServerError, fmt.Sprintf("could not start the CPU profile: %v\n", err))
+		http.Error(w, fmt.Sprintf("could not start the CPU profile: %v", err), http.StatusInternalServerError)
 		return
 	}
 	t := time.NewTimer(time.Duration(seconds) * time.Second)
@@ -74,11 +74,4 @@ func intParam(r *http.Request, name string, def, lo, hi int) (v int, ok bool) {
 	}
 	v, err := strconv.Atoi(s)
 	return v, err == nil && lo <= v && v <= hi
-}
-
-// plain writes a text/plain answer.
-func plain(w http.ResponseWriter, code int, text string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(code)
-	fmt.Fprint(w, text)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"syscall"
 
@@ -97,11 +96,11 @@ func osErrorText(e syscall.Errno) string {
 	return s + " (os error " + strconv.Itoa(int(e)) + ")"
 }
 
-// isTimeout reports whether err is a deadline that passed.
+// isTimeout reports whether err is a deadline that passed: a socket's (os.ErrDeadlineExceeded),
+// a context's or the kernel's (ETIMEDOUT) all say so through net.Error's Timeout.
 func isTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) ||
-		(errors.As(err, &ne) && ne.Timeout())
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // outboundFailure is the error and response flag of an outbound connection whose upstream

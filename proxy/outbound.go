@@ -67,7 +67,7 @@ type route struct {
 // port asked for.
 var errNoHealthyEndpoint = errors.New("no healthy upstream")
 
-// errUnknownWaypoint is returned when a waypoint's address or hostname names nothing known.
+// errUnknownWaypoint is returned when a waypoint cannot be resolved (findGateway).
 var errUnknownWaypoint = errors.New("unknown waypoint")
 
 // resolve picks the route for a connection from src (whose identity is srcID and workload srcW,
@@ -172,8 +172,8 @@ func serviceWaypoint(svc *workload.Service) *workload.GatewayAddress {
 // for); rt.dstW becomes the waypoint, which is what the metrics and the access log name. ns is
 // the client's namespace and srcW its workload (see findGateway).
 func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.GatewayAddress, ns string, srcW *workload.Workload) error {
-	w, addr, svc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, true)
-	if err != nil {
+	w, addr, svc, ok := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, true)
+	if !ok {
 		// ztunnel's words, whatever kept it from an address of the waypoint.
 		return fmt.Errorf("%w: waypoint %s not found", errUnknownWaypoint, gatewayName(gw.Destination))
 	}
@@ -199,7 +199,8 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 }
 
 // findGateway resolves gw, a waypoint's (waypoint true) or a network gateway's address, to the
-// workload behind it and the address to dial on it. svc is the gateway's service when gw led to
+// workload behind it and the address to dial on it; ok is false when it names nothing known,
+// a service without a usable endpoint, or a workload without an address. svc is the gateway's service when gw led to
 // one (its subjectAltNames are accepted too), else nil.
 //   - network/IP: a service VIP there is load-balanced on port hboneMtlsPort; otherwise the
 //     workload at that address, on hboneMtlsPort.
@@ -216,31 +217,26 @@ func (p *Proxy) viaWaypoint(snap *workload.Snapshot, rt *route, gw *workload.Gat
 // preferred when the gateway is named by hostname. ns, the client's namespace, chooses among
 // services sharing the gateway's VIP, as for any destination, and srcW, the client's workload,
 // is what the gateway service's routing preferences compare with.
-func findGateway(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string, srcW *workload.Workload, waypoint bool) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, err error) {
-	unknown := errUnknownWaypoint
-	if !waypoint {
-		unknown = errUnknownGateway
-	}
+func findGateway(snap *workload.Snapshot, gw *workload.GatewayAddress, orig netip.Addr, ns string, srcW *workload.Workload, waypoint bool) (w *workload.Workload, addr netip.AddrPort, svc *workload.Service, ok bool) {
 	port := gw.HBONEMTLSPort
+	var err error
 	switch d := gw.Destination; {
 	case d.Address != nil:
 		orig = d.Address.Address
 		if svc = snap.ServiceByVIPFrom(d.Address.Network, d.Address.Address, ns); svc != nil {
 			w, port, err = pickEndpoint(snap, svc, port, waypoint, srcW)
-		} else if w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address); w == nil {
-			err = unknown
+		} else {
+			w = snap.WorkloadByAddr(d.Address.Network, d.Address.Address)
 		}
 	case d.Hostname != nil:
 		if svc = snap.ServiceByName(*d.Hostname); svc != nil {
 			w, port, err = pickEndpoint(snap, svc, port, waypoint, srcW)
-		} else if w = workloadByHostname(snap, *d.Hostname); w == nil {
-			err = unknown
+		} else {
+			w = workloadByHostname(snap, *d.Hostname)
 		}
-	default:
-		err = unknown
 	}
-	if err != nil {
-		return nil, addr, nil, err
+	if err != nil || w == nil {
+		return nil, addr, nil, false
 	}
 	families := workload.IPFamilyAutomatic
 	if svc != nil {
@@ -248,13 +244,12 @@ func findGateway(snap *workload.Snapshot, gw *workload.GatewayAddress, orig neti
 	}
 	ip := pickIP(w, orig, families)
 	if !ip.IsValid() && w.Hostname == "" && w.NetworkGateway == nil {
-		return nil, addr, nil, fmt.Errorf("workload %s has no address", w.Name)
+		return nil, addr, nil, false // no address, and none to look up
 	}
-	return w, netip.AddrPortFrom(ip, port), svc, nil
+	return w, netip.AddrPortFrom(ip, port), svc, true
 }
 
-// errUnknownGateway is returned when a network gateway's address or hostname names nothing
-// known.
+// errUnknownGateway is returned when a network gateway cannot be resolved (findGateway).
 var errUnknownGateway = errors.New("unknown network gateway")
 
 // gatewayName is how an unknown waypoint's or network gateway's error names it: by its
@@ -298,8 +293,8 @@ func (p *Proxy) viaGateway(snap *workload.Snapshot, rt *route, up *workload.Work
 		}
 		return fmt.Errorf("service %s lists no subjectAltNames: what answers behind network %q's gateway cannot be verified", name, up.Network)
 	}
-	w, addr, gwSvc, err := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, false)
-	if err != nil {
+	w, addr, gwSvc, ok := findGateway(snap, gw, rt.dst.Addr(), ns, srcW, false)
+	if !ok {
 		return fmt.Errorf("%w: network gateway %s not found", errUnknownGateway, gatewayName(gw.Destination))
 	}
 	rt.dstW = w
