@@ -218,7 +218,9 @@ const (
 )
 
 // Ender is told once that a Link has ended, with the bytes each direction
-// wrote (a to b, b to a) and the relay's error (see Link). An owner that
+// wrote (a to b, b to a) and the relay's error (see Link): a *DirError when
+// a direction failed, net.ErrClosed when Close ended it, nil when both
+// directions reached their end of stream. An owner that
 // keeps one state per connection implements it there, so the relay's
 // completion costs no allocation of its own (a func value bound to the
 // state would be one, held for the life of the connection); EndFunc adapts
@@ -586,7 +588,7 @@ func (d *dirState) resume() {
 	if err := d.link().resumed(); err != nil {
 		// The sockets are gone: end without finish, which would
 		// half-close a destination that is no longer there.
-		d.link().closeBoth(err)
+		d.fail(err, false)
 		d.link().dirEnded()
 		return
 	}
@@ -697,11 +699,11 @@ func (d *dirState) finish(err error) {
 	}
 	switch {
 	case err != nil:
-		d.link().closeBoth(err)
+		d.fail(err, false)
 	default:
 		if cw, ok := d.dst().(interface{ CloseWrite() error }); ok {
 			if err := cw.CloseWrite(); err != nil && !isClosedOrGone(err) {
-				d.link().closeBoth(err)
+				d.fail(err, true)
 			}
 		} else {
 			d.link().flags.Or(d.dstClosedBit())
@@ -819,6 +821,26 @@ func (d *dirState) copyConn() error {
 			return rerr
 		}
 	}
+}
+
+// DirError is the error a Link ends with when one of its directions failed:
+// which direction, and whether the copy or its half-close at the end failed.
+// Its text is Err's; callers that report it name the direction in their own
+// words. A Link ended from outside (Close) or by the end of both directions
+// has no direction to name.
+type DirError struct {
+	AToB     bool  // the failing direction read from a and wrote to b
+	Shutdown bool  // the half-close of the destination failed, not the copy
+	Err      error // what failed
+}
+
+func (e *DirError) Error() string { return e.Err.Error() }
+func (e *DirError) Unwrap() error { return e.Err }
+
+// fail ends the Link with err from direction d (an error path: the DirError
+// is its only allocation).
+func (d *dirState) fail(err error, shutdown bool) {
+	d.link().closeBoth(&DirError{AToB: d.aToB, Shutdown: shutdown, Err: err})
 }
 
 // isClosedOrGone reports errors of a half-close that only mean the peer or we

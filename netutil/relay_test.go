@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,6 +229,50 @@ func TestRelayResetClosesBoth(t *testing.T) {
 				t.Fatal("client side was not closed")
 			}
 		})
+	}
+}
+
+// TestRelayErrorNamesItsDirection: the relay's error says which direction
+// failed (a *netutil.DirError): a reset from the server fails the direction
+// that reads from b, one from the client the direction that reads from a.
+// The cause stays reachable for errors.Is.
+func TestRelayErrorNamesItsDirection(t *testing.T) {
+	for _, p := range paths {
+		for _, fromClient := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/fromClient=%v", p.name, fromClient), func(t *testing.T) {
+				r := newRig(t, p.mode, nil, nil)
+				resetter := r.server
+				if fromClient {
+					resetter = r.client
+				}
+				// One byte each way first, so both ends are relaying.
+				if _, err := r.client.Write([]byte("a")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(r.server, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := r.server.Write([]byte("b")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(r.client, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				resetter.SetLinger(0)
+				resetter.Close() // RST
+				res := r.wait(t)
+				var de *netutil.DirError
+				if !errors.As(res.err, &de) {
+					t.Fatalf("Relay error = %v (%T), want a *netutil.DirError", res.err, res.err)
+				}
+				if de.AToB != fromClient || de.Shutdown {
+					t.Errorf("DirError{AToB: %v, Shutdown: %v}, want AToB %v, no Shutdown", de.AToB, de.Shutdown, fromClient)
+				}
+				if !errors.Is(res.err, syscall.ECONNRESET) || res.err.Error() != de.Err.Error() {
+					t.Errorf("Relay error %q lost its cause or changed its text (%q)", res.err, de.Err)
+				}
+			})
+		}
 	}
 }
 

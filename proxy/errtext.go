@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/net/http2"
@@ -12,6 +16,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
 )
 
 // The error of a connection that failed is what its access log line's error field says.
@@ -74,12 +79,16 @@ func (e statusError) Unwrap() error { return e.StatusError }
 
 // ioText writes err as Rust writes the std::io::Error of the same failure: an errno as
 // "<strerror> (os error <n>)", a timeout as ETIMEDOUT (ztunnel's connects time out in the
-// kernel, ours at the connect deadline), anything else as Go writes it.
+// kernel, ours at the connect deadline), an HBONE stream's reset as its HTTP/2 library
+// (resetText), anything else as Go writes it.
 func ioText(err error) string {
 	var errno syscall.Errno
+	var re *hbone.ResetError
 	switch {
 	case errors.As(err, &errno) && errno != 0:
 		return osErrorText(errno)
+	case errors.As(err, &re):
+		return resetText(re)
 	case isTimeout(err):
 		return osErrorText(syscall.ETIMEDOUT)
 	}
@@ -94,6 +103,94 @@ func osErrorText(e syscall.Errno) string {
 		s = string(c-'a'+'A') + s[1:]
 	}
 	return s + " (os error " + strconv.Itoa(int(e)) + ")"
+}
+
+// tlsHandshakeError is the error of a connection to 15008 whose TLS handshake failed, as
+// ztunnel's: "tls handshake error: " and then the handshake's std::io::Error as Rust's Debug
+// writes one (ioDebug), which is what ztunnel's inbound "connection failed" line says.
+func tlsHandshakeError(err error) error { return &debugError{"tls handshake error: ", err} }
+
+// debugError is causeError with its cause written by ioDebug.
+type debugError struct {
+	prefix string
+	err    error
+}
+
+func (e *debugError) Error() string { return e.prefix + ioDebug(e.err) }
+func (e *debugError) Unwrap() error { return e.err }
+
+// ioDebug writes a failed TLS handshake's error as Rust's Debug writes the std::io::Error that
+// ztunnel's TLS stack returns for the same failure:
+//   - an errno: Os { code: 104, kind: ConnectionReset, message: "Connection reset by peer" };
+//   - the peer's end of stream: the "tls handshake eof" of ztunnel's TLS stream;
+//   - our handshake deadline (ztunnel has none): Kind(TimedOut);
+//   - bytes that are not a TLS record, a certificate the verifier refused, or none, as the TLS
+//     library's error inside an InvalidData error: InvalidMessage(InvalidContentType),
+//     InvalidCertificate(Revoked), InvalidCertificate(UnknownIssuer), NoCertificatesPresented;
+//   - anything else as Go says it, quoted inside an InvalidData error.
+func ioDebug(err error) string {
+	var errno syscall.Errno
+	var unknown x509.UnknownAuthorityError
+	var record tls.RecordHeaderError
+	switch {
+	case errors.As(err, &errno) && errno != 0:
+		msg := osErrorText(errno)
+		msg = msg[:strings.LastIndex(msg, " (os error")]
+		return "Os { code: " + strconv.Itoa(int(errno)) + ", kind: " + errorKind(errno) + ", message: " + strconv.Quote(msg) + " }"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return `Custom { kind: UnexpectedEof, error: "tls handshake eof" }`
+	case isTimeout(err):
+		return "Kind(TimedOut)"
+	case errors.As(err, &record):
+		return "Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"
+	case errors.Is(err, certs.ErrRevoked):
+		return "Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"
+	case errors.As(err, &unknown):
+		return "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"
+	case strings.Contains(err.Error(), "didn't provide a certificate"): // crypto/tls's own, unexported
+		return "Custom { kind: InvalidData, error: NoCertificatesPresented }"
+	}
+	return "Custom { kind: InvalidData, error: " + strconv.Quote(err.Error()) + " }"
+}
+
+// errorKind is the std::io::ErrorKind Rust decodes an errno of a socket into (Uncategorized for
+// those a socket does not return).
+func errorKind(e syscall.Errno) string {
+	switch e {
+	case syscall.ECONNRESET:
+		return "ConnectionReset"
+	case syscall.ECONNREFUSED:
+		return "ConnectionRefused"
+	case syscall.ECONNABORTED:
+		return "ConnectionAborted"
+	case syscall.EPIPE:
+		return "BrokenPipe"
+	case syscall.ENOTCONN:
+		return "NotConnected"
+	case syscall.ETIMEDOUT:
+		return "TimedOut"
+	case syscall.EHOSTUNREACH:
+		return "HostUnreachable"
+	case syscall.ENETUNREACH:
+		return "NetworkUnreachable"
+	case syscall.ENETDOWN:
+		return "NetworkDown"
+	case syscall.EADDRINUSE:
+		return "AddrInUse"
+	case syscall.EADDRNOTAVAIL:
+		return "AddrNotAvailable"
+	case syscall.EAGAIN:
+		return "WouldBlock"
+	case syscall.EINTR:
+		return "Interrupted"
+	case syscall.EINVAL:
+		return "InvalidInput"
+	case syscall.EACCES, syscall.EPERM:
+		return "PermissionDenied"
+	case syscall.ENOMEM:
+		return "OutOfMemory"
+	}
+	return "Uncategorized"
 }
 
 // isTimeout reports whether err is a deadline that passed: a socket's (os.ErrDeadlineExceeded),
@@ -126,17 +223,93 @@ func outboundFailure(err error) (error, string) {
 	return ioError(err), metrics.FlagConnect
 }
 
-// relayErr is the error a relayed connection's record ends with (err is the relay's). A peer
-// that went away ungracefully during the relay is not an error, as ztunnel's copy does not
-// report one: a reset, a broken pipe, an unexpected EOF (netutil.IsDisconnect), or an HBONE
-// stream that the client's ztunnel cancelled because its client reset.
+// relayErr is the error a relayed connection's record ends with (err is the relay's, a
+// *netutil.DirError when one direction failed). As ztunnel's copy, it does not report a peer
+// that went away ungracefully: a reset, a broken pipe, an unexpected EOF
+// (netutil.IsDisconnect), or an HBONE stream the peer reset with NO_ERROR, CANCEL or
+// STREAM_CLOSED (a client's ztunnel cancels the stream when its client resets). Any other
+// failure is written as ztunnel's: "send: " for the client-to-server direction (the Link's
+// a to b), "receive: " for the other, then "io error: <cause>"; "while closing connection: "
+// goes before both when the half-close at the end failed.
 func relayErr(err error) error {
 	if err == nil {
-		return nil // most relays: and errors.As would put re on the heap
+		return nil // most relays: and errors.As would put its targets on the heap
 	}
 	var re *hbone.ResetError
-	if netutil.IsDisconnect(err) || errors.As(err, &re) && re.Remote && re.Code == http2.ErrCodeCancel {
+	if netutil.IsDisconnect(err) || errors.As(err, &re) && quietReset(re) || benign(err) == nil {
 		return nil
 	}
-	return benign(err)
+	var de *netutil.DirError
+	if !errors.As(err, &de) {
+		return err // the Link was not ended by a direction (see netutil.Ender)
+	}
+	prefix := "send: io error: "
+	if !de.AToB {
+		prefix = "receive: io error: "
+	}
+	if de.Shutdown {
+		prefix = "while closing connection: " + prefix
+	}
+	return &causeError{prefix, de.Err}
+}
+
+// quietReset reports whether an HBONE stream's reset is one that ztunnel's relay takes as the
+// stream's end (the peer reset it with NO_ERROR, CANCEL or STREAM_CLOSED) or one we sent as we
+// closed it ourselves (NO_ERROR, CANCEL).
+func quietReset(re *hbone.ResetError) bool {
+	switch re.Code {
+	case http2.ErrCodeNo, http2.ErrCodeCancel:
+		return true
+	case http2.ErrCodeStreamClosed:
+		return re.Remote
+	}
+	return false
+}
+
+// resetText writes an HBONE stream's reset as ztunnel's HTTP/2 library writes one:
+// "stream error received: <reason>" for the peer's, "stream error detected: <reason>" for one
+// we sent because the peer broke the protocol.
+func resetText(re *hbone.ResetError) string {
+	if re.Remote {
+		return "stream error received: " + reasonText(re.Code)
+	}
+	return "stream error detected: " + reasonText(re.Code)
+}
+
+// reasonText is how ztunnel's HTTP/2 library describes an error code (RFC 9113, section 7; 14
+// is that library's own keepalive timeout).
+func reasonText(code http2.ErrCode) string {
+	switch code {
+	case http2.ErrCodeNo:
+		return "not a result of an error"
+	case http2.ErrCodeProtocol:
+		return "unspecific protocol error detected"
+	case http2.ErrCodeInternal:
+		return "unexpected internal error encountered"
+	case http2.ErrCodeFlowControl:
+		return "flow-control protocol violated"
+	case http2.ErrCodeSettingsTimeout:
+		return "settings ACK not received in timely manner"
+	case http2.ErrCodeStreamClosed:
+		return "received frame when stream half-closed"
+	case http2.ErrCodeFrameSize:
+		return "frame with invalid size"
+	case http2.ErrCodeRefusedStream:
+		return "refused stream before processing any application logic"
+	case http2.ErrCodeCancel:
+		return "stream no longer needed"
+	case http2.ErrCodeCompression:
+		return "unable to maintain the header compression context"
+	case http2.ErrCodeConnect:
+		return "connection established in response to a CONNECT request was reset or abnormally closed"
+	case http2.ErrCodeEnhanceYourCalm:
+		return "detected excessive load generating behavior"
+	case http2.ErrCodeInadequateSecurity:
+		return "security properties do not meet minimum requirements"
+	case http2.ErrCodeHTTP11Required:
+		return "endpoint requires HTTP/1.1"
+	case 14:
+		return "keepalive timeout reached"
+	}
+	return "unknown reason"
 }

@@ -2,20 +2,31 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
 	"net/netip"
+	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/metrics"
+	"github.com/ztunnel-go/ztunnel/netutil"
+	"github.com/ztunnel-go/ztunnel/tls/certs"
+	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // TestIOTextIsRusts checks that a real failed connect and a connect deadline read as Rust's
@@ -179,5 +190,210 @@ func TestDrainClosesWithZtunnelsError(t *testing.T) {
 	}
 	if n := promtext.Sum(text, "istio_tcp_connections_closed_total", `response_flags="-"`); n != 2 {
 		t.Errorf("%v connections closed without flags, want the 2 legs", n)
+	}
+}
+
+// TestRelayErrIsZtunnels checks the error of each way a relay ends, as ztunnel's copy reports
+// it: the disconnects and the stream ends it ignores, and the direction and wording of the
+// rest.
+func TestRelayErrIsZtunnels(t *testing.T) {
+	send := func(err error) error { return &netutil.DirError{AToB: true, Err: err} }
+	receive := func(err error) error { return &netutil.DirError{Err: err} }
+	timedOut := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
+	internal := &hbone.ResetError{Code: http2.ErrCodeInternal, Remote: true}
+	other := errors.New("hbone: keepalive timeout")
+	for _, c := range []struct {
+		err  error
+		want string // "" for no error
+	}{
+		{nil, ""},
+		{send(io.EOF), ""},
+		{receive(net.ErrClosed), ""},
+		{net.ErrClosed, ""}, // the Link closed from outside
+		{send(syscall.ECONNRESET), ""},
+		{receive(fmt.Errorf("write: %w", syscall.EPIPE)), ""},
+		{receive(io.ErrUnexpectedEOF), ""},
+		{receive(&hbone.ResetError{Code: http2.ErrCodeCancel, Remote: true}), ""},
+		{receive(&hbone.ResetError{Code: http2.ErrCodeNo, Remote: true}), ""},
+		{send(&hbone.ResetError{Code: http2.ErrCodeStreamClosed, Remote: true}), ""},
+		{send(&hbone.ResetError{Code: http2.ErrCodeCancel}), ""},
+		{send(timedOut), "send: io error: Connection timed out (os error 110)"},
+		{receive(timedOut), "receive: io error: Connection timed out (os error 110)"},
+		{receive(syscall.EHOSTUNREACH), "receive: io error: No route to host (os error 113)"},
+		{&netutil.DirError{AToB: true, Shutdown: true, Err: syscall.ENETDOWN},
+			"while closing connection: send: io error: Network is down (os error 100)"},
+		{receive(internal), "receive: io error: stream error received: unexpected internal error encountered"},
+		{send(&hbone.ResetError{Code: http2.ErrCodeFlowControl}), "send: io error: stream error detected: flow-control protocol violated"},
+		{send(&hbone.ResetError{Code: http2.ErrCodeStreamClosed}), "send: io error: stream error detected: received frame when stream half-closed"},
+		{receive(&hbone.ResetError{Code: 0x77, Remote: true}), "receive: io error: stream error received: unknown reason"},
+		{send(other), "send: io error: hbone: keepalive timeout"},
+		{other, "hbone: keepalive timeout"},
+	} {
+		got := relayErr(c.err)
+		switch {
+		case c.want == "" && got != nil:
+			t.Errorf("relayErr(%v) = %q, want no error", c.err, got)
+		case c.want != "" && (got == nil || got.Error() != c.want):
+			t.Errorf("relayErr(%v) = %v, want %q", c.err, got, c.want)
+		}
+		var de *netutil.DirError
+		if got != nil && errors.As(c.err, &de) && !errors.Is(got, de.Err) {
+			t.Errorf("relayErr(%v) lost its cause", c.err)
+		}
+	}
+}
+
+// TestRelayStreamResetIsZtunnels: a peer that resets an HBONE stream during its relay (here a
+// waypoint on Go's own HTTP/2 server, whose handler aborts: RST_STREAM INTERNAL_ERROR) ends the
+// connection as ztunnel reports it, in the direction that read the reset and in ztunnel's
+// HTTP/2 library's words.
+func TestRelayStreamResetIsZtunnels(t *testing.T) {
+	e := newEnv(t)
+	l, err := net.Listen("tcp", netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodConnect {
+				http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			io.ReadFull(r.Body, make([]byte, 5))
+			panic(http.ErrAbortHandler) // the server resets the stream: INTERNAL_ERROR
+		}),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	// The accept loop and the connections' goroutines are the test's: cleanup closes the
+	// listener and the connections, and waits for them.
+	h2 := &http2.Server{}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				tc := tls.Server(c, e.certs.ServerConfig(waypointID))
+				if err := tc.Handshake(); err != nil {
+					c.Close()
+					return
+				}
+				h2.ServeConn(tc, &http2.ServeConnOpts{Handler: srv.Handler, BaseConfig: srv})
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
+
+	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
+	defer c.Close()
+	local := c.LocalAddr().String()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := c.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("read bytes from a stream the server reset")
+	}
+	waitLog(t, e.access, "level=ERROR", "connection complete", "src.addr="+local, "bytes_sent=5",
+		`error="receive: io error: stream error received: unexpected internal error encountered"`)
+}
+
+// TestInboundHandshakeErrorIsZtunnels: a connection to 15008 whose TLS handshake fails is
+// ztunnel's "connection failed" line with its "tls handshake error: " and the std::io::Error
+// of the same failure as Rust's Debug writes it, for real handshakes that fail each way.
+func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
+	e := newEnv(t)
+	// A client certificate from another mesh's root: the proxy does not know its issuer.
+	otherCA, err := certs.NewFakeCA("cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := certs.NewManager(otherCA, certs.ManagerOptions{})
+	t.Cleanup(func() { other.Close() })
+	foreign, err := other.ClientConfig(context.Background(), clientID, []identity.ID{serverID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign = foreign.Clone()
+	foreign.InsecureSkipVerify, foreign.VerifyPeerCertificate, foreign.VerifyConnection = true, nil, nil
+	anonymous := foreign.Clone()
+	anonymous.GetClientCertificate, anonymous.Certificates = nil, nil
+
+	handshake := func(cfg *tls.Config) func(net.Conn) {
+		return func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			tls.Client(c, cfg).Handshake() // TLS 1.3: the client's side may finish first
+			io.Copy(io.Discard, c)         // until the server closes
+		}
+	}
+	for _, c := range []struct {
+		name string
+		do   func(net.Conn)
+		want string // the error field as the access log quotes it
+	}{
+		{"not TLS", func(c net.Conn) { c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); io.Copy(io.Discard, c) },
+			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"`},
+		{"no client certificate", handshake(anonymous),
+			`error="tls handshake error: Custom { kind: InvalidData, error: NoCertificatesPresented }"`},
+		{"unknown issuer", handshake(foreign),
+			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"`},
+		{"closed before the hello", func(c net.Conn) {},
+			`error="tls handshake error: Custom { kind: UnexpectedEof, error: \"tls handshake eof\" }"`},
+		{"reset after a partial hello", func(c net.Conn) {
+			c.Write([]byte{22, 3, 1, 0, 200, 1}) // a handshake record the server waits to complete
+			time.Sleep(50 * time.Millisecond)
+			c.(*net.TCPConn).SetLinger(0)
+		}, `error="tls handshake error: Os { code: 104, kind: ConnectionReset, message: \"Connection reset by peer\" }"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
+			raw, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.do(raw)
+			raw.Close()
+			waitLog(t, e.access, "level=WARN", `msg="connection failed"`, "direction=inbound",
+				"src.addr="+raw.LocalAddr().String()+" ", c.want)
+		})
+	}
+}
+
+// TestIODebugIsRusts checks the Debug forms that no real handshake here produces.
+func TestIODebugIsRusts(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.EPIPE)},
+			`Os { code: 32, kind: BrokenPipe, message: "Broken pipe" }`},
+		{syscall.EPROTO, `Os { code: 71, kind: Uncategorized, message: "Protocol error" }`},
+		{fmt.Errorf("read: %w", os.ErrDeadlineExceeded), "Kind(TimedOut)"},
+		{fmt.Errorf("client certificate: %w", certs.ErrRevoked), "Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"},
+		{errors.New(`tls: "odd"`), `Custom { kind: InvalidData, error: "tls: \"odd\"" }`},
+	} {
+		if got := ioDebug(c.err); got != c.want {
+			t.Errorf("ioDebug(%v) = %s, want %s", c.err, got, c.want)
+		}
 	}
 }

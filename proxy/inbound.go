@@ -42,7 +42,7 @@ func (p *Proxy) handleInboundHBONE(c net.Conn, st *connState) {
 			p.cfg.Metrics.CRLRejected(metrics.ReporterDestination)
 		}
 		if p.handshakes.Err() == nil { // not cut short by a drain
-			earlyDeny(p.access, addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()), true, fmt.Errorf("tls handshake: %w", err))
+			earlyDeny(p.access, addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()), true, tlsHandshakeError(err))
 		}
 		c.Close()
 		return

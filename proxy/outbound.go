@@ -692,7 +692,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 			if rerr != nil {
 				// The client reset before it was connected: as if it had during the relay.
 				earlyPool.Put(early)
-				rec.finish(p.access, relayErr(rerr), metrics.FlagNone, 0, 0)
+				rec.finish(p.access, relayErr(&netutil.DirError{AToB: true, Err: rerr}), metrics.FlagNone, 0, 0)
 				return
 			}
 			req.Early = early[:n]

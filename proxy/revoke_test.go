@@ -169,6 +169,8 @@ func TestCRLReloadEndsTunnels(t *testing.T) {
 	testwait.Until(t, "the refused handshake to be counted", 5*time.Second, func() bool {
 		return e.metricValue(t, `istio_crl_policy_rejections_total{reporter="destination"}`) >= 3
 	})
+	waitLog(t, e.access, "level=WARN", `msg="connection failed"`, "direction=inbound",
+		`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"`)
 	testwait.Until(t, "ended tunnels to be forgotten", 5*time.Second, func() bool { return e.tracked() == 0 })
 }
 
