@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -33,6 +34,8 @@ const (
 	ipC       = "10.244.0.5" // outside the mesh: plain client, TLS relay client side, HAProxy
 	ipRC      = "10.244.0.6" // in-pod rules, no ztunnel: the client side of the pod-borne TLS relay
 	ipRX      = "10.244.0.7" // in-pod rules, no ztunnel: its server side and the apps
+	ipSvc     = "10.96.0.20" // the server's service VIP: no interface has it, pod a's default route takes it
+	svcHost   = "server.default.svc.cluster.local"
 	prefixLen = "/24"
 
 	tlsClientBase = 7200 // client side of the TLS relay listens on 127.0.0.1:7201..7203 in C
@@ -53,23 +56,32 @@ const (
 
 var appPorts = []int{portEcho, portSource, portOneShot}
 
-// meshConfig is the two meshed pods, in ztunnel's local-config shape.
-const meshConfig = `workloads:
+// meshConfig is the two meshed pods, in ztunnel's local-config shape, and the server's service:
+// its VIP's ports 80, 81 and 82 go to the echo, source and one-shot applications.
+var meshConfig = fmt.Sprintf(`workloads:
 - uid: bench//v1/Pod/default/client
   name: client
   namespace: default
   serviceAccount: client
-  workloadIps: ["` + ipA + `"]
+  workloadIps: ["%[1]s"]
   protocol: HBONE
   node: node1
 - uid: bench//v1/Pod/default/server
   name: server
   namespace: default
   serviceAccount: server
-  workloadIps: ["` + ipB + `"]
+  workloadIps: ["%[2]s"]
   protocol: HBONE
   node: node1
-`
+  services:
+    default/%[4]s: {80: %[5]d, 81: %[6]d, 82: %[7]d}
+services:
+- name: server
+  namespace: default
+  hostname: %[4]s
+  vips: ["/%[3]s"]
+  ports: {80: %[5]d, 81: %[6]d, 82: %[7]d}
+`, ipA, ipB, ipSvc, svcHost, portEcho, portSource, portOneShot)
 
 // idleConfig returns a local config with n HBONE workloads in 10.250.0.0/16; the first is the
 // one the idle ztunnel runs for.
@@ -288,20 +300,31 @@ func canDial(ctx context.Context, ns *netns, addr string) bool {
 
 // httpStatus fetches url from inside ns and returns the status code (0 on error).
 func httpStatus(ctx context.Context, ns *netns, url string) int {
+	code, _ := httpGet(ctx, ns, url)
+	return code
+}
+
+// httpGet fetches url from inside ns and returns the status code and the body (0 and nil on
+// error).
+func httpGet(ctx context.Context, ns *netns, url string) (int, []byte) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext:       func(ctx context.Context, _, addr string) (net.Conn, error) { return ns.dial(ctx, addr) },
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil
+	}
+	return resp.StatusCode, body
 }
 
 // needs reports whether any selected path is one of names.
@@ -393,7 +416,7 @@ func (h *harness) setup(ctx context.Context) error {
 		h.paths = append(h.paths, &path{name: pathDirect, from: h.c,
 			echo: addr(ipX, portEcho), source: addr(ipX, portSource), oneShot: addr(ipX, portOneShot)})
 	}
-	if h.needs(pathPassthrough, pathHBONE) {
+	if h.needs(pathPassthrough, pathHBONE, pathHBONEService) {
 		if err := h.startZtunnels(ctx); err != nil {
 			return err
 		}
@@ -426,6 +449,14 @@ func (h *harness) setup(ctx context.Context) error {
 	for _, p := range h.paths {
 		if _, _, err := rr(ctx, p, 10*time.Millisecond); err != nil {
 			return fmt.Errorf("path %s does not work: %w", p.name, err)
+		}
+	}
+	if h.opts.paths[pathHBONEService] {
+		// The service path is only one if ztunnel took the VIP for the service: its metrics
+		// name the service as the destination of what the proof above sent.
+		_, body := httpGet(ctx, h.a, "http://127.0.0.1:15020/metrics")
+		if !bytes.Contains(body, []byte(`destination_service="`+svcHost+`"`)) {
+			return fmt.Errorf("path %s does not work: ztunnel-a counted no connection to service %s", pathHBONEService, svcHost)
 		}
 	}
 	return nil
@@ -508,6 +539,10 @@ func (h *harness) startZtunnels(ctx context.Context) error {
 	if h.opts.paths[pathHBONE] {
 		h.paths = append(h.paths, &path{name: pathHBONE, from: h.a, group: g, members: []int{0, 1},
 			echo: addr(ipB, portEcho), source: addr(ipB, portSource), oneShot: addr(ipB, portOneShot)})
+	}
+	if h.opts.paths[pathHBONEService] {
+		h.paths = append(h.paths, &path{name: pathHBONEService, from: h.a, group: g, members: []int{0, 1},
+			echo: addr(ipSvc, 80), source: addr(ipSvc, 81), oneShot: addr(ipSvc, 82)})
 	}
 	return nil
 }

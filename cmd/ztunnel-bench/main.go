@@ -6,6 +6,7 @@
 //	direct       client -> server, no proxy
 //	passthrough  client -> ztunnel (plain TCP relay) -> server outside the mesh
 //	hbone        client -> ztunnel =HBONE/mTLS= ztunnel -> server
+//	hbone-svc    the same, addressed to the server's service VIP (ztunnel picks the endpoint)
 //	tls-relay    client -> Go relay =TLS 1.3, mutual certificates= Go relay -> server
 //	haproxy      client -> HAProxy (TCP mode, splice) -> server
 //

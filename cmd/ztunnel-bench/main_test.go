@@ -85,7 +85,7 @@ func TestQuickRun(t *testing.T) {
 	if rep.Settings.Settle != "100ms" || rep.Settings.Rest != "300ms" {
 		t.Errorf("settings record settle %q and rest %q, want the 100ms and 300ms asked for", rep.Settings.Settle, rep.Settings.Rest)
 	}
-	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathTLSRelayInpod}
+	paths := []string{pathDirect, pathPassthrough, pathHBONE, pathHBONEService, pathTLSRelay, pathTLSRelayInpod}
 	if _, err := exec.LookPath("haproxy"); err == nil {
 		paths = append(paths, pathHAProxy)
 	}

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"maps"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -14,6 +16,9 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/workload"
+	"github.com/ztunnel-go/ztunnel/xds"
 )
 
 func TestParseStatusRSS(t *testing.T) {
@@ -265,9 +270,9 @@ func TestParseFlags(t *testing.T) {
 		reps    int
 		paths   int
 	}{
-		{nil, true, 10 * time.Second, 5 * time.Second, 3, 6},
-		{[]string{"-quick"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6},
-		{[]string{"-quick", "-reps", "3", "-duration", "1s"}, true, time.Second, 200 * time.Millisecond, 3, 6},
+		{nil, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
+		{[]string{"-quick"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, len(allPaths)},
+		{[]string{"-quick", "-reps", "3", "-duration", "1s"}, true, time.Second, 200 * time.Millisecond, 3, len(allPaths)},
 		{[]string{"-paths", "hbone,tls-relay"}, true, 10 * time.Second, 5 * time.Second, 3, 2},
 		{[]string{"-paths", "hbone,nginx"}, false, 0, 0, 0, 0},
 		{[]string{"-scenarios", "s7"}, false, 0, 0, 0, 0},
@@ -275,20 +280,20 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-duration", "-1s"}, false, 0, 0, 0, 0},
 		{[]string{"-json", "-markdown"}, false, 0, 0, 0, 0},
 		{[]string{"extra"}, false, 0, 0, 0, 0},
-		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-ztunnel-env", "HTTP2_STREAM_WINDOW_SIZE=262144", "-ztunnel-env", "GOGC=50"}, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
 		{[]string{"-ztunnel-env", "NOVALUE"}, false, 0, 0, 0, 0},
 		{[]string{"-ztunnel-env", "=1"}, false, 0, 0, 0, 0},
-		{[]string{"-rest", "25s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-rest", "25s"}, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
 		{[]string{"-rest", "1s"}, false, 0, 0, 0, 0}, // not after the settle reading (1s)
 		{[]string{"-settle", "2s", "-rest", "1500ms"}, false, 0, 0, 0, 0},
-		{[]string{"-tcp-cc", "cubic"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-tcp-cc", "cubic"}, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
 		{[]string{"-tcp-cc", "cubic bbr"}, false, 0, 0, 0, 0},
 		{[]string{"-tcp-cc", "../x"}, false, 0, 0, 0, 0},
-		{[]string{"-quick", "-rest", "500ms"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, 6}, // after -quick's 200ms settle
-		{[]string{"-order", "fixed"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-quick", "-rest", "500ms"}, true, 300 * time.Millisecond, 200 * time.Millisecond, 1, len(allPaths)}, // after -quick's 200ms settle
+		{[]string{"-order", "fixed"}, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
 		{[]string{"-order", "random"}, false, 0, 0, 0, 0},
 		{[]string{"-order", ""}, false, 0, 0, 0, 0},
-		{[]string{"-log-stall", "500ms/2s"}, true, 10 * time.Second, 5 * time.Second, 3, 6},
+		{[]string{"-log-stall", "500ms/2s"}, true, 10 * time.Second, 5 * time.Second, 3, len(allPaths)},
 		{[]string{"-log-stall", "2s/500ms"}, false, 0, 0, 0, 0},
 	}
 	for _, c := range cases {
@@ -616,4 +621,25 @@ func FuzzParseMappings(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMeshConfigService: the ztunnels' local config loads, and its service is what the
+// hbone-svc path dials: the VIP, on the default network, with ports 80, 81 and 82 mapped to
+// the echo, source and one-shot applications, and the server pod as its one endpoint.
+func TestMeshConfigService(t *testing.T) {
+	store := workload.NewStore()
+	if err := xds.LoadLocal(store, []byte(meshConfig)); err != nil {
+		t.Fatalf("meshConfig does not load: %v\n%s", err, meshConfig)
+	}
+	svc := store.Snapshot().ServiceByVIP("", netip.MustParseAddr(ipSvc))
+	if svc == nil || svc.Hostname != svcHost {
+		t.Fatalf("VIP %s: service %+v, want %s", ipSvc, svc, svcHost)
+	}
+	want := map[uint16]uint16{80: portEcho, 81: portSource, 82: portOneShot}
+	if !maps.Equal(svc.Ports, want) {
+		t.Errorf("service ports %v, want %v", svc.Ports, want)
+	}
+	if len(svc.Endpoints) != 1 || svc.Endpoints["bench//v1/Pod/default/server"] == nil {
+		t.Errorf("service endpoints %v, want the server pod alone", svc.Endpoints)
+	}
 }

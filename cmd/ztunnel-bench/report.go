@@ -15,14 +15,17 @@ const (
 	pathDirect      = "direct"
 	pathPassthrough = "passthrough"
 	pathHBONE       = "hbone"
-	pathTLSRelay    = "tls-relay"
+	// pathHBONEService is the hbone path addressed to the server's service VIP: ztunnel picks
+	// the endpoint and maps the service port to its target port (harness.go, meshConfig).
+	pathHBONEService = "hbone-svc"
+	pathTLSRelay     = "tls-relay"
 	// pathTLSRelayInpod is the same relay in two pods that carry the in-pod rules, as the
 	// ztunnels' pods do (harness.go, startTLSRelayInpod).
 	pathTLSRelayInpod = "tls-relay-inpod"
 	pathHAProxy       = "haproxy"
 )
 
-var allPaths = []string{pathDirect, pathPassthrough, pathHBONE, pathTLSRelay, pathTLSRelayInpod, pathHAProxy}
+var allPaths = []string{pathDirect, pathPassthrough, pathHBONE, pathHBONEService, pathTLSRelay, pathTLSRelayInpod, pathHAProxy}
 
 // Scenario names.
 const (
