@@ -87,9 +87,12 @@ func (r *record) impliedDst() addr {
 	return r.dst
 }
 
-// dialedDst is where an outbound connection's client connected: the note's when the outbound
-// handler kept one, else impliedDst.
+// dialedDst is where an outbound connection's client connected: the service VIP the record
+// keeps, or the note's address, when the outbound handler kept one; else impliedDst.
 func (r *record) dialedDst() addr {
+	if a, ok := r.dialedVIP(); ok {
+		return a
+	}
 	if r.note != nil && r.note.origDst.fam != 0 {
 		return r.note.origDst
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // TestIdleConnectionsHoldNoGoroutines: connections through the whole path (SOCKS5 -> outbound ->
@@ -103,27 +104,42 @@ func TestIdleConnectionObjects(t *testing.T) {
 	}
 	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
 	runtime.MemProfileRate = 1
-	e := newEnv(t)
-	e.echoOnce(t)
+	// A connection addressed to a service's VIP (the proxy picks its endpoint and maps the
+	// port) keeps no more than one addressed to the pod.
+	for _, viaService := range []bool{false, true} {
+		t.Run(fmt.Sprintf("viaService=%v", viaService), func(t *testing.T) {
+			e := newEnv(t)
+			dst := netip.AddrPortFrom(serverIP, e.appPort)
+			if viaService {
+				// The server is an endpoint of the echo service, and says so as istiod's
+				// workloads do.
+				server := *e.store.Snapshot().WorkloadByUID("server")
+				server.Services = []workload.NamespacedHostname{{Namespace: "default", Hostname: echoHost}}
+				e.apply(t, workload.Update{Workloads: []*workload.Workload{&server}, Services: []*workload.Service{e.echoService(nil)}})
+				dst = netip.AddrPortFrom(echoVIP, 80)
+			}
+			e.echoTo(t, dst, 1)
 
-	const n = 60
-	before := proxyHeapObjects()
-	base := leakcheck.Count()
-	e.openEchoed(t, n)
-	testwait.Until(t, "the connections to go idle", 5*time.Second, func() bool { return leakcheck.Count() <= base+n })
-	after := proxyHeapObjects()
-	var total int64
-	for site, k := range after {
-		if d := k - before[site]; d >= n/2 { // one per connection or more; the rest is shared growth
-			total += d
-			t.Logf("%5.2f per connection: %s", float64(d)/n, site)
-		}
-	}
-	per := float64(total) / n
-	t.Logf("%.2f objects per idle connection through both sides", per)
-	if per > 6 {
-		t.Errorf("an idle connection keeps %.2f heap objects through both sides, want at most 6 "+
-			"(per side: its connState, its Link and its HBONE stream)", per)
+			const n = 60
+			before := proxyHeapObjects()
+			base := leakcheck.Count()
+			e.echoTo(t, dst, n)
+			testwait.Until(t, "the connections to go idle", 5*time.Second, func() bool { return leakcheck.Count() <= base+n })
+			after := proxyHeapObjects()
+			var total int64
+			for site, k := range after {
+				if d := k - before[site]; d >= n/2 { // one per connection or more; the rest is shared growth
+					total += d
+					t.Logf("%5.2f per connection: %s", float64(d)/n, site)
+				}
+			}
+			per := float64(total) / n
+			t.Logf("%.2f objects per idle connection through both sides", per)
+			if per > 6 {
+				t.Errorf("an idle connection keeps %.2f heap objects through both sides, want at most 6 "+
+					"(per side: its connState, its Link and its HBONE stream)", per)
+			}
+		})
 	}
 }
 
@@ -210,9 +226,15 @@ func (e *testEnv) echoOnce(t *testing.T) {
 // each, and closes them when the test ends.
 func (e *testEnv) openEchoed(t *testing.T, n int) []net.Conn {
 	t.Helper()
+	return e.echoTo(t, netip.AddrPortFrom(serverIP, e.appPort), n)
+}
+
+// echoTo is openEchoed to dst (the app's address, or a service's that it backs).
+func (e *testEnv) echoTo(t *testing.T, dst netip.AddrPort, n int) []net.Conn {
+	t.Helper()
 	conns := make([]net.Conn, n)
 	for i := range conns {
-		conns[i] = e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+		conns[i] = e.socksDial(t, dst)
 		t.Cleanup(func() { conns[i].Close() })
 		echo(t, conns[i], byte(i))
 	}

@@ -163,7 +163,7 @@ func (p *Proxy) serveHBONE(s *hbone.Stream, req *hbone.Request) {
 	}
 	// Policy sees the connection as ztunnel's does: to the workload's address, on the port
 	// dialed (a localhost application tunnel's address is not the workload's).
-	rec.policyPort = tun.dial.Port()
+	rec.port = tun.dial.Port()
 	fwd := forwardedHost(req.Header.Get("forwarded"))
 	rec.dstSvc = inboundService(snap, rec.dstW, rec.dstSvc, fwd, tun.dial.Port())
 	switch { // the dump's originalDst, as ztunnel's (Connections)

@@ -645,8 +645,11 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 	} else {
 		rec.dst = packAddr(rt.target) // where the bytes go: a service's endpoint, not its VIP
 	}
-	if orig := packAddr(dst); orig != rec.impliedDst() {
-		rec.noted().origDst = orig // a VIP, or through a gateway: the dump shows it (Connections)
+	// Where the client connected, when the record does not show it otherwise, for the dump
+	// (Connections): a service's VIP in the flags and the port; anything else (through a
+	// network gateway) in the note.
+	if orig := packAddr(dst); orig != rec.impliedDst() && !rec.setDialedVIP(dst) {
+		rec.noted().origDst = orig
 	}
 	if rt.hbone && rec.srcID.IsZero() {
 		rec.open(p.cfg.Metrics, p.access)

@@ -30,10 +30,12 @@ type record struct {
 	// The flags and the port fill the word the three 20-byte addresses end in.
 	mtls  bool
 	flags recordFlags
-	// policyPort is the port policy judges an inbound HBONE connection by: the one it is
-	// relayed to on dst's address (the authority's, the service's target port, or the
-	// application tunnel's), as ztunnel's. Zero on plaintext, where it is dst's.
-	policyPort uint16
+	// port is a port the addresses do not show. On an inbound HBONE connection it is the port
+	// policy judges it by (see inboundDst): the one it is relayed to on dst's address (the
+	// authority's, the service's target port, or the application tunnel's), as ztunnel's; zero
+	// on plaintext, where it is dst's. On an outbound connection to a service's VIP it is the
+	// port the client dialed (see dialedVIP).
+	port uint16
 
 	srcW, dstW *workload.Workload
 	dstSvc     *workload.Service
@@ -62,6 +64,12 @@ const (
 	// serves is kept in the note instead). Most requests through a service carry one, so a
 	// bit, not a note per connection.
 	flagHostNamed
+
+	// The bits from vipShift up are, on an outbound connection to a service's VIP, 1 + the
+	// index of that VIP in dstSvc.VIPs (0: none). With the port, they say where the client
+	// connected without a note per connection: most pods connect to services.
+	vipShift = iota
+	vipMax   = 1<<(8-vipShift) - 1 // the largest 1 + index the bits hold
 )
 
 // inbound reports whether r is the inbound side of a connection.
@@ -79,14 +87,46 @@ func (r *record) policyInputs() (policy.Target, policy.Conn) {
 }
 
 // inboundDst is where an inbound connection is relayed to, as policy and the connection dump
-// see it: the workload's address, on the port dialed (policyPort over HBONE, dst's own on
+// see it: the workload's address, on the port dialed (port over HBONE, dst's own on
 // plaintext).
 func (r *record) inboundDst() netip.AddrPort {
 	dst := r.dst.AddrPort()
-	if r.policyPort != 0 {
-		dst = netip.AddrPortFrom(dst.Addr(), r.policyPort)
+	if r.port != 0 {
+		dst = netip.AddrPortFrom(dst.Addr(), r.port)
 	}
 	return dst
+}
+
+// setDialedVIP records that an outbound connection's client dialed dst, an address of
+// r.dstSvc (set first), in the flags and the port. It reports false when dst is not one of the
+// service's VIPs as they are written there, or its index does not fit: the caller keeps dst in
+// the note then.
+func (r *record) setDialedVIP(dst netip.AddrPort) bool {
+	if r.dstSvc == nil {
+		return false
+	}
+	for i, vip := range r.dstSvc.VIPs {
+		if vip.Address == dst.Addr() {
+			if i+1 > vipMax {
+				return false
+			}
+			r.flags |= recordFlags(i+1) << vipShift
+			r.port = dst.Port()
+			return true
+		}
+	}
+	return false
+}
+
+// dialedVIP is the service VIP an outbound connection's client dialed, when setDialedVIP
+// recorded one. The record holds the service it was resolved against, so the index stays valid
+// when the service changes.
+func (r *record) dialedVIP() (addr, bool) {
+	i := int(r.flags >> vipShift)
+	if i == 0 {
+		return addr{}, false
+	}
+	return packAddr(netip.AddrPortFrom(r.dstSvc.VIPs[i-1].Address, r.port)), true
 }
 
 // addr is a record's netip.AddrPort in 20 bytes instead of 32, which keeps a connState (one per
@@ -181,8 +221,8 @@ type recordNote struct {
 	// or a gateway's), shown by the connection dump. Set before the connection is tracked.
 	forwarded string
 	// origDst is where an outbound connection's client connected, when the record does not
-	// show it otherwise (impliedDst): a service's VIP, or a destination reached through a
-	// network gateway. Set before the connection is tracked.
+	// show it otherwise (impliedDst, dialedVIP): a destination reached through a network
+	// gateway, or a service's VIP the flags cannot hold. Set before the connection is tracked.
 	origDst addr
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/policy"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // TestRecordAllocs is the allocation budget of one connection's telemetry once its label set
@@ -136,7 +137,7 @@ func TestPolicyInputs(t *testing.T) {
 	hbone := newTestRecord("inbound")
 	hbone.dst = packAddr(netip.MustParseAddrPort("10.244.0.3:15008"))
 	hbone.hboneAddr = packAddr(netip.MustParseAddrPort("10.96.0.10:80"))
-	hbone.policyPort = target.Port()
+	hbone.port = target.Port()
 	plain := newTestRecord("inbound")
 	plain.srcID, plain.mtls = ident{}, false
 
@@ -155,6 +156,47 @@ func TestPolicyInputs(t *testing.T) {
 		want := policy.Conn{SrcID: tc.wantID, SrcIP: tc.rec.src.AddrPort().Addr(), DstIP: target.Addr(), DstPort: target.Port()}
 		if pc != want {
 			t.Errorf("%s: conn %+v, want %+v", tc.name, pc, want)
+		}
+	}
+}
+
+// TestDialedVIP: an outbound connection to one of its service's VIPs keeps which one, and the
+// port dialed, in the record itself (flags and port), for any of the first vipMax VIPs and
+// either family; a VIP past those, or an address the service does not have, is left to the
+// note (setDialedVIP reports false).
+func TestDialedVIP(t *testing.T) {
+	svc := &workload.Service{Name: "s", Namespace: "ns", Hostname: "s.ns.svc.cluster.local"}
+	for i := range vipMax + 2 {
+		svc.VIPs = append(svc.VIPs, workload.NetworkAddress{Address: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})})
+	}
+	svc.VIPs[1].Address = netip.MustParseAddr("fd00:96::1")
+	for _, tc := range []struct {
+		dst  netip.AddrPort
+		kept bool
+	}{
+		{netip.AddrPortFrom(svc.VIPs[0].Address, 80), true},
+		{netip.AddrPortFrom(svc.VIPs[1].Address, 443), true},
+		{netip.AddrPortFrom(svc.VIPs[vipMax-1].Address, 8080), true},
+		{netip.AddrPortFrom(svc.VIPs[vipMax].Address, 80), false},
+		{netip.MustParseAddrPort("10.244.0.3:80"), false},
+	} {
+		r := newTestRecord("outbound")
+		r.dstSvc = svc
+		if got := r.setDialedVIP(tc.dst); got != tc.kept {
+			t.Errorf("%v: setDialedVIP = %v, want %v", tc.dst, got, tc.kept)
+			continue
+		}
+		if !tc.kept {
+			if _, ok := r.dialedVIP(); ok || r.port != 0 {
+				t.Errorf("%v: a VIP not kept left flags %#x and port %d", tc.dst, r.flags, r.port)
+			}
+			continue
+		}
+		if got := r.dialedDst().AddrPort(); got != tc.dst {
+			t.Errorf("%v: dialedDst = %v", tc.dst, got)
+		}
+		if r.inbound() || r.flags&flagHostNamed != 0 {
+			t.Errorf("%v: the VIP's bits reached the other flags (%#x)", tc.dst, r.flags)
 		}
 	}
 }
