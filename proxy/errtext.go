@@ -40,13 +40,20 @@ var (
 )
 
 // causeError is an error in ztunnel's words: prefix, then its cause as ztunnel writes it
-// (ioText).
+// (ioText; ioDebug where ztunnel writes the cause's Debug form).
 type causeError struct {
 	prefix string
 	err    error
+	debug  bool
 }
 
-func (e *causeError) Error() string { return e.prefix + ioText(e.err) }
+func (e *causeError) Error() string {
+	if e.debug {
+		return e.prefix + ioDebug(e.err)
+	}
+	return e.prefix + ioText(e.err)
+}
+
 func (e *causeError) Unwrap() error { return e.err }
 
 // policyRejection is the error of a connection that policy refused, for reason (the
@@ -57,16 +64,16 @@ func policyRejection(reason string) error {
 
 // connectionFailed is the error of an inbound connection whose application could not be
 // connected (ztunnel's ConnectionFailed).
-func connectionFailed(err error) error { return &causeError{"connection failed: ", err} }
+func connectionFailed(err error) error { return &causeError{prefix: "connection failed: ", err: err} }
 
 // ioError is the error of a failed read, write or outbound connect (ztunnel's Io).
-func ioError(err error) error { return &causeError{"io error: ", err} }
+func ioError(err error) error { return &causeError{prefix: "io error: ", err: err} }
 
 // networkPolicyError is the error of an HBONE connection whose TCP connect to port 15008
 // timed out (response flag NETWORK_POLICY): in a cluster, a NetworkPolicy that drops the
 // SYNs is the usual cause.
 func networkPolicyError(err error) error {
-	return &causeError{"connection timed out, maybe a NetworkPolicy is blocking HBONE port 15008: ", err}
+	return &causeError{prefix: "connection timed out, maybe a NetworkPolicy is blocking HBONE port 15008: ", err: err}
 }
 
 // statusError is the error of an HBONE request answered with a status other than 200.
@@ -108,16 +115,9 @@ func osErrorText(e syscall.Errno) string {
 // tlsHandshakeError is the error of a connection to 15008 whose TLS handshake failed, as
 // ztunnel's: "tls handshake error: " and then the handshake's std::io::Error as Rust's Debug
 // writes one (ioDebug), which is what ztunnel's inbound "connection failed" line says.
-func tlsHandshakeError(err error) error { return &debugError{"tls handshake error: ", err} }
-
-// debugError is causeError with its cause written by ioDebug.
-type debugError struct {
-	prefix string
-	err    error
+func tlsHandshakeError(err error) error {
+	return &causeError{prefix: "tls handshake error: ", err: err, debug: true}
 }
-
-func (e *debugError) Error() string { return e.prefix + ioDebug(e.err) }
-func (e *debugError) Unwrap() error { return e.err }
 
 // ioDebug writes a failed TLS handshake's error as Rust's Debug writes the std::io::Error that
 // ztunnel's TLS stack returns for the same failure:
@@ -153,42 +153,24 @@ func ioDebug(err error) string {
 	return "Custom { kind: InvalidData, error: " + strconv.Quote(err.Error()) + " }"
 }
 
-// errorKind is the std::io::ErrorKind Rust decodes an errno of a socket into (Uncategorized for
-// those a socket does not return).
+// errorKinds are the std::io::ErrorKind names Rust decodes the errnos of sockets into; any
+// other is Uncategorized (errorKind).
+var errorKinds = map[syscall.Errno]string{
+	syscall.ECONNRESET: "ConnectionReset", syscall.ECONNREFUSED: "ConnectionRefused",
+	syscall.ECONNABORTED: "ConnectionAborted", syscall.EPIPE: "BrokenPipe",
+	syscall.ENOTCONN: "NotConnected", syscall.ETIMEDOUT: "TimedOut",
+	syscall.EHOSTUNREACH: "HostUnreachable", syscall.ENETUNREACH: "NetworkUnreachable",
+	syscall.ENETDOWN: "NetworkDown", syscall.EADDRINUSE: "AddrInUse",
+	syscall.EADDRNOTAVAIL: "AddrNotAvailable", syscall.EAGAIN: "WouldBlock",
+	syscall.EINTR: "Interrupted", syscall.EINVAL: "InvalidInput",
+	syscall.EACCES: "PermissionDenied", syscall.EPERM: "PermissionDenied",
+	syscall.ENOMEM: "OutOfMemory",
+}
+
+// errorKind is the std::io::ErrorKind Rust decodes e into.
 func errorKind(e syscall.Errno) string {
-	switch e {
-	case syscall.ECONNRESET:
-		return "ConnectionReset"
-	case syscall.ECONNREFUSED:
-		return "ConnectionRefused"
-	case syscall.ECONNABORTED:
-		return "ConnectionAborted"
-	case syscall.EPIPE:
-		return "BrokenPipe"
-	case syscall.ENOTCONN:
-		return "NotConnected"
-	case syscall.ETIMEDOUT:
-		return "TimedOut"
-	case syscall.EHOSTUNREACH:
-		return "HostUnreachable"
-	case syscall.ENETUNREACH:
-		return "NetworkUnreachable"
-	case syscall.ENETDOWN:
-		return "NetworkDown"
-	case syscall.EADDRINUSE:
-		return "AddrInUse"
-	case syscall.EADDRNOTAVAIL:
-		return "AddrNotAvailable"
-	case syscall.EAGAIN:
-		return "WouldBlock"
-	case syscall.EINTR:
-		return "Interrupted"
-	case syscall.EINVAL:
-		return "InvalidInput"
-	case syscall.EACCES, syscall.EPERM:
-		return "PermissionDenied"
-	case syscall.ENOMEM:
-		return "OutOfMemory"
+	if k, ok := errorKinds[e]; ok {
+		return k
 	}
 	return "Uncategorized"
 }
@@ -216,7 +198,7 @@ func outboundFailure(err error) (error, string) {
 	case errors.As(err, &se):
 		return statusError{se}, metrics.FlagConnect
 	case errors.As(err, &hs):
-		return &causeError{"tls error: ", hs}, metrics.FlagTLSFailure
+		return &causeError{prefix: "tls error: ", err: hs}, metrics.FlagTLSFailure
 	case errors.As(err, &de) && isTimeout(err):
 		return networkPolicyError(err), metrics.FlagNetworkPolicy
 	}
@@ -250,7 +232,7 @@ func relayErr(err error) error {
 	if de.Shutdown {
 		prefix = "while closing connection: " + prefix
 	}
-	return &causeError{prefix, de.Err}
+	return &causeError{prefix: prefix, err: de.Err}
 }
 
 // quietReset reports whether an HBONE stream's reset is one that ztunnel's relay takes as the
@@ -276,40 +258,30 @@ func resetText(re *hbone.ResetError) string {
 	return "stream error detected: " + reasonText(re.Code)
 }
 
-// reasonText is how ztunnel's HTTP/2 library describes an error code (RFC 9113, section 7; 14
-// is that library's own keepalive timeout).
+// reasonTexts are how ztunnel's HTTP/2 library describes the error codes, by code (RFC 9113,
+// section 7; 14 is that library's own keepalive timeout).
+var reasonTexts = [...]string{
+	http2.ErrCodeNo:                 "not a result of an error",
+	http2.ErrCodeProtocol:           "unspecific protocol error detected",
+	http2.ErrCodeInternal:           "unexpected internal error encountered",
+	http2.ErrCodeFlowControl:        "flow-control protocol violated",
+	http2.ErrCodeSettingsTimeout:    "settings ACK not received in timely manner",
+	http2.ErrCodeStreamClosed:       "received frame when stream half-closed",
+	http2.ErrCodeFrameSize:          "frame with invalid size",
+	http2.ErrCodeRefusedStream:      "refused stream before processing any application logic",
+	http2.ErrCodeCancel:             "stream no longer needed",
+	http2.ErrCodeCompression:        "unable to maintain the header compression context",
+	http2.ErrCodeConnect:            "connection established in response to a CONNECT request was reset or abnormally closed",
+	http2.ErrCodeEnhanceYourCalm:    "detected excessive load generating behavior",
+	http2.ErrCodeInadequateSecurity: "security properties do not meet minimum requirements",
+	http2.ErrCodeHTTP11Required:     "endpoint requires HTTP/1.1",
+	14:                              "keepalive timeout reached",
+}
+
+// reasonText is reasonTexts' description of code, "unknown reason" for a code it lacks.
 func reasonText(code http2.ErrCode) string {
-	switch code {
-	case http2.ErrCodeNo:
-		return "not a result of an error"
-	case http2.ErrCodeProtocol:
-		return "unspecific protocol error detected"
-	case http2.ErrCodeInternal:
-		return "unexpected internal error encountered"
-	case http2.ErrCodeFlowControl:
-		return "flow-control protocol violated"
-	case http2.ErrCodeSettingsTimeout:
-		return "settings ACK not received in timely manner"
-	case http2.ErrCodeStreamClosed:
-		return "received frame when stream half-closed"
-	case http2.ErrCodeFrameSize:
-		return "frame with invalid size"
-	case http2.ErrCodeRefusedStream:
-		return "refused stream before processing any application logic"
-	case http2.ErrCodeCancel:
-		return "stream no longer needed"
-	case http2.ErrCodeCompression:
-		return "unable to maintain the header compression context"
-	case http2.ErrCodeConnect:
-		return "connection established in response to a CONNECT request was reset or abnormally closed"
-	case http2.ErrCodeEnhanceYourCalm:
-		return "detected excessive load generating behavior"
-	case http2.ErrCodeInadequateSecurity:
-		return "security properties do not meet minimum requirements"
-	case http2.ErrCodeHTTP11Required:
-		return "endpoint requires HTTP/1.1"
-	case 14:
-		return "keepalive timeout reached"
+	if int(code) < len(reasonTexts) {
+		return reasonTexts[code]
 	}
 	return "unknown reason"
 }
