@@ -202,14 +202,15 @@ var (
 	errPeerEOF      = fmt.Errorf("hbone: peer closed the connection: %w", io.ErrUnexpectedEOF)
 )
 
-// connError is a connection-level protocol error: we send GOAWAY with Code
-// and close.
-type connError struct {
+// ProtocolError is a connection-level protocol error of the peer's: we send
+// GOAWAY with Code and close the connection. The connection's streams fail
+// with an error that wraps it.
+type ProtocolError struct {
 	Code   http2.ErrCode
 	Reason string
 }
 
-func (e connError) Error() string {
+func (e ProtocolError) Error() string {
 	return "hbone: connection error " + e.Code.String() + ": " + e.Reason
 }
 

@@ -495,7 +495,7 @@ func (c *conn) enqueue(f ctrlFrame) bool {
 	c.cmu.Lock()
 	if len(c.ctrlQ) >= maxCtrlQueue {
 		c.cmu.Unlock()
-		c.fail(connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "control frame queue overflow"})
+		c.fail(ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "control frame queue overflow"})
 		return false
 	}
 	c.ctrlQ = append(c.ctrlQ, f)
@@ -658,6 +658,20 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields ...string) error {
 
 // ---- keepalive ----
 
+// logPingFailure logs the keepalive's closing of the connection for cause, with how long
+// (d) the peer was silent or the write stuck, in ztunnel's words: a warning on the client
+// side, where the connection's streams end without an error of their own, and a debug line
+// on the server side, where a silent peer is most often a pod whose network namespace went
+// away before it could send GOAWAY.
+func (c *conn) logPingFailure(cause error, key string, d time.Duration) {
+	if c.server {
+		c.log.Debug("HBONE ping timeout/error, peer may have shutdown", "remote", c.nc.RemoteAddr(),
+			"cause", cause, key, d)
+		return
+	}
+	c.log.Warn("HBONE ping timeout/error", "remote", c.nc.RemoteAddr(), "cause", cause, key, d)
+}
+
 // keepaliveTick runs on the keepalive timer: it queues a PING every
 // PingInterval and closes the connection when nothing at all was received
 // for PingTimeout, or when a writer has been stuck on the socket for
@@ -672,13 +686,12 @@ func (c *conn) keepaliveTick() {
 	now := c.now()
 	silent := time.Duration(now - c.lastRead.Load())
 	if silent >= timeout {
-		c.log.Debug("hbone: peer silent, closing connection", "remote", c.nc.RemoteAddr(), "silent", silent)
+		c.logPingFailure(ErrPingTimeout, "silent", silent)
 		c.fail(ErrPingTimeout)
 		return
 	}
 	if at := c.wlockedAt.Load(); at != 0 && time.Duration(now-at) >= timeout {
-		c.log.Debug("hbone: peer stopped reading, closing connection", "remote", c.nc.RemoteAddr(),
-			"stuck", time.Duration(now-at))
+		c.logPingFailure(ErrWriteStalled, "stuck", time.Duration(now-at))
 		c.fail(ErrWriteStalled)
 		return
 	}
@@ -797,7 +810,7 @@ func isBenign(err error) bool {
 // afterReadLoop ends the connection after the read loop returned err. A
 // protocol error is reported to the peer with GOAWAY first.
 func (c *conn) afterReadLoop(err error) {
-	var ce connError
+	var ce ProtocolError
 	if errors.As(err, &ce) {
 		c.log.Debug("hbone: protocol error from peer", "remote", c.nc.RemoteAddr(), "err", err)
 		c.mu.Lock()

@@ -538,7 +538,7 @@ func TestPeerThatNeverReads(t *testing.T) {
 				t.Fatalf("ServeConn still running after %d PINGs", i)
 			}
 		})
-		var ce connError
+		var ce ProtocolError
 		if !errors.As(serveErr, &ce) || ce.Code != http2.ErrCodeEnhanceYourCalm {
 			t.Errorf("ServeConn: got %v, want an ENHANCE_YOUR_CALM connection error", serveErr)
 		}
@@ -565,7 +565,7 @@ func TestControlQueueBound(t *testing.T) {
 	if n > maxCtrlQueue {
 		t.Errorf("queued %d control frames, want <= %d", n, maxCtrlQueue)
 	}
-	var ce connError
+	var ce ProtocolError
 	if err := c.err; !errors.As(err, &ce) || ce.Code != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("connection error: got %v, want ENHANCE_YOUR_CALM", err)
 	}

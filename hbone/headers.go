@@ -69,13 +69,13 @@ const (
 func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 	h := &c.hdr
 	if fh.StreamID == 0 {
-		return connError{Code: http2.ErrCodeProtocol, Reason: "header frame on stream 0"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "header frame on stream 0"}
 	}
 	n, pad := int(fh.Length), 0 // fragment and padding bytes
 	if fh.Type == http2.FrameHeaders {
 		if fh.Flags.Has(http2.FlagHeadersPadded) {
 			if n < 1 {
-				return connError{Code: http2.ErrCodeFrameSize, Reason: "padded HEADERS without pad length"}
+				return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "padded HEADERS without pad length"}
 			}
 			b, err := c.br.ReadByte()
 			if err != nil {
@@ -86,7 +86,7 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 		}
 		if fh.Flags.Has(http2.FlagHeadersPriority) { // ignored (RFC 9113 5.3.2)
 			if n < 5 {
-				return connError{Code: http2.ErrCodeFrameSize, Reason: "HEADERS too short for its priority"}
+				return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "HEADERS too short for its priority"}
 			}
 			if err := c.discard(5); err != nil {
 				return err
@@ -94,7 +94,7 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 			n -= 5
 		}
 		if pad > n {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "HEADERS padding exceeds payload"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "HEADERS padding exceeds payload"}
 		}
 		n -= pad
 		*h = hdrBlock{stream: fh.StreamID, end: fh.Flags.Has(http2.FlagHeadersEndStream), remain: c.cfg.MaxHeaderListSize}
@@ -106,15 +106,15 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 		c.hdec.SetEmitEnabled(true)
 	} else if fh.StreamID != h.stream {
 		// The Framer's order check makes this unreachable; kept as a guard.
-		return connError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
 	}
 	h.frames++
 	h.bytes += n
 	switch {
 	case h.frames > maxHeaderFrames:
-		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "CONTINUATION flood"}
+		return ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "CONTINUATION flood"}
 	case h.bytes > c.maxBlock:
-		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header block larger than MaxHeaderListSize"}
+		return ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header block larger than MaxHeaderListSize"}
 	}
 	if err := c.decodeFragment(n); err != nil {
 		return err
@@ -126,7 +126,7 @@ func (c *conn) onHeaderFrame(fh http2.FrameHeader) error {
 		return nil
 	}
 	if err := c.hdec.Close(); err != nil {
-		return connError{Code: http2.ErrCodeCompression, Reason: "header block ends inside a field"}
+		return ProtocolError{Code: http2.ErrCodeCompression, Reason: "header block ends inside a field"}
 	}
 	var err error
 	switch {
@@ -162,7 +162,7 @@ func (c *conn) decodeFragment(n int) error {
 			return err
 		}
 		if _, err := c.hdec.Write(c.hchunk[:k]); err != nil {
-			return connError{Code: http2.ErrCodeCompression, Reason: "header block does not decode"}
+			return ProtocolError{Code: http2.ErrCodeCompression, Reason: "header block does not decode"}
 		}
 		n -= k
 	}

@@ -24,7 +24,7 @@ func (c *conn) readPreface() error {
 		return fmt.Errorf("hbone: read client preface: %w", err)
 	}
 	if string(pre[:]) != http2.ClientPreface {
-		return connError{Code: http2.ErrCodeProtocol, Reason: "bad client preface"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "bad client preface"}
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (c *conn) serveFrames() error {
 		now := c.now()
 		c.lastRead.Store(now)
 		if !c.sawSettings && (fh.Type != http2.FrameSettings || fh.Flags.Has(http2.FlagSettingsAck)) {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "first frame is not SETTINGS"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "first frame is not SETTINGS"}
 		}
 		if now-c.calmStart >= int64(calmWindow) {
 			c.calmStart, c.idleFrames, c.prematures = now, 0, 0
@@ -61,13 +61,13 @@ func (c *conn) serveFrames() error {
 			err = c.onWindowUpdate(fh)
 		case http2.FrameHeaders, http2.FrameContinuation:
 			if int(fh.Length) > c.maxBlock+headerPadSlack {
-				return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header frame larger than MaxHeaderListSize"}
+				return ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "header frame larger than MaxHeaderListSize"}
 			}
 			err = c.onHeaderFrame(fh)
 		case http2.FrameSettings, http2.FramePing, http2.FrameRSTStream, http2.FrameGoAway,
 			http2.FramePriority, http2.FramePushPromise:
 			if fh.Length > maxCtrlFrameLen {
-				return connError{Code: http2.ErrCodeFrameSize, Reason: "control frame too large"}
+				return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "control frame too large"}
 			}
 			var f http2.Frame
 			if f, err = c.rfr.ReadFrameForHeader(fh); err == nil {
@@ -149,7 +149,7 @@ func (c *conn) parkRead() bool {
 func (c *conn) idle(what string) error {
 	c.idleFrames++
 	if c.idleFrames > maxIdleFrames {
-		return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: what}
+		return ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: what}
 	}
 	return nil
 }
@@ -159,9 +159,9 @@ func classifyReadErr(err error) error {
 	var ce http2.ConnectionError
 	switch {
 	case errors.As(err, &ce):
-		return connError{Code: http2.ErrCode(ce), Reason: "frame rejected by codec"}
+		return ProtocolError{Code: http2.ErrCode(ce), Reason: "frame rejected by codec"}
 	case errors.Is(err, http2.ErrFrameTooLarge):
-		return connError{Code: http2.ErrCodeFrameSize, Reason: "frame larger than SETTINGS_MAX_FRAME_SIZE"}
+		return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "frame larger than SETTINGS_MAX_FRAME_SIZE"}
 	}
 	return err
 }
@@ -212,13 +212,13 @@ func (c *conn) discard(n int) error {
 func (c *conn) onData(fh http2.FrameHeader) error {
 	id := fh.StreamID
 	if id == 0 {
-		return connError{Code: http2.ErrCodeProtocol, Reason: "DATA on stream 0"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "DATA on stream 0"}
 	}
 	n := int(fh.Length)
 	pad := 0 // padding bytes still to skip, plus the pad length byte
 	if fh.Flags.Has(http2.FlagDataPadded) {
 		if n < 1 {
-			return connError{Code: http2.ErrCodeFrameSize, Reason: "padded DATA without pad length"}
+			return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "padded DATA without pad length"}
 		}
 		b, err := c.br.ReadByte()
 		if err != nil {
@@ -226,7 +226,7 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 		}
 		pad = int(b) + 1
 		if pad > n {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "DATA padding exceeds payload"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "DATA padding exceeds payload"}
 		}
 	}
 	dataLen := n - pad
@@ -236,12 +236,12 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 		}
 	}
 	if c.recvWindow.Add(-int64(n)) < 0 {
-		return connError{Code: http2.ErrCodeFlowControl, Reason: "connection receive window exceeded"}
+		return ProtocolError{Code: http2.ErrCodeFlowControl, Reason: "connection receive window exceeded"}
 	}
 	s, opened := c.lookup(id)
 	if s == nil {
 		if !opened {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "DATA on idle stream"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "DATA on idle stream"}
 		}
 		// A stream we already finished or reset: drop and credit.
 		err := c.discard(n - min(pad, 1))
@@ -253,7 +253,7 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 
 func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 	if fh.Length != 4 {
-		return connError{Code: http2.ErrCodeFrameSize, Reason: "WINDOW_UPDATE length"}
+		return ProtocolError{Code: http2.ErrCodeFrameSize, Reason: "WINDOW_UPDATE length"}
 	}
 	if _, err := io.ReadFull(c.br, c.scratch[:4]); err != nil {
 		return err
@@ -262,7 +262,7 @@ func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 	id := fh.StreamID
 	if inc == 0 {
 		if id == 0 {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "zero WINDOW_UPDATE"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "zero WINDOW_UPDATE"}
 		}
 		return streamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
@@ -271,7 +271,7 @@ func (c *conn) onWindowUpdate(fh http2.FrameHeader) error {
 	if id == 0 {
 		c.sendWindow += inc
 		if c.sendWindow > maxWindow {
-			return connError{Code: http2.ErrCodeFlowControl, Reason: "connection send window overflow"}
+			return ProtocolError{Code: http2.ErrCodeFlowControl, Reason: "connection send window overflow"}
 		}
 		for i, s := range c.connWaiters {
 			s.connWaiting = false
@@ -316,21 +316,21 @@ func (c *conn) onFrame(f http2.Frame) error {
 			if c.server && !s.answered() {
 				c.prematures++
 				if c.prematures > c.maxResets {
-					return connError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "rapid reset"}
+					return ProtocolError{Code: http2.ErrCodeEnhanceYourCalm, Reason: "rapid reset"}
 				}
 			}
 			s.resetRemote(f.ErrCode)
 		case !opened:
-			return connError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "RST_STREAM on idle stream"}
 		default:
 			return c.idle("RST_STREAM flood")
 		}
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
 	case *http2.PushPromiseFrame:
-		return connError{Code: http2.ErrCodeProtocol, Reason: "PUSH_PROMISE not enabled"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "PUSH_PROMISE not enabled"}
 	case *http2.ContinuationFrame:
-		return connError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "unexpected CONTINUATION"}
 	}
 	return nil
 }
@@ -366,7 +366,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		for _, s := range c.streams.all() {
 			s.sendWindow += delta
 			if s.sendWindow > maxWindow {
-				err = connError{Code: http2.ErrCodeFlowControl, Reason: "stream window overflow by SETTINGS"}
+				err = ProtocolError{Code: http2.ErrCodeFlowControl, Reason: "stream window overflow by SETTINGS"}
 				break
 			}
 			signal(s.wakeW)
@@ -412,7 +412,7 @@ func (c *conn) onResponseHeaders(id uint32) error {
 	s, opened := c.lookup(id)
 	if s == nil {
 		if !opened {
-			return connError{Code: http2.ErrCodeProtocol, Reason: "HEADERS on idle stream"}
+			return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "HEADERS on idle stream"}
 		}
 		return nil
 	}
@@ -471,7 +471,7 @@ func (c *conn) onResponseHeaders(id uint32) error {
 func (c *conn) onRequestHeaders(id uint32) error {
 	ended := c.hdr.end
 	if id%2 == 0 {
-		return connError{Code: http2.ErrCodeProtocol, Reason: "client opened an even stream"}
+		return ProtocolError{Code: http2.ErrCodeProtocol, Reason: "client opened an even stream"}
 	}
 	c.mu.Lock()
 	if s := c.streams.get(id); s != nil {

@@ -86,16 +86,21 @@ func (e statusError) Unwrap() error { return e.StatusError }
 
 // ioText writes err as Rust writes the std::io::Error of the same failure: an errno as
 // "<strerror> (os error <n>)", a timeout as ETIMEDOUT (ztunnel's connects time out in the
-// kernel, ours at the connect deadline), an HBONE stream's reset as its HTTP/2 library
-// (resetText), anything else as Go writes it.
+// kernel, ours at the connect deadline), an HBONE stream's reset (resetText) or the protocol
+// error its connection ended on as ztunnel's HTTP/2 library writes them, anything else as Go
+// writes it.
 func ioText(err error) string {
 	var errno syscall.Errno
 	var re *hbone.ResetError
+	var pe hbone.ProtocolError
 	switch {
 	case errors.As(err, &errno) && errno != 0:
 		return osErrorText(errno)
 	case errors.As(err, &re):
 		return resetText(re)
+	case errors.As(err, &pe):
+		// The library's GOAWAY carries no debug data, so h2 writes only the reason.
+		return "connection error detected: " + reasonText(pe.Code)
 	case isTimeout(err):
 		return osErrorText(syscall.ETIMEDOUT)
 	}
@@ -208,8 +213,11 @@ func outboundFailure(err error) (error, string) {
 // relayErr is the error a relayed connection's record ends with (err is the relay's, a
 // *netutil.DirError when one direction failed). As ztunnel's copy, it does not report a peer
 // that went away ungracefully: a reset, a broken pipe, an unexpected EOF
-// (netutil.IsDisconnect), or an HBONE stream the peer reset with NO_ERROR, CANCEL or
-// STREAM_CLOSED (a client's ztunnel cancels the stream when its client resets). Any other
+// (netutil.IsDisconnect), an HBONE stream the peer reset with NO_ERROR, CANCEL or
+// STREAM_CLOSED (a client's ztunnel cancels the stream when its client resets), or an HBONE
+// connection closed because its peer stopped answering (hbone.ErrPingTimeout,
+// hbone.ErrWriteStalled: ztunnel drops such a connection, and its streams end as a broken
+// pipe; the connection's log line says why, once). Any other
 // failure is written as ztunnel's: "send: " for the client-to-server direction (the Link's
 // a to b), "receive: " for the other, then "io error: <cause>"; "while closing connection: "
 // goes before both when the half-close at the end failed.
@@ -218,7 +226,8 @@ func relayErr(err error) error {
 		return nil // most relays: and errors.As would put its targets on the heap
 	}
 	var re *hbone.ResetError
-	if netutil.IsDisconnect(err) || errors.As(err, &re) && quietReset(re) || benign(err) == nil {
+	if netutil.IsDisconnect(err) || errors.As(err, &re) && quietReset(re) || benign(err) == nil ||
+		errors.Is(err, hbone.ErrPingTimeout) || errors.Is(err, hbone.ErrWriteStalled) {
 		return nil
 	}
 	var de *netutil.DirError

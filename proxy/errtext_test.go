@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
@@ -201,7 +204,10 @@ func TestRelayErrIsZtunnels(t *testing.T) {
 	receive := func(err error) error { return &netutil.DirError{Err: err} }
 	timedOut := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
 	internal := &hbone.ResetError{Code: http2.ErrCodeInternal, Remote: true}
-	other := errors.New("hbone: keepalive timeout")
+	other := errors.New("hbone: some other failure")
+	// As the streams of a connection that ended see its error.
+	inConn := func(err error) error { return fmt.Errorf("hbone: connection closed: %w", err) }
+	protocol := hbone.ProtocolError{Code: http2.ErrCodeProtocol, Reason: "HEADERS on idle stream"}
 	for _, c := range []struct {
 		err  error
 		want string // "" for no error
@@ -226,8 +232,13 @@ func TestRelayErrIsZtunnels(t *testing.T) {
 		{send(&hbone.ResetError{Code: http2.ErrCodeFlowControl}), "send: io error: stream error detected: flow-control protocol violated"},
 		{send(&hbone.ResetError{Code: http2.ErrCodeStreamClosed}), "send: io error: stream error detected: received frame when stream half-closed"},
 		{receive(&hbone.ResetError{Code: 0x77, Remote: true}), "receive: io error: stream error received: unknown reason"},
-		{send(other), "send: io error: hbone: keepalive timeout"},
-		{other, "hbone: keepalive timeout"},
+		{receive(inConn(protocol)), "receive: io error: connection error detected: unspecific protocol error detected"},
+		{send(inConn(hbone.ProtocolError{Code: http2.ErrCodeFlowControl})),
+			"send: io error: connection error detected: flow-control protocol violated"},
+		{receive(inConn(hbone.ErrPingTimeout)), ""},
+		{send(inConn(hbone.ErrWriteStalled)), ""},
+		{send(other), "send: io error: hbone: some other failure"},
+		{other, "hbone: some other failure"},
 	} {
 		got := relayErr(c.err)
 		switch {
@@ -395,5 +406,184 @@ func TestIODebugIsRusts(t *testing.T) {
 		if got := ioDebug(c.err); got != c.want {
 			t.Errorf("ioDebug(%v) = %s, want %s", c.err, got, c.want)
 		}
+	}
+}
+
+// rawWaypoint serves HTTP/2 at the waypoint's HBONE address with x/net/http2's Framer and
+// no server logic of its own: it answers the first CONNECT with 200 and hands the
+// connection, the CONNECT's stream id and an hpack encoder to misbehave (which runs on the
+// connection's goroutine and may block until done closes). The listener, the connections and
+// their goroutines are the test's; cleanup ends them all.
+func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
+	t.Helper()
+	l, err := net.Listen("tcp", netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	serve := func(c net.Conn) error {
+		tc := tls.Server(c, e.certs.ServerConfig(waypointID))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(tc, make([]byte, len(http2.ClientPreface))); err != nil {
+			return err
+		}
+		fr := http2.NewFramer(tc, tc)
+		if err := fr.WriteSettings(); err != nil {
+			return err
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return err
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					if err := fr.WriteSettingsAck(); err != nil {
+						return err
+					}
+				}
+			case *http2.HeadersFrame:
+				var hdr bytes.Buffer
+				hpack.NewEncoder(&hdr).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID,
+					BlockFragment: hdr.Bytes(), EndHeaders: true}); err != nil {
+					return err
+				}
+				misbehave(fr, f.StreamID, done)
+				return nil
+			}
+		}
+	}
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				if err := serve(c); err != nil {
+					t.Logf("raw waypoint: %v", err)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		close(done)
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
+}
+
+// TestRelayConnectionErrorIsZtunnels: a peer that breaks HTTP/2 at the connection's level
+// during a relay (here HEADERS on a stream it never saw opened) gets GOAWAY with
+// PROTOCOL_ERROR, and the relayed connection ends as ztunnel reports one whose HTTP/2 library
+// detected a connection error: in the direction that read it, in that library's words.
+func TestRelayConnectionErrorIsZtunnels(t *testing.T) {
+	e := newEnv(t)
+	goAway := make(chan http2.ErrCode, 1)
+	rawWaypoint(t, e, func(fr *http2.Framer, id uint32, _ <-chan struct{}) {
+		for { // the client's first bytes, then the violation
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Errorf("reading the client's bytes: %v", err)
+				return
+			}
+			if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
+				break
+			}
+		}
+		var hdr bytes.Buffer
+		hpack.NewEncoder(&hdr).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id + 2,
+			BlockFragment: hdr.Bytes(), EndHeaders: true}); err != nil {
+			t.Errorf("writing HEADERS: %v", err)
+			return
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Errorf("no GOAWAY before the connection ended: %v", err)
+				return
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				goAway <- g.ErrCode
+				return
+			}
+		}
+	})
+
+	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
+	defer c.Close()
+	local := c.LocalAddr().String()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := c.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("read bytes through a connection that broke the protocol")
+	}
+	select {
+	case code := <-goAway:
+		if code != http2.ErrCodeProtocol {
+			t.Errorf("GOAWAY %v, want PROTOCOL_ERROR", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no GOAWAY")
+	}
+	waitLog(t, e.access, "level=ERROR", "connection complete", "src.addr="+local, "bytes_sent=5",
+		`error="receive: io error: connection error detected: unspecific protocol error detected"`)
+}
+
+// TestRelayPingTimeoutIsZtunnels: a peer that answers CONNECT and then falls silent (no PING
+// answered, no byte read) has its connection closed at the keepalive's timeout. As in
+// ztunnel, which drops such a connection and whose streams then end as a broken pipe, the
+// relayed connection's line reports no error of its own, and the HBONE connection's warning
+// says why, once.
+func TestRelayPingTimeoutIsZtunnels(t *testing.T) {
+	hlog := &logBuffer{}
+	e := newEnvConfig(t, func(cfg *Config) {
+		cfg.HBONE.PingInterval, cfg.HBONE.PingTimeout = 50*time.Millisecond, 300*time.Millisecond
+		cfg.HBONE.Logger = slog.New(slog.NewTextHandler(hlog, nil))
+	})
+	rawWaypoint(t, e, func(_ *http2.Framer, _ uint32, done <-chan struct{}) { <-done })
+
+	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
+	defer c.Close()
+	local := c.LocalAddr().String()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || isTimeout(err) {
+		t.Fatalf("read %d bytes, %v: want the end of a connection whose tunnel timed out", n, err)
+	}
+	waitLog(t, e.access, "connection complete", "src.addr="+local, "bytes_sent=5")
+	for _, line := range strings.Split(e.access.String(), "\n") {
+		if strings.Contains(line, "src.addr="+local) && (strings.Contains(line, "error=") ||
+			!strings.Contains(line, "level=INFO")) {
+			t.Errorf("the line of a connection whose tunnel's peer went silent reports an error: %s", line)
+		}
+	}
+	waitLog(t, hlog, "level=WARN", `msg="HBONE ping timeout/error"`, "remote="+
+		netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE).String())
+	if n := strings.Count(hlog.String(), "HBONE ping timeout/error"); n != 1 {
+		t.Errorf("%d ping timeout lines, want 1:\n%s", n, hlog)
 	}
 }
