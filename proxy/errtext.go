@@ -131,12 +131,15 @@ func tlsHandshakeError(err error) error {
 //   - our handshake deadline (ztunnel has none): Kind(TimedOut);
 //   - bytes that are not a TLS record, a certificate the verifier refused, or none, as the TLS
 //     library's error inside an InvalidData error: InvalidMessage(InvalidContentType),
-//     InvalidCertificate(Revoked), InvalidCertificate(UnknownIssuer), NoCertificatesPresented;
+//     InvalidCertificate(Revoked), InvalidCertificate(UnknownIssuer), NoCertificatesPresented,
+//     InvalidCertificate(ExpiredContext { time: UnixTime(<s>), not_after: UnixTime(<s>) }) and
+//     its NotValidYetContext twin;
 //   - anything else as Go says it, quoted inside an InvalidData error.
 func ioDebug(err error) string {
 	var errno syscall.Errno
 	var unknown x509.UnknownAuthorityError
 	var record tls.RecordHeaderError
+	var validity *certs.ValidityError
 	switch {
 	case errors.As(err, &errno) && errno != 0:
 		msg := osErrorText(errno)
@@ -150,6 +153,15 @@ func ioDebug(err error) string {
 		return "Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"
 	case errors.Is(err, certs.ErrRevoked):
 		return "Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"
+	case errors.As(err, &validity):
+		// The verifier's time and the certificate's bound, in seconds since the epoch.
+		at := strconv.FormatInt(validity.At.Unix(), 10)
+		if validity.Expired() {
+			return "Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(" + at +
+				"), not_after: UnixTime(" + strconv.FormatInt(validity.NotAfter.Unix(), 10) + ") }) }"
+		}
+		return "Custom { kind: InvalidData, error: InvalidCertificate(NotValidYetContext { time: UnixTime(" + at +
+			"), not_before: UnixTime(" + strconv.FormatInt(validity.NotBefore.Unix(), 10) + ") }) }"
 	case errors.As(err, &unknown):
 		return "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"
 	case strings.Contains(err.Error(), "didn't provide a certificate"): // crypto/tls's own, unexported

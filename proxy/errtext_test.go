@@ -3,7 +3,12 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -350,6 +356,30 @@ func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
 	anonymous := foreign.Clone()
 	anonymous.GetClientCertificate, anonymous.Certificates = nil, nil
 
+	// A client certificate from the proxy's own CA that expired a moment ago.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := e.ca.Sign(context.Background(), clientID,
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredCert, err := tls.X509KeyPair([]byte(chain[0]), pemKey(t, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(expiredCert.Leaf.NotAfter.Add(time.Second)) { // expired, also in whole seconds
+		time.Sleep(50 * time.Millisecond)
+	}
+	expired := anonymous.Clone()
+	expired.Certificates = []tls.Certificate{expiredCert}
+
 	handshake := func(cfg *tls.Config) func(net.Conn) {
 		return func(c net.Conn) {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -361,20 +391,24 @@ func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
 		name string
 		do   func(net.Conn)
 		want string // the error field as the access log quotes it
+		rest string // what follows a variable part of it, if any
 	}{
 		{"not TLS", func(c net.Conn) { c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); io.Copy(io.Discard, c) },
-			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"`},
+			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"`, ""},
 		{"no client certificate", handshake(anonymous),
-			`error="tls handshake error: Custom { kind: InvalidData, error: NoCertificatesPresented }"`},
+			`error="tls handshake error: Custom { kind: InvalidData, error: NoCertificatesPresented }"`, ""},
 		{"unknown issuer", handshake(foreign),
-			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"`},
+			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"`, ""},
+		{"expired client certificate", handshake(expired),
+			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(`,
+			"), not_after: UnixTime(" + strconv.FormatInt(expiredCert.Leaf.NotAfter.Unix(), 10) + `) }) }"`},
 		{"closed before the hello", func(c net.Conn) {},
-			`error="tls handshake error: Custom { kind: UnexpectedEof, error: \"tls handshake eof\" }"`},
+			`error="tls handshake error: Custom { kind: UnexpectedEof, error: \"tls handshake eof\" }"`, ""},
 		{"reset after a partial hello", func(c net.Conn) {
 			c.Write([]byte{22, 3, 1, 0, 200, 1}) // a handshake record the server waits to complete
 			time.Sleep(50 * time.Millisecond)
 			c.(*net.TCPConn).SetLinger(0)
-		}, `error="tls handshake error: Os { code: 104, kind: ConnectionReset, message: \"Connection reset by peer\" }"`},
+		}, `error="tls handshake error: Os { code: 104, kind: ConnectionReset, message: \"Connection reset by peer\" }"`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
@@ -385,7 +419,7 @@ func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
 			c.do(raw)
 			raw.Close()
 			waitLog(t, e.access, "level=WARN", `msg="connection failed"`, "direction=inbound",
-				"src.addr="+raw.LocalAddr().String()+" ", c.want)
+				"src.addr="+raw.LocalAddr().String()+" ", c.want, c.rest)
 		})
 	}
 }
@@ -401,6 +435,12 @@ func TestIODebugIsRusts(t *testing.T) {
 		{syscall.EPROTO, `Os { code: 71, kind: Uncategorized, message: "Protocol error" }`},
 		{fmt.Errorf("read: %w", os.ErrDeadlineExceeded), "Kind(TimedOut)"},
 		{fmt.Errorf("client certificate: %w", certs.ErrRevoked), "Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"},
+		{fmt.Errorf("client certificate: %w", &certs.ValidityError{At: time.Unix(1764000000, 5e8),
+			NotBefore: time.Unix(1763990000, 0), NotAfter: time.Unix(1763999999, 0), Err: errors.New("x509: expired")}),
+			"Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(1764000000), not_after: UnixTime(1763999999) }) }"},
+		{&certs.ValidityError{At: time.Unix(1764000000, 0), NotBefore: time.Unix(1764000001, 0),
+			NotAfter: time.Unix(1764090000, 0), Err: errors.New("x509: not yet valid")},
+			"Custom { kind: InvalidData, error: InvalidCertificate(NotValidYetContext { time: UnixTime(1764000000), not_before: UnixTime(1764000001) }) }"},
 		{errors.New(`tls: "odd"`), `Custom { kind: InvalidData, error: "tls: \"odd\"" }`},
 	} {
 		if got := ioDebug(c.err); got != c.want {
@@ -411,7 +451,7 @@ func TestIODebugIsRusts(t *testing.T) {
 
 // rawWaypoint serves HTTP/2 at the waypoint's HBONE address with x/net/http2's Framer and
 // no server logic of its own: it answers the first CONNECT with 200 and hands the
-// connection, the CONNECT's stream id and an hpack encoder to misbehave (which runs on the
+// connection's Framer and the CONNECT's stream id to misbehave (which runs on the
 // connection's goroutine and may block until done closes). The listener, the connections and
 // their goroutines are the test's; cleanup ends them all.
 func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
@@ -586,4 +626,14 @@ func TestRelayPingTimeoutIsZtunnels(t *testing.T) {
 	if n := strings.Count(hlog.String(), "HBONE ping timeout/error"); n != 1 {
 		t.Errorf("%d ping timeout lines, want 1:\n%s", n, hlog)
 	}
+}
+
+// pemKey is key in PKCS #8 PEM, as tls.X509KeyPair reads it.
+func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

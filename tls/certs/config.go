@@ -204,6 +204,21 @@ func joinIDs(ids []identity.ID) string {
 	return b.String()
 }
 
+// ValidityError is the error of a peer chain with a certificate outside its validity period
+// at At, the handshake's time: expired (At after NotAfter) or not yet valid. It says when, so
+// that the failure can be reported as ztunnel's TLS library reports it (with both times).
+type ValidityError struct {
+	At                  time.Time // when the chain was verified
+	NotBefore, NotAfter time.Time // the failing certificate's validity
+	Err                 error     // crypto/x509's
+}
+
+func (e *ValidityError) Error() string { return e.Err.Error() }
+func (e *ValidityError) Unwrap() error { return e.Err }
+
+// Expired reports whether the certificate expired (rather than not being valid yet).
+func (e *ValidityError) Expired() bool { return e.At.After(e.NotAfter) }
+
 // verifyChain verifies a peer chain (leaf first, then intermediates) against
 // roots at now, for any key usage, and returns the leaf's SPIFFE identity.
 func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time, crl *CRLSet) (identity.ID, error) {
@@ -223,6 +238,11 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time,
 	}
 	verified, err := chain[0].Verify(opts)
 	if err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert != nil {
+			return identity.ID{}, &ValidityError{At: now, NotBefore: invalid.Cert.NotBefore,
+				NotAfter: invalid.Cert.NotAfter, Err: err}
+		}
 		return identity.ID{}, err
 	}
 	if crl != nil {

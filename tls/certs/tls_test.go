@@ -288,6 +288,38 @@ func TestHandshakeRefused(t *testing.T) {
 	}
 }
 
+// TestHandshakeValidityError: a peer certificate outside its validity period fails the
+// handshake with a ValidityError that says when it was checked and which bound it crossed.
+func TestHandshakeValidityError(t *testing.T) {
+	m, ca := dirCAManager(t, ManagerOptions{})
+	now := time.Now().Truncate(time.Second)
+	for _, c := range []struct {
+		name                string
+		notBefore, notAfter time.Time
+		expired             bool
+	}{
+		{"expired", now.Add(-2 * time.Hour), now.Add(-time.Hour), true},
+		{"not yet valid", now.Add(time.Hour), now.Add(2 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			leaf := ca.IssueLeaf(t, clientID, c.notBefore, c.notAfter)
+			addr, res := serveOne(t, m.ServerConfig(serverID))
+			dialOne(t, addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"},
+				Certificates: []tls.Certificate{leaf}})
+			s := <-res
+			var ve *ValidityError
+			if !errors.As(s.handshakeErr, &ve) {
+				t.Fatalf("server handshake error %v, want a ValidityError", s.handshakeErr)
+			}
+			if ve.Expired() != c.expired || !ve.NotBefore.Equal(c.notBefore) || !ve.NotAfter.Equal(c.notAfter) ||
+				ve.At.Before(now) || ve.At.After(time.Now()) {
+				t.Errorf("ValidityError{At %v, %v..%v}, Expired %v: want %v..%v checked since %v, Expired %v",
+					ve.At, ve.NotBefore, ve.NotAfter, ve.Expired(), c.notBefore, c.notAfter, now, c.expired)
+			}
+		})
+	}
+}
+
 func TestTLS12Allowed(t *testing.T) {
 	m := fakeCAManager(t, ManagerOptions{TLS12: true})
 	addr, res := serveOne(t, m.ServerConfig(serverID))
