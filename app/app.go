@@ -141,7 +141,9 @@ func New(cfg *config.Config, w io.Writer) (*App, error) {
 			StreamWindow: cfg.HTTP2.StreamWindowSize,
 			ConnWindow:   cfg.HTTP2.ConnectionWindowSize,
 			MaxFrameSize: cfg.HTTP2.FrameSize,
-			Logger:       out.Logger("ztunnel::hbone"),
+			// ztunnel's HTTP/2 connections log under its proxy::h2 module, so a level set
+			// for ztunnel::proxy or ztunnel::proxy::h2 covers them here too.
+			Logger: out.Logger("ztunnel::proxy::h2"),
 		},
 		PoolMaxStreams:   int(cfg.Pool.MaxStreamsPerConnection),
 		PoolIdleTimeout:  cfg.Pool.UnusedReleaseTimeout,
