@@ -197,7 +197,7 @@ var (
 	errWriteClosed  = errors.New("hbone: write after CloseWrite")
 	errNotOpen      = errors.New("hbone: stream has no 200 response")
 	errNoAnswer     = fmt.Errorf("hbone: no answer to CONNECT by the deadline: %w", os.ErrDeadlineExceeded)
-	errConnClosed   = fmt.Errorf("hbone: connection closed: %w", net.ErrClosed)
+	errConnClosed   = error(&ConnError{Err: net.ErrClosed})
 	errGoAwayDrain  = fmt.Errorf("hbone: connection drained after GOAWAY: %w", net.ErrClosed)
 	errPeerEOF      = fmt.Errorf("hbone: peer closed the connection: %w", io.ErrUnexpectedEOF)
 )
@@ -224,8 +224,18 @@ func (e streamError) Error() string {
 	return "hbone: stream " + strconv.FormatUint(uint64(e.StreamID), 10) + " error " + e.Code.String()
 }
 
-// peerGoAwayError is the error of streams above the peer's GOAWAY last id.
-type peerGoAwayError struct{ Code http2.ErrCode }
+// GoAwayError is the error of a client stream above the last stream id of the
+// peer's GOAWAY (sent with Code): the peer did not process it, so it matches
+// ErrRefused.
+type GoAwayError struct{ Code http2.ErrCode }
 
-func (e peerGoAwayError) Error() string        { return "hbone: peer sent GOAWAY " + e.Code.String() }
-func (e peerGoAwayError) Is(target error) bool { return target == ErrRefused }
+func (e GoAwayError) Error() string        { return "hbone: peer sent GOAWAY " + e.Code.String() }
+func (e GoAwayError) Is(target error) bool { return target == ErrRefused }
+
+// ConnError is the error of the streams that were open when their connection
+// failed with Err: a ProtocolError, ErrPingTimeout, ErrWriteStalled, the
+// socket's error, or the peer's end of the connection (io.ErrUnexpectedEOF).
+type ConnError struct{ Err error }
+
+func (e *ConnError) Error() string { return "hbone: connection closed: " + e.Err.Error() }
+func (e *ConnError) Unwrap() error { return e.Err }

@@ -719,7 +719,7 @@ func (c *conn) fail(err error) {
 	}
 	c.closed = true
 	c.err = err
-	c.streamErr = fmt.Errorf("hbone: connection closed: %w", err)
+	c.streamErr = &ConnError{Err: err}
 	streams := c.streams.takeAll()
 	c.connWaiters = nil
 	c.awaiting = nil

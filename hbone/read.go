@@ -397,7 +397,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	}
 	empty := c.streams.len() == len(refused)
 	c.mu.Unlock()
-	gerr := peerGoAwayError{Code: f.ErrCode}
+	gerr := GoAwayError{Code: f.ErrCode}
 	for _, s := range refused {
 		s.fail(gerr)
 	}

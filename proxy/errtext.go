@@ -40,16 +40,21 @@ var (
 )
 
 // causeError is an error in ztunnel's words: prefix, then its cause as ztunnel writes it
-// (ioText; ioDebug where ztunnel writes the cause's Debug form).
+// (ioText; ioDebug where ztunnel writes the cause's Debug form, h2Text where the cause is its
+// HTTP/2 library's error).
 type causeError struct {
 	prefix string
 	err    error
-	debug  bool
+	debug  bool // the cause as ioDebug writes it
+	h2     bool // the cause as h2Text writes it
 }
 
 func (e *causeError) Error() string {
-	if e.debug {
+	switch {
+	case e.debug:
 		return e.prefix + ioDebug(e.err)
+	case e.h2:
+		return e.prefix + h2Text(e.err)
 	}
 	return e.prefix + ioText(e.err)
 }
@@ -206,6 +211,10 @@ func isTimeout(err error) bool {
 //     this flag for it, though its handshake errors reach the line as io errors, CONNECT);
 //   - a pool connection to an HBONE peer that timed out before its TLS handshake failed
 //     (hbone.DialError): NETWORK_POLICY;
+//   - an HBONE request that its pool connection failed after the connection was up: reset by
+//     the peer, refused by its GOAWAY, or lost with the connection before an answer came:
+//     "h2 failed: <cause>" in ztunnel's HTTP/2 library's words (h2Text),
+//     H2_HANDSHAKE_FAILURE, as ztunnel flags its H2 errors;
 //   - any other: "io error: <cause>".
 func outboundFailure(err error) (error, string) {
 	var se *hbone.StatusError
@@ -216,10 +225,46 @@ func outboundFailure(err error) (error, string) {
 		return statusError{se}, metrics.FlagConnect
 	case errors.As(err, &hs):
 		return &causeError{prefix: "tls error: ", err: hs}, metrics.FlagTLSFailure
-	case errors.As(err, &de) && isTimeout(err):
-		return networkPolicyError(err), metrics.FlagNetworkPolicy
+	case errors.As(err, &de):
+		if isTimeout(err) {
+			return networkPolicyError(err), metrics.FlagNetworkPolicy
+		}
+	case h2Text(err) != "":
+		return &causeError{prefix: "h2 failed: ", err: err, h2: true}, metrics.FlagH2Handshake
 	}
 	return ioError(err), metrics.FlagConnect
+}
+
+// h2Text writes the failure of an HBONE request on a pool connection that was up as
+// ztunnel's HTTP/2 library writes it, or returns "" for another error:
+//   - the peer's reset of the stream (resetText);
+//   - the peer's GOAWAY below the stream's id: "connection error received: <reason>";
+//   - a protocol error of the peer's that ended the connection: "connection error detected:
+//     <reason>";
+//   - the connection's socket error, as Rust writes the std::io::Error;
+//   - the connection's end for any other cause (its peer closed it or went silent): the
+//     library's "stream closed because of a broken pipe", as ztunnel's streams end when it
+//     drops a connection.
+func h2Text(err error) string {
+	var re *hbone.ResetError
+	var ga hbone.GoAwayError
+	var pe hbone.ProtocolError
+	var ce *hbone.ConnError
+	switch {
+	case errors.As(err, &re):
+		return resetText(re)
+	case errors.As(err, &ga):
+		return "connection error received: " + reasonText(ga.Code)
+	case errors.As(err, &pe):
+		return "connection error detected: " + reasonText(pe.Code)
+	case errors.As(err, &ce):
+		var errno syscall.Errno
+		if errors.As(ce.Err, &errno) && errno != 0 {
+			return osErrorText(errno) // the socket's error reaches the streams as it is
+		}
+		return "stream closed because of a broken pipe"
+	}
+	return ""
 }
 
 // relayErr is the error a relayed connection's record ends with (err is the relay's, a

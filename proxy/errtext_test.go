@@ -97,6 +97,18 @@ func TestOutboundFailure(t *testing.T) {
 		{"handshake timed out", &hbone.DialError{Addr: addr, Err: handshake}, "tls error: Connection timed out (os error 110)", metrics.FlagTLSFailure},
 		{"refused CONNECT", fmt.Errorf("open: %w", unauthorized), "http status: 401 Unauthorized", metrics.FlagConnect},
 		{"unavailable", &hbone.StatusError{Code: 503}, "http status: 503 Service Unavailable", metrics.FlagConnect},
+		{"CONNECT reset", &hbone.ResetError{Code: http2.ErrCodeInternal, Remote: true},
+			"h2 failed: stream error received: unexpected internal error encountered", metrics.FlagH2Handshake},
+		{"refused by GOAWAY", hbone.GoAwayError{Code: http2.ErrCodeNo},
+			"h2 failed: connection error received: not a result of an error", metrics.FlagH2Handshake},
+		{"protocol error", &hbone.ConnError{Err: hbone.ProtocolError{Code: http2.ErrCodeProtocol}},
+			"h2 failed: connection error detected: unspecific protocol error detected", metrics.FlagH2Handshake},
+		{"keepalive", &hbone.ConnError{Err: hbone.ErrPingTimeout},
+			"h2 failed: stream closed because of a broken pipe", metrics.FlagH2Handshake},
+		{"connection reset", &hbone.ConnError{Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}},
+			"h2 failed: Connection reset by peer (os error 104)", metrics.FlagH2Handshake},
+		{"HTTP/2 client start", &hbone.DialError{Addr: addr, Err: &hbone.ConnError{Err: io.ErrUnexpectedEOF}},
+			"io error: hbone: dial 10.244.1.3:15008: hbone: connection closed: unexpected EOF", metrics.FlagConnect},
 	} {
 		err, flags := outboundFailure(c.err)
 		if flags != c.wantFlags {
@@ -450,9 +462,9 @@ func TestIODebugIsRusts(t *testing.T) {
 }
 
 // rawWaypoint serves HTTP/2 at the waypoint's HBONE address with x/net/http2's Framer and
-// no server logic of its own: it answers the first CONNECT with 200 and hands the
-// connection's Framer and the CONNECT's stream id to misbehave (which runs on the
-// connection's goroutine and may block until done closes). The listener, the connections and
+// no server logic of its own: it hands the connection's Framer and the first CONNECT's
+// stream id, unanswered, to misbehave (which runs on the connection's goroutine and may block
+// until done closes). The listener, the connections and
 // their goroutines are the test's; cleanup ends them all.
 func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
 	t.Helper()
@@ -491,12 +503,6 @@ func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id u
 					}
 				}
 			case *http2.HeadersFrame:
-				var hdr bytes.Buffer
-				hpack.NewEncoder(&hdr).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID,
-					BlockFragment: hdr.Bytes(), EndHeaders: true}); err != nil {
-					return err
-				}
 				misbehave(fr, f.StreamID, done)
 				return nil
 			}
@@ -539,6 +545,10 @@ func TestRelayConnectionErrorIsZtunnels(t *testing.T) {
 	e := newEnv(t)
 	goAway := make(chan http2.ErrCode, 1)
 	rawWaypoint(t, e, func(fr *http2.Framer, id uint32, _ <-chan struct{}) {
+		if err := writeStatus(fr, id, 200); err != nil {
+			t.Errorf("answering CONNECT: %v", err)
+			return
+		}
 		for { // the client's first bytes, then the violation
 			f, err := fr.ReadFrame()
 			if err != nil {
@@ -549,10 +559,7 @@ func TestRelayConnectionErrorIsZtunnels(t *testing.T) {
 				break
 			}
 		}
-		var hdr bytes.Buffer
-		hpack.NewEncoder(&hdr).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id + 2,
-			BlockFragment: hdr.Bytes(), EndHeaders: true}); err != nil {
+		if err := writeStatus(fr, id+2, 200); err != nil { // on a stream the client never opened
 			t.Errorf("writing HEADERS: %v", err)
 			return
 		}
@@ -602,7 +609,12 @@ func TestRelayPingTimeoutIsZtunnels(t *testing.T) {
 		cfg.HBONE.PingInterval, cfg.HBONE.PingTimeout = 50*time.Millisecond, 300*time.Millisecond
 		cfg.HBONE.Logger = slog.New(slog.NewTextHandler(hlog, nil))
 	})
-	rawWaypoint(t, e, func(_ *http2.Framer, _ uint32, done <-chan struct{}) { <-done })
+	rawWaypoint(t, e, func(fr *http2.Framer, id uint32, done <-chan struct{}) {
+		if err := writeStatus(fr, id, 200); err != nil {
+			t.Errorf("answering CONNECT: %v", err)
+		}
+		<-done
+	})
 
 	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
 	defer c.Close()
@@ -636,4 +648,57 @@ func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// writeStatus writes a response HEADERS frame with status on stream id.
+func writeStatus(fr *http2.Framer, id uint32, status int) error {
+	var hdr bytes.Buffer
+	hpack.NewEncoder(&hdr).WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hdr.Bytes(), EndHeaders: true})
+}
+
+// TestOutboundH2FailureIsZtunnels: an HBONE request that its pool connection fails after the
+// connection was up ends as ztunnel's H2 errors do: "h2 failed: " and its HTTP/2 library's
+// words, flagged H2_HANDSHAKE_FAILURE. Here a peer resets the CONNECT before answering it,
+// and another answers with a protocol error on the connection; with early data the proxy
+// relays before the answer (netutil.Refuser), without it the answer is awaited.
+func TestOutboundH2FailureIsZtunnels(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run(fmt.Sprintf("early=%v", early), func(t *testing.T) { testOutboundH2Failure(t, early) })
+	}
+}
+
+func testOutboundH2Failure(t *testing.T, early bool) {
+	for _, c := range []struct {
+		name      string
+		misbehave func(fr *http2.Framer, id uint32) error
+		want      string
+	}{
+		{"reset", func(fr *http2.Framer, id uint32) error { return fr.WriteRSTStream(id, http2.ErrCodeInternal) },
+			`error="h2 failed: stream error received: unexpected internal error encountered"`},
+		{"protocol error", func(fr *http2.Framer, id uint32) error { return writeStatus(fr, id+2, 200) },
+			`error="h2 failed: connection error detected: unspecific protocol error detected"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnvConfig(t, func(cfg *Config) { cfg.EarlyData = early })
+			rawWaypoint(t, e, func(fr *http2.Framer, id uint32, done <-chan struct{}) {
+				if err := c.misbehave(fr, id); err != nil {
+					t.Errorf("misbehaving: %v", err)
+				}
+				<-done
+			})
+			conn := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
+			defer conn.Close()
+			local := conn.LocalAddr().String()
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, _ := conn.Read(make([]byte, 1)); n != 0 {
+				t.Fatal("read bytes through a refused tunnel")
+			}
+			waitLog(t, e.access, "level=ERROR", "connection complete", "src.addr="+local, c.want)
+			text := e.metricsText(t)
+			if n := promtext.Sum(text, "istio_tcp_connections_failed_total", `response_flags="H2_HANDSHAKE_FAILURE"`); n != 1 {
+				t.Errorf("%v connections failed with H2_HANDSHAKE_FAILURE, want 1", n)
+			}
+		})
+	}
 }
