@@ -278,10 +278,6 @@ func TestRelayErrIsZtunnels(t *testing.T) {
 // HTTP/2 library's words.
 func TestRelayStreamResetIsZtunnels(t *testing.T) {
 	e := newEnv(t)
-	l, err := net.Listen("tcp", netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE).String())
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodConnect {
@@ -295,54 +291,17 @@ func TestRelayStreamResetIsZtunnels(t *testing.T) {
 		}),
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	// The accept loop and the connections' goroutines are the test's: cleanup closes the
-	// listener and the connections, and waits for them.
 	h2 := &http2.Server{}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				tc := tls.Server(c, e.certs.ServerConfig(waypointID))
-				if err := tc.Handshake(); err != nil {
-					c.Close()
-					return
-				}
-				h2.ServeConn(tc, &http2.ServeConnOpts{Handler: srv.Handler, BaseConfig: srv})
-			})
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
+	serveWaypoint(t, e, func(c net.Conn, _ <-chan struct{}) {
+		tc := tls.Server(c, e.certs.ServerConfig(waypointID))
+		if err := tc.Handshake(); err != nil {
 			c.Close()
+			return
 		}
-		mu.Unlock()
-		wg.Wait()
+		h2.ServeConn(tc, &http2.ServeConnOpts{Handler: srv.Handler, BaseConfig: srv})
 	})
-	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
 
-	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
-	defer c.Close()
-	local := c.LocalAddr().String()
-	if _, err := c.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, _ := c.Read(make([]byte, 1)); n != 0 {
-		t.Fatal("read bytes from a stream the server reset")
-	}
+	local := helloViaWaypoint(t, e, "a stream the server reset")
 	waitLog(t, e.access, "level=ERROR", "connection complete", "src.addr="+local, "bytes_sent=5",
 		`error="receive: io error: stream error received: unexpected internal error encountered"`)
 }
@@ -461,12 +420,11 @@ func TestIODebugIsRusts(t *testing.T) {
 	}
 }
 
-// rawWaypoint serves HTTP/2 at the waypoint's HBONE address with x/net/http2's Framer and
-// no server logic of its own: it hands the connection's Framer and the first CONNECT's
-// stream id, unanswered, to misbehave (which runs on the connection's goroutine and may block
-// until done closes). The listener, the connections and
-// their goroutines are the test's; cleanup ends them all.
-func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
+// serveWaypoint listens at the waypoint's HBONE address, serves each connection with serve
+// on a goroutine of its own, and makes the waypoint known to the proxy. The listener, the
+// connections and their goroutines are the test's: cleanup closes done, the listener and the
+// connections, and waits for the goroutines.
+func serveWaypoint(t *testing.T, e *testEnv, serve func(c net.Conn, done <-chan struct{})) {
 	t.Helper()
 	l, err := net.Listen("tcp", netip.AddrPortFrom(waypointIP, e.ports.RemoteHBONE).String())
 	if err != nil {
@@ -478,7 +436,38 @@ func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id u
 		mu    sync.Mutex
 		conns []net.Conn
 	)
-	serve := func(c net.Conn) error {
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { serve(c, done) })
+		}
+	})
+	t.Cleanup(func() {
+		close(done)
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
+}
+
+// rawWaypoint serves HTTP/2 at the waypoint's HBONE address (serveWaypoint) with
+// x/net/http2's Framer and no server logic of its own: it hands the connection's Framer and
+// the first CONNECT's stream id, unanswered, to misbehave (which runs on the connection's
+// goroutine and may block until done closes).
+func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
+	t.Helper()
+	serve := func(c net.Conn, done <-chan struct{}) error {
 		tc := tls.Server(c, e.certs.ServerConfig(waypointID))
 		if err := tc.Handshake(); err != nil {
 			return err
@@ -508,33 +497,11 @@ func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id u
 			}
 		}
 	}
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				if err := serve(c); err != nil {
-					t.Logf("raw waypoint: %v", err)
-				}
-			})
+	serveWaypoint(t, e, func(c net.Conn, done <-chan struct{}) {
+		if err := serve(c, done); err != nil {
+			t.Logf("raw waypoint: %v", err)
 		}
 	})
-	t.Cleanup(func() {
-		close(done)
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	e.apply(t, workload.Update{Workloads: []*workload.Workload{waypointWorkload(waypointIP)}})
 }
 
 // TestRelayConnectionErrorIsZtunnels: a peer that breaks HTTP/2 at the connection's level
@@ -576,16 +543,7 @@ func TestRelayConnectionErrorIsZtunnels(t *testing.T) {
 		}
 	})
 
-	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
-	defer c.Close()
-	local := c.LocalAddr().String()
-	if _, err := c.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, _ := c.Read(make([]byte, 1)); n != 0 {
-		t.Fatal("read bytes through a connection that broke the protocol")
-	}
+	local := helloViaWaypoint(t, e, "a connection that broke the protocol")
 	select {
 	case code := <-goAway:
 		if code != http2.ErrCodeProtocol {
@@ -616,16 +574,7 @@ func TestRelayPingTimeoutIsZtunnels(t *testing.T) {
 		<-done
 	})
 
-	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
-	defer c.Close()
-	local := c.LocalAddr().String()
-	if _, err := c.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || isTimeout(err) {
-		t.Fatalf("read %d bytes, %v: want the end of a connection whose tunnel timed out", n, err)
-	}
+	local := helloViaWaypoint(t, e, "a connection whose tunnel timed out")
 	waitLog(t, e.access, "connection complete", "src.addr="+local, "bytes_sent=5")
 	for _, line := range strings.Split(e.access.String(), "\n") {
 		if strings.Contains(line, "src.addr="+local) && (strings.Contains(line, "error=") ||
@@ -648,6 +597,24 @@ func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// helloViaWaypoint connects the client to the waypoint through the proxy's SOCKS5 listener,
+// sends 5 bytes and waits for the proxy to end the connection without a byte back, failing
+// (with what the connection went through) when a byte or the read deadline comes instead. It
+// returns the client's address, by which the access log names the connection.
+func helloViaWaypoint(t *testing.T, e *testEnv, what string) string {
+	t.Helper()
+	c := e.socksDialFrom(t, clientIP, netip.AddrPortFrom(waypointIP, 9))
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || isTimeout(err) {
+		t.Fatalf("%s: read %d bytes, %v; want the connection's end", what, n, err)
+	}
+	return c.LocalAddr().String()
 }
 
 // writeStatus writes a response HEADERS frame with status on stream id.
