@@ -40,23 +40,19 @@ var (
 )
 
 // causeError is an error in ztunnel's words: prefix, then its cause as ztunnel writes it
-// (ioText; ioDebug where ztunnel writes the cause's Debug form, h2Text where the cause is its
-// HTTP/2 library's error).
+// (text: ioText when nil; ioDebug where ztunnel writes the cause's Debug form, h2Text where
+// the cause is its HTTP/2 library's error).
 type causeError struct {
 	prefix string
 	err    error
-	debug  bool // the cause as ioDebug writes it
-	h2     bool // the cause as h2Text writes it
+	text   func(error) string
 }
 
 func (e *causeError) Error() string {
-	switch {
-	case e.debug:
-		return e.prefix + ioDebug(e.err)
-	case e.h2:
-		return e.prefix + h2Text(e.err)
+	if e.text == nil {
+		return e.prefix + ioText(e.err)
 	}
-	return e.prefix + ioText(e.err)
+	return e.prefix + e.text(e.err)
 }
 
 func (e *causeError) Unwrap() error { return e.err }
@@ -104,8 +100,7 @@ func ioText(err error) string {
 	case errors.As(err, &re):
 		return resetText(re)
 	case errors.As(err, &pe):
-		// The library's GOAWAY carries no debug data, so h2 writes only the reason.
-		return "connection error detected: " + reasonText(pe.Code)
+		return detectedText(pe)
 	case isTimeout(err):
 		return osErrorText(syscall.ETIMEDOUT)
 	}
@@ -126,7 +121,7 @@ func osErrorText(e syscall.Errno) string {
 // ztunnel's: "tls handshake error: " and then the handshake's std::io::Error as Rust's Debug
 // writes one (ioDebug), which is what ztunnel's inbound "connection failed" line says.
 func tlsHandshakeError(err error) error {
-	return &causeError{prefix: "tls handshake error: ", err: err, debug: true}
+	return &causeError{prefix: "tls handshake error: ", err: err, text: ioDebug}
 }
 
 // ioDebug writes a failed TLS handshake's error as Rust's Debug writes the std::io::Error that
@@ -230,7 +225,7 @@ func outboundFailure(err error) (error, string) {
 			return networkPolicyError(err), metrics.FlagNetworkPolicy
 		}
 	case h2Text(err) != "":
-		return &causeError{prefix: "h2 failed: ", err: err, h2: true}, metrics.FlagH2Handshake
+		return &causeError{prefix: "h2 failed: ", err: err, text: h2Text}, metrics.FlagH2Handshake
 	}
 	return ioError(err), metrics.FlagConnect
 }
@@ -256,7 +251,7 @@ func h2Text(err error) string {
 	case errors.As(err, &ga):
 		return "connection error received: " + reasonText(ga.Code)
 	case errors.As(err, &pe):
-		return "connection error detected: " + reasonText(pe.Code)
+		return detectedText(pe)
 	case errors.As(err, &ce):
 		var errno syscall.Errno
 		if errors.As(ce.Err, &errno) && errno != 0 {
@@ -265,6 +260,13 @@ func h2Text(err error) string {
 		return "stream closed because of a broken pipe"
 	}
 	return ""
+}
+
+// detectedText writes a protocol error of the peer's that ended an HBONE connection as
+// ztunnel's HTTP/2 library writes the connection error it detected. Its GOAWAY carries no
+// debug data, so the library writes only the reason.
+func detectedText(pe hbone.ProtocolError) string {
+	return "connection error detected: " + reasonText(pe.Code)
 }
 
 // relayErr is the error a relayed connection's record ends with (err is the relay's, a
