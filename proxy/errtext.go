@@ -88,7 +88,8 @@ func (e statusError) Unwrap() error { return e.StatusError }
 // ioText writes err as Rust writes the std::io::Error of the same failure: an errno as
 // "<strerror> (os error <n>)", a timeout as ETIMEDOUT (ztunnel's connects time out in the
 // kernel, ours at the connect deadline), an HBONE stream's reset (resetText) or the protocol
-// error its connection ended on as ztunnel's HTTP/2 library writes them, anything else as Go
+// error its connection ended on as ztunnel's HTTP/2 library writes them, a failure of the TLS
+// connection under it as ztunnel's TLS library writes it (tlsFailureOf), anything else as Go
 // writes it.
 func ioText(err error) string {
 	var errno syscall.Errno
@@ -103,6 +104,9 @@ func ioText(err error) string {
 		return detectedText(pe)
 	case isTimeout(err):
 		return osErrorText(syscall.ETIMEDOUT)
+	}
+	if f, ok := tlsFailureOf(err); ok {
+		return f.display()
 	}
 	return err.Error()
 }
@@ -130,10 +134,14 @@ func tlsHandshakeError(err error) error {
 //   - the peer's end of stream: the "tls handshake eof" of ztunnel's TLS stream;
 //   - our handshake deadline (ztunnel has none): Kind(TimedOut);
 //   - bytes that are not a TLS record, a certificate the verifier refused, or none, as the TLS
-//     library's error inside an InvalidData error: InvalidMessage(InvalidContentType),
+//     library's error inside an InvalidData error: InvalidMessage(InvalidContentType) (or what
+//     else that library finds wrong with the record's header: recordHeaderFailure),
 //     InvalidCertificate(Revoked), InvalidCertificate(UnknownIssuer), NoCertificatesPresented,
 //     InvalidCertificate(ExpiredContext { time: UnixTime(<s>), not_after: UnixTime(<s>) }) and
 //     its NotValidYetContext twin;
+//   - the peer's alert (a client that refused the proxy's certificate), a record that failed
+//     its authentication, and the like, as the TLS library's error (tlsFailureOf):
+//     AlertReceived(BadCertificate), DecryptError;
 //   - anything else as Go says it, quoted inside an InvalidData error.
 func ioDebug(err error) string {
 	var errno syscall.Errno
@@ -150,6 +158,9 @@ func ioDebug(err error) string {
 	case isTimeout(err):
 		return "Kind(TimedOut)"
 	case errors.As(err, &record):
+		if f, ok := recordHeaderFailure(record.RecordHeader); ok {
+			return "Custom { kind: InvalidData, error: " + f.debug() + " }"
+		}
 		return "Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"
 	case errors.Is(err, certs.ErrRevoked):
 		return "Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"
@@ -166,6 +177,9 @@ func ioDebug(err error) string {
 		return "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"
 	case strings.Contains(err.Error(), "didn't provide a certificate"): // crypto/tls's own, unexported
 		return "Custom { kind: InvalidData, error: NoCertificatesPresented }"
+	}
+	if f, ok := tlsFailureOf(err); ok {
+		return "Custom { kind: InvalidData, error: " + f.debug() + " }"
 	}
 	return "Custom { kind: InvalidData, error: " + strconv.Quote(err.Error()) + " }"
 }
@@ -236,7 +250,8 @@ func outboundFailure(err error) (error, string) {
 //   - the peer's GOAWAY below the stream's id: "connection error received: <reason>";
 //   - a protocol error of the peer's that ended the connection: "connection error detected:
 //     <reason>";
-//   - the connection's socket error, as Rust writes the std::io::Error;
+//   - the connection's socket error, as Rust writes the std::io::Error, or its TLS
+//     connection's failure, as ztunnel's TLS library writes it (tlsFailureOf);
 //   - the connection's end for any other cause (its peer closed it or went silent): the
 //     library's "stream closed because of a broken pipe", as ztunnel's streams end when it
 //     drops a connection.
@@ -256,6 +271,9 @@ func h2Text(err error) string {
 		var errno syscall.Errno
 		if errors.As(ce.Err, &errno) && errno != 0 {
 			return osErrorText(errno) // the socket's error reaches the streams as it is
+		}
+		if f, ok := tlsFailureOf(ce.Err); ok {
+			return f.display() // and so does the TLS connection's
 		}
 		return "stream closed because of a broken pipe"
 	}

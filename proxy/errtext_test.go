@@ -35,6 +35,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
+	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -107,6 +108,10 @@ func TestOutboundFailure(t *testing.T) {
 			"h2 failed: stream closed because of a broken pipe", metrics.FlagH2Handshake},
 		{"connection reset", &hbone.ConnError{Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}},
 			"h2 failed: Connection reset by peer (os error 104)", metrics.FlagH2Handshake},
+		{"peer's alert", &hbone.ConnError{Err: &tlsrec.AlertError{Desc: 42, Remote: true}},
+			"h2 failed: received fatal alert: BadCertificate", metrics.FlagH2Handshake},
+		{"forged record", &hbone.ConnError{Err: &tlsrec.AlertError{Desc: 20}},
+			"h2 failed: cannot decrypt peer's message", metrics.FlagH2Handshake},
 		{"HTTP/2 client start", &hbone.DialError{Addr: addr, Err: &hbone.ConnError{Err: io.ErrUnexpectedEOF}},
 			"io error: hbone: dial 10.244.1.3:15008: hbone: connection closed: unexpected EOF", metrics.FlagConnect},
 	} {
@@ -253,6 +258,10 @@ func TestRelayErrIsZtunnels(t *testing.T) {
 		{receive(inConn(protocol)), "receive: io error: connection error detected: unspecific protocol error detected"},
 		{send(inConn(hbone.ProtocolError{Code: http2.ErrCodeFlowControl})),
 			"send: io error: connection error detected: flow-control protocol violated"},
+		{send(inConn(&net.OpError{Op: "local error", Err: tls.AlertError(20)})),
+			"send: io error: cannot decrypt peer's message"},
+		{receive(inConn(&net.OpError{Op: "remote error", Err: tls.AlertError(80)})),
+			"receive: io error: received fatal alert: InternalError"},
 		{receive(inConn(hbone.ErrPingTimeout)), ""},
 		{send(inConn(hbone.ErrWriteStalled)), ""},
 		{send(other), "send: io error: hbone: some other failure"},
@@ -350,6 +359,11 @@ func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
 	}
 	expired := anonymous.Clone()
 	expired.Certificates = []tls.Certificate{expiredCert}
+	// A client of the proxy's own mesh that expects another identity than the proxy's.
+	refusing, err := e.certs.ClientConfig(context.Background(), clientID, []identity.ID{waypointID})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	handshake := func(cfg *tls.Config) func(net.Conn) {
 		return func(c net.Conn) {
@@ -373,6 +387,8 @@ func TestInboundHandshakeErrorIsZtunnels(t *testing.T) {
 		{"expired client certificate", handshake(expired),
 			`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(`,
 			"), not_after: UnixTime(" + strconv.FormatInt(expiredCert.Leaf.NotAfter.Unix(), 10) + `) }) }"`},
+		{"a client that refuses the proxy's certificate", handshake(refusing),
+			`error="tls handshake error: Custom { kind: InvalidData, error: AlertReceived(BadCertificate) }"`, ""},
 		{"closed before the hello", func(c net.Conn) {},
 			`error="tls handshake error: Custom { kind: UnexpectedEof, error: \"tls handshake eof\" }"`, ""},
 		{"reset after a partial hello", func(c net.Conn) {
@@ -412,6 +428,13 @@ func TestIODebugIsRusts(t *testing.T) {
 		{&certs.ValidityError{At: time.Unix(1764000000, 0), NotBefore: time.Unix(1764000001, 0),
 			NotAfter: time.Unix(1764090000, 0), Err: errors.New("x509: not yet valid")},
 			"Custom { kind: InvalidData, error: InvalidCertificate(NotValidYetContext { time: UnixTime(1764000000), not_before: UnixTime(1764000001) }) }"},
+		{&net.OpError{Op: "remote error", Err: tls.AlertError(48)},
+			"Custom { kind: InvalidData, error: AlertReceived(UnknownCA) }"},
+		{&net.OpError{Op: "local error", Err: tls.AlertError(20)}, "Custom { kind: InvalidData, error: DecryptError }"},
+		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", RecordHeader: [5]byte{22, 2, 0, 0, 1}},
+			"Custom { kind: InvalidData, error: InvalidMessage(UnknownProtocolVersion) }"},
+		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", RecordHeader: [5]byte{22, 3, 1, 0x40, 0}},
+			"Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }"}, // rustls would wait for it
 		{errors.New(`tls: "odd"`), `Custom { kind: InvalidData, error: "tls: \"odd\"" }`},
 	} {
 		if got := ioDebug(c.err); got != c.want {
@@ -467,8 +490,16 @@ func serveWaypoint(t *testing.T, e *testEnv, serve func(c net.Conn, done <-chan 
 // goroutine and may block until done closes).
 func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, done <-chan struct{})) {
 	t.Helper()
+	tamperWaypoint(t, e, func(fr *http2.Framer, id uint32, _ *tamperConn, done <-chan struct{}) { misbehave(fr, id, done) })
+}
+
+// tamperWaypoint is rawWaypoint whose TLS runs over a tamperConn, which misbehave is given
+// too: it can corrupt a TLS record the waypoint sends or receives.
+func tamperWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id uint32, tc *tamperConn, done <-chan struct{})) {
+	t.Helper()
 	serve := func(c net.Conn, done <-chan struct{}) error {
-		tc := tls.Server(c, e.certs.ServerConfig(waypointID))
+		tamper := &tamperConn{Conn: c}
+		tc := tls.Server(tamper, e.certs.ServerConfig(waypointID))
 		if err := tc.Handshake(); err != nil {
 			return err
 		}
@@ -492,7 +523,7 @@ func rawWaypoint(t *testing.T, e *testEnv, misbehave func(fr *http2.Framer, id u
 					}
 				}
 			case *http2.HeadersFrame:
-				misbehave(fr, f.StreamID, done)
+				misbehave(fr, f.StreamID, tamper, done)
 				return nil
 			}
 		}

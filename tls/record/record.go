@@ -204,23 +204,27 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadl
 
 // ---- read side ----
 
-// alertError is an alert: received from the peer, or the reason we stopped
-// reading (and sent it).
-type alertError struct {
-	desc   uint8
-	remote bool
-	detail string
+// AlertError is an alert that ended a connection's reading: one the peer
+// sent (Remote), or the one the connection sent the peer for the fault it
+// found in the peer's records. When the fault was in a record's header
+// (ByHeader), Header is that header.
+type AlertError struct {
+	Desc     uint8 // the alert's description (RFC 8446, section 6)
+	Remote   bool
+	ByHeader bool
+	Header   [recordHeaderLen]byte
+	detail   string
 }
 
-func (e *alertError) Error() string {
-	if e.remote {
-		return fmt.Sprintf("tls: peer sent alert %d", e.desc)
+func (e *AlertError) Error() string {
+	if e.Remote {
+		return fmt.Sprintf("tls: peer sent alert %d", e.Desc)
 	}
 	return "tls: " + e.detail
 }
 
 func localAlert(desc uint8, detail string) error {
-	return &alertError{desc: desc, detail: detail}
+	return &AlertError{Desc: desc, detail: detail}
 }
 
 // Read reads decrypted application data.
@@ -406,15 +410,21 @@ func isTimeout(err error) bool {
 func checkHeader(hdr []byte, n int) error {
 	switch {
 	case hdr[0] != typeAppData:
-		return localAlert(alertUnexpectedMessage, fmt.Sprintf("unexpected record type %d after the handshake", hdr[0]))
+		return headerAlert(hdr, alertUnexpectedMessage, fmt.Sprintf("unexpected record type %d after the handshake", hdr[0]))
 	case hdr[1] != 3 || hdr[2] != 3:
-		return localAlert(alertDecodeError, fmt.Sprintf("unexpected record version %#04x", binary.BigEndian.Uint16(hdr[1:])))
+		return headerAlert(hdr, alertDecodeError, fmt.Sprintf("unexpected record version %#04x", binary.BigEndian.Uint16(hdr[1:])))
 	case n > maxCiphertext:
-		return localAlert(alertRecordOverflow, fmt.Sprintf("record of %d bytes", n))
+		return headerAlert(hdr, alertRecordOverflow, fmt.Sprintf("record of %d bytes", n))
 	case n < tagLen+1:
-		return localAlert(alertDecodeError, fmt.Sprintf("record of %d bytes", n))
+		return headerAlert(hdr, alertDecodeError, fmt.Sprintf("record of %d bytes", n))
 	}
 	return nil
+}
+
+// headerAlert is the error of a record refused for its header, hdr: the
+// peer is sent the alert desc.
+func headerAlert(hdr []byte, desc uint8, detail string) error {
+	return &AlertError{Desc: desc, ByHeader: true, Header: [recordHeaderLen]byte(hdr), detail: detail}
 }
 
 // releaseInLocked returns the ciphertext buffer to its pool when it holds
@@ -560,9 +570,9 @@ func (c *Conn) failRead(err error) error {
 	c.rerr = err
 	c.inR, c.inW = 0, 0
 	c.releaseInLocked()
-	var ae *alertError
-	if errors.As(err, &ae) && !ae.remote {
-		c.sendAlertNow(ae.desc)
+	var ae *AlertError
+	if errors.As(err, &ae) && !ae.Remote {
+		c.sendAlertNow(ae.Desc)
 	}
 	if c.ptW == c.ptR {
 		c.releasePlainLocked()
@@ -628,7 +638,7 @@ func (c *Conn) openRecord(hdr, body []byte) error {
 		case alertUserCanceled:
 			return nil
 		}
-		return &alertError{desc: content[1], remote: true}
+		return &AlertError{Desc: content[1], Remote: true}
 	case typeHandshake:
 		if len(content) == 0 {
 			return localAlert(alertUnexpectedMessage, "empty handshake record")

@@ -555,19 +555,23 @@ func TestPeekDiscard(t *testing.T) {
 }
 
 // TestHostileRecords: records a peer must never send end the connection
-// with an alert-named error, and the Conn stays failed.
+// with an alert-named error (an *AlertError that says which alert the peer
+// was sent, and the header when that was the fault), and the Conn stays
+// failed.
 func TestHostileRecords(t *testing.T) {
 	p := newPKI(t)
 	for _, tc := range []struct {
-		name string
-		wire []byte // written raw to our client's socket after the handshake
-		want string
+		name     string
+		wire     []byte // written raw to our client's socket after the handshake
+		want     string
+		desc     uint8
+		byHeader bool
 	}{
-		{"plaintext handshake record", []byte{22, 3, 3, 0, 20}, "unexpected record type 22"},
-		{"bad version", append([]byte{23, 3, 1, 0, 20}, make([]byte, 20)...), "record version"},
-		{"oversized", []byte{23, 3, 3, 0x50, 0}, "record of 20480 bytes"},
-		{"too short", []byte{23, 3, 3, 0, 16}, "record of 16 bytes"},
-		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), "authentication failed"},
+		{"plaintext handshake record", []byte{22, 3, 3, 0, 20}, "unexpected record type 22", alertUnexpectedMessage, true},
+		{"bad version", append([]byte{23, 3, 1, 0, 20}, make([]byte, 20)...), "record version", alertDecodeError, true},
+		{"oversized", []byte{23, 3, 3, 0x50, 0}, "record of 20480 bytes", alertRecordOverflow, true},
+		{"too short", []byte{23, 3, 3, 0, 16}, "record of 16 bytes", alertDecodeError, true},
+		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), "authentication failed", alertBadRecordMAC, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, s := connect(t, p, side{client: true})
@@ -578,6 +582,15 @@ func TestHostileRecords(t *testing.T) {
 			_, err := c.Read(make([]byte, 100))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Read: %v, want an error with %q", err, tc.want)
+			}
+			var ae *AlertError
+			switch {
+			case !errors.As(err, &ae):
+				t.Errorf("Read: %T, want an *AlertError", err)
+			case ae.Remote || ae.Desc != tc.desc || ae.ByHeader != tc.byHeader:
+				t.Errorf("Read: %+v, want alert %d sent, by the header: %v", *ae, tc.desc, tc.byHeader)
+			case tc.byHeader && !bytes.Equal(ae.Header[:], tc.wire[:recordHeaderLen]):
+				t.Errorf("Read: header % x, want % x", ae.Header, tc.wire[:recordHeaderLen])
 			}
 			if _, err2 := c.Read(make([]byte, 100)); err2 == nil {
 				t.Fatal("a failed Conn read again")
@@ -654,14 +667,16 @@ func TestPeekEdges(t *testing.T) {
 // io.ReadAll and io.Copy see every byte the peer sent before it.
 func TestDataBeforeRefusedRecord(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		bad  func(w *direction) []byte
-		want string
+		name   string
+		bad    func(w *direction) []byte
+		want   string
+		desc   uint8 // the alert's, received or sent
+		remote bool
 	}{
-		{"fatal alert", func(w *direction) []byte { return sealRecord(nil, w, typeAlert, []byte{2, 40}) }, "peer sent alert 40"},
-		{"forged record", func(*direction) []byte { return append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...) }, "authentication failed"},
-		{"bad header", func(*direction) []byte { return []byte{22, 3, 3, 0, 20} }, "unexpected record type 22"},
-		{"unexpected content type", func(w *direction) []byte { return sealRecord(nil, w, 20, []byte{1}) }, "unexpected content type 20"},
+		{"fatal alert", func(w *direction) []byte { return sealRecord(nil, w, typeAlert, []byte{2, 40}) }, "peer sent alert 40", 40, true},
+		{"forged record", func(*direction) []byte { return append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...) }, "authentication failed", alertBadRecordMAC, false},
+		{"bad header", func(*direction) []byte { return []byte{22, 3, 3, 0, 20} }, "unexpected record type 22", alertUnexpectedMessage, false},
+		{"unexpected content type", func(w *direction) []byte { return sealRecord(nil, w, 20, []byte{1}) }, "unexpected content type 20", alertUnexpectedMessage, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, peer, w := rawPeer(t)
@@ -673,6 +688,9 @@ func TestDataBeforeRefusedRecord(t *testing.T) {
 			got, err := io.ReadAll(c)
 			if string(got) != "hello" || err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("ReadAll: %q, %v; want %q, then an error with %q", got, err, "hello", tc.want)
+			}
+			if ae := (*AlertError)(nil); !errors.As(err, &ae) || ae.Desc != tc.desc || ae.Remote != tc.remote {
+				t.Errorf("ReadAll: %#v, want an *AlertError for alert %d, received: %v", err, tc.desc, tc.remote)
 			}
 		})
 	}
