@@ -110,7 +110,7 @@ func TestOutboundFailure(t *testing.T) {
 			"h2 failed: Connection reset by peer (os error 104)", metrics.FlagH2Handshake},
 		{"peer's alert", &hbone.ConnError{Err: &tlsrec.AlertError{Desc: 42, Remote: true}},
 			"h2 failed: received fatal alert: BadCertificate", metrics.FlagH2Handshake},
-		{"forged record", &hbone.ConnError{Err: &tlsrec.AlertError{Desc: 20}},
+		{"forged record", &hbone.ConnError{Err: &tlsrec.AlertError{Desc: 20, Fault: tlsrec.FaultAuthentication}},
 			"h2 failed: cannot decrypt peer's message", metrics.FlagH2Handshake},
 		{"HTTP/2 client start", &hbone.DialError{Addr: addr, Err: &hbone.ConnError{Err: io.ErrUnexpectedEOF}},
 			"io error: hbone: dial 10.244.1.3:15008: hbone: connection closed: unexpected EOF", metrics.FlagConnect},

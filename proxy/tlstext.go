@@ -33,6 +33,8 @@ func (f tlsFailure) display() string {
 		return "cannot decrypt peer's message"
 	case "PeerSentOversizedRecord":
 		return "peer sent excess record size"
+	case "PeerMisbehaved":
+		return "peer misbehaved: " + f.arg
 	}
 	return "received corrupt message of type " + f.arg // InvalidMessage
 }
@@ -55,7 +57,12 @@ func (f tlsFailure) debug() string {
 //     (recordHeaderFailure); a header rustls lets through that our record layer refuses (a
 //     content type or version that a TLS 1.3 record after the handshake does not have, a
 //     record too short for its tag) is one whose authentication rustls then fails, as its
-//     header is authenticated data: DecryptError.
+//     header is authenticated data: DecryptError;
+//   - a record whose plaintext is all padding: PeerMisbehaved(IllegalTlsInnerPlaintext);
+//   - another record between the parts of a handshake message:
+//     PeerMisbehaved(MessageInterleavedWithHandshakeMessage);
+//   - a record of a content type that rustls does not know either:
+//     InvalidMessage(InvalidContentType).
 //
 // It returns false for any other error, crypto/tls' or the record layer's own words being
 // the closest then.
@@ -64,16 +71,7 @@ func tlsFailureOf(err error) (tlsFailure, bool) {
 	var rh tls.RecordHeaderError
 	switch {
 	case errors.As(err, &ae):
-		switch {
-		case ae.Remote:
-			return tlsFailure{variant: "AlertReceived", arg: alertName(ae.Desc)}, true
-		case ae.ByHeader:
-			if f, ok := recordHeaderFailure(ae.Header); ok {
-				return f, true
-			}
-			return tlsFailure{variant: "DecryptError"}, true
-		}
-		return localAlertFailure(ae.Desc)
+		return recordFailure(ae)
 	case errors.As(err, &rh):
 		return recordHeaderFailure(rh.RecordHeader)
 	}
@@ -84,17 +82,38 @@ func tlsFailureOf(err error) (tlsFailure, bool) {
 	case remote:
 		return tlsFailure{variant: "AlertReceived", arg: alertName(code)}, true
 	}
-	return localAlertFailure(code)
-}
-
-// localAlertFailure is the rustls error of a failure we answered with the alert code, for the
-// alerts that name one failure.
-func localAlertFailure(code uint8) (tlsFailure, bool) {
-	switch code {
+	switch code { // crypto/tls says no more than the alert it sent
 	case alertBadRecordMAC:
 		return tlsFailure{variant: "DecryptError"}, true
 	case alertRecordOverflow:
 		return tlsFailure{variant: "PeerSentOversizedRecord"}, true
+	}
+	return tlsFailure{}, false
+}
+
+// recordFailure is tlsFailureOf for an alert of our record layer's.
+func recordFailure(ae *tlsrec.AlertError) (tlsFailure, bool) {
+	if ae.Remote {
+		return tlsFailure{variant: "AlertReceived", arg: alertName(ae.Desc)}, true
+	}
+	switch ae.Fault {
+	case tlsrec.FaultHeader:
+		if f, ok := recordHeaderFailure(ae.Header); ok {
+			return f, true
+		}
+		return tlsFailure{variant: "DecryptError"}, true
+	case tlsrec.FaultAuthentication:
+		return tlsFailure{variant: "DecryptError"}, true
+	case tlsrec.FaultOverflow:
+		return tlsFailure{variant: "PeerSentOversizedRecord"}, true
+	case tlsrec.FaultNoContentType:
+		return tlsFailure{variant: "PeerMisbehaved", arg: "IllegalTlsInnerPlaintext"}, true
+	case tlsrec.FaultInterleaved:
+		return tlsFailure{variant: "PeerMisbehaved", arg: "MessageInterleavedWithHandshakeMessage"}, true
+	case tlsrec.FaultContentType:
+		if ae.Type < 20 || ae.Type > 23 { // rustls has no use for a heartbeat (24) either
+			return tlsFailure{variant: "InvalidMessage", arg: "InvalidContentType"}, true
+		}
 	}
 	return tlsFailure{}, false
 }

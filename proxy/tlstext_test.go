@@ -201,16 +201,26 @@ func TestTLSFailureOf(t *testing.T) {
 		{header(23, 3, 1, 0, 20), "", ""}, // a version rustls lets through
 		// Our record layer's, after the handshake.
 		{&tlsrec.AlertError{Desc: 42, Remote: true}, "received fatal alert: BadCertificate", "AlertReceived(BadCertificate)"},
-		{fmt.Errorf("hbone: connection closed: %w", &tlsrec.AlertError{Desc: 20}),
+		{fmt.Errorf("hbone: connection closed: %w", &tlsrec.AlertError{Desc: 20, Fault: tlsrec.FaultAuthentication}),
 			"cannot decrypt peer's message", "DecryptError"},
-		{&tlsrec.AlertError{Desc: 22}, "peer sent excess record size", "PeerSentOversizedRecord"},
-		{&tlsrec.AlertError{Desc: 10, ByHeader: true, Header: [5]byte{0x47, 0x45, 0x54, 0x20, 0x2f}},
+		{&tlsrec.AlertError{Desc: 22, Fault: tlsrec.FaultOverflow}, "peer sent excess record size", "PeerSentOversizedRecord"},
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultNoContentType},
+			"peer misbehaved: IllegalTlsInnerPlaintext", "PeerMisbehaved(IllegalTlsInnerPlaintext)"},
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultInterleaved},
+			"peer misbehaved: MessageInterleavedWithHandshakeMessage", "PeerMisbehaved(MessageInterleavedWithHandshakeMessage)"},
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultContentType, Type: 24},
 			"received corrupt message of type InvalidContentType", "InvalidMessage(InvalidContentType)"},
-		{&tlsrec.AlertError{Desc: 22, ByHeader: true, Header: [5]byte{23, 3, 3, 0x50, 0}},
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultContentType, Type: 0x47},
+			"received corrupt message of type InvalidContentType", "InvalidMessage(InvalidContentType)"},
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultContentType, Type: 20}, "", ""}, // rustls: a misplaced message
+		{&tlsrec.AlertError{Desc: 20}, "", ""},                                           // no fault named
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultHeader, Header: [5]byte{0x47, 0x45, 0x54, 0x20, 0x2f}},
+			"received corrupt message of type InvalidContentType", "InvalidMessage(InvalidContentType)"},
+		{&tlsrec.AlertError{Desc: 22, Fault: tlsrec.FaultHeader, Header: [5]byte{23, 3, 3, 0x50, 0}},
 			"received corrupt message of type MessageTooLarge", "InvalidMessage(MessageTooLarge)"},
-		{&tlsrec.AlertError{Desc: 10, ByHeader: true, Header: [5]byte{22, 3, 3, 0, 20}}, // rustls decrypts it
+		{&tlsrec.AlertError{Desc: 10, Fault: tlsrec.FaultHeader, Header: [5]byte{22, 3, 3, 0, 20}}, // rustls decrypts it
 			"cannot decrypt peer's message", "DecryptError"},
-		{&tlsrec.AlertError{Desc: 50, ByHeader: true, Header: [5]byte{23, 3, 3, 0, 16}},
+		{&tlsrec.AlertError{Desc: 50, Fault: tlsrec.FaultHeader, Header: [5]byte{23, 3, 3, 0, 16}},
 			"cannot decrypt peer's message", "DecryptError"},
 		{&tlsrec.AlertError{Desc: 10}, "", ""},
 	} {

@@ -206,14 +206,14 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadl
 
 // AlertError is an alert that ended a connection's reading: one the peer
 // sent (Remote), or the one the connection sent the peer for the fault it
-// found in the peer's records. When the fault was in a record's header
-// (ByHeader), Header is that header.
+// found in the peer's records (Fault says which, when it has a name).
 type AlertError struct {
-	Desc     uint8 // the alert's description (RFC 8446, section 6)
-	Remote   bool
-	ByHeader bool
-	Header   [recordHeaderLen]byte
-	detail   string
+	Desc   uint8 // the alert's description (RFC 8446, section 6)
+	Remote bool
+	Fault  Fault
+	Header [recordHeaderLen]byte // for FaultHeader: the refused header
+	Type   uint8                 // for FaultContentType: the record's inner content type
+	detail string
 }
 
 func (e *AlertError) Error() string {
@@ -223,8 +223,26 @@ func (e *AlertError) Error() string {
 	return "tls: " + e.detail
 }
 
+// Fault is what was wrong with the peer's records, for an alert the
+// connection sent.
+type Fault uint8
+
+const (
+	FaultOther          Fault = iota // none of those below
+	FaultHeader                      // a record refused for its header
+	FaultAuthentication              // a record whose authentication failed
+	FaultOverflow                    // a record with more plaintext than TLS allows
+	FaultNoContentType               // a record whose plaintext is all padding
+	FaultInterleaved                 // another record between the parts of a handshake message
+	FaultContentType                 // a record of a content type that TLS 1.3 has no use for here
+)
+
 func localAlert(desc uint8, detail string) error {
 	return &AlertError{Desc: desc, detail: detail}
+}
+
+func faultAlert(desc uint8, fault Fault, detail string) error {
+	return &AlertError{Desc: desc, Fault: fault, detail: detail}
 }
 
 // Read reads decrypted application data.
@@ -424,7 +442,7 @@ func checkHeader(hdr []byte, n int) error {
 // headerAlert is the error of a record refused for its header, hdr: the
 // peer is sent the alert desc.
 func headerAlert(hdr []byte, desc uint8, detail string) error {
-	return &AlertError{Desc: desc, ByHeader: true, Header: [recordHeaderLen]byte(hdr), detail: detail}
+	return &AlertError{Desc: desc, Fault: FaultHeader, Header: [recordHeaderLen]byte(hdr), detail: detail}
 }
 
 // releaseInLocked returns the ciphertext buffer to its pool when it holds
@@ -598,23 +616,23 @@ func (c *Conn) failReadAfter(start int, err error) error {
 func (c *Conn) openRecord(hdr, body []byte) error {
 	plain, err := c.rd.aead.Open(c.pt[c.ptW:c.ptW], c.rd.nextNonce(), body, hdr)
 	if err != nil {
-		return localAlert(alertBadRecordMAC, "record authentication failed")
+		return faultAlert(alertBadRecordMAC, FaultAuthentication, "record authentication failed")
 	}
 	if len(plain) > maxPlaintext+1 {
 		// TLSInnerPlaintext, padding included, is at most 2^14+1 bytes
 		// (RFC 8446, section 5.4).
-		return localAlert(alertRecordOverflow, fmt.Sprintf("record with %d bytes of plaintext", len(plain)))
+		return faultAlert(alertRecordOverflow, FaultOverflow, fmt.Sprintf("record with %d bytes of plaintext", len(plain)))
 	}
 	i := len(plain) - 1
 	for i >= 0 && plain[i] == 0 {
 		i--
 	}
 	if i < 0 {
-		return localAlert(alertUnexpectedMessage, "record without content type")
+		return faultAlert(alertUnexpectedMessage, FaultNoContentType, "record without content type")
 	}
 	typ, content := plain[i], plain[:i]
 	if typ != typeHandshake && len(c.hs) > 0 {
-		return localAlert(alertUnexpectedMessage, "handshake message interleaved with other records")
+		return faultAlert(alertUnexpectedMessage, FaultInterleaved, "handshake message interleaved with other records")
 	}
 	if typ == typeAppData && len(content) > 0 {
 		c.useless = 0
@@ -646,7 +664,8 @@ func (c *Conn) openRecord(hdr, body []byte) error {
 		c.hs = append(c.hs, content...)
 		return c.handshakeMessages()
 	}
-	return localAlert(alertUnexpectedMessage, fmt.Sprintf("unexpected content type %d", typ))
+	return &AlertError{Desc: alertUnexpectedMessage, Fault: FaultContentType, Type: typ,
+		detail: fmt.Sprintf("unexpected content type %d", typ)}
 }
 
 // handshakeMessages acts on the complete post-handshake messages in c.hs.

@@ -561,17 +561,17 @@ func TestPeekDiscard(t *testing.T) {
 func TestHostileRecords(t *testing.T) {
 	p := newPKI(t)
 	for _, tc := range []struct {
-		name     string
-		wire     []byte // written raw to our client's socket after the handshake
-		want     string
-		desc     uint8
-		byHeader bool
+		name  string
+		wire  []byte // written raw to our client's socket after the handshake
+		want  string
+		desc  uint8
+		fault Fault
 	}{
-		{"plaintext handshake record", []byte{22, 3, 3, 0, 20}, "unexpected record type 22", alertUnexpectedMessage, true},
-		{"bad version", append([]byte{23, 3, 1, 0, 20}, make([]byte, 20)...), "record version", alertDecodeError, true},
-		{"oversized", []byte{23, 3, 3, 0x50, 0}, "record of 20480 bytes", alertRecordOverflow, true},
-		{"too short", []byte{23, 3, 3, 0, 16}, "record of 16 bytes", alertDecodeError, true},
-		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), "authentication failed", alertBadRecordMAC, false},
+		{"plaintext handshake record", []byte{22, 3, 3, 0, 20}, "unexpected record type 22", alertUnexpectedMessage, FaultHeader},
+		{"bad version", append([]byte{23, 3, 1, 0, 20}, make([]byte, 20)...), "record version", alertDecodeError, FaultHeader},
+		{"oversized", []byte{23, 3, 3, 0x50, 0}, "record of 20480 bytes", alertRecordOverflow, FaultHeader},
+		{"too short", []byte{23, 3, 3, 0, 16}, "record of 16 bytes", alertDecodeError, FaultHeader},
+		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), "authentication failed", alertBadRecordMAC, FaultAuthentication},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, s := connect(t, p, side{client: true})
@@ -587,9 +587,9 @@ func TestHostileRecords(t *testing.T) {
 			switch {
 			case !errors.As(err, &ae):
 				t.Errorf("Read: %T, want an *AlertError", err)
-			case ae.Remote || ae.Desc != tc.desc || ae.ByHeader != tc.byHeader:
-				t.Errorf("Read: %+v, want alert %d sent, by the header: %v", *ae, tc.desc, tc.byHeader)
-			case tc.byHeader && !bytes.Equal(ae.Header[:], tc.wire[:recordHeaderLen]):
+			case ae.Remote || ae.Desc != tc.desc || ae.Fault != tc.fault:
+				t.Errorf("Read: %+v, want alert %d sent for fault %d", *ae, tc.desc, tc.fault)
+			case tc.fault == FaultHeader && !bytes.Equal(ae.Header[:], tc.wire[:recordHeaderLen]):
 				t.Errorf("Read: header % x, want % x", ae.Header, tc.wire[:recordHeaderLen])
 			}
 			if _, err2 := c.Read(make([]byte, 100)); err2 == nil {
@@ -672,11 +672,16 @@ func TestDataBeforeRefusedRecord(t *testing.T) {
 		want   string
 		desc   uint8 // the alert's, received or sent
 		remote bool
+		fault  Fault
 	}{
-		{"fatal alert", func(w *direction) []byte { return sealRecord(nil, w, typeAlert, []byte{2, 40}) }, "peer sent alert 40", 40, true},
-		{"forged record", func(*direction) []byte { return append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...) }, "authentication failed", alertBadRecordMAC, false},
-		{"bad header", func(*direction) []byte { return []byte{22, 3, 3, 0, 20} }, "unexpected record type 22", alertUnexpectedMessage, false},
-		{"unexpected content type", func(w *direction) []byte { return sealRecord(nil, w, 20, []byte{1}) }, "unexpected content type 20", alertUnexpectedMessage, false},
+		{"fatal alert", func(w *direction) []byte { return sealRecord(nil, w, typeAlert, []byte{2, 40}) }, "peer sent alert 40", 40, true, FaultOther},
+		{"forged record", func(*direction) []byte { return append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...) }, "authentication failed", alertBadRecordMAC, false, FaultAuthentication},
+		{"bad header", func(*direction) []byte { return []byte{22, 3, 3, 0, 20} }, "unexpected record type 22", alertUnexpectedMessage, false, FaultHeader},
+		{"unexpected content type", func(w *direction) []byte { return sealRecord(nil, w, 20, []byte{1}) }, "unexpected content type 20", alertUnexpectedMessage, false, FaultContentType},
+		{"all padding", func(w *direction) []byte { return sealRecord(nil, w, 0, make([]byte, 3)) }, "record without content type", alertUnexpectedMessage, false, FaultNoContentType},
+		{"interleaved handshake message", func(w *direction) []byte {
+			return sealRecord(sealRecord(nil, w, typeHandshake, []byte{hsNewSessionTicket, 0}), w, typeAppData, []byte("x"))
+		}, "interleaved", alertUnexpectedMessage, false, FaultInterleaved},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, peer, w := rawPeer(t)
@@ -689,8 +694,10 @@ func TestDataBeforeRefusedRecord(t *testing.T) {
 			if string(got) != "hello" || err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("ReadAll: %q, %v; want %q, then an error with %q", got, err, "hello", tc.want)
 			}
-			if ae := (*AlertError)(nil); !errors.As(err, &ae) || ae.Desc != tc.desc || ae.Remote != tc.remote {
-				t.Errorf("ReadAll: %#v, want an *AlertError for alert %d, received: %v", err, tc.desc, tc.remote)
+			if ae := (*AlertError)(nil); !errors.As(err, &ae) || ae.Desc != tc.desc || ae.Remote != tc.remote || ae.Fault != tc.fault {
+				t.Errorf("ReadAll: %#v, want an *AlertError for alert %d, received: %v, fault %d", err, tc.desc, tc.remote, tc.fault)
+			} else if tc.fault == FaultContentType && ae.Type != 20 {
+				t.Errorf("ReadAll: content type %d, want 20", ae.Type)
 			}
 		})
 	}
