@@ -583,14 +583,15 @@ func (c *Conn) WaitReadable(idle time.Duration) bool {
 func (c *Conn) Socket() syscall.RawConn { return c.raw }
 
 // failRead makes err the sticky read error and tells the peer why with an
-// alert, if the socket takes it at once.
+// alert, if the socket takes it at once; writes then fail with err too, so
+// that a writer that finds the connection failed reports why.
 func (c *Conn) failRead(err error) error {
 	c.rerr = err
 	c.inR, c.inW = 0, 0
 	c.releaseInLocked()
 	var ae *AlertError
 	if errors.As(err, &ae) && !ae.Remote {
-		c.sendAlertNow(ae.Desc)
+		c.sendAlertNow(ae.Desc, err)
 	}
 	if c.ptW == c.ptR {
 		c.releasePlainLocked()
@@ -935,8 +936,9 @@ func (c *Conn) keyUpdateLocked(requested bool) error {
 
 // sendAlertNow sends a fatal alert (or close_notify) if nothing else waits
 // to be written and the socket takes it without waiting; it is a courtesy
-// before closing, never a reason to block.
-func (c *Conn) sendAlertNow(desc uint8) {
+// before closing, never a reason to block. Once it is sent, writes fail
+// with werr.
+func (c *Conn) sendAlertNow(desc uint8, werr error) {
 	if !c.wmu.TryLock() {
 		return
 	}
@@ -963,7 +965,7 @@ func (c *Conn) sendAlertNow(desc uint8) {
 	}
 	outPool.Put(c.out)
 	c.out, c.outW = nil, 0
-	c.werr = net.ErrClosed
+	c.werr = werr
 }
 
 // Close sends close_notify when the socket takes it at once, then closes.
@@ -971,6 +973,6 @@ func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return net.ErrClosed
 	}
-	c.sendAlertNow(alertCloseNotify)
+	c.sendAlertNow(alertCloseNotify, net.ErrClosed)
 	return c.conn.Close()
 }

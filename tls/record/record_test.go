@@ -595,6 +595,9 @@ func TestHostileRecords(t *testing.T) {
 			if _, err2 := c.Read(make([]byte, 100)); err2 == nil {
 				t.Fatal("a failed Conn read again")
 			}
+			if _, werr := c.Write([]byte("x")); werr != err {
+				t.Errorf("Write after the alert: %v, want the read's error", werr)
+			}
 		})
 	}
 }
