@@ -543,19 +543,8 @@ func TestRelayConnectionErrorIsZtunnels(t *testing.T) {
 	e := newEnv(t)
 	goAway := make(chan http2.ErrCode, 1)
 	rawWaypoint(t, e, func(fr *http2.Framer, id uint32, _ <-chan struct{}) {
-		if err := writeStatus(fr, id, 200); err != nil {
-			t.Errorf("answering CONNECT: %v", err)
+		if !answerThenRead(t, fr, id) { // then the violation
 			return
-		}
-		for { // the client's first bytes, then the violation
-			f, err := fr.ReadFrame()
-			if err != nil {
-				t.Errorf("reading the client's bytes: %v", err)
-				return
-			}
-			if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
-				break
-			}
 		}
 		if err := writeStatus(fr, id+2, 200); err != nil { // on a stream the client never opened
 			t.Errorf("writing HEADERS: %v", err)
@@ -646,6 +635,42 @@ func helloViaWaypoint(t *testing.T, e *testEnv, what string) string {
 		t.Fatalf("%s: read %d bytes, %v; want the connection's end", what, n, err)
 	}
 	return c.LocalAddr().String()
+}
+
+// answerThenRead answers the CONNECT on stream id with 200, reads up to the client's first
+// DATA with bytes in it, then sends a PING and reads up to its answer: the client has taken
+// the answer by then (it reads frames in order), and its writer is idle. It reports false,
+// after failing t, when any of it fails.
+func answerThenRead(t *testing.T, fr *http2.Framer, id uint32) bool {
+	if err := writeStatus(fr, id, 200); err != nil {
+		t.Errorf("answering CONNECT: %v", err)
+		return false
+	}
+	data := false
+	for !data {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Errorf("reading the client's bytes: %v", err)
+			return false
+		}
+		d, ok := f.(*http2.DataFrame)
+		data = ok && len(d.Data()) > 0
+	}
+	mark := [8]byte{'a', 'n', 's', 'w', 'e', 'r', 'e', 'd'}
+	if err := fr.WritePing(false, mark); err != nil {
+		t.Errorf("writing PING: %v", err)
+		return false
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Errorf("reading the PING's answer: %v", err)
+			return false
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == mark {
+			return true
+		}
+	}
 }
 
 // writeStatus writes a response HEADERS frame with status on stream id.

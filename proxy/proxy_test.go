@@ -192,6 +192,13 @@ func (e *testEnv) hboneClient(t *testing.T, src identity.ID, expected ...identit
 // hboneClientAt is hboneClient to the proxy's HBONE port on ip (its ListenIP).
 func (e *testEnv) hboneClientAt(t *testing.T, ip netip.Addr, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
 	t.Helper()
+	return e.hboneClientOver(t, ip, nil, src, expected...)
+}
+
+// hboneClientOver is hboneClientAt whose TLS runs over wrap(the TCP connection), or over the
+// TCP connection itself when wrap is nil.
+func (e *testEnv) hboneClientOver(t *testing.T, ip netip.Addr, wrap func(net.Conn) net.Conn, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
+	t.Helper()
 	cfg, err := e.certs.ClientConfig(context.Background(), src, expected)
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +208,11 @@ func (e *testEnv) hboneClientAt(t *testing.T, ip netip.Addr, src identity.ID, ex
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(raw, cfg)
+	var under net.Conn = raw
+	if wrap != nil {
+		under = wrap(raw)
+	}
+	tc := tls.Client(under, cfg)
 	if err := tc.Handshake(); err != nil {
 		raw.Close()
 		return nil, err

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/ztunnel-go/ztunnel/hbone"
-	"github.com/ztunnel-go/ztunnel/tls/identity"
 	tlsrec "github.com/ztunnel-go/ztunnel/tls/record"
 )
 
@@ -54,34 +51,24 @@ func TestRelayTLSFailureIsZtunnels(t *testing.T) {
 		// corrupt arms the waypoint's tamperConn and makes a record cross it.
 		corrupt func(fr *http2.Framer, id uint32, tc *tamperConn) error
 		peer    string // the waypoint's error on reading next, in crypto/tls' words
+		orEOF   bool   // or EOF: the proxy's alert is a courtesy that a busy writer skips
 		want    string
 	}{
 		{"the peer's record fails authentication", func(fr *http2.Framer, id uint32, tc *tamperConn) error {
 			tc.write.Store(true)
 			return fr.WriteData(id, false, []byte("x"))
-		}, "remote error: tls: bad record MAC", "receive: io error: cannot decrypt peer's message"},
+		}, "remote error: tls: bad record MAC", true, "receive: io error: cannot decrypt peer's message"},
 		{"the peer's alert", func(fr *http2.Framer, id uint32, tc *tamperConn) error {
 			tc.read.Store(true) // the proxy's answer to the PING
 			return fr.WritePing(false, [8]byte{1})
-		}, "local error: tls: bad record MAC", "receive: io error: received fatal alert: BadRecordMac"},
+		}, "local error: tls: bad record MAC", false, "receive: io error: received fatal alert: BadRecordMac"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
 			peer := make(chan error, 1)
 			tamperWaypoint(t, e, func(fr *http2.Framer, id uint32, tc *tamperConn, _ <-chan struct{}) {
-				if err := writeStatus(fr, id, 200); err != nil {
-					t.Errorf("answering CONNECT: %v", err)
+				if !answerThenRead(t, fr, id) { // then the corruption
 					return
-				}
-				for { // the client's first bytes, then the corruption
-					f, err := fr.ReadFrame()
-					if err != nil {
-						t.Errorf("reading the client's bytes: %v", err)
-						return
-					}
-					if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
-						break
-					}
 				}
 				if err := c.corrupt(fr, id, tc); err != nil {
 					t.Errorf("corrupting a record: %v", err)
@@ -98,7 +85,7 @@ func TestRelayTLSFailureIsZtunnels(t *testing.T) {
 			local := helloViaWaypoint(t, e, c.name)
 			select {
 			case err := <-peer:
-				if err.Error() != c.peer {
+				if err.Error() != c.peer && !(c.orEOF && err == io.EOF) {
 					t.Errorf("the waypoint's read: %v, want %s", err, c.peer)
 				}
 			case <-time.After(5 * time.Second):
@@ -115,26 +102,14 @@ func TestRelayTLSFailureIsZtunnels(t *testing.T) {
 // read it (the client's to the application's), and the client gets the alert.
 func TestInboundRelayTLSFailureIsZtunnels(t *testing.T) {
 	e := newEnv(t)
-	cfg, err := e.certs.ClientConfig(context.Background(), clientID, []identity.ID{serverID})
+	var tamper *tamperConn
+	cc, err := e.hboneClientOver(t, serverIP, func(c net.Conn) net.Conn {
+		tamper = &tamperConn{Conn: c}
+		return tamper
+	}, clientID, serverID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
-	raw, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tamper := &tamperConn{Conn: raw}
-	tc := tls.Client(tamper, cfg)
-	if err := tc.Handshake(); err != nil {
-		raw.Close()
-		t.Fatal(err)
-	}
-	cc, err := hbone.NewClientConn(tc, hbone.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
 	s, err := connect(cc, netip.AddrPortFrom(serverIP, e.appPort).String())
 	if err != nil {
 		t.Fatalf("CONNECT: %v", err)
@@ -149,11 +124,13 @@ func TestInboundRelayTLSFailureIsZtunnels(t *testing.T) {
 	s.Write([]byte("more"))
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = io.ReadAll(s)
-	if want := "remote error: tls: bad record MAC"; err == nil || !errorContains(err, want) {
+	// The proxy's alert, or the end of the connection when its writer was busy at that moment
+	// (the alert is a courtesy that never waits).
+	if want := "remote error: tls: bad record MAC"; err == nil || !errorContains(err, want) && !errors.Is(err, io.EOF) {
 		t.Errorf("the client's stream ended with %v, want the proxy's alert (%s)", err, want)
 	}
 	waitLog(t, e.access, "level=ERROR", "connection complete", "direction=inbound",
-		"src.addr="+raw.LocalAddr().String(), "bytes_recv=4",
+		"src.addr="+tamper.LocalAddr().String(), "bytes_recv=4",
 		`error="send: io error: cannot decrypt peer's message"`)
 }
 
