@@ -44,8 +44,9 @@ const (
 	// maxCtrlQueue bounds queued control frames; a peer that makes us queue
 	// more (e.g. a PING flood while not reading) loses the connection.
 	maxCtrlQueue = 4096
-	// goAwayGrace is how long a connection that hit a protocol error waits
-	// for its GOAWAY to be written before closing the socket.
+	// goAwayGrace is how long a connection that hit a protocol error, or a
+	// server connection ended by abort, waits for its GOAWAY to be written
+	// before closing the socket.
 	goAwayGrace = time.Second
 )
 
@@ -416,18 +417,19 @@ func (c *conn) unlockWrite() error {
 			err = c.flusher.Flush()
 		}
 	}
-	closeNow := c.closeReq
-	c.wlockedAt.Store(0)
-	<-c.wmu
-	switch {
-	case err != nil:
-		c.fail(fmt.Errorf("hbone: write: %w", err))
-		return c.connErr()
-	case closeNow:
+	if err == nil && c.closeReq {
+		// The close is done before the lock goes: a writer waiting for it would find the
+		// connection closing (lockWrite) and fail it with an error of its own first.
 		c.mu.Lock()
 		reason := c.closeErr
 		c.mu.Unlock()
 		c.fail(reason)
+	}
+	c.wlockedAt.Store(0)
+	<-c.wmu
+	if err != nil {
+		c.fail(fmt.Errorf("hbone: write: %w", err))
+		return c.connErr()
 	}
 	return nil
 }
@@ -687,7 +689,12 @@ func (c *conn) keepaliveTick() {
 	silent := time.Duration(now - c.lastRead.Load())
 	if silent >= timeout {
 		c.logPingFailure(ErrPingTimeout, "silent", silent)
-		c.fail(ErrPingTimeout)
+		if c.server {
+			// As ztunnel's server: GOAWAY before the close, for a peer that is still there.
+			c.abort(ErrPingTimeout)
+		} else {
+			c.fail(ErrPingTimeout)
+		}
 		return
 	}
 	if at := c.wlockedAt.Load(); at != 0 && time.Duration(now-at) >= timeout {
@@ -860,6 +867,25 @@ func (c *conn) goAway() {
 	if empty {
 		c.closeGraceful(errGoAwayDrain)
 	}
+}
+
+// abort ends a server connection without waiting for its streams, as ztunnel's HTTP/2 server
+// does (h2's abrupt_shutdown) when its keepalive gives up on the peer or the peer's certificate
+// is revoked: GOAWAY(NO_ERROR) naming the last stream it accepted, then the close (close_notify
+// over TLS); the open streams fail with err. The frames have goAwayGrace to go out (a peer that
+// stopped reading cannot hold the connection up); then the connection is failed, written or not.
+func (c *conn) abort(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.goingAway = true // no stream above last from now on
+	last := c.maxPeerID
+	c.mu.Unlock()
+	c.enqueue(ctrlFrame{kind: ctrlGoAway, stream: last, val: uint32(http2.ErrCodeNo)})
+	c.closeGraceful(err)
+	time.AfterFunc(goAwayGrace, func() { c.fail(err) }) // a no-op once the close is done
 }
 
 // creditConn returns n consumed bytes to the connection receive window,

@@ -42,8 +42,10 @@
 //     GOAWAY). The first frame queued while none runs starts it on an
 //     internal/workers goroutine, and it ends when the queue is empty;
 //   - a keepalive timer (no goroutine of its own while it waits) queues
-//     PINGs and drops a silent peer. The peer's PINGs and their answers wake
-//     a parked read loop, which parks again after them.
+//     PINGs and drops a silent peer: a client closes the connection, a
+//     server sends GOAWAY(NO_ERROR) first, as ztunnel's does (Server.Abort
+//     ends a connection the same way). The peer's PINGs and their answers
+//     wake a parked read loop, which parks again after them.
 //
 // Application goroutines (Stream.Write, Connect, Respond) write DATA and
 // HEADERS frames themselves under the connection's write lock, into a

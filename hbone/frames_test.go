@@ -253,6 +253,153 @@ func TestShutdownSendsGoAway(t *testing.T) {
 	}
 }
 
+// TestAbortSendsGoAway: a server connection that gives up on its peer ends as ztunnel's does
+// (h2's abrupt_shutdown): GOAWAY(NO_ERROR) naming the last stream it accepted, nothing after
+// it, then the close, with the open stream failed by the cause. Two causes: the keepalive, when
+// the peer stays silent (it reads the server's PINGs but sends nothing), and Server.Abort (a
+// revoked peer certificate).
+func TestAbortSendsGoAway(t *testing.T) {
+	errAborted := errors.New("aborted by the test")
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		abort bool // Server.Abort after the stream is answered; else wait for the keepalive
+		want  error
+	}{
+		{"keepalive", Config{PingInterval: 100 * time.Millisecond, PingTimeout: 400 * time.Millisecond}, false, ErrPingTimeout},
+		{"Abort", Config{}, true, errAborted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			streamErr := make(chan error, 1)
+			h := HandlerFunc(func(s *Stream, req *Request) {
+				s.Respond(200)
+				_, err := io.Copy(io.Discard, s)
+				streamErr <- err
+			})
+			p := newRawPeer(t, tc.cfg, h)
+			p.handshake()
+			p.headers(1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+			p.read(isStatus(1))
+			if tc.abort {
+				var nc net.Conn
+				p.srv.mu.Lock()
+				for c := range p.srv.conns {
+					nc = c.nc
+				}
+				p.srv.mu.Unlock()
+				if !p.srv.Abort(nc, errAborted) {
+					t.Fatal("Abort did not find the connection")
+				}
+				if p.srv.Abort(&net.TCPConn{}, errAborted) {
+					t.Error("Abort found a connection it does not serve")
+				}
+			}
+			var ga *http2.GoAwayFrame
+			pings := 0
+			var err error
+			for {
+				var f http2.Frame
+				if f, err = p.fr.ReadFrame(); err != nil {
+					break
+				}
+				if ga != nil {
+					t.Errorf("%T after GOAWAY", f)
+				}
+				switch f := f.(type) {
+				case *http2.PingFrame:
+					if !f.IsAck() {
+						pings++
+					}
+				case *http2.GoAwayFrame:
+					ga = f
+				}
+			}
+			if !errors.Is(err, io.EOF) {
+				t.Errorf("end of the connection: %v, want EOF", err)
+			}
+			switch {
+			case ga == nil:
+				t.Error("no GOAWAY before the close")
+			case ga.LastStreamID != 1 || ga.ErrCode != http2.ErrCodeNo:
+				t.Errorf("GOAWAY: last=%d code=%v, want last=1 NO_ERROR", ga.LastStreamID, ga.ErrCode)
+			}
+			if !tc.abort && pings == 0 {
+				t.Error("the keepalive sent no PING before giving up")
+			}
+			select {
+			case err := <-streamErr:
+				if !errors.Is(err, tc.want) {
+					t.Errorf("the open stream's read: %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the open stream did not end")
+			}
+			select {
+			case err := <-p.done:
+				p.done <- err // for the cleanup
+				if !errors.Is(err, tc.want) {
+					t.Errorf("ServeConn: %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("ServeConn did not return")
+			}
+		})
+	}
+}
+
+// TestAbortWhileWriting: streams writing when Server.Abort ends their connection all fail with
+// the abort's cause, not with an error of their own, whichever of them writes the GOAWAY. (That
+// writer closes the connection before it lets the write lock go, so the next one cannot find the
+// connection closing and fail it first; that window is too narrow for this test to hit often.)
+func TestAbortWhileWriting(t *testing.T) {
+	errAborted := errors.New("aborted by the test")
+	const streams = 8
+	for range 20 {
+		writeErr := make(chan error, streams)
+		var started sync.WaitGroup
+		started.Add(streams)
+		h := HandlerFunc(func(s *Stream, req *Request) {
+			s.Respond(200)
+			started.Done()
+			b := []byte("x")
+			for {
+				if _, err := s.Write(b); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+		})
+		p := newRawPeer(t, Config{}, h)
+		p.handshake()
+		// Windows that never run out: the writers meet only at the write lock.
+		p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		p.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		go io.Copy(io.Discard, p.nc) // a peer that reads everything
+		for i := range uint32(streams) {
+			p.headers(2*i+1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+		}
+		started.Wait()
+		var nc net.Conn
+		p.srv.mu.Lock()
+		for c := range p.srv.conns {
+			nc = c.nc
+		}
+		p.srv.mu.Unlock()
+		p.srv.Abort(nc, errAborted)
+		for range streams {
+			select {
+			case err := <-writeErr:
+				if !errors.Is(err, errAborted) {
+					t.Fatalf("a writing stream ended with %v, want the abort's cause", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("a writing stream did not end")
+			}
+		}
+		p.nc.Close()
+	}
+}
+
 func TestConnectionErrorsSendGoAway(t *testing.T) {
 	tests := []struct {
 		name  string

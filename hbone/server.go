@@ -151,6 +151,27 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Abort ends the connection serving nc at once, as ztunnel ends one whose peer's certificate a
+// reloaded revocation list revokes: GOAWAY(NO_ERROR) with the last stream it accepted, then the
+// close, without waiting for its streams, which fail with err. It reports whether srv serves nc
+// (a connection not yet given to Serve, or already ended, is not found).
+func (srv *Server) Abort(nc net.Conn, err error) bool {
+	srv.mu.Lock()
+	var found *conn
+	for c := range srv.conns {
+		if c.nc == nc {
+			found = c
+			break
+		}
+	}
+	srv.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	found.abort(err)
+	return true
+}
+
 func (srv *Server) connsLocked() []*conn {
 	out := make([]*conn, 0, len(srv.conns))
 	for c := range srv.conns {
