@@ -199,6 +199,23 @@ func (e *testEnv) hboneClientAt(t *testing.T, ip netip.Addr, src identity.ID, ex
 // TCP connection itself when wrap is nil.
 func (e *testEnv) hboneClientOver(t *testing.T, ip netip.Addr, wrap func(net.Conn) net.Conn, src identity.ID, expected ...identity.ID) (*hbone.ClientConn, error) {
 	t.Helper()
+	tc, err := e.hboneTLS(t, ip, wrap, src, expected...)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := hbone.NewClientConn(tc, hbone.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc, nil
+}
+
+// hboneTLS dials the proxy's HBONE port on ip from clientIP and completes the TLS handshake as
+// src, expecting one of expected; the TLS runs over wrap(the TCP connection), or over the TCP
+// connection itself when wrap is nil. The caller closes the connection.
+func (e *testEnv) hboneTLS(t *testing.T, ip netip.Addr, wrap func(net.Conn) net.Conn, src identity.ID, expected ...identity.ID) (*tls.Conn, error) {
+	t.Helper()
 	cfg, err := e.certs.ClientConfig(context.Background(), src, expected)
 	if err != nil {
 		t.Fatal(err)
@@ -217,12 +234,7 @@ func (e *testEnv) hboneClientOver(t *testing.T, ip netip.Addr, wrap func(net.Con
 		raw.Close()
 		return nil, err
 	}
-	cc, err := hbone.NewClientConn(tc, hbone.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc, nil
+	return tc, nil
 }
 
 func connect(cc *hbone.ClientConn, authority string) (*hbone.Stream, error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/metrics"
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
 )
@@ -15,8 +16,10 @@ import (
 // Revocation of live tunnels (CRL_PATH), as ztunnel does it: when the revocation lists change,
 // every mTLS connection the proxy holds is judged again, and one whose peer's certificate (or
 // one of its issuers) a list now revokes is ended at once, with whatever it carries. An
-// accepted tunnel (15008) and a pooled one the proxy made are the same to this file; so is the
-// inner tunnel of a connection through another network's gateway. Each ended tunnel counts once
+// accepted tunnel (15008) and a pooled one the proxy made are judged alike, and so is the inner
+// tunnel of a connection through another network's gateway; only their ends differ, as in
+// ztunnel: an accepted one gets GOAWAY(NO_ERROR) before its close, one the proxy made is cut
+// (ztunnel drops its client connection). Each ended tunnel counts once
 // in istio_crl_policy_rejections_total, and each connection it carried ends with the response
 // flag CERT_REVOKED. A handshake refused for a revoked peer counts in the same counter.
 //
@@ -133,7 +136,11 @@ func (p *Proxy) sweepRevoked() int {
 	for _, t := range ended {
 		p.cfg.Metrics.CRLRejected(t.reporter)
 		p.log.Debug("ending a tunnel: its peer's certificate is revoked", "peer", t.peer[0].Subject.String(), "reporter", t.reporter)
-		endTransport(t.nc)
+		// An accepted tunnel ends as ztunnel's server ends it: GOAWAY(NO_ERROR), then the
+		// close. One the proxy made, or one not yet served, is cut (ztunnel drops its client).
+		if t.reporter != metrics.ReporterDestination || !p.server.Abort(t.nc, errCertRevoked) {
+			endTransport(t.nc)
+		}
 	}
 	for _, c := range closers {
 		c.Close()

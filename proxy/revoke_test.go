@@ -22,6 +22,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
+	"golang.org/x/net/http2"
 )
 
 // crlEnv is a test environment whose certificates come from a CA the test holds the keys of,
@@ -126,8 +127,9 @@ func waitClosed(t *testing.T, c net.Conn, what string) {
 
 // TestCRLReloadEndsTunnels: when the reloaded lists revoke the client's certificate, the
 // inbound tunnel it came over ends with its connection (CERT_REVOKED, counted once by the
-// destination), an idle tunnel of the same client ends too, and the client's next handshake is
-// refused (counted again); a list that revokes no one's certificate ends nothing.
+// destination), idle tunnels of the same client end too, as ztunnel's server ends them
+// (GOAWAY(NO_ERROR), then the close), and the client's next handshake is refused (counted
+// again); a list that revokes no one's certificate ends nothing.
 func TestCRLReloadEndsTunnels(t *testing.T) {
 	e := newCRLEnv(t)
 	c := e.liveConn(t)
@@ -135,9 +137,37 @@ func TestCRLReloadEndsTunnels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Both ends of the pooled tunnel, and idle's accepted end (tracked once the server's side of
-	// the handshake is done, after the client's).
-	testwait.Until(t, "3 tunnels to be tracked", 5*time.Second, func() bool { return e.tracked() == 3 })
+	// A second idle tunnel, whose frames the test reads.
+	tc, err := e.hboneTLS(t, serverIP, nil, clientID, serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(tc, tc)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	frames := make(chan http2.Frame, 16)
+	var rawEnd error
+	go func() { // ends with the connection, which the test's end closes at the latest
+		defer close(frames)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				rawEnd = err
+				return
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				frames <- &http2.GoAwayFrame{LastStreamID: ga.LastStreamID, ErrCode: ga.ErrCode} // the Framer reuses f
+			}
+		}
+	}()
+	// Both ends of the pooled tunnel, and the accepted ends of the idle ones (tracked once the
+	// server's side of the handshake is done, after the client's).
+	testwait.Until(t, "4 tunnels to be tracked", 5*time.Second, func() bool { return e.tracked() == 4 })
 
 	e.revoke(t, big.NewInt(1), big.NewInt(2))
 	if n := e.proxy.sweepRevoked(); n != 0 {
@@ -156,7 +186,18 @@ func TestCRLReloadEndsTunnels(t *testing.T) {
 		_, err := connect(idle, netip.AddrPortFrom(serverIP, e.appPort).String())
 		return err != nil
 	})
-	waitMetric(t, e.testEnv, `istio_crl_policy_rejections_total{reporter="destination"} 2`)
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var goAways []*http2.GoAwayFrame
+	for f := range frames {
+		goAways = append(goAways, f.(*http2.GoAwayFrame))
+	}
+	if len(goAways) != 1 || goAways[0].ErrCode != http2.ErrCodeNo || goAways[0].LastStreamID != 0 {
+		t.Errorf("the revoked idle tunnel sent %v, want one GOAWAY(NO_ERROR) with last stream 0", goAways)
+	}
+	if rawEnd != io.EOF {
+		t.Errorf("the revoked idle tunnel ended with %v, want EOF", rawEnd)
+	}
+	waitMetric(t, e.testEnv, `istio_crl_policy_rejections_total{reporter="destination"} 3`)
 	if strings.Contains(e.metricsText(t), `istio_crl_policy_rejections_total{reporter="source"}`) {
 		t.Error("the client side counted a rejection; the server's certificate is not revoked")
 	}
@@ -167,7 +208,7 @@ func TestCRLReloadEndsTunnels(t *testing.T) {
 	defer c2.Close()
 	waitClosed(t, c2, "a new connection of the revoked client")
 	testwait.Until(t, "the refused handshake to be counted", 5*time.Second, func() bool {
-		return e.metricValue(t, `istio_crl_policy_rejections_total{reporter="destination"}`) >= 3
+		return e.metricValue(t, `istio_crl_policy_rejections_total{reporter="destination"}`) >= 4
 	})
 	waitLog(t, e.access, "level=WARN", `msg="connection failed"`, "direction=inbound",
 		`error="tls handshake error: Custom { kind: InvalidData, error: InvalidCertificate(Revoked) }"`)
