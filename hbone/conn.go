@@ -48,7 +48,16 @@ const (
 	// server connection ended by abort, waits for its GOAWAY to be written
 	// before closing the socket.
 	goAwayGrace = time.Second
+	// drainAckWait is how long a draining server connection waits for the
+	// answer to the PING after its first GOAWAY before it sends the final
+	// one anyway (goAway).
+	drainAckWait = time.Second
 )
+
+// drainPing is the payload of the PING that follows the first GOAWAY of a
+// drain (goAway); its answer leads to the final GOAWAY. Keepalive PINGs carry
+// a counter, which does not reach it.
+var drainPing = [8]byte{'z', 't', 'd', 'r', 'a', 'i', 'n', 0}
 
 // Limits on what a peer may make us do for nothing (see "Defences" in
 // doc.go). Counters are per connection over a fixed window of calmWindow;
@@ -281,7 +290,8 @@ type conn struct {
 	peerTableSize  uint32
 	connWaiters    []*Stream // streams blocked on the connection send window
 	handlersLive   uint32    // server: Handler goroutines running (<= MaxConcurrentStreams)
-	goingAway      bool      // server: we sent GOAWAY; client: we received one
+	goingAway      bool      // server: we sent the final GOAWAY; client: we received one
+	drainAnnounced bool      // server: goAway sent GOAWAY(2^31-1), the final one waits (finishGoAway)
 	closing        bool      // ctrlClose queued
 	closeErr       error     // reason given to closeGraceful
 	closed         bool      // fail ran
@@ -851,11 +861,30 @@ func (c *conn) removeStream(s *Stream) {
 	}
 }
 
-// goAway starts a graceful shutdown of a server connection: GOAWAY with the
-// last stream we accepted, no new streams, close when the last one ends.
+// goAway starts a graceful shutdown of a server connection in two steps, as RFC 9113 (section
+// 6.8) advises and ztunnel's HTTP/2 server does: GOAWAY(2^31-1, NO_ERROR) tells the peer to open
+// no more streams, and a PING follows it; streams the peer opened before it read the GOAWAY are
+// still accepted. The PING's answer, which comes after the peer read the GOAWAY (or drainAckWait
+// without one), leads to finishGoAway.
 func (c *conn) goAway() {
 	c.mu.Lock()
-	if c.closed || c.goingAway {
+	if c.closed || c.goingAway || c.drainAnnounced {
+		c.mu.Unlock()
+		return
+	}
+	c.drainAnnounced = true
+	c.mu.Unlock()
+	c.enqueue(ctrlFrame{kind: ctrlGoAway, stream: maxStreamID, val: uint32(http2.ErrCodeNo)})
+	c.enqueue(ctrlFrame{kind: ctrlPing, data: drainPing})
+	time.AfterFunc(drainAckWait, c.finishGoAway) // a no-op once the answer came
+}
+
+// finishGoAway is the second step of goAway: the final GOAWAY names the last stream accepted,
+// later ones are refused, and the connection closes when its last stream ends. It does nothing
+// unless goAway announced the drain, or after it ran once.
+func (c *conn) finishGoAway() {
+	c.mu.Lock()
+	if c.closed || c.goingAway || !c.drainAnnounced {
 		c.mu.Unlock()
 		return
 	}

@@ -209,6 +209,11 @@ func TestRefusedStreamBeyondLimit(t *testing.T) {
 	}
 }
 
+// TestShutdownSendsGoAway: Shutdown drains a connection in two steps, as ztunnel's HTTP/2
+// server does (RFC 9113, section 6.8): GOAWAY(2^31-1, NO_ERROR) and a PING; a stream the peer
+// opened before it read them is still served; the PING's answer brings the final GOAWAY with the
+// last stream accepted, after which a new stream is refused; the open ones keep working, and the
+// connection closes when the last one ends.
 func TestShutdownSendsGoAway(t *testing.T) {
 	p := newRawPeer(t, Config{}, echo)
 	p.handshake()
@@ -222,26 +227,42 @@ func TestShutdownSendsGoAway(t *testing.T) {
 		shut <- p.srv.Shutdown(ctx)
 	}()
 	ga := p.read(isGoAway).(*http2.GoAwayFrame)
-	if ga.LastStreamID != 1 || ga.ErrCode != http2.ErrCodeNo {
-		t.Errorf("GOAWAY: got last=%d code=%v, want last=1 NO_ERROR", ga.LastStreamID, ga.ErrCode)
+	if ga.LastStreamID != 1<<31-1 || ga.ErrCode != http2.ErrCodeNo {
+		t.Errorf("first GOAWAY: got last=%d code=%v, want last=2147483647 NO_ERROR", ga.LastStreamID, ga.ErrCode)
 	}
-	// A new stream after GOAWAY is refused; the existing one still works.
+	ping := p.read(func(f http2.Frame) bool { f2, ok := f.(*http2.PingFrame); return ok && !f2.IsAck() }).(*http2.PingFrame)
+	// A stream opened before the peer read the GOAWAY (in flight): still served.
 	p.headers(3, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
-	if rst := p.read(isRST(3)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeRefusedStream {
+	if got := p.read(isStatus(3)).(*http2.MetaHeadersFrame).PseudoValue("status"); got != "200" {
+		t.Errorf("stream opened before the peer read the first GOAWAY: status %q, want 200", got)
+	}
+	if err := p.fr.WritePing(true, ping.Data); err != nil {
+		t.Fatal(err)
+	}
+	ga = p.read(isGoAway).(*http2.GoAwayFrame)
+	if ga.LastStreamID != 3 || ga.ErrCode != http2.ErrCodeNo {
+		t.Errorf("final GOAWAY: got last=%d code=%v, want last=3 NO_ERROR", ga.LastStreamID, ga.ErrCode)
+	}
+	// A new stream after the final GOAWAY is refused; the existing ones still work.
+	p.headers(5, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	if rst := p.read(isRST(5)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeRefusedStream {
 		t.Errorf("stream after GOAWAY: got %v, want REFUSED_STREAM", rst.ErrCode)
 	}
-	p.fr.WriteData(1, false, []byte("ping"))
-	d := p.read(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
-	if string(d.Data()) != "ping" {
-		t.Errorf("echo during drain: got %q", d.Data())
+	for _, id := range []uint32{1, 3} {
+		p.fr.WriteData(id, false, []byte("ping"))
+		d := p.read(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
+		if d.StreamID != id || string(d.Data()) != "ping" {
+			t.Errorf("echo on stream %d during drain: got %q on stream %d", id, d.Data(), d.StreamID)
+		}
 	}
 	select {
 	case err := <-shut:
-		t.Fatalf("Shutdown returned (%v) while a stream was open", err)
+		t.Fatalf("Shutdown returned (%v) while streams were open", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	// Ending the stream both ways lets the connection close and Shutdown return.
+	// Ending the streams both ways lets the connection close and Shutdown return.
 	p.fr.WriteData(1, true, nil)
+	p.fr.WriteData(3, true, nil)
 	go io.Copy(io.Discard, p.nc)
 	select {
 	case err := <-shut:
@@ -250,6 +271,46 @@ func TestShutdownSendsGoAway(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after the last stream ended")
+	}
+}
+
+// TestShutdownWithoutPingAnswer: a peer that does not answer the drain's PING gets the final
+// GOAWAY anyway (after drainAckWait), and an idle connection then closes; a PING answer with
+// the drain's payload that comes without a drain changes nothing.
+func TestShutdownWithoutPingAnswer(t *testing.T) {
+	p := newRawPeer(t, Config{}, echo)
+	p.handshake()
+	// An unsolicited answer with the drain's payload: no GOAWAY follows, streams are served.
+	p.fr.WritePing(true, drainPing)
+	p.headers(1, true, ":method", "CONNECT", ":authority", "1.1.1.1:80")
+	p.read(isStatus(1))
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- p.srv.Shutdown(ctx)
+	}()
+	var goAways []uint32
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			break // the close
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			goAways = append(goAways, ga.LastStreamID)
+		}
+	}
+	if len(goAways) != 2 || goAways[0] != 1<<31-1 || goAways[1] != 1 {
+		t.Errorf("GOAWAYs' last streams: %v, want [2147483647 1]", goAways)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return")
 	}
 }
 

@@ -306,6 +306,8 @@ func (c *conn) onFrame(f http2.Frame) error {
 		}
 		if !f.IsAck() {
 			c.enqueue(ctrlFrame{kind: ctrlPingAck, data: f.Data})
+		} else if c.server && f.Data == drainPing {
+			c.finishGoAway() // the peer read the drain's first GOAWAY
 		}
 	case *http2.PriorityFrame:
 		return c.idle("PRIORITY flood")
