@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ztunnel-go/ztunnel/config"
 	"github.com/ztunnel-go/ztunnel/logging"
 	"github.com/ztunnel-go/ztunnel/metrics"
@@ -185,5 +186,41 @@ func TestStatsCompressed(t *testing.T) {
 	s.StatsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if enc := rec.Header().Get("Content-Encoding"); enc != "" || !strings.Contains(rec.Body.String(), "istio_build") {
 		t.Errorf("plain scrape: Content-Encoding %q", enc)
+	}
+}
+
+// TestStatsEncodingChoice: among the encodings a client accepts, the metrics answer picks as
+// ztunnel's does (zstd before gzip at equal q-values, a higher q-value first), and a zstd body
+// decodes to the metrics.
+func TestStatsEncodingChoice(t *testing.T) {
+	s, _ := newServer(t)
+	for _, tc := range []struct{ accept, want string }{
+		{"gzip, deflate, br, zstd", "zstd"}, // curl --compressed
+		{"zstd", "zstd"},
+		{"gzip", "gzip"},
+		{"zstd;q=0.5, gzip", "gzip"},
+		{"*", "zstd"},
+		{"deflate", ""}, // offered by ztunnel, not here: uncompressed
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept-Encoding", tc.accept)
+		s.StatsHandler().ServeHTTP(rec, req)
+		if got := rec.Header().Get("Content-Encoding"); rec.Code != 200 || got != tc.want {
+			t.Errorf("Accept-Encoding %q: %d, Content-Encoding %q, want 200 %q", tc.accept, rec.Code, got, tc.want)
+			continue
+		}
+		if tc.want != "zstd" {
+			continue
+		}
+		zr, err := zstd.NewReader(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(zr)
+		zr.Close()
+		if err != nil || !strings.Contains(string(body), `istio_build{component="ztunnel",tag="test"} 1`) {
+			t.Errorf("Accept-Encoding %q: the zstd body does not decode to the metrics (%v)", tc.accept, err)
+		}
 	}
 }

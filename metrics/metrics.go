@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp/zstd" // zstd for Handler
 
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 )
@@ -202,9 +203,14 @@ func (r *Registry) CRLRejected(reporter string) { r.crlRejections.WithLabelValue
 // Registerer lets other packages (xds, dns) add their own metrics.
 func (r *Registry) Registerer() prometheus.Registerer { return r.reg }
 
-// Handler serves the Prometheus text format.
+// Handler serves the Prometheus text format, compressed as the request's Accept-Encoding allows.
+// Of the encodings ztunnel offers (its HTTP library's: zstd, br, gzip, deflate, preferred in
+// that order among equal q-values), zstd and gzip are offered here, in that order; a client that
+// accepts neither gets the text uncompressed. Prometheus asks for gzip.
 func (r *Registry) Handler() http.Handler {
-	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{
+		OfferedCompressions: []promhttp.Compression{promhttp.Zstd, promhttp.Gzip, promhttp.Identity},
+	})
 }
 
 // SocketOpened counts an accepted socket as open (istio_tcp_sockets_open) until SocketClosed
