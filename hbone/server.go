@@ -121,10 +121,9 @@ func (srv *Server) connEnded(c *conn) {
 // Shutdown drains every connection in two steps (conn.goAway): GOAWAY(2^31-1)
 // and a PING, then, once the peer answered it, GOAWAY with the last accepted
 // stream and no new streams; each connection closes when its streams are
-// done. When
-// ctx ends first, the remaining connections are closed. Shutdown returns
-// once every ServeConn call returned (so every Handler too), with ctx's
-// error if it had to force the close.
+// done. When ctx ends first, the remaining connections are closed. Shutdown
+// returns once every ServeConn call returned (so every Handler too), with
+// ctx's error if it had to force the close.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.shutdown = true
