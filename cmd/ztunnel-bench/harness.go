@@ -748,6 +748,11 @@ type idleResult struct {
 	rss    int64    // VmRSS, bytes
 	split  memSplit // anonymous and file-backed, from smaps_rollup
 	others []int    // PIDs of other processes running the same executable at that moment
+	// scraped and scrapedSplit are read again after one scrape of the stats port: what an idle
+	// ztunnel that Prometheus watches holds (the scrape faults back some of the executable's
+	// pages that start-up paged out, and its garbage waits for the next GC).
+	scraped      int64
+	scrapedSplit memSplit
 }
 
 // idleRSS measures one ztunnel as it runs on a node: the only ztunnel there (a DaemonSet).
@@ -757,7 +762,8 @@ type idleResult struct {
 // started again by the next scenario that needs them (ensureZtunnels): the kernel keeps an
 // executable page resident in every process that maps it as long as one of them uses it, so
 // with them alive the figure would count code the idle ztunnel no longer touches. It waits
-// until the ztunnel is ready and 2 x settle more, reads its memory and stops it.
+// until the ztunnel is ready and 2 x settle more, reads its memory, scrapes its metrics once,
+// waits settle, reads its memory again and stops it.
 func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (idleResult, error) {
 	var err error
 	dir := filepath.Join(h.tmp, "idle-config")
@@ -804,7 +810,23 @@ func (h *harness) idleRSS(ctx context.Context, settle time.Duration) (idleResult
 	if r.split, err = procMemSplit(p.pid()); err != nil {
 		return r, err
 	}
-	r.others, err = sameExecutable(p.pid())
+	if r.others, err = sameExecutable(p.pid()); err != nil {
+		return r, err
+	}
+	// One scrape as Prometheus makes it (Go's client asks for gzip, as Prometheus does), then
+	// settle and read again.
+	if code, body := httpGet(ctx, h.idle, "http://127.0.0.1:15020/metrics"); code != http.StatusOK || len(body) == 0 {
+		return r, fmt.Errorf("idle ztunnel: scraping its metrics: status %d, %d bytes", code, len(body))
+	}
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(settle):
+	}
+	if r.scraped, err = procRSS(p.pid()); err != nil {
+		return r, err
+	}
+	r.scrapedSplit, err = procMemSplit(p.pid())
 	return r, err
 }
 

@@ -123,7 +123,7 @@ func TestSameExecutable(t *testing.T) {
 // TestIdleAlone runs two repetitions of S4 and the idle scenario on the ztunnel paths: the
 // idle ztunnel is measured with no other process of its executable alive (no note says
 // otherwise), the path ztunnels come back for the second repetition, and the split is
-// reported beside VmRSS.
+// reported beside VmRSS, as is VmRSS after a scrape of the metrics.
 func TestIdleAlone(t *testing.T) {
 	needRoot(t)
 	before := benchNetns(t)
@@ -143,6 +143,7 @@ func TestIdleAlone(t *testing.T) {
 	for _, w := range []struct{ scenario, metric, path string }{
 		{scenS4, metP50, pathPassthrough}, {scenS4, metP50, pathHBONE},
 		{scenIdle, metRSS, "ztunnel"}, {scenIdle, metAnon, "ztunnel"}, {scenIdle, metFile, "ztunnel"},
+		{scenIdle, metScraped, "ztunnel"}, {scenIdle, metScrapedFile, "ztunnel"},
 	} {
 		s := rep.find(w.scenario, w.metric, w.path)
 		if s == nil || len(s.Values) != 2 || !(s.Min > 0) {

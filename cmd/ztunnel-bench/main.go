@@ -364,13 +364,17 @@ func (h *harness) measure(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// addIdle records one idle-RSS measurement: VmRSS (the target's figure) and its split.
+// addIdle records one idle-RSS measurement: VmRSS (the target's figure) and its split, then
+// VmRSS and its file-backed part after one scrape.
 func (h *harness) addIdle(rep *Report, i int, r idleResult) {
 	rep.add(scenIdle, metRSS, "ztunnel", mib(r.rss))
 	rep.add(scenIdle, metAnon, "ztunnel", mib(r.split.anon))
 	rep.add(scenIdle, metFile, "ztunnel", mib(r.split.file))
-	h.logf("[%d/%d] idle RSS, %d workloads: %.1f MiB (anonymous %.1f, file-backed %.1f)",
-		i, h.opts.reps, h.opts.idleWorkloads, mib(r.rss), mib(r.split.anon), mib(r.split.file))
+	rep.add(scenIdle, metScraped, "ztunnel", mib(r.scraped))
+	rep.add(scenIdle, metScrapedFile, "ztunnel", mib(r.scrapedSplit.file))
+	h.logf("[%d/%d] idle RSS, %d workloads: %.1f MiB (anonymous %.1f, file-backed %.1f); after a scrape %.1f MiB (anonymous %.1f, file-backed %.1f)",
+		i, h.opts.reps, h.opts.idleWorkloads, mib(r.rss), mib(r.split.anon), mib(r.split.file),
+		mib(r.scraped), mib(r.scrapedSplit.anon), mib(r.scrapedSplit.file))
 	if len(r.others) > 0 {
 		h.note(fmt.Sprintf("idle RSS repetition %d: %d other processes ran the same ztunnel executable "+
 			"(PIDs %v); the code pages they use stay resident in the measured one too", i, len(r.others), r.others))

@@ -478,6 +478,7 @@ func TestTargets(t *testing.T) {
 	r.add(scenS4, metP50, pathDirect, 20)
 	r.add(scenS5, metPerConn, pathHBONE, 3000)
 	r.add(scenIdle, metRSS, "ztunnel", 12)
+	r.add(scenIdle, metScraped, "ztunnel", 17)
 	r.summarize()
 	want := map[string]struct {
 		v   float64
@@ -490,6 +491,7 @@ func TestTargets(t *testing.T) {
 		"S4 p50 added by HBONE over direct":                           {30, false},
 		"S5 RSS per idle connection, HBONE (both proxies)":            {3000, false},
 		"Idle RSS, one ztunnel with the idle workloads":               {12, true},
+		"Idle RSS after one scrape of its metrics":                    {17, false},
 	}
 	if len(r.Targets) != len(want) {
 		t.Errorf("got %d targets, want %d: %+v", len(r.Targets), len(want), r.Targets)
