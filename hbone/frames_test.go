@@ -110,6 +110,40 @@ func isStatus(id uint32) func(http2.Frame) bool {
 
 func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
 
+// shutdown starts the server's Shutdown, with 5 s to drain; its result comes on the channel.
+func (p *rawPeer) shutdown() <-chan error {
+	shut := make(chan error, 1)
+	go func() { // ends within the 5 s
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- p.srv.Shutdown(ctx)
+	}()
+	return shut
+}
+
+// waitShutdown fails unless Shutdown returned nil within 5 s (when, for the message).
+func waitShutdown(t *testing.T, shut <-chan error, when string) {
+	t.Helper()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Shutdown did not return %s", when)
+	}
+}
+
+// served returns the connection the server serves for the peer (the server side of its pipe).
+func (p *rawPeer) served() net.Conn {
+	p.srv.mu.Lock()
+	defer p.srv.mu.Unlock()
+	for c := range p.srv.conns {
+		return c.nc
+	}
+	return nil
+}
+
 // TestMalformedRequestHeaders sends requests whose header blocks break
 // RFC 9113's rules for fields (8.2, 8.3) on one connection: each malformed
 // one is reset with PROTOCOL_ERROR alone, the others are answered, and a
@@ -220,12 +254,7 @@ func TestShutdownSendsGoAway(t *testing.T) {
 	p.headers(1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
 	p.read(isStatus(1))
 
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		shut <- p.srv.Shutdown(ctx)
-	}()
+	shut := p.shutdown()
 	ga := p.read(isGoAway).(*http2.GoAwayFrame)
 	if ga.LastStreamID != 1<<31-1 || ga.ErrCode != http2.ErrCodeNo {
 		t.Errorf("first GOAWAY: got last=%d code=%v, want last=2147483647 NO_ERROR", ga.LastStreamID, ga.ErrCode)
@@ -264,14 +293,7 @@ func TestShutdownSendsGoAway(t *testing.T) {
 	p.fr.WriteData(1, true, nil)
 	p.fr.WriteData(3, true, nil)
 	go io.Copy(io.Discard, p.nc)
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return after the last stream ended")
-	}
+	waitShutdown(t, shut, "after the last stream ended")
 }
 
 // TestShutdownWithoutPingAnswer: a peer that does not answer the drain's PING gets the final
@@ -285,12 +307,7 @@ func TestShutdownWithoutPingAnswer(t *testing.T) {
 	p.headers(1, true, ":method", "CONNECT", ":authority", "1.1.1.1:80")
 	p.read(isStatus(1))
 
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		shut <- p.srv.Shutdown(ctx)
-	}()
+	shut := p.shutdown()
 	var goAways []uint32
 	for {
 		f, err := p.fr.ReadFrame()
@@ -304,14 +321,7 @@ func TestShutdownWithoutPingAnswer(t *testing.T) {
 	if len(goAways) != 2 || goAways[0] != 1<<31-1 || goAways[1] != 1 {
 		t.Errorf("GOAWAYs' last streams: %v, want [2147483647 1]", goAways)
 	}
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	waitShutdown(t, shut, "after the final GOAWAY")
 }
 
 // TestAbortSendsGoAway: a server connection that gives up on its peer ends as ztunnel's does
@@ -342,13 +352,7 @@ func TestAbortSendsGoAway(t *testing.T) {
 			p.headers(1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
 			p.read(isStatus(1))
 			if tc.abort {
-				var nc net.Conn
-				p.srv.mu.Lock()
-				for c := range p.srv.conns {
-					nc = c.nc
-				}
-				p.srv.mu.Unlock()
-				if !p.srv.Abort(nc, errAborted) {
+				if !p.srv.Abort(p.served(), errAborted) {
 					t.Fatal("Abort did not find the connection")
 				}
 				if p.srv.Abort(&net.TCPConn{}, errAborted) {
@@ -440,13 +444,7 @@ func TestAbortWhileWriting(t *testing.T) {
 			p.headers(2*i+1, false, ":method", "CONNECT", ":authority", "1.1.1.1:80")
 		}
 		started.Wait()
-		var nc net.Conn
-		p.srv.mu.Lock()
-		for c := range p.srv.conns {
-			nc = c.nc
-		}
-		p.srv.mu.Unlock()
-		p.srv.Abort(nc, errAborted)
+		p.srv.Abort(p.served(), errAborted)
 		for range streams {
 			select {
 			case err := <-writeErr:
