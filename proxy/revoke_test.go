@@ -17,12 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/ztunnel-go/ztunnel/internal/promtext"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/tls/certs"
 	"github.com/ztunnel-go/ztunnel/tls/certs/certtest"
 	"github.com/ztunnel-go/ztunnel/tls/identity"
-	"golang.org/x/net/http2"
 )
 
 // crlEnv is a test environment whose certificates come from a CA the test holds the keys of,
