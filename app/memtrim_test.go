@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/internal/workers"
 )
@@ -45,17 +45,7 @@ func noGC(t *testing.T) {
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // idleWorkers counts the worker goroutines waiting for a task.
-func idleWorkers() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("workers.wait(")) {
-			n++
-		}
-	}
-	return n
-}
+func idleWorkers() int { return leakcheck.Matching("internal/workers.wait(") }
 
 // startWorkers leaves k idle workers behind.
 func startWorkers(t *testing.T, k int) {

@@ -8,6 +8,7 @@ package leakcheck
 
 import (
 	"bytes"
+	"iter"
 	"runtime"
 	"testing"
 	"time"
@@ -21,14 +22,8 @@ var processGoroutines = [][]byte{
 
 // Count is the number of goroutines now, those of processGoroutines left out.
 func Count() int {
-	n := runtime.NumGoroutine()
-	buf := make([]byte, 64<<10*max(n, 16))
-	buf = buf[:runtime.Stack(buf, true)]
 	count := 0
-	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if len(bytes.TrimSpace(g)) == 0 {
-			continue
-		}
+	for g := range stacks() {
 		daemon := false
 		for _, fn := range processGoroutines {
 			if bytes.Contains(g, fn) {
@@ -41,6 +36,36 @@ func Count() int {
 		}
 	}
 	return count
+}
+
+// Matching is the number of goroutines now whose stack trace (as runtime.Stack writes it: the
+// state in the first line, then the frames) contains every one of subs.
+func Matching(subs ...string) int {
+	count := 0
+next:
+	for g := range stacks() {
+		for _, s := range subs {
+			if !bytes.Contains(g, []byte(s)) {
+				continue next
+			}
+		}
+		count++
+	}
+	return count
+}
+
+// stacks yields the stack trace of every goroutine now.
+func stacks() iter.Seq[[]byte] {
+	n := runtime.NumGoroutine()
+	buf := make([]byte, 64<<10*max(n, 16))
+	buf = buf[:runtime.Stack(buf, true)]
+	return func(yield func([]byte) bool) {
+		for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+			if len(bytes.TrimSpace(g)) > 0 && !yield(g) {
+				return
+			}
+		}
+	}
 }
 
 // Baseline is the number of goroutines now (see Count).

@@ -1,11 +1,12 @@
 package workers
 
 import (
-	"bytes"
 	"runtime"
 	"runtime/metrics"
 	"sync"
 	"testing"
+
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
 )
 
 // deepStack uses about n KiB of stack, as the per-connection paths of a proxy do.
@@ -129,31 +130,11 @@ func waitIdle(t *testing.T, want int32) {
 }
 
 // workerGoroutines counts the goroutines that are workers (running a task or waiting for one).
-func workerGoroutines() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("internal/workers.work(")) {
-			n++
-		}
-	}
-	return n
-}
+func workerGoroutines() int { return leakcheck.Matching("internal/workers.work(") }
 
 // parked counts the workers blocked in wait (an idle worker counts itself in idle just before
 // it gets there).
-func parked() int32 {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var n int32
-	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("[chan receive")) && bytes.Contains(g, []byte("workers.wait(")) {
-			n++
-		}
-	}
-	return n
-}
+func parked() int32 { return int32(leakcheck.Matching("[chan receive", "internal/workers.wait(")) }
 
 // BenchmarkGoDeepStack: a task that needs 8 KiB of stack, run by a go statement (the stack grows
 // from 2 KiB each time) and by Go (a reused worker's stack has grown already).
