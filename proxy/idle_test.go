@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -239,4 +240,37 @@ func (e *testEnv) echoTo(t *testing.T, dst netip.AddrPort, n int) []net.Conn {
 		echo(t, conns[i], byte(i))
 	}
 	return conns
+}
+
+// TestIdleListenersHoldNoGoroutines: once its listeners have been quiet for acceptParkAfter, a
+// proxy holds no goroutine in their accept loops (in shared mode every pod has three or four);
+// the next connection wakes the loop of its listener, here SOCKS5 and then inbound HBONE, and
+// Drain ends loops that are parked.
+func TestIdleListenersHoldNoGoroutines(t *testing.T) {
+	old := acceptParkAfter
+	acceptParkAfter = 20 * time.Millisecond
+	defer func() { acceptParkAfter = old }()
+	e := newEnv(t)
+	accepting := func() int { return leakcheck.Matching("proxy.(*acceptor).serve") }
+	for _, stage := range []string{"after Listen", "after a connection through both listeners"} {
+		testwait.Until(t, "the quiet accept loops to park ("+stage+")", 5*time.Second, func() bool { return accepting() == 0 })
+		e.echoOnce(t)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- e.proxy.Drain(context.Background()) }()
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return with parked accept loops")
+	}
+	if n := accepting(); n != 0 {
+		t.Fatalf("%d accept loops run after Drain", n)
+	}
+	if c, err := net.Dial("tcp", netip.AddrPortFrom(serverIP, e.ports.InboundHBONE).String()); err == nil {
+		c.Close()
+		t.Fatal("the inbound HBONE listener still accepts after Drain")
+	}
 }

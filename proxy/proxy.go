@@ -5,7 +5,9 @@
 // of those know about each other.
 //
 // Ownership: a Proxy owns its listeners, its HBONE pool and server, and every goroutine it starts
-// (accept loops and one goroutine per connection, tracked by a WaitGroup). Drain ends them all.
+// (one goroutine per connection, tracked by a WaitGroup; the accept loops, each a
+// netutil.IdleLoop that holds a goroutine only while its listener is busy; the byte flusher, a
+// timer). Drain ends them all.
 package proxy
 
 import (
@@ -16,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -149,10 +152,16 @@ type Proxy struct {
 	// Owned by Listen/Drain under mu.
 	mu        sync.Mutex
 	listeners []net.Listener
+	accepts   []*acceptor // one per listener, same order
 	draining  bool
 
-	wg   sync.WaitGroup // accept loops, the byte flusher and connection goroutines
-	stop chan struct{}  // closed by Drain: stops the byte flusher
+	wg sync.WaitGroup // connection goroutines
+
+	// flush runs flushTick every flushInterval until Drain sets flushStopped; flushMu is held
+	// by a running tick, so that once Drain has taken it no tick runs any more.
+	flushMu      sync.Mutex
+	flush        *time.Timer
+	flushStopped bool // guarded by flushMu
 
 	// handshakes bounds TLS handshakes on 15008 beyond their own timeout: Drain cancels it at
 	// once, since a connection that has not finished its handshake carries nothing to drain.
@@ -170,6 +179,12 @@ type Proxy struct {
 
 // flushInterval is how often the bytes of long connections reach the metrics.
 const flushInterval = 5 * time.Second
+
+// acceptParkAfter is how long an accept loop waits for the next connection before it gives
+// its goroutine up (netutil.IdleLoop): a pod whose listeners are quiet holds no goroutine for
+// them. A parked listener's next connection costs a wake-up of the epoll loop and a goroutine
+// from internal/workers, a few microseconds. A variable for tests.
+var acceptParkAfter = time.Second
 
 // New validates cfg and builds a Proxy; it opens no socket.
 func New(cfg Config) (*Proxy, error) {
@@ -203,7 +218,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.TerminationGrace == 0 {
 		cfg.TerminationGrace = 5 * time.Second
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(), stop: make(chan struct{}),
+	p := &Proxy{cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, conns: newTracker(),
 		fds: newFDGuard(), anon: &workload.Workload{Network: cfg.Network}}
 	from := cfg.Socket
 	from.Transparent, from.Freebind = true, true
@@ -224,41 +239,49 @@ func New(cfg Config) (*Proxy, error) {
 func (p *Proxy) Listen(ctx context.Context) error {
 	lc := p.cfg.Socket.ListenConfig()
 	type spec struct {
-		addr  netip.AddrPort
-		serve func(net.Listener)
+		addr     netip.AddrPort
+		reporter string
+		handle   func(net.Conn, *connState)
 	}
 	src, dst := metrics.ReporterSource, metrics.ReporterDestination
 	specs := []spec{
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.Outbound), p.acceptLoop(src, p.handleOutbound)},
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundPlain), p.acceptLoop(dst, p.handleInboundPlain)},
-		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundHBONE), p.acceptLoop(dst, p.handleInboundHBONE)},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.Outbound), src, p.handleOutbound},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundPlain), dst, p.handleInboundPlain},
+		{netip.AddrPortFrom(p.cfg.ListenIP, p.cfg.Ports.InboundHBONE), dst, p.handleInboundHBONE},
 	}
 	if p.cfg.SOCKS5 {
-		specs = append(specs, spec{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), p.cfg.Ports.SOCKS5), p.acceptLoop(src, p.handleSOCKS5)})
+		specs = append(specs, spec{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), p.cfg.Ports.SOCKS5), src, p.handleSOCKS5})
 	}
 	var ls []net.Listener
+	var accepts []*acceptor
 	for _, s := range specs {
 		var l net.Listener
 		err := p.inNetns(func() (err error) {
 			l, err = lc.Listen(ctx, "tcp", s.addr.String())
 			return err
 		})
+		var a *acceptor
+		if err == nil {
+			ls = append(ls, l)
+			a, err = p.newAcceptor(l.(*net.TCPListener), s.reporter, s.handle)
+		}
 		if err != nil {
 			for _, o := range ls {
 				o.Close()
 			}
 			return fmt.Errorf("listen %s: %w", s.addr, err)
 		}
-		ls = append(ls, l)
+		accepts = append(accepts, a)
 	}
 	p.mu.Lock()
-	p.listeners = ls
+	p.listeners, p.accepts = ls, accepts
 	p.mu.Unlock()
-	for i, s := range specs {
-		l := ls[i]
-		p.wg.Go(func() { s.serve(l) })
+	for _, a := range accepts {
+		a.loop.Start()
 	}
-	p.wg.Go(p.flushLoop)
+	p.flushMu.Lock()
+	p.flush = time.AfterFunc(flushInterval, p.flushTick)
+	p.flushMu.Unlock()
 	p.log.Info("listeners ready", "outbound", ls[0].Addr().String(), "inbound", ls[2].Addr().String(),
 		"inbound_plaintext", ls[1].Addr().String())
 	return nil
@@ -283,67 +306,93 @@ func (p *Proxy) Addrs() []net.Addr {
 	return out
 }
 
-// flushLoop adds the bytes of live connections to the metrics every flushInterval, so long
-// connections show up before they close.
-func (p *Proxy) flushLoop() {
-	t := time.NewTicker(flushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-			p.conns.flushBytes()
-		}
+// flushTick adds the bytes of live connections to the metrics, so long connections show up
+// before they close, and arms the next tick unless Drain stopped them.
+func (p *Proxy) flushTick() {
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	if p.flushStopped {
+		return
+	}
+	p.conns.flushBytes()
+	p.flush.Reset(flushInterval)
+}
+
+// stopFlush stops the byte flusher; once it returns, no tick runs.
+func (p *Proxy) stopFlush() {
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	p.flushStopped = true
+	if p.flush != nil {
+		p.flush.Stop()
 	}
 }
 
-// acceptLoop accepts until the listener closes, backing off on temporary errors such as
-// file-descriptor exhaustion so established connections keep flowing. Each accepted socket
-// counts in istio_tcp_sockets_open, and holds a connection-limit slot, until its job ends: when
-// its handler returns, or when the relay it handed the connection to ends (connState.end).
-func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) func(net.Listener) {
-	socket := sourceSocket
+// acceptor is one listener's accept loop. It accepts until the listener closes, backing off on
+// temporary errors such as file-descriptor exhaustion so established connections keep flowing.
+// Each accepted socket counts in istio_tcp_sockets_open, and holds a connection-limit slot,
+// until its job ends: when its handler returns, or when the relay it handed the connection to
+// ends (connState.end). Its loop owns the goroutine that accepts; Drain closes it.
+type acceptor struct {
+	p        *Proxy
+	l        *net.TCPListener
+	loop     *netutil.IdleLoop
+	reporter string
+	socket   socketGauge
+	handle   func(net.Conn, *connState)
+	probe    *fdProbe // used by the accepting goroutine only
+}
+
+func (p *Proxy) newAcceptor(l *net.TCPListener, reporter string, handle func(net.Conn, *connState)) (*acceptor, error) {
+	a := &acceptor{p: p, l: l, reporter: reporter, socket: sourceSocket, handle: handle, probe: newFDProbe()}
 	if reporter == metrics.ReporterDestination {
-		socket = destinationSocket
+		a.socket = destinationSocket
 	}
-	return func(l net.Listener) {
-		var delay time.Duration
-		probe := newFDProbe()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if delay == 0 {
-					delay = 5 * time.Millisecond
-				} else if delay *= 2; delay > time.Second {
-					delay = time.Second
-				}
-				p.log.Warn("accept failed, backing off", "addr", l.Addr().String(), "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
+	var err error
+	a.loop, err = netutil.NewIdleLoop(l, l.SetDeadline, acceptParkAfter, a.serve)
+	return a, err
+}
+
+// serve accepts for one period of a.loop: it returns when the listener's deadline passes or
+// the listener closes.
+func (a *acceptor) serve() error {
+	p := a.p
+	var delay time.Duration
+	for {
+		c, err := a.l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return err
 			}
-			delay = 0
-			if !p.fds.admit(c, probe, p.log, l) {
-				continue
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
 			}
-			if !p.cfg.Limit.acquire() {
-				p.cfg.Limit.logRefusal(p.log, l.Addr().String(), c.RemoteAddr().String())
-				refuse(c)
-				continue
-			}
-			p.wg.Add(1)
-			p.cfg.Metrics.SocketOpened(reporter)
-			st := &connState{p: p, limited: true, socket: socket}
-			workers.Go(func() { // owned by p.wg, through st
-				handle(c, st)
-				if !st.kept {
-					st.end()
-				}
-			})
+			p.log.Warn("accept failed, backing off", "addr", a.l.Addr().String(), "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
+		a.loop.Active()
+		if !p.fds.admit(c, a.probe, p.log, a.l) {
+			continue
+		}
+		if !p.cfg.Limit.acquire() {
+			p.cfg.Limit.logRefusal(p.log, a.l.Addr().String(), c.RemoteAddr().String())
+			refuse(c)
+			continue
+		}
+		p.wg.Add(1)
+		p.cfg.Metrics.SocketOpened(a.reporter)
+		st := &connState{p: p, limited: true, socket: a.socket}
+		handle := a.handle
+		workers.Go(func() { // owned by p.wg, through st
+			handle(c, st)
+			if !st.kept {
+				st.end()
+			}
+		})
 	}
 }
 
@@ -353,15 +402,13 @@ func (p *Proxy) acceptLoop(reporter string, handle func(net.Conn, *connState)) f
 func (p *Proxy) Drain(ctx context.Context) error {
 	immediate := ctx.Err() != nil // the caller wants every connection closed now
 	p.mu.Lock()
-	if !p.draining {
-		close(p.stop)
-	}
 	p.draining = true
-	ls := p.listeners
-	p.listeners = nil
+	ls, accepts := p.listeners, p.accepts
+	p.listeners, p.accepts = nil, nil
 	p.mu.Unlock()
-	for _, l := range ls {
-		l.Close()
+	p.stopFlush()
+	for i, a := range accepts {
+		a.loop.Close(ls[i].Close)
 	}
 	p.cancelHandshake()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.TerminationGrace)
