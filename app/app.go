@@ -274,7 +274,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	adm := a.adminServer()
-	var servers []*http.Server
+	var servers []*httpServer
 	serve := func(name string, addr config.Address, h http.Handler) error {
 		for _, ep := range addr.Endpoints(a.cfg.IPv6Enabled) {
 			l, err := net.Listen("tcp", ep.String())
@@ -285,15 +285,18 @@ func (a *App) Run(ctx context.Context) error {
 				}
 				return fmt.Errorf("%s server: %w", name, err)
 			}
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-			servers = append(servers, srv)
-			wg.Go(func() { srv.Serve(l) })
+			s, err := startHTTP(&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, l.(*net.TCPListener), httpParkAfter)
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("%s server: %w", name, err)
+			}
+			servers = append(servers, s)
 		}
 		return nil
 	}
 	shutdownServers := func() {
 		for _, s := range servers {
-			s.Close()
+			s.close()
 		}
 	}
 	// Registered before the readiness server starts, so that it never answers ready while the
