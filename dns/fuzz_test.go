@@ -37,12 +37,14 @@ func (w *captureWriter) TsigStatus() error           { return nil }
 func (w *captureWriter) TsigTimersOnly(bool)         {}
 func (w *captureWriter) Hijack()                     {}
 
-// serveBytes handles pkt as the UDP server does: header parse and accept
-// decision (miekg/dns answers rejects itself), then our handler.
-func serveBytes(s *Server, w *captureWriter, pkt []byte) (*dns.Msg, bool) {
-	if len(pkt) < 12 {
-		return nil, false
+// serveBytes hands pkt to the server as its UDP loop does (serveWire). It
+// returns the header's accept decision (MsgIgnore for a packet too short
+// for one) and the query when pkt parses as one.
+func serveBytes(s *Server, w *captureWriter, pkt []byte) (dns.MsgAcceptAction, *dns.Msg) {
+	if len(pkt) < headerSize {
+		return dns.MsgIgnore, nil
 	}
+	s.serveWire(w, pkt, protoUDP)
 	dh := dns.Header{
 		Id:      binary.BigEndian.Uint16(pkt[0:]),
 		Bits:    binary.BigEndian.Uint16(pkt[2:]),
@@ -51,15 +53,11 @@ func serveBytes(s *Server, w *captureWriter, pkt []byte) (*dns.Msg, bool) {
 		Nscount: binary.BigEndian.Uint16(pkt[8:]),
 		Arcount: binary.BigEndian.Uint16(pkt[10:]),
 	}
-	if acceptQuery(dh) != dns.MsgAccept {
-		return nil, false
-	}
 	r := new(dns.Msg)
-	if err := r.Unpack(pkt); err != nil {
-		return nil, false
+	if r.Unpack(pkt) != nil {
+		r = nil
 	}
-	s.serve(w, r, protoUDP)
-	return r, true
+	return acceptQuery(dh), r
 }
 
 // FuzzHandle feeds arbitrary bytes to the server as UDP queries: it must
@@ -107,21 +105,28 @@ func FuzzHandle(f *testing.F) {
 	remote := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		w := &captureWriter{remote: remote, pack: true}
-		r, ok := serveBytes(s, w, pkt)
-		if !ok {
+		action, r := serveBytes(s, w, pkt)
+		if action == dns.MsgIgnore {
+			if w.written != nil {
+				t.Fatalf("answered a packet it must drop: %v", w.written)
+			}
 			return
 		}
 		if w.written == nil {
-			t.Fatalf("no answer to an accepted query")
+			t.Fatalf("no answer (accept decision %d)", action)
 		}
-		if w.written.Id != r.Id {
-			t.Fatalf("answer id %d, query id %d", w.written.Id, r.Id)
+		if wantID := binary.BigEndian.Uint16(pkt); w.written.Id != wantID {
+			t.Fatalf("answer id %d, query id %d", w.written.Id, wantID)
 		}
 		if w.wire == nil {
 			t.Fatalf("answer does not pack: %v", w.written)
 		}
-		if len(w.wire) > udpLimit(r) {
-			t.Fatalf("answer of %d bytes, client limit %d", len(w.wire), udpLimit(r))
+		limit := dns.MinMsgSize // a rejected query's answer carries no records
+		if action == dns.MsgAccept && r != nil {
+			limit = udpLimit(r)
+		}
+		if len(w.wire) > limit {
+			t.Fatalf("answer of %d bytes, client limit %d", len(w.wire), limit)
 		}
 	})
 }

@@ -122,12 +122,14 @@ type Server struct {
 	cancel     context.CancelFunc
 	scratchMax int // scratch buffers grown beyond this many addresses are not pooled
 
-	mu      sync.Mutex
-	servers []*dns.Server // guarded by mu; each owned by one goroutine tracked in wg
-	addrs   []net.Addr    // guarded by mu
-	closed  bool          // guarded by mu
+	mu     sync.Mutex
+	loops  []socketLoop          // guarded by mu; the sockets served and their loops (serve.go)
+	conns  map[net.Conn]struct{} // guarded by mu; TCP connections being served
+	addrs  []net.Addr            // guarded by mu
+	closed bool                  // guarded by mu
 
-	// wg tracks the goroutines running servers; Close waits for it.
+	// wg tracks the goroutines that serve a query or a TCP connection; Close waits for it
+	// after it has ended the loops, the only ones that add to it.
 	wg sync.WaitGroup
 }
 
@@ -252,23 +254,23 @@ func (s *Server) Listen(addrs ...netip.AddrPort) error {
 	if s.closed {
 		return fail(fmt.Errorf("dns: listen: %w", net.ErrClosed))
 	}
+	var loops []socketLoop
 	for _, p := range opened {
-		udp := &dns.Server{
-			PacketConn:    p.pc,
-			Handler:       &handler{s: s, protocol: protoUDP},
-			UDPSize:       udpReadSize,
-			ReadTimeout:   tcpReadTimeout,
-			MsgAcceptFunc: acceptQuery,
+		u, err := s.udpSocket(p.pc.(*net.UDPConn))
+		if err != nil {
+			return fail(fmt.Errorf("dns: serve %s: %w", p.pc.LocalAddr(), err))
 		}
-		tcp := &dns.Server{
-			Listener:      p.ln,
-			Handler:       &handler{s: s, protocol: protoTCP},
-			ReadTimeout:   tcpReadTimeout,
-			MsgAcceptFunc: acceptQuery,
+		t, err := s.tcpSocket(p.ln.(*net.TCPListener))
+		if err != nil {
+			return fail(fmt.Errorf("dns: serve %s: %w", p.ln.Addr(), err))
 		}
-		for _, srv := range []*dns.Server{udp, tcp} {
-			s.start(srv)
-		}
+		loops = append(loops, u, t)
+	}
+	for _, l := range loops {
+		l.loop.Start()
+	}
+	s.loops = append(s.loops, loops...)
+	for _, p := range opened {
 		s.addrs = append(s.addrs, p.pc.LocalAddr(), p.ln.Addr())
 		s.log.Info("starting local DNS server", "udp", p.pc.LocalAddr().String(), "tcp", p.ln.Addr().String())
 	}
@@ -297,29 +299,6 @@ func listenPair(ctx context.Context, lc *net.ListenConfig, a netip.AddrPort) (ne
 	}
 }
 
-// start runs srv in a goroutine owned by s.wg and waits until it serves.
-// Called with s.mu held.
-func (s *Server) start(srv *dns.Server) {
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	errc := make(chan error, 1)
-	s.servers = append(s.servers, srv)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		err := srv.ActivateAndServe()
-		errc <- err
-		if err != nil && s.ctx.Err() == nil {
-			s.log.Error("DNS server stopped", "error", err)
-		}
-	}()
-	select {
-	case <-started:
-	case <-errc: // failed before serving (logged by the goroutine): nothing to shut down
-		s.servers = s.servers[:len(s.servers)-1]
-	}
-}
-
 // Addrs returns the addresses served: for each Listen address its UDP
 // address, then its TCP address.
 func (s *Server) Addrs() []net.Addr {
@@ -337,21 +316,29 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	servers := s.servers
-	s.servers = nil
+	loops := s.loops
+	s.loops = nil
+	// Connections being served read no further query, as new ones are refused; the answer
+	// in flight on each still goes out.
+	for c := range s.conns {
+		c.SetReadDeadline(inThePast)
+	}
 	s.mu.Unlock()
 
-	s.cancel()
 	var errs []error
-	for _, srv := range servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := srv.ShutdownContext(ctx); err != nil {
+	for _, l := range loops {
+		if err := l.loop.Close(l.stop); err != nil {
 			errs = append(errs, err)
 		}
-		cancel()
 	}
+	s.cancel() // forwarding in flight ends and answers SERVFAIL
 	s.wg.Wait()
-	if len(servers) > 0 {
+	for _, l := range loops {
+		if err := l.sock.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if len(loops) > 0 {
 		s.log.Info("dns server drained")
 	}
 	if err := errors.Join(errs...); err != nil {
