@@ -87,7 +87,7 @@ func TestRunPortTakenFails(t *testing.T) {
 
 // loopbackConfig is a configuration with a FAKE_CA, an empty local config, no istiod and every
 // server on loopback (ephemeral ports; readinessPort when not 0), plus extra's variables.
-func loopbackConfig(t *testing.T, extra map[string]string, readinessPort uint16) *config.Config {
+func loopbackConfig(t testing.TB, extra map[string]string, readinessPort uint16) *config.Config {
 	t.Helper()
 	env := map[string]string{
 		"XDS_ADDRESS": "", "CA_ADDRESS": "", "FAKE_CA": "true", "LOCAL_XDS": "workloads: []", "RUST_LOG": "error",

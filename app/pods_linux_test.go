@@ -1,0 +1,141 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
+	"github.com/ztunnel-go/ztunnel/internal/lab"
+	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/testwait"
+)
+
+// podRig is a shared-mode App (loopbackConfig: FAKE_CA, empty local config, the DNS proxy on)
+// fed by a fake istio-cni, to which pods are added, each in a network namespace of its own.
+type podRig struct {
+	lab  *lab.Lab
+	zds  *zdstest.Server
+	pods int
+}
+
+// newPodRig starts the App and returns once it is ready and its own quiet listeners have
+// parked (they do within a second of start-up).
+func newPodRig(tb testing.TB) *podRig {
+	tb.Helper()
+	l := lab.New(tb) // skips without root
+	sock := filepath.Join(tb.TempDir(), "zds.sock")
+	zds, err := zdstest.Listen(sock, slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatalf("fake istio-cni: %v", err)
+	}
+	tb.Cleanup(func() { zds.Close() })
+	a, err := New(loopbackConfig(tb, map[string]string{"PROXY_MODE": "shared", "INPOD_UDS": sock}, 0), io.Discard)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			tb.Error("Run did not return after cancel")
+		}
+	})
+	testwait.Until(tb, "the app to be ready", 10*time.Second, func() bool { return len(a.ready.Pending()) == 0 })
+	testwait.Until(tb, "the app's HTTP listeners to park", 10*time.Second, func() bool {
+		return leakcheck.Matching("net/http.(*Server).Serve(") == 0
+	})
+	return &podRig{lab: l, zds: zds}
+}
+
+// add enrols n more pods and returns once the App acknowledged each.
+func (r *podRig) add(tb testing.TB, n int) {
+	tb.Helper()
+	for range n {
+		i := r.pods
+		r.pods++
+		ns := r.lab.Netns(fmt.Sprintf("p%d", i))
+		err := r.zds.Add(zdstest.Pod{UID: fmt.Sprintf("uid-%d", i), Name: fmt.Sprintf("pod-%d", i),
+			Namespace: "default", ServiceAccount: "sa", NetnsPath: ns.Path()})
+		if err != nil {
+			tb.Fatalf("enrol pod %d: %v", i, err)
+		}
+	}
+}
+
+// TestIdlePodsHoldOneGoroutineEach: a pod whose listeners are quiet costs the process one
+// goroutine, its proxy's policy watcher. Its three proxy listeners and four DNS sockets hold
+// none (netutil.IdleLoop), nor does its byte flusher (a timer); before that, each idle pod held
+// nine goroutines.
+func TestIdlePodsHoldOneGoroutineEach(t *testing.T) {
+	r := newPodRig(t)
+	base := leakcheck.Count()
+	const pods = 3
+	r.add(t, pods)
+	testwait.Until(t, fmt.Sprintf("%d idle pods to hold at most %d goroutines", pods, pods), 10*time.Second,
+		func() bool { return leakcheck.Count()-base <= pods })
+}
+
+// BenchmarkIdlePods enrols 100 pods in a shared-mode App and reports what each costs once its
+// listeners are quiet: goroutines, goroutine stack bytes and live heap bytes (after a
+// collection). One iteration is the whole measure; run it with -benchtime 1x.
+func BenchmarkIdlePods(b *testing.B) {
+	const pods = 100
+	for b.Loop() {
+		r := newPodRig(b)
+		before := footprint()
+		r.add(b, pods)
+		// The listeners of the last pod park within a second or two of its start.
+		time.Sleep(3 * time.Second)
+		after := footprint()
+		b.ReportMetric(float64(after.goroutines-before.goroutines)/pods, "goroutines/pod")
+		b.ReportMetric(float64(after.stacks-before.stacks)/pods, "stack-B/pod")
+		b.ReportMetric(float64(after.heap-before.heap)/pods, "heap-B/pod")
+		b.ReportMetric(float64(after.anon-before.anon)/pods, "anon-RSS-B/pod")
+	}
+}
+
+type footprintReading struct {
+	goroutines         int
+	stacks, heap, anon uint64
+}
+
+// footprint reads the process's goroutines, stack bytes and, after a collection, live heap.
+func footprint() footprintReading {
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return footprintReading{goroutines: leakcheck.Count(), stacks: s[0].Value.Uint64(), heap: s[1].Value.Uint64(),
+		anon: anonRSS()}
+}
+
+// anonRSS is the process's resident anonymous memory (RssAnon), 0 when unknown.
+func anonRSS() uint64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
