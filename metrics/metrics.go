@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	_ "github.com/prometheus/client_golang/prometheus/promhttp/zstd" // zstd for Handler
 
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
 )
@@ -206,11 +205,10 @@ func (r *Registry) Registerer() prometheus.Registerer { return r.reg }
 // Handler serves the Prometheus text format, compressed as the request's Accept-Encoding allows.
 // Of the encodings ztunnel offers (its HTTP library's: zstd, br, gzip, deflate, preferred in
 // that order among equal q-values), zstd and gzip are offered here, in that order; a client that
-// accepts neither gets the text uncompressed. Prometheus asks for gzip.
+// accepts neither gets the text uncompressed. Prometheus asks for gzip. The compression is
+// compress.go's, promhttp only writes the text.
 func (r *Registry) Handler() http.Handler {
-	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{
-		OfferedCompressions: []promhttp.Compression{promhttp.Zstd, promhttp.Gzip, promhttp.Identity},
-	})
+	return compressHandler{next: promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{DisableCompression: true})}
 }
 
 // SocketOpened counts an accepted socket as open (istio_tcp_sockets_open) until SocketClosed
