@@ -24,18 +24,6 @@ func (p protocol) String() string {
 	return "udp"
 }
 
-// handler serves one listener's queries. It is immutable and shared by the
-// goroutines miekg/dns runs per query (UDP) or per connection (TCP).
-type handler struct {
-	s        *Server
-	protocol protocol
-}
-
-// ServeDNS implements dns.Handler.
-func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	h.s.serve(w, r, h.protocol)
-}
-
 // serve answers one query: from the mesh when the name is a mesh name,
 // else by forwarding it.
 func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, proto protocol) {

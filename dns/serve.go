@@ -144,9 +144,10 @@ func (t *tcpLoop) serve() error {
 	}
 }
 
-// stopped logs why a loop ends, unless the server closed it or its period just ended.
+// stopped logs why a loop ends, unless its period just ended or Close ended it (by closing
+// the listener, or by a read deadline in the past; only Close does either).
 func (s *Server) stopped(err error) {
-	if errors.Is(err, os.ErrDeadlineExceeded) || s.ctx.Err() != nil {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
 		return
 	}
 	s.log.Error("DNS server stopped", "error", err)

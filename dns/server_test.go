@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/syncbuf"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -680,6 +682,8 @@ func TestClose(t *testing.T) {
 	base := leakcheck.Baseline()
 	cfg := baseConfig(t, silent.LocalAddr().String())
 	cfg.UpstreamTimeout = time.Minute
+	var logs syncbuf.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -712,6 +716,9 @@ func TestClose(t *testing.T) {
 	}
 	if err := s.Listen(netip.MustParseAddrPort("127.0.0.1:0")); err == nil {
 		t.Errorf("Listen after Close succeeded")
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("Close logged an error:\n%s", logs.String())
 	}
 	// The query in flight is answered (SERVFAIL, its forward cut) before the socket closes.
 	select {
