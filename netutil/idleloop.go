@@ -42,7 +42,9 @@ type IdleLoop struct {
 	mu     sync.Mutex
 	park   ReadPark // Park and Cancel under mu
 	closed bool     // guarded by mu
-	ended  sync.WaitGroup
+	// ended holds one count from Start until the loop ends: run returns without parking,
+	// or Close takes the parked socket back. Close waits for it.
+	ended sync.WaitGroup
 }
 
 // Socket is what an IdleLoop serves: a listener or a datagram socket.
