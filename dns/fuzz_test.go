@@ -45,19 +45,11 @@ func serveBytes(s *Server, w *captureWriter, pkt []byte) (dns.MsgAcceptAction, *
 		return dns.MsgIgnore, nil
 	}
 	s.serveWire(w, pkt, protoUDP)
-	dh := dns.Header{
-		Id:      binary.BigEndian.Uint16(pkt[0:]),
-		Bits:    binary.BigEndian.Uint16(pkt[2:]),
-		Qdcount: binary.BigEndian.Uint16(pkt[4:]),
-		Ancount: binary.BigEndian.Uint16(pkt[6:]),
-		Nscount: binary.BigEndian.Uint16(pkt[8:]),
-		Arcount: binary.BigEndian.Uint16(pkt[10:]),
-	}
 	r := new(dns.Msg)
 	if r.Unpack(pkt) != nil {
 		r = nil
 	}
-	return acceptQuery(dh), r
+	return acceptQuery(header(pkt)), r
 }
 
 // FuzzHandle feeds arbitrary bytes to the server as UDP queries: it must

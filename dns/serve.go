@@ -87,7 +87,7 @@ func (u *udpLoop) serve() error {
 		n, sess, err := dns.ReadFromSessionUDP(u.pc, buf[:])
 		if err != nil {
 			udpBufs.Put(buf)
-			if ne, ok := err.(net.Error); ok && ne.Temporary() && !errors.Is(err, os.ErrDeadlineExceeded) {
+			if temporary(err) {
 				continue
 			}
 			u.s.stopped(err)
@@ -128,7 +128,7 @@ func (t *tcpLoop) serve() error {
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Temporary() && !errors.Is(err, os.ErrDeadlineExceeded) {
+			if temporary(err) {
 				time.Sleep(5 * time.Millisecond) // out of descriptors: let some close
 				continue
 			}
@@ -142,6 +142,13 @@ func (t *tcpLoop) serve() error {
 			t.s.serveConn(c)
 		})
 	}
+}
+
+// temporary reports whether a read or accept error is worth retrying at once: one that says
+// it is temporary, other than the deadline's (which says so too, and ends a period).
+func temporary(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Temporary() && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // stopped logs why a loop ends, unless its period just ended or Close ended it (by closing
@@ -221,15 +228,7 @@ func (s *Server) serveWire(w dns.ResponseWriter, m []byte, proto protocol) {
 	if len(m) < headerSize {
 		return
 	}
-	dh := dns.Header{
-		Id:      binary.BigEndian.Uint16(m[0:]),
-		Bits:    binary.BigEndian.Uint16(m[2:]),
-		Qdcount: binary.BigEndian.Uint16(m[4:]),
-		Ancount: binary.BigEndian.Uint16(m[6:]),
-		Nscount: binary.BigEndian.Uint16(m[8:]),
-		Arcount: binary.BigEndian.Uint16(m[10:]),
-	}
-	action := acceptQuery(dh)
+	action := acceptQuery(header(m))
 	if action == dns.MsgIgnore {
 		return
 	}
@@ -254,6 +253,18 @@ func (s *Server) serveWire(w dns.ResponseWriter, m []byte, proto protocol) {
 	}
 	req.Ns, req.Answer, req.Extra = nil, nil, nil
 	w.WriteMsg(req)
+}
+
+// header is the header of message m, at least headerSize long.
+func header(m []byte) dns.Header {
+	return dns.Header{
+		Id:      binary.BigEndian.Uint16(m[0:]),
+		Bits:    binary.BigEndian.Uint16(m[2:]),
+		Qdcount: binary.BigEndian.Uint16(m[4:]),
+		Ancount: binary.BigEndian.Uint16(m[6:]),
+		Nscount: binary.BigEndian.Uint16(m[8:]),
+		Arcount: binary.BigEndian.Uint16(m[10:]),
+	}
 }
 
 // udpWriter answers one UDP query, from the address it was sent to.

@@ -138,15 +138,9 @@ func TestIdleLoopCloseWhileParked(t *testing.T) {
 	base := leakcheck.Baseline()
 	r := newAcceptRig(t, 10*time.Millisecond)
 	testwait.Until(t, "the idle accept loop to park", 10*time.Second, func() bool { return serving() == 0 })
-	done := make(chan error, 1)
-	go func() { done <- r.loop.Close(r.ln.Close) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close of a parked loop did not return")
+	closeLoop := func() error { return r.loop.Close(r.ln.Close) }
+	if err := testwait.Returns(t, "Close of a parked loop", 10*time.Second, closeLoop); err != nil {
+		t.Fatalf("Close: %v", err)
 	}
 	// Closing again is harmless; the second close of the listener reports it.
 	if err := r.loop.Close(r.ln.Close); !errors.Is(err, net.ErrClosed) {

@@ -256,15 +256,9 @@ func TestIdleListenersHoldNoGoroutines(t *testing.T) {
 		testwait.Until(t, "the quiet accept loops to park ("+stage+")", 5*time.Second, func() bool { return accepting() == 0 })
 		e.echoOnce(t)
 	}
-	drained := make(chan error, 1)
-	go func() { drained <- e.proxy.Drain(context.Background()) }()
-	select {
-	case err := <-drained:
-		if err != nil {
-			t.Fatalf("Drain: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Drain did not return with parked accept loops")
+	drain := func() error { return e.proxy.Drain(context.Background()) }
+	if err := testwait.Returns(t, "Drain with parked accept loops", 10*time.Second, drain); err != nil {
+		t.Fatalf("Drain: %v", err)
 	}
 	if n := accepting(); n != 0 {
 		t.Fatalf("%d accept loops run after Drain", n)

@@ -23,3 +23,19 @@ func Until(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 		time.Sleep(interval)
 	}
 }
+
+// Returns runs fn on a goroutine of its own and returns fn's error once fn returns; it fails
+// the test with "<what> did not return within <timeout>" when fn has not by then (fn's
+// goroutine is then left behind).
+func Returns(t testing.TB, what string, timeout time.Duration, fn func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("%s did not return within %v", what, timeout)
+		return nil
+	}
+}
