@@ -9,14 +9,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/inpod/zdstest"
 	"github.com/ztunnel-go/ztunnel/internal/lab"
 	"github.com/ztunnel-go/ztunnel/internal/leakcheck"
+	"github.com/ztunnel-go/ztunnel/internal/procfs"
 	"github.com/ztunnel-go/ztunnel/internal/testwait"
 )
 
@@ -99,11 +98,11 @@ func BenchmarkIdlePods(b *testing.B) {
 	const pods = 100
 	for b.Loop() {
 		r := newPodRig(b)
-		before := footprint()
+		before := footprint(b)
 		r.add(b, pods)
 		// The listeners of the last pod park within a second or two of its start.
 		time.Sleep(3 * time.Second)
-		after := footprint()
+		after := footprint(b)
 		b.ReportMetric(float64(after.goroutines-before.goroutines)/pods, "goroutines/pod")
 		b.ReportMetric(float64(after.stacks-before.stacks)/pods, "stack-B/pod")
 		b.ReportMetric(float64(after.heap-before.heap)/pods, "heap-B/pod")
@@ -113,29 +112,24 @@ func BenchmarkIdlePods(b *testing.B) {
 
 type footprintReading struct {
 	goroutines         int
-	stacks, heap, anon uint64
+	stacks, heap, anon int64
 }
 
-// footprint reads the process's goroutines, stack bytes and, after a collection, live heap.
-func footprint() footprintReading {
+// footprint reads, after a collection, the process's goroutines, goroutine stack bytes, live
+// heap and resident anonymous memory (RssAnon).
+func footprint(tb testing.TB) footprintReading {
+	tb.Helper()
 	runtime.GC()
 	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	return footprintReading{goroutines: leakcheck.Count(), stacks: s[0].Value.Uint64(), heap: s[1].Value.Uint64(),
-		anon: anonRSS()}
-}
-
-// anonRSS is the process's resident anonymous memory (RssAnon), 0 when unknown.
-func anonRSS() uint64 {
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0
+		tb.Fatal(err)
 	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
+	anon, err := procfs.KBField(status, "/proc/self/status", "RssAnon:")
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return 0
+	return footprintReading{goroutines: leakcheck.Count(), stacks: int64(s[0].Value.Uint64()),
+		heap: int64(s[1].Value.Uint64()), anon: anon}
 }

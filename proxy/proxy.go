@@ -150,10 +150,9 @@ type Proxy struct {
 	dialer, dialerFrom *net.Dialer
 
 	// Owned by Listen/Drain under mu.
-	mu        sync.Mutex
-	listeners []net.Listener
-	accepts   []*acceptor // one per listener, same order
-	draining  bool
+	mu       sync.Mutex
+	accepts  []*acceptor // one per listener: outbound, inbound plaintext, inbound HBONE[, socks5]
+	draining bool
 
 	wg sync.WaitGroup // connection goroutines
 
@@ -274,7 +273,7 @@ func (p *Proxy) Listen(ctx context.Context) error {
 		accepts = append(accepts, a)
 	}
 	p.mu.Lock()
-	p.listeners, p.accepts = ls, accepts
+	p.accepts = accepts
 	p.mu.Unlock()
 	for _, a := range accepts {
 		a.loop.Start()
@@ -299,9 +298,9 @@ func (p *Proxy) inNetns(fn func() error) error {
 func (p *Proxy) Addrs() []net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]net.Addr, len(p.listeners))
-	for i, l := range p.listeners {
-		out[i] = l.Addr()
+	out := make([]net.Addr, len(p.accepts))
+	for i, a := range p.accepts {
+		out[i] = a.l.Addr()
 	}
 	return out
 }
@@ -403,12 +402,12 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	immediate := ctx.Err() != nil // the caller wants every connection closed now
 	p.mu.Lock()
 	p.draining = true
-	ls, accepts := p.listeners, p.accepts
-	p.listeners, p.accepts = nil, nil
+	accepts := p.accepts
+	p.accepts = nil
 	p.mu.Unlock()
 	p.stopFlush()
-	for i, a := range accepts {
-		a.loop.Close(ls[i].Close)
+	for _, a := range accepts {
+		a.loop.Close(a.l.Close)
 	}
 	p.cancelHandshake()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.TerminationGrace)
