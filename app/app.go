@@ -328,7 +328,8 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	proxyDone()
-	wg.Go(func() { a.proxy.WatchPolicies(runCtx) })
+	stopWatch := a.proxy.WatchPolicies()
+	defer stopWatch()
 	if a.cfg.DNS.Enabled {
 		srv, err := a.startDNS(a.dnsConfig(a.socket, nil, nil))
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 
 	"github.com/ztunnel-go/ztunnel/netutil"
 	"github.com/ztunnel-go/ztunnel/proxy"
@@ -70,18 +69,15 @@ func (f *PodProxies) Start(ctx context.Context, pod *Pod) (PodProxy, error) {
 		}
 		pp.dns = d
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	pp.cancel = cancel
-	pp.wg.Go(func() { p.WatchPolicies(wctx) })
+	pp.stopWatch = p.WatchPolicies()
 	return pp, nil
 }
 
 // podProxy is one pod's proxy, its policy watcher and its DNS proxy.
 type podProxy struct {
-	p      *proxy.Proxy
-	dns    io.Closer          // nil without DNS
-	cancel context.CancelFunc // stops the policy watcher
-	wg     sync.WaitGroup     // the policy watcher
+	p         *proxy.Proxy
+	dns       io.Closer // nil without DNS
+	stopWatch func()    // ends the policy watch (Proxy.WatchPolicies)
 }
 
 // Connections lists the connections the pod's proxy relays.
@@ -95,8 +91,7 @@ func (pp *podProxy) Drain(ctx context.Context) error {
 		derr = pp.dns.Close()
 	}
 	err := pp.p.Drain(ctx)
-	pp.cancel()
-	pp.wg.Wait()
+	pp.stopWatch()
 	if err == nil {
 		err = derr
 	}

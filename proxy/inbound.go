@@ -419,31 +419,32 @@ func (p *Proxy) handleInboundPlain(c net.Conn, st *connState) {
 
 // WatchPolicies re-evaluates live inbound connections whenever the store changes and closes
 // those that are now denied; with revocation lists (CRL_PATH), it also ends the tunnels whose
-// peer a reload of the lists revokes (revoke.go). It returns when ctx ends.
-func (p *Proxy) WatchPolicies(ctx context.Context) {
-	ch, cancel := p.cfg.Store.Subscribe()
-	defer cancel()
-	var revoked <-chan struct{} // nil without revocation lists: never ready
-	crl := p.cfg.Certs.CRL()
-	if crl != nil {
-		revoked = crl.Changed()
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-			// One line per connection, as ztunnel writes; the access line's error says only
-			// that a policy change closed it.
-			for _, d := range p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()) {
-				p.log.Info("connection closed because it's no longer allowed after a policy update",
-					"src.addr", d.src.String(), "src.identity", d.srcID, "dst.addr", d.dst.String(), "reason", d.reason)
-			}
-		case <-revoked:
-			revoked = crl.Changed() // before the sweep: a reload during it is swept again
-			if n := p.sweepRevoked(); n > 0 {
-				p.log.Info("ended tunnels whose peer certificate the reloaded revocation lists revoke", "count", n)
-			}
+// peer a reload of the lists revokes (revoke.go). Between changes it holds no goroutine: each
+// change starts one for its sweep (rerun). stop ends the watch and waits for a sweep in
+// progress; call it once.
+func (p *Proxy) WatchPolicies() (stop func()) {
+	policies := &rerun{fn: func() {
+		// One line per connection, as ztunnel writes; the access line's error says only
+		// that a policy change closed it.
+		for _, d := range p.conns.reevaluate(p.cfg.Store.Snapshot().Policies()) {
+			p.log.Info("connection closed because it's no longer allowed after a policy update",
+				"src.addr", d.src.String(), "src.identity", d.srcID, "dst.addr", d.dst.String(), "reason", d.reason)
 		}
+	}}
+	cancelStore := p.cfg.Store.OnChange(policies.kick)
+	cancelCRL := func() {}
+	revoked := &rerun{fn: func() {
+		if n := p.sweepRevoked(); n > 0 {
+			p.log.Info("ended tunnels whose peer certificate the reloaded revocation lists revoke", "count", n)
+		}
+	}}
+	if crl := p.cfg.Certs.CRL(); crl != nil {
+		cancelCRL = crl.OnChange(revoked.kick)
+	}
+	return func() {
+		cancelStore()
+		cancelCRL()
+		policies.stop()
+		revoked.stop()
 	}
 }

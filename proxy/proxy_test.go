@@ -170,10 +170,9 @@ func newEnvConfig(t testing.TB, mod func(*Config), pols ...*policy.Authorization
 	}
 	e.proxy = listenOnFreePorts(t, cfg)
 	e.ports = e.proxy.cfg.Ports
-	ctx, cancel := context.WithCancel(context.Background())
-	go e.proxy.WatchPolicies(ctx)
+	stopWatch := e.proxy.WatchPolicies()
 	t.Cleanup(func() {
-		cancel()
+		stopWatch()
 		e.proxy.Drain(context.Background())
 	})
 	return e

@@ -78,13 +78,14 @@ func validatePolicy(p *policy.Authorization) error {
 type Store struct {
 	cur atomic.Pointer[Snapshot] // never nil after NewStore
 
-	mu   sync.Mutex // serialises Apply/Replace; guards subs
-	subs map[chan struct{}]struct{}
+	mu      sync.Mutex // serialises Apply/Replace; guards watches and nextID
+	watches map[uint64]func()
+	nextID  uint64
 }
 
 // NewStore returns a store holding an empty snapshot (version 0).
 func NewStore() *Store {
-	s := &Store{subs: make(map[chan struct{}]struct{})}
+	s := &Store{watches: make(map[uint64]func())}
 	s.cur.Store(emptySnapshot(0))
 	return s
 }
@@ -124,11 +125,8 @@ func (s *Store) applyLocked(base *Snapshot, u Update, always bool) error {
 	}
 	next.version = s.cur.Load().version + 1
 	s.cur.Store(next)
-	for ch := range s.subs {
-		select {
-		case ch <- struct{}{}:
-		default: // a notification is already pending
-		}
+	for _, fn := range s.watches {
+		fn()
 	}
 	return err
 }
@@ -139,15 +137,31 @@ func (s *Store) applyLocked(base *Snapshot, u Update, always bool) error {
 // never closed; cancel stops notifications and must be called when done.
 func (s *Store) Subscribe() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
+	cancel := s.OnChange(func() {
+		select {
+		case ch <- struct{}{}:
+		default: // a notification is already pending
+		}
+	})
+	return ch, cancel
+}
+
+// OnChange makes fn run after each change of the snapshot, for an owner that
+// should not hold a goroutine to wait on Subscribe's channel. fn runs on the
+// goroutine that applied the change, with the store's writer lock held so
+// that changes are announced in order: it must return at once and must not
+// call Apply or Replace (it typically starts or flags work that loads the
+// current Snapshot). cancel stops the calls; once it returns no call is in
+// progress or to come. It may be called more than once.
+func (s *Store) OnChange(fn func()) (cancel func()) {
 	s.mu.Lock()
-	s.subs[ch] = struct{}{}
+	s.nextID++
+	id := s.nextID
+	s.watches[id] = fn
 	s.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.subs, ch)
-			s.mu.Unlock()
-		})
+	return func() {
+		s.mu.Lock()
+		delete(s.watches, id)
+		s.mu.Unlock()
 	}
 }

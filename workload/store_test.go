@@ -446,6 +446,25 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// TestOnChange: a callback sees each published snapshot once, in order and already current;
+// a rejected update calls it not, and after cancel it is not called again.
+func TestOnChange(t *testing.T) {
+	s := NewStore()
+	var seen []uint64
+	cancel := s.OnChange(func() { seen = append(seen, s.Snapshot().Version()) })
+	mustApply(t, s, Update{Workloads: []*Workload{pod("a", "10.0.0.1")}})
+	mustApply(t, s, Update{Workloads: []*Workload{pod("b", "10.0.0.2")}})
+	if err := s.Apply(Update{Workloads: []*Workload{{UID: "bad"}}}); err == nil {
+		t.Fatal("bad workload accepted")
+	}
+	cancel()
+	cancel() // idempotent
+	mustApply(t, s, Update{RemoveWorkloads: []string{"a"}})
+	if want := []uint64{1, 2}; !slices.Equal(seen, want) {
+		t.Errorf("callback saw versions %v, want %v", seen, want)
+	}
+}
+
 func TestApplyRejectsAlone(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -292,4 +293,45 @@ func mustParseCRL(t *testing.T, der []byte) *x509.RevocationList {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestCRLSetOnChange: each reload that parses calls the callbacks once, in order; a reload that
+// does not parse calls none, and a cancelled callback is not called again.
+func TestCRLSetOnChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "crl.pem")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewCRLSet(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b []uint64 // the generation each call saw
+	cancelA := s.OnChange(func() { a = append(a, s.Generation()) })
+	cancelB := s.OnChange(func() { b = append(b, s.Generation()) })
+	defer cancelB()
+	gen := s.Generation()
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s.Reload() == nil {
+		t.Fatal("garbage parsed")
+	}
+	cancelA()
+	cancelA() // a second cancel is harmless
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{gen + 1}; !slices.Equal(a, want) {
+		t.Errorf("cancelled callback saw generations %v, want %v", a, want)
+	}
+	if want := []uint64{gen + 1, gen + 2}; !slices.Equal(b, want) {
+		t.Errorf("callback saw generations %v, want %v", b, want)
+	}
 }
