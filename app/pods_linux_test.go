@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,14 +96,16 @@ func TestIdlePodsHoldNoGoroutine(t *testing.T) {
 }
 
 // BenchmarkIdlePods enrols 100 pods in a shared-mode App and reports what each costs once its
-// listeners are quiet: goroutines, goroutine stack bytes and live heap bytes (after a
-// collection). One iteration is the whole measure; run it with -benchtime 1x.
+// listeners are quiet: goroutines, goroutine stack bytes, live heap bytes (after a collection)
+// and anonymous RSS; then how often the whole idle process wakes up. One iteration is the whole
+// measure; run it with -benchtime 1x.
 func BenchmarkIdlePods(b *testing.B) {
 	const pods = 100
 	for b.Loop() {
 		r := newPodRig(b)
 		before := footprint(b)
 		r.add(b, pods)
+		added := time.Now()
 		// The listeners of the last pod park within a second or two of its start.
 		time.Sleep(3 * time.Second)
 		after := footprint(b)
@@ -108,7 +113,44 @@ func BenchmarkIdlePods(b *testing.B) {
 		b.ReportMetric(float64(after.stacks-before.stacks)/pods, "stack-B/pod")
 		b.ReportMetric(float64(after.heap-before.heap)/pods, "heap-B/pod")
 		b.ReportMetric(float64(after.anon-before.anon)/pods, "anon-RSS-B/pod")
+		// How often the idle process runs (every time slice it is given follows a wake-up),
+		// from after the byte flushers' first ticks (5 s after each pod's start), for 5 s.
+		time.Sleep(time.Until(added.Add(6 * time.Second)))
+		const quiet = 5 * time.Second
+		cpu0, slices0 := schedstat(b)
+		time.Sleep(quiet)
+		cpu1, slices1 := schedstat(b)
+		b.ReportMetric(float64(slices1-slices0)/quiet.Seconds(), "wakeups/s")
+		b.ReportMetric(float64(cpu1-cpu0)/1e3/quiet.Seconds(), "CPU-us/s")
 	}
+}
+
+// schedstat sums, over the process's threads, the time spent on a CPU (ns) and the time slices
+// had there (the first and third fields of each thread's schedstat).
+func schedstat(tb testing.TB) (cpu, slices int64) {
+	tb.Helper()
+	tasks, err := filepath.Glob("/proc/self/task/*/schedstat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // the thread has exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 3 {
+			tb.Fatalf("%s: %q: want three fields", path, b)
+		}
+		c, err1 := strconv.ParseInt(f[0], 10, 64)
+		n, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			tb.Fatalf("%s: %v", path, err)
+		}
+		cpu += c
+		slices += n
+	}
+	return cpu, slices
 }
 
 type footprintReading struct {

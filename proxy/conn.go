@@ -135,6 +135,13 @@ func (t *tracker) add(c *connState) {
 	t.mu.Unlock()
 }
 
+// len returns how many connections are tracked.
+func (t *tracker) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
 // remove untracks c; a second remove of the same connection does nothing.
 func (t *tracker) remove(c *connState) {
 	t.mu.Lock()

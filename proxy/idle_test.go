@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -267,4 +268,35 @@ func TestIdleListenersHoldNoGoroutines(t *testing.T) {
 		c.Close()
 		t.Fatal("the inbound HBONE listener still accepts after Drain")
 	}
+}
+
+// TestByteFlushOnlyWhileTracked: the byte flusher's timer runs only while the proxy tracks a
+// connection. A tick that finds none does not arm the next (an idle pod's proxy has no timer
+// to wake for); the next connection arms it again, so its bytes reach the metrics while it is
+// open, without anyone calling flushBytes.
+func TestByteFlushOnlyWhileTracked(t *testing.T) {
+	old := flushInterval
+	flushInterval = 20 * time.Millisecond
+	defer func() { flushInterval = old }()
+	e := newEnv(t)
+	testwait.Until(t, "a tick to find no connection", 5*time.Second, e.proxy.flushIdle.Load)
+
+	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
+	defer c.Close()
+	if e.proxy.flushIdle.Load() {
+		t.Fatal("the flusher is still idle with a connection tracked")
+	}
+	payload := bytes.Repeat([]byte("x"), 3000)
+	c.Write(payload)
+	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the open connection's bytes to reach the metrics", 5*time.Second, func() bool {
+		return promtext.Sum(e.metricsText(t), "istio_tcp_received_bytes_total") == 6000
+	})
+	if e.proxy.flushIdle.Load() {
+		t.Fatal("a tick went idle while a connection was open")
+	}
+	c.Close()
+	testwait.Until(t, "the flusher to go idle after the connection", 5*time.Second, e.proxy.flushIdle.Load)
 }

@@ -361,7 +361,7 @@ func (p *Proxy) hostnameTarget(snap *workload.Snapshot, w *workload.Workload, lo
 // policy re-evaluation (from st.rec). It takes both connections and st (see relay).
 func (p *Proxy) relayInbound(st *connState, client, app net.Conn) {
 	st.closer = closePair{client, app}
-	p.conns.add(st)
+	p.track(st)
 	p.relay(st, client, app)
 }
 

@@ -662,7 +662,7 @@ func (p *Proxy) outbound(client net.Conn, src, dst netip.AddrPort, st *connState
 		rec.open(p.cfg.Metrics, p.access)
 	}
 	st.closer = client
-	p.conns.add(st)
+	p.track(st)
 	defer func() {
 		if !st.kept {
 			p.conns.remove(st)

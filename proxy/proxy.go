@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
@@ -156,11 +157,14 @@ type Proxy struct {
 
 	wg sync.WaitGroup // connection goroutines
 
-	// flush runs flushTick every flushInterval until Drain sets flushStopped; flushMu is held
-	// by a running tick, so that once Drain has taken it no tick runs any more.
+	// flush runs flushTick every flushInterval while connections are tracked, until Drain
+	// sets flushStopped; flushMu is held by a running tick, so that once Drain has taken it no
+	// tick runs any more. A tick that finds no connection sets flushIdle and does not arm the
+	// next one; track arms it again (an idle pod's proxy has no timer to wake for).
 	flushMu      sync.Mutex
 	flush        *time.Timer
-	flushStopped bool // guarded by flushMu
+	flushStopped bool        // guarded by flushMu
+	flushIdle    atomic.Bool // set by a tick that found no connection; cleared under flushMu
 
 	// handshakes bounds TLS handshakes on 15008 beyond their own timeout: Drain cancels it at
 	// once, since a connection that has not finished its handshake carries nothing to drain.
@@ -177,7 +181,7 @@ type Proxy struct {
 }
 
 // flushInterval is how often the bytes of long connections reach the metrics.
-const flushInterval = 5 * time.Second
+var flushInterval = 5 * time.Second
 
 // acceptParkAfter is how long an accept loop waits for the next connection before it gives
 // its goroutine up (netutil.IdleLoop): a pod whose listeners are quiet holds no goroutine for
@@ -314,7 +318,29 @@ func (p *Proxy) flushTick() {
 		return
 	}
 	p.conns.flushBytes()
+	// flushIdle is set before the tracker is read: a connection that track adds after the
+	// read finds it set, and arms the timer once this tick has released flushMu.
+	p.flushIdle.Store(true)
+	if p.conns.len() == 0 {
+		return
+	}
+	p.flushIdle.Store(false)
 	p.flush.Reset(flushInterval)
+}
+
+// track adds st to the connections that drain, policy re-evaluation and the byte flusher see,
+// and arms the flusher when its last tick found none.
+func (p *Proxy) track(st *connState) {
+	p.conns.add(st)
+	if !p.flushIdle.Load() {
+		return
+	}
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	if p.flushIdle.Load() && !p.flushStopped {
+		p.flushIdle.Store(false)
+		p.flush.Reset(flushInterval)
+	}
 }
 
 // stopFlush stops the byte flusher; once it returns, no tick runs.
