@@ -339,6 +339,11 @@ func (h *harness) needs(names ...string) bool {
 
 // setup builds the topology and starts everything the selected paths need.
 func (h *harness) setup(ctx context.Context) error {
+	if cc := h.opts.tcpCC; cc != "" {
+		if err := checkTCPCC(cc, "/proc/sys/net/ipv4"); err != nil {
+			return err
+		}
+	}
 	var err error
 	if h.tmp, err = os.MkdirTemp("", "ztunnel-bench-"); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -198,4 +199,37 @@ func (n *netns) installInpodRedirect() error {
 	}
 	_, err := n.run("ip", "rule", "add", "fwmark", cnirules.RuleMark, "pref", cnirules.RulePref, "lookup", cnirules.RuleTable)
 	return err
+}
+
+// checkTCPCC says, before anything is built, why the namespaces could not run the congestion
+// control cc, from the host's lists in dir (/proc/sys/net/ipv4): a namespace other than the
+// host's may only take, as its default, one that the host's tcp_allowed_congestion_control
+// names (the kernel answers EPERM otherwise), and only one that is loaded
+// (tcp_available_congestion_control).
+func checkTCPCC(cc, dir string) error {
+	read := func(name string) ([]string, error) {
+		b, err := os.ReadFile(dir + "/" + name)
+		if err != nil {
+			return nil, fmt.Errorf("-tcp-cc %s: %w", cc, err)
+		}
+		return strings.Fields(string(b)), nil
+	}
+	available, err := read("tcp_available_congestion_control")
+	if err != nil {
+		return err
+	}
+	allowed, err := read("tcp_allowed_congestion_control")
+	if err != nil {
+		return err
+	}
+	switch {
+	case !slices.Contains(available, cc):
+		return fmt.Errorf("-tcp-cc %s: not loaded in this kernel (net.ipv4.tcp_available_congestion_control: %s); load its module, e.g. modprobe tcp_%s",
+			cc, strings.Join(available, " "), cc)
+	case !slices.Contains(allowed, cc):
+		return fmt.Errorf("-tcp-cc %s: the host does not allow it outside its own namespace (net.ipv4.tcp_allowed_congestion_control: %s); "+
+			"allow it in the host first: sysctl -w net.ipv4.tcp_allowed_congestion_control=%q",
+			cc, strings.Join(allowed, " "), strings.Join(append(allowed, cc), " "))
+	}
+	return nil
 }

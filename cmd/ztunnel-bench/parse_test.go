@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -643,5 +644,32 @@ func TestMeshConfigService(t *testing.T) {
 	}
 	if len(svc.Endpoints) != 1 || svc.Endpoints["bench//v1/Pod/default/server"] == nil {
 		t.Errorf("service endpoints %v, want the server pod alone", svc.Endpoints)
+	}
+}
+
+// TestCheckTCPCC: -tcp-cc names an algorithm that the namespaces can take, or the harness says
+// which host list stops it and what to do, before it builds anything.
+func TestCheckTCPCC(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tcp_available_congestion_control", "reno bbr cubic")
+	write("tcp_allowed_congestion_control", "reno bbr")
+	if err := checkTCPCC("bbr", dir); err != nil {
+		t.Errorf("bbr, allowed: %v", err)
+	}
+	err := checkTCPCC("cubic", dir)
+	if err == nil || !strings.Contains(err.Error(), "tcp_allowed_congestion_control: reno bbr") ||
+		!strings.Contains(err.Error(), `sysctl -w net.ipv4.tcp_allowed_congestion_control="reno bbr cubic"`) {
+		t.Errorf("cubic, loaded but not allowed: %v", err)
+	}
+	if err := checkTCPCC("vegas", dir); err == nil || !strings.Contains(err.Error(), "modprobe tcp_vegas") {
+		t.Errorf("vegas, not loaded: %v", err)
+	}
+	if err := checkTCPCC("bbr", filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "-tcp-cc bbr") {
+		t.Errorf("without the lists: %v", err)
 	}
 }
