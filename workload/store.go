@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ztunnel-go/ztunnel/internal/notify"
 	"github.com/ztunnel-go/ztunnel/policy"
 )
 
@@ -78,14 +79,13 @@ func validatePolicy(p *policy.Authorization) error {
 type Store struct {
 	cur atomic.Pointer[Snapshot] // never nil after NewStore
 
-	mu      sync.Mutex // serialises Apply/Replace; guards watches and nextID
-	watches map[uint64]func()
-	nextID  uint64
+	mu      sync.Mutex       // serialises Apply/Replace
+	watches notify.Callbacks // run after each publish, under mu
 }
 
 // NewStore returns a store holding an empty snapshot (version 0).
 func NewStore() *Store {
-	s := &Store{watches: make(map[uint64]func())}
+	s := &Store{}
 	s.cur.Store(emptySnapshot(0))
 	return s
 }
@@ -125,9 +125,7 @@ func (s *Store) applyLocked(base *Snapshot, u Update, always bool) error {
 	}
 	next.version = s.cur.Load().version + 1
 	s.cur.Store(next)
-	for _, fn := range s.watches {
-		fn()
-	}
+	s.watches.Run()
 	return err
 }
 
@@ -150,18 +148,7 @@ func (s *Store) Subscribe() (<-chan struct{}, func()) {
 // should not hold a goroutine to wait on Subscribe's channel. fn runs on the
 // goroutine that applied the change, with the store's writer lock held so
 // that changes are announced in order: it must return at once and must not
-// call Apply or Replace (it typically starts or flags work that loads the
+// call Apply, Replace, OnChange or a cancel (it typically starts or flags work that loads the
 // current Snapshot). cancel stops the calls; once it returns no call is in
 // progress or to come. It may be called more than once.
-func (s *Store) OnChange(fn func()) (cancel func()) {
-	s.mu.Lock()
-	s.nextID++
-	id := s.nextID
-	s.watches[id] = fn
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.watches, id)
-		s.mu.Unlock()
-	}
-}
+func (s *Store) OnChange(fn func()) (cancel func()) { return s.watches.Add(fn) }

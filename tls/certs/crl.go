@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/notify"
 )
 
 // ErrRevoked is returned (wrapped) by a handshake whose peer presented a revoked certificate.
@@ -39,12 +41,11 @@ type CRLSet struct {
 	lists atomic.Pointer[crlState]
 	// gen counts the reloads that parsed; it advances after lists is stored.
 	gen atomic.Uint64
-	// changed is closed, and replaced, by each reload that parsed, which also calls each of
-	// watches; mu guards the three.
+	// changed is closed, and replaced, by each reload that parsed, which then runs watches;
+	// both under mu.
 	mu      sync.Mutex
 	changed chan struct{}
-	watches map[uint64]func()
-	nextID  uint64
+	watches notify.Callbacks
 	// seen is the file as it was when Reload last read it (parsed or not), taken before the
 	// read: Watch reloads when the file differs from it, so that no change made after a read
 	// is missed, whenever Watch starts.
@@ -57,7 +58,7 @@ func NewCRLSet(path string, log *slog.Logger) (*CRLSet, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &CRLSet{path: path, log: log, changed: make(chan struct{}), watches: make(map[uint64]func())}
+	s := &CRLSet{path: path, log: log, changed: make(chan struct{})}
 	s.lists.Store(&crlState{})
 	if err := s.Reload(); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -86,9 +87,7 @@ func (s *CRLSet) Reload() error {
 	s.mu.Lock()
 	close(s.changed)
 	s.changed = make(chan struct{})
-	for _, fn := range s.watches {
-		fn()
-	}
+	s.watches.Run()
 	s.mu.Unlock()
 	return nil
 }
@@ -111,23 +110,9 @@ func (s *CRLSet) Changed() <-chan struct{} {
 
 // OnChange makes fn run after each reload that parses, for an owner that should not hold a
 // goroutine to wait on Changed. fn runs on the reloading goroutine with the set's lock held, in
-// reload order: it must return at once and must not call Changed or OnChange. cancel stops the
+// reload order: it must return at once and must not call Changed, OnChange or a cancel. cancel stops the
 // calls; once it returns no call is in progress or to come.
-func (s *CRLSet) OnChange(fn func()) (cancel func()) {
-	s.mu.Lock()
-	if s.watches == nil {
-		s.watches = make(map[uint64]func())
-	}
-	s.nextID++
-	id := s.nextID
-	s.watches[id] = fn
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.watches, id)
-		s.mu.Unlock()
-	}
-}
+func (s *CRLSet) OnChange(fn func()) (cancel func()) { return s.watches.Add(fn) }
 
 // crlState is one generation of lists, with the certificates they name indexed by issuer and
 // serial number: MayRevoke answers from the index, without a signature check.
