@@ -135,13 +135,6 @@ func (t *tracker) add(c *connState) {
 	t.mu.Unlock()
 }
 
-// len returns how many connections are tracked.
-func (t *tracker) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
-}
-
 // remove untracks c; a second remove of the same connection does nothing.
 func (t *tracker) remove(c *connState) {
 	t.mu.Lock()
@@ -182,8 +175,9 @@ func (t *tracker) waitEmpty(ctx context.Context) {
 	}
 }
 
-// eachRelaying calls f with the record of every relaying connection, under the mutex.
-func (t *tracker) eachRelaying(f func(*record)) {
+// eachRelaying calls f with the record of every relaying connection, under the mutex, and
+// returns how many connections are tracked (relaying or not).
+func (t *tracker) eachRelaying(f func(*record)) (tracked int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, c := range t.conns {
@@ -191,6 +185,7 @@ func (t *tracker) eachRelaying(f func(*record)) {
 			f(&c.rec)
 		}
 	}
+	return len(t.conns)
 }
 
 // markDrained marks the records of the relaying connections as closed by the drain (the
@@ -213,8 +208,9 @@ func (t *tracker) closeAll() int {
 	return len(closers)
 }
 
-// flushBytes adds the bytes every live connection moved since the last flush to the metrics.
-func (t *tracker) flushBytes() { t.eachRelaying((*record).flush) }
+// flushBytes adds the bytes every live connection moved since the last flush to the metrics,
+// and returns how many connections are tracked.
+func (t *tracker) flushBytes() (tracked int) { return t.eachRelaying((*record).flush) }
 
 // denial is an inbound connection that a policy update denied, as the proxy logs it.
 type denial struct {

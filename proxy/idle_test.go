@@ -279,24 +279,33 @@ func TestByteFlushOnlyWhileTracked(t *testing.T) {
 	flushInterval = 20 * time.Millisecond
 	defer func() { flushInterval = old }()
 	e := newEnv(t)
-	testwait.Until(t, "a tick to find no connection", 5*time.Second, e.proxy.flushIdle.Load)
+	// Read under flushMu: a running tick sets flushIdle before it counts the connections and
+	// clears it again when it finds some, all while holding flushMu.
+	idle := func() bool {
+		e.proxy.flushMu.Lock()
+		defer e.proxy.flushMu.Unlock()
+		return e.proxy.flushIdle.Load()
+	}
+	testwait.Until(t, "a tick to find no connection", 5*time.Second, idle)
 
 	c := e.socksDial(t, netip.AddrPortFrom(serverIP, e.appPort))
 	defer c.Close()
-	if e.proxy.flushIdle.Load() {
-		t.Fatal("the flusher is still idle with a connection tracked")
-	}
 	payload := bytes.Repeat([]byte("x"), 3000)
 	c.Write(payload)
 	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
 		t.Fatal(err)
 	}
+	// The echo came back through the relay, so the connection is tracked (the SOCKS5 reply
+	// alone does not say so: it precedes the outbound path).
+	if idle() {
+		t.Fatal("the flusher is still idle with a connection tracked")
+	}
 	testwait.Until(t, "the open connection's bytes to reach the metrics", 5*time.Second, func() bool {
 		return promtext.Sum(e.metricsText(t), "istio_tcp_received_bytes_total") == 6000
 	})
-	if e.proxy.flushIdle.Load() {
+	if idle() {
 		t.Fatal("a tick went idle while a connection was open")
 	}
 	c.Close()
-	testwait.Until(t, "the flusher to go idle after the connection", 5*time.Second, e.proxy.flushIdle.Load)
+	testwait.Until(t, "the flusher to go idle after the connection", 5*time.Second, idle)
 }

@@ -317,11 +317,10 @@ func (p *Proxy) flushTick() {
 	if p.flushStopped {
 		return
 	}
-	p.conns.flushBytes()
 	// flushIdle is set before the tracker is read: a connection that track adds after the
 	// read finds it set, and arms the timer once this tick has released flushMu.
 	p.flushIdle.Store(true)
-	if p.conns.len() == 0 {
+	if p.conns.flushBytes() == 0 {
 		return
 	}
 	p.flushIdle.Store(false)

@@ -1,8 +1,12 @@
 package proxy
 
-import "sync"
+import (
+	"sync"
 
-// rerun runs fn on a goroutine of its own when kicked, and only then: an owner that reacts to
+	"github.com/ztunnel-go/ztunnel/internal/workers"
+)
+
+// rerun runs fn on a goroutine (internal/workers) when kicked, and only then: an owner that reacts to
 // rare events (a configuration change, a reload of the revocation lists) holds no goroutine
 // between them. Runs never overlap; kicks that arrive while fn runs are merged into one more
 // run, which starts after the current one ends, so every kick is followed by a run that began
@@ -28,7 +32,11 @@ func (r *rerun) kick() {
 		r.again = true
 	default:
 		r.running = true
-		r.done.Go(r.loop)
+		r.done.Add(1)
+		workers.Go(func() { // owned by r.done
+			defer r.done.Done()
+			r.loop()
+		})
 	}
 }
 
