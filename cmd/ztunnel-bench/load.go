@@ -52,6 +52,10 @@ type bulkResult struct {
 	bytes   int64
 	elapsed time.Duration
 	cpu     time.Duration // CPU of the path's proxies during the run
+	// idle is the share of the host's CPU time, in percent, that no task used during the run: a
+	// path whose stages wait on each other (wake-ups, windows) leaves the vCPUs idle, one
+	// bound by CPU does not.
+	idle float64
 }
 
 // bulk downloads from the source application over streams parallel connections for d and
@@ -73,6 +77,10 @@ func bulk(ctx context.Context, p *path, streams int, d time.Duration, abrupt boo
 		conns = append(conns, c)
 	}
 	cpu0, err := sumCPU(p.pids())
+	if err != nil {
+		return bulkResult{}, err
+	}
+	host0, err := readHostCPU()
 	if err != nil {
 		return bulkResult{}, err
 	}
@@ -108,6 +116,10 @@ func bulk(ctx context.Context, p *path, streams int, d time.Duration, abrupt boo
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	host1, err := readHostCPU()
+	if err != nil {
+		return bulkResult{}, err
+	}
 	cpu1, err := sumCPU(p.pids())
 	if err != nil {
 		return bulkResult{}, err
@@ -131,7 +143,7 @@ func bulk(ctx context.Context, p *path, streams int, d time.Duration, abrupt boo
 	if len(errs) > 0 {
 		return bulkResult{}, errors.Join(errs...)
 	}
-	return bulkResult{bytes: total, elapsed: elapsed, cpu: cpu1 - cpu0}, nil
+	return bulkResult{bytes: total, elapsed: elapsed, cpu: cpu1 - cpu0, idle: idlePercent(host0, host1)}, nil
 }
 
 // maxRRSamples bounds the latency samples one run keeps (16 MiB of durations).
@@ -204,6 +216,10 @@ type crrResult struct {
 	done    int           // completed transactions
 	elapsed time.Duration // time taken
 	cpu     time.Duration // CPU of the path's proxies during the run
+	// idle is the share of the host's CPU time, in percent, that no task used during the run: a
+	// path whose stages wait on each other (wake-ups, windows) leaves the vCPUs idle, one
+	// bound by CPU does not.
+	idle float64
 }
 
 // crr opens new connections one after another for d, each carrying one 1-byte request and

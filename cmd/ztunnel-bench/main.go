@@ -416,12 +416,13 @@ func (h *harness) runOne(ctx context.Context, rep *Report, i int, scen string, p
 			return err
 		}
 		rep.add(scen, metThroughput, p.name, gbps(r))
+		rep.add(scen, metIdle, p.name, r.idle)
 		if scen == scenS1 && p.group != nil && r.bytes > 0 {
 			perGiB := r.cpu.Seconds() / (float64(r.bytes) / (1 << 30))
 			rep.add(scen, metCPU, p.name, perGiB)
-			progress("%.2f Gbit/s, %.3f CPU s/GiB", gbps(r), perGiB)
+			progress("%.2f Gbit/s, %.3f CPU s/GiB, host idle %.1f%%", gbps(r), perGiB, r.idle)
 		} else {
-			progress("%.2f Gbit/s", gbps(r))
+			progress("%.2f Gbit/s, host idle %.1f%%", gbps(r), r.idle)
 		}
 	case scenS3:
 		// Every run starts from namespaces without the TIME_WAIT sockets and conntrack entries

@@ -124,6 +124,15 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	// The host's idle share during each bulk run: present for every path, a percentage.
+	for _, scen := range []string{scenS1, scenS2} {
+		for _, p := range paths {
+			s := rep.find(scen, metIdle, p)
+			if s == nil || len(s.Values) != 1 || s.Median < 0 || s.Median > 100 || s.Unit != "%" {
+				t.Errorf("%s %s %s: %+v, want one percentage", scen, metIdle, p, s)
+			}
+		}
+	}
 	if len(rep.PathOrder) != 1 || !slices.Equal(rep.PathOrder[0], paths) {
 		t.Errorf("path order %v, want one repetition in the table's order %v", rep.PathOrder, paths)
 	}

@@ -54,6 +54,52 @@ func TestParseStatusHWM(t *testing.T) {
 	}
 }
 
+// TestParseHostCPU: the aggregate line of /proc/stat gives the total (user to steal, guest
+// time not twice) and the idle part (idle and iowait); anything else is refused.
+func TestParseHostCPU(t *testing.T) {
+	const stat = "cpu  100 2 30 400 5 6 70 8 1000 2000\ncpu0 50 1 15 200 2 3 35 4 0 0\nintr 12345\n"
+	got, err := parseHostCPU([]byte(stat))
+	if want := (hostCPU{total: 100 + 2 + 30 + 400 + 5 + 6 + 70 + 8, idle: 405}); err != nil || got != want {
+		t.Errorf("parseHostCPU = %+v, %v; want %+v", got, err, want)
+	}
+	for _, bad := range []string{
+		"",
+		"cpu0 1 2 3 4 5 6 7 8\n",         // a single CPU's line first
+		"cpu  1 2 3 4 5 6 7\n",           // too few counters
+		"cpu  1 2 3 x 5 6 7 8 0 0\n",     // not a number
+		"cpu  1 2 3 -4 5 6 7 8 0 0\n",    // negative
+		"intr 1\ncpu  1 2 3 4 5 6 7 8\n", // not the first line
+	} {
+		if h, err := parseHostCPU([]byte(bad)); err == nil {
+			t.Errorf("parseHostCPU(%q) = %+v, want an error", bad, h)
+		}
+	}
+	// This host's own file parses, and its idle part is within its total.
+	h, err := readHostCPU()
+	if err != nil || h.total == 0 || h.idle > h.total {
+		t.Errorf("readHostCPU = %+v, %v", h, err)
+	}
+}
+
+// TestIdlePercent: the idle share of the ticks between two readings.
+func TestIdlePercent(t *testing.T) {
+	a := hostCPU{total: 1000, idle: 300}
+	for _, c := range []struct {
+		b    hostCPU
+		want float64
+	}{
+		{hostCPU{total: 1200, idle: 350}, 25},
+		{hostCPU{total: 1200, idle: 300}, 0},
+		{hostCPU{total: 1200, idle: 500}, 100},
+		{hostCPU{total: 1000, idle: 300}, 0}, // no tick passed
+		{hostCPU{total: 900, idle: 200}, 0},  // readings in the wrong order
+	} {
+		if got := idlePercent(a, c.b); got != c.want {
+			t.Errorf("idlePercent(%+v, %+v) = %v, want %v", a, c.b, got, c.want)
+		}
+	}
+}
+
 // TestParseStall: -log-stall takes STALL/PERIOD with the stall shorter than the period.
 func TestParseStall(t *testing.T) {
 	for _, c := range []struct {
@@ -671,5 +717,33 @@ func TestCheckTCPCC(t *testing.T) {
 	}
 	if err := checkTCPCC("bbr", filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "-tcp-cc bbr") {
 		t.Errorf("without the lists: %v", err)
+	}
+}
+
+// TestRowsOrder: rows go by scenario in the order their figures were first recorded, except a
+// bulk scenario's host-idle row, which follows its CPU row although the direct path (no proxy,
+// no CPU figure) records it first.
+func TestRowsOrder(t *testing.T) {
+	var r Report
+	r.startRep(1)
+	r.add(scenIdle, metRSS, "ztunnel", 10)
+	r.add(scenS2, metThroughput, pathDirect, 30)
+	r.add(scenS2, metIdle, pathDirect, 1)
+	r.add(scenS1, metThroughput, pathDirect, 20)
+	r.add(scenS1, metIdle, pathDirect, 30)
+	r.add(scenS1, metThroughput, pathHBONE, 7)
+	r.add(scenS1, metIdle, pathHBONE, 20)
+	r.add(scenS1, metCPU, pathHBONE, 1.4)
+	rows, paths := r.rows()
+	want := [][2]string{
+		{scenS1, metThroughput}, {scenS1, metCPU}, {scenS1, metIdle},
+		{scenS2, metThroughput}, {scenS2, metIdle},
+		{scenIdle, metRSS},
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("rows %v, want %v", rows, want)
+	}
+	if wantPaths := []string{pathDirect, pathHBONE, "ztunnel"}; !slices.Equal(paths, wantPaths) {
+		t.Errorf("paths %v, want %v", paths, wantPaths)
 	}
 }

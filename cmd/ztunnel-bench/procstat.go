@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/internal/procfs"
@@ -125,4 +127,54 @@ func sumSplit(pids []int) (memSplit, error) {
 		total.file += s.file
 	}
 	return total, nil
+}
+
+// hostCPU is the host's CPU time from the first line of /proc/stat, in clock ticks: all of it,
+// and the part no task used (idle and iowait).
+type hostCPU struct {
+	total, idle uint64
+}
+
+// parseHostCPU reads the aggregate "cpu" line of /proc/stat (proc(5)): user, nice, system, idle,
+// iowait, irq, softirq and steal add up to the total. Guest time is already counted in user
+// and nice, so it is not added again. Kernels before 2.6.11 wrote fewer fields; they are
+// refused, like a line that does not parse.
+func parseHostCPU(b []byte) (hostCPU, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return hostCPU{}, fmt.Errorf("proc stat: first line %q is not the aggregate cpu line with 8 counters", line)
+	}
+	var v [8]uint64
+	for i := range v {
+		n, err := strconv.ParseUint(string(f[1+i]), 10, 64)
+		if err != nil {
+			return hostCPU{}, fmt.Errorf("proc stat: cpu counter %d: %w", i+1, err)
+		}
+		v[i] = n
+	}
+	var h hostCPU
+	for _, n := range v {
+		h.total += n
+	}
+	h.idle = v[3] + v[4]
+	return h, nil
+}
+
+// readHostCPU reads the host's CPU time now.
+func readHostCPU() (hostCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return hostCPU{}, err
+	}
+	return parseHostCPU(b)
+}
+
+// idlePercent is the share of the host's CPU time that stayed idle between two readings, in
+// percent; 0 when no tick passed between them.
+func idlePercent(a, b hostCPU) float64 {
+	if b.total <= a.total || b.idle < a.idle {
+		return 0
+	}
+	return 100 * float64(b.idle-a.idle) / float64(b.total-a.total)
 }

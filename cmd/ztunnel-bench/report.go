@@ -44,6 +44,7 @@ var allScenarios = []string{scenS1, scenS2, scenS3, scenS4, scenS5, scenS6, scen
 const (
 	metThroughput  = "throughput" // Gbit/s
 	metCPU         = "cpu"        // proxy CPU seconds per GiB
+	metIdle        = "host idle"  // percent of the host's CPU time idle during a bulk run (S1, S2)
 	metCPUOp       = "cpu/op"     // proxy CPU µs per connection (S3, S5 opening) or round trip (S4)
 	metRate        = "rate"       // connections per second
 	metP50         = "p50"        // microseconds
@@ -62,7 +63,7 @@ const (
 )
 
 var units = map[string]string{
-	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metCPUOp: "CPU us/op", metRate: "conn/s",
+	metThroughput: "Gbit/s", metCPU: "CPU s/GiB", metIdle: "%", metCPUOp: "CPU us/op", metRate: "conn/s",
 	metP50: "us", metP99: "us", metP999: "us", metPerConn: "B/conn", metRSS: "MiB",
 	metConnAnon: "B/conn", metConnFile: "B/conn", metPerConnRest: "B/conn",
 	metAnon: "MiB", metFile: "MiB", metPeakRSS: "MiB", metScraped: "MiB", metScrapedFile: "MiB",
@@ -362,8 +363,10 @@ func median(values []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// rows returns the (scenario, metric) pairs in the order they were first recorded, with the
-// idle-RSS row last, and the paths present in column order.
+// rows returns the (scenario, metric) pairs by scenario, in the order they were first recorded
+// within one except that a scenario's host-idle row comes last (the direct path records it
+// before any path records CPU), with the idle-RSS rows last, and the paths present in column
+// order.
 func (r *Report) rows() (rows [][2]string, paths []string) {
 	seen := map[[2]string]bool{}
 	havePath := map[string]bool{}
@@ -375,8 +378,17 @@ func (r *Report) rows() (rows [][2]string, paths []string) {
 		}
 		havePath[s.Path] = true
 	}
+	idleLast := func(k [2]string) int {
+		if k[1] == metIdle {
+			return 1
+		}
+		return 0
+	}
 	slices.SortStableFunc(rows, func(a, b [2]string) int {
-		return slices.Index(allScenarios, a[0]) - slices.Index(allScenarios, b[0])
+		if d := slices.Index(allScenarios, a[0]) - slices.Index(allScenarios, b[0]); d != 0 {
+			return d
+		}
+		return idleLast(a) - idleLast(b)
 	})
 	for _, p := range append(slices.Clone(allPaths), "ztunnel") {
 		if havePath[p] {
