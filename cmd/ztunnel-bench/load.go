@@ -216,10 +216,6 @@ type crrResult struct {
 	done    int           // completed transactions
 	elapsed time.Duration // time taken
 	cpu     time.Duration // CPU of the path's proxies during the run
-	// idle is the share of the host's CPU time, in percent, that no task used during the run: a
-	// path whose stages wait on each other (wake-ups, windows) leaves the vCPUs idle, one
-	// bound by CPU does not.
-	idle float64
 }
 
 // crr opens new connections one after another for d, each carrying one 1-byte request and
