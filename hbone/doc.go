@@ -12,7 +12,9 @@
 //   - ClientConn: one client HTTP/2 connection; Connect opens a CONNECT
 //     stream and returns it as a *Stream once the peer answered 200.
 //   - Pool: client connections keyed by Key with ztunnel's pool semantics
-//     (stream limit per connection, one dial in flight per key, idle release).
+//     (stream limit per connection, one dial in flight per key, idle release);
+//     new streams stay off connections moving bulk DATA and go to the calm
+//     connection with the fewest streams.
 //   - Server: serves CONNECT streams of accepted connections and hands each
 //     to a Handler in its own goroutine.
 //   - Stream: a net.Conn over one CONNECT stream, with CloseWrite for

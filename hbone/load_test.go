@@ -181,6 +181,45 @@ func TestPoolBusyConnsAreBounded(t *testing.T) {
 	})
 }
 
+// TestPoolSpreadsStreamsOverCalmConns: streams that open together on a key with several calm
+// connections spread over them (the fewest streams first) rather than all joining the first
+// one, where bulk transfers among them would share one TCP stream and one read loop.
+func TestPoolSpreadsStreamsOverCalmConns(t *testing.T) {
+	p, dials := bulkPool(t, 0)
+	first := open(t, p)
+	pinBusy(first.c)
+	second := open(t, p)
+	if second.c == first.c {
+		t.Fatal("the second stream joined the busy connection")
+	}
+	first.c.recvLoad.hot.Store(0) // calm again
+	first.Close()
+	second.Close()
+	testwait.Until(t, "the streams released", 5*time.Second, func() bool { return p.Stats().Streams == 0 })
+
+	on := map[*conn]int{}
+	for range 8 {
+		on[open(t, p).c]++
+	}
+	if on[first.c] != 4 || on[second.c] != 4 {
+		t.Errorf("8 streams held open together: %d on the first connection, %d on the second, want 4 and 4", on[first.c], on[second.c])
+	}
+	if got := dials.Load(); got != 2 {
+		t.Errorf("dials = %d, want 2", got)
+	}
+
+	// A stream that ends leaves room where it was: the next one fills it.
+	var s *Stream
+	for range 2 {
+		s = open(t, p)
+	}
+	s.Close()
+	testwait.Until(t, "the stream released", 5*time.Second, func() bool { return p.Stats().Streams == 9 })
+	if got := open(t, p).c; got != s.c {
+		t.Error("a stream did not join the connection with the fewest streams")
+	}
+}
+
 // TestLoadMeter pins the meter's arithmetic on a clock of its own.
 func TestLoadMeter(t *testing.T) {
 	ms := int64(time.Millisecond)

@@ -169,6 +169,9 @@ func (p *Pool) request(ctx context.Context, k Key, req *Request, wait bool) (*St
 // connection that is not moving bulk DATA (conn.busy): while all of the key's connections are
 // busy and there are fewer than maxBusyConns, it waits for a new one rather than queue the
 // stream behind a bulk transfer; when that dial fails, a busy connection still serves.
+// Among calm connections it takes the one with the fewest streams: streams that open
+// together, before any has moved enough DATA to make its connection busy, spread over the
+// connections the key has rather than all joining the first.
 func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 	avoidBusy := true
 	for {
@@ -182,7 +185,9 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 			e = &poolKey{}
 			p.keys[k] = e
 		}
-		var pick, spare *poolConn // a calm connection with room; a busy one
+		// pick is the calm connection with room that carries the fewest streams (the
+		// first of equals); spare is a busy one with room.
+		var pick, spare *poolConn
 		for _, pc := range e.conns {
 			if pc.streams >= p.cfg.MaxStreamsPerConn || !pc.cc.CanTakeNewStream() {
 				continue
@@ -195,8 +200,12 @@ func (p *Pool) acquire(ctx context.Context, k Key) (*poolConn, error) {
 				}
 				continue
 			}
-			pick = pc
-			break
+			if pick == nil || pc.streams < pick.streams {
+				pick = pc
+			}
+			if pick.streams == 0 {
+				break
+			}
 		}
 		if pick == nil && spare != nil && (!avoidBusy || len(e.conns) >= maxBusyConns) {
 			pick = spare
