@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -437,6 +438,16 @@ func (c *conn) unlockWrite() error {
 	}
 	c.wlockedAt.Store(0)
 	<-c.wmu
+	if c.writers.Load() > 0 {
+		// Another writer waits, and the release just handed it the lock: the channel gives
+		// the slot to its first waiter and readies that goroutine on this P, where it would
+		// wait until this one blocks (a relay first reads its next chunk). Meanwhile the
+		// lock is held by a goroutine that is not running, and the connection's writes
+		// stand still. Yielding runs the new holder at once; this goroutine goes on from
+		// the global run queue, on another P when one is free (benchmarks/README.md,
+		// "Eight streams on one connection").
+		runtime.Gosched()
+	}
 	if err != nil {
 		c.fail(fmt.Errorf("hbone: write: %w", err))
 		return c.connErr()

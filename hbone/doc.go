@@ -64,7 +64,9 @@
 // socket. The write lock is
 // handed over in FIFO order and held for one DATA frame at a time, and the
 // socket keeps at most 128 KiB unsent (TCP_NOTSENT_LOWAT), so a small
-// stream's frame waits behind at most one bulk frame plus that much.
+// stream's frame waits behind at most one bulk frame plus that much. A writer
+// that hands the lock to a waiting one yields, so the new holder runs at once
+// instead of after the releaser's next read.
 //
 // A stream tells a bulk writer how much one Write may carry for its DATA
 // frame, sealed into records and flushed alone, to leave the socket as one

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -251,5 +252,45 @@ func TestLoadMeter(t *testing.T) {
 	}
 	if slow.busy(16 * ms) {
 		t.Error("busy at 160 KiB per window")
+	}
+}
+
+// TestUnlockWriteRunsTheNextWriter: releasing the write lock to a waiting writer lets that
+// writer run before the releaser goes on. On one P the releaser would otherwise keep running
+// while the lock belongs to a goroutine that cannot run (the convoy that made eight streams
+// on one connection slower than one stream). The scheduler looks at its global queue first on
+// every 61st turn, so a few rounds may go the other way; without the yield none goes this way.
+func TestUnlockWriteRunsTheNextWriter(t *testing.T) {
+	c := startServer(t, false, Config{}, bulkOrHold).client(t, Config{}).c
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const rounds = 20
+	first := 0
+	for range rounds {
+		if err := c.lockWrite(); err != nil {
+			t.Fatal(err)
+		}
+		var released, waiterFirst atomic.Bool
+		done := make(chan error, 1)
+		go func() {
+			err := c.lockWrite()
+			waiterFirst.Store(!released.Load())
+			done <- errors.Join(err, c.unlockWrite())
+		}()
+		for c.writers.Load() < 2 { // the waiter has queued for the lock
+			runtime.Gosched()
+		}
+		if err := c.unlockWrite(); err != nil {
+			t.Fatal(err)
+		}
+		released.Store(true)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if waiterFirst.Load() {
+			first++
+		}
+	}
+	if first < rounds*3/4 {
+		t.Errorf("the waiting writer ran before the releaser went on in %d of %d rounds, want at least %d", first, rounds, rounds*3/4)
 	}
 }
