@@ -6,6 +6,12 @@
 #   FUZZTIME  time per target (default 10s), any -fuzztime value (10s, 500x)
 #   FUZZPKGS  packages to search (default ./...)
 #   FUZZSKIP  extended regexp of target names to leave out (default none)
+#   FUZZMINIMIZE  -fuzzminimizetime: how long a worker may shrink one input it
+#             found (default 3s; go's own default is 60s). The same bound holds
+#             for a crasher, which is written as far as it was shrunk. A worker
+#             that shrinks does not fuzz, and the slow targets find a new input
+#             every second or two at first: with go's 60s, FuzzServerConn spent
+#             most of a 20s run shrinking (fuzz/doc.go).
 #   GO        the go command (default go)
 #   FUZZ_TOOLCHAIN  the Go toolchain to fuzz with (default go1.27.1, fetched by
 #             the go command through the module proxy; empty: the go command's
@@ -18,6 +24,7 @@ set -uo pipefail
 FUZZTIME=${FUZZTIME:-10s}
 FUZZPKGS=${FUZZPKGS:-./...}
 FUZZSKIP=${FUZZSKIP:-}
+FUZZMINIMIZE=${FUZZMINIMIZE:-3s}
 GO=${GO:-go}
 FUZZ_TOOLCHAIN=${FUZZ_TOOLCHAIN-go1.27.1}
 cd "$(dirname "$0")/.." || exit 1
@@ -63,14 +70,14 @@ if [ ${#targets[@]} -eq 0 ]; then
 	exit 1
 fi
 
-echo "fuzz: ${#targets[@]} targets, $FUZZTIME each"
+echo "fuzz: ${#targets[@]} targets, $FUZZTIME each (inputs shrunk for at most $FUZZMINIMIZE)"
 start=$SECONDS
 i=0
 for t in "${targets[@]}"; do
 	i=$((i + 1))
 	read -r pkg name <<<"$t"
 	printf 'fuzz: [%d/%d] %s %s\n' "$i" "${#targets[@]}" "$pkg" "$name"
-	out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1)
+	out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZE" "$pkg" 2>&1)
 	rc=$?
 	# Go 1.26's fuzz coordinator (when FUZZ_TOOLCHAIN could not be had) can fail at the end of
 	# -fuzztime with "context deadline exceeded": its own deadline escapes the check meant to
@@ -83,7 +90,7 @@ for t in "${targets[@]}"; do
 			break
 		fi
 		echo "fuzz: $name stopped with the fuzz coordinator's deadline error (no failing input); running it again ($retry of 2)"
-		out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1)
+		out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZE" "$pkg" 2>&1)
 		rc=$?
 	done
 	if [ $rc -ne 0 ]; then
