@@ -37,7 +37,7 @@
 //
 // A worker that finds a new input shrinks it before it fuzzes again, for up
 // to -fuzzminimizetime, and go's default for that is a minute. The targets
-// that run a connection per input find new inputs every second or two at
+// that run a connection per input find several new inputs a second at
 // first, so with that default they spend most of a short run shrinking: in
 // 20 s from the seeds alone, FuzzServerConn ran 62,000 and 105,000 inputs and
 // kept 10 and 63 new ones, and with 3 s it ran 215,000 and 297,000 and kept 85

@@ -9,8 +9,8 @@
 #   FUZZMINIMIZE  -fuzzminimizetime: how long a worker may shrink one input it
 #             found (default 3s; go's own default is 60s). The same bound holds
 #             for a crasher, which is written as far as it was shrunk. A worker
-#             that shrinks does not fuzz, and the slow targets find a new input
-#             every second or two at first: with go's 60s, FuzzServerConn spent
+#             that shrinks does not fuzz, and the slow targets find several new
+#             inputs a second at first: with go's 60s, FuzzServerConn spent
 #             most of a 20s run shrinking (fuzz/doc.go).
 #   GO        the go command (default go)
 #   FUZZ_TOOLCHAIN  the Go toolchain to fuzz with (default go1.27.1, fetched by
