@@ -169,7 +169,13 @@ func (p *durationParser) term() (time.Duration, error) {
 	return scaleDuration(intPart, fracPart, unit)
 }
 
-// scaleDuration computes (intPart.fracPart) * unit without floating point.
+// scaleDuration computes (intPart.fracPart) * unit. The whole part is exact
+// integer arithmetic. The fraction is scaled the way Go's time.ParseDuration
+// scales it, so that every input both parsers accept gives the same
+// nanoseconds: the leading fraction digits that fit in 63 bits, times
+// unit/10^digits in float64, truncated (".00000000002m" is 1.2ns, so 1ns).
+// float64 is exact to the nanosecond for fractions of an hour; for the longer
+// units (days to years) it may be a few nanoseconds off.
 func scaleDuration(intPart, fracPart string, unit time.Duration) (time.Duration, error) {
 	var whole int64
 	for _, c := range []byte(intPart) {
@@ -182,17 +188,23 @@ func scaleDuration(intPart, fracPart string, unit time.Duration) (time.Duration,
 		return 0, errDurationOverflow
 	}
 	d := time.Duration(whole) * unit
-	// Fraction: accumulate digits while they still matter at nanosecond scale.
-	scale := int64(unit)
-	var frac int64
+	var frac uint64
+	scale := 1.0
 	for _, c := range []byte(fracPart) {
-		if scale < 10 {
+		if frac > math.MaxInt64/10 {
+			break // later digits are below what the kept ones can express
+		}
+		next := frac*10 + uint64(c-'0')
+		if next > 1<<63 {
 			break
 		}
-		scale /= 10
-		frac += int64(c-'0') * scale
+		frac = next
+		scale *= 10
 	}
-	return addDuration(d, time.Duration(frac))
+	if frac == 0 {
+		return d, nil
+	}
+	return addDuration(d, time.Duration(float64(frac)*(float64(unit)/scale)))
 }
 
 func addDuration(a, b time.Duration) (time.Duration, error) {

@@ -67,7 +67,10 @@ func TestParseDuration(t *testing.T) {
 // TestParseDurationGoSyntax checks that whatever Go's parser accepts without
 // a sign, ours accepts with the same result.
 func TestParseDurationGoSyntax(t *testing.T) {
-	for _, s := range []string{"1h2m3s4ms5us6ns", "0.5h", "1.000000001s", "300ms", "1.5m", "72h3m0.5s"} {
+	for _, s := range []string{"1h2m3s4ms5us6ns", "0.5h", "1.000000001s", "300ms", "1.5m", "72h3m0.5s",
+		// Fractions finer than a nanosecond of the unit: Go truncates the
+		// product, it does not drop the digits (found by FuzzParseDuration).
+		".00000000002m", "0.0000000000017h", "1.9999999999999999999999s", "0.33333333333333333333h"} {
 		want, err := time.ParseDuration(s)
 		if err != nil {
 			t.Fatal(err)
