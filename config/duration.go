@@ -174,8 +174,10 @@ func (p *durationParser) term() (time.Duration, error) {
 // scales it, so that every input both parsers accept gives the same
 // nanoseconds: the leading fraction digits that fit in 63 bits, times
 // unit/10^digits in float64, truncated (".00000000002m" is 1.2ns, so 1ns).
-// float64 is exact to the nanosecond for fractions of an hour; for the longer
-// units (days to years) it may be a few nanoseconds off.
+// A fraction of an hour (at most 3.6e12ns) fits float64's 53 bits, so it
+// lands on the right nanosecond but for the product's rounding, which can
+// carry it up one ("1.9999999999999999999999s" is 2s, in Go too). For the
+// longer units (days to years) it may be a few nanoseconds off.
 func scaleDuration(intPart, fracPart string, unit time.Duration) (time.Duration, error) {
 	var whole int64
 	for _, c := range []byte(intPart) {
