@@ -8,7 +8,6 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ztunnel-go/ztunnel/internal/boundedmap"
@@ -140,9 +139,9 @@ type Registry struct {
 	newSeries func(Labels) *series             // r.makeSeries, bound once
 }
 
-// New creates the registry with the process and Go collectors and istio_build, whose tag is
-// istioVersion: the Istio release the process is deployed as, not its own build's version
-// (as ztunnel's).
+// New creates the registry with the go_* and process_* metrics (runtime.go) and istio_build,
+// whose tag is istioVersion: the Istio release the process is deployed as, not its own
+// build's version (as ztunnel's).
 func New(component, istioVersion string) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
 	r.cache = boundedmap.New[Labels, *series](defaultCacheSize)
@@ -171,9 +170,7 @@ func New(component, istioVersion string) *Registry {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."},
 		[]string{"component", "tag"})
 	build.WithLabelValues(component, istioVersion).Set(1)
-	r.reg.MustRegister(build,
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector())
+	r.reg.MustRegister(build, newRuntimeCollector())
 	return r
 }
 
