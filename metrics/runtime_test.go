@@ -1,10 +1,11 @@
 package metrics
 
 import (
+	"maps"
 	"math"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -57,14 +58,7 @@ func gatherFamilies(t *testing.T, c ...prometheus.Collector) map[string]family {
 	return out
 }
 
-func names(m map[string]family) []string {
-	var n []string
-	for k := range m {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
-}
+func names(m map[string]family) []string { return slices.Sorted(maps.Keys(m)) }
 
 // TestRuntimeMetricsAsClientGolang: the go_* and process_* metrics have the names, types, help
 // texts and labels of client_golang's Go and process collectors with their default options,
@@ -80,7 +74,7 @@ func TestRuntimeMetricsAsClientGolang(t *testing.T) {
 	ours := gatherFamilies(t, newRuntimeCollector())
 	after := ref()
 
-	if got, want := names(ours), names(before); !equalStrings(got, want) {
+	if got, want := names(ours), names(before); !slices.Equal(got, want) {
 		t.Fatalf("families:\n got %v\nwant %v", got, want)
 	}
 	exact := map[string]bool{
@@ -124,18 +118,6 @@ func TestRuntimeMetricsAsClientGolang(t *testing.T) {
 			}
 		}
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // BenchmarkRuntimeMetrics gathers the go_* and process_* metrics alone, ours against
