@@ -235,8 +235,8 @@ func parseNetOctets(b []byte) (in, out uint64, err error) {
 
 // openFDs counts the process's open descriptors: the size of /proc/self/fd where the kernel
 // reports it (Linux 6.2 and later), else its entries, counted from the raw directory records
-// without making a name of each. The descriptor that lists the directory is counted, as
-// procfs counts it.
+// without making a name of each. Only the second way counts the descriptor that lists the
+// directory, as procfs's two ways do.
 func (p *procReader) openFDs() (int, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/fd", &st); err == nil && st.Size > 0 {
