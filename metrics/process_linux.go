@@ -284,7 +284,7 @@ func countDirents(b []byte) int {
 		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
 		}
-		if !(len(name) == 1 && name[0] == '.') && !(len(name) == 2 && name[0] == '.' && name[1] == '.') {
+		if string(name) != "." && string(name) != ".." {
 			n++
 		}
 		b = b[reclen:]

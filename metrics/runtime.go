@@ -26,7 +26,7 @@ import (
 type runtimeCollector struct {
 	mu      sync.Mutex       // serializes Collect, which reuses the fields below
 	samples []metrics.Sample // rm* order; the names are set once in newRuntimeCollector
-	gc      debug.GCStats    // reused: ReadGCStats keeps its slices' capacity
+	gc      debug.GCStats    // reused: ReadGCStats keeps its slices' capacity and PauseQuantiles' length
 	proc    procReader       // process figures (process_linux.go)
 
 	goInfo prometheus.Metric // immutable after newRuntimeCollector
@@ -200,6 +200,7 @@ func newRuntimeCollector() *runtimeCollector {
 	for i, name := range rmNames {
 		c.samples[i].Name = name
 	}
+	c.gc.PauseQuantiles = make([]time.Duration, 5) // filled, never resized, by ReadGCStats
 	c.proc.init()
 	return c
 }
@@ -228,10 +229,6 @@ func (c *runtimeCollector) Collect(ch chan<- prometheus.Metric) {
 
 	// The pause summary: the minimum, the quartiles and the maximum of the last pauses the
 	// runtime keeps (up to 256), as client_golang reports them.
-	if cap(c.gc.PauseQuantiles) < 5 {
-		c.gc.PauseQuantiles = make([]time.Duration, 5)
-	}
-	c.gc.PauseQuantiles = c.gc.PauseQuantiles[:5]
 	debug.ReadGCStats(&c.gc)
 	q := c.gc.PauseQuantiles
 	ch <- prometheus.MustNewConstSummary(gcPausesDesc, uint64(c.gc.NumGC), c.gc.PauseTotal.Seconds(),
